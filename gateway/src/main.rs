@@ -1,0 +1,150 @@
+//! The `railgate` command line: parses arguments and hands off to the library.
+
+use clap::{Parser, Subcommand};
+use railgate::env::{names, Env, ProcessEnv};
+use railgate::mint;
+use railgate_policy::ticket::TicketRequest;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Parser)]
+#[command(
+    name = "railgate",
+    version,
+    about = "Reverse-proxy sidecar for safe SSE, WebSocket and HTTP chat rails"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print an HS256 JWT signed with AUTH_JWT_SIGNING (development helper).
+    Token {
+        /// Tenant granted by the token (`tenant_id` claim).
+        #[arg(long)]
+        tenant: String,
+        /// Subject.
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// `env` claim.
+        #[arg(long)]
+        env: Option<String>,
+        /// Lifetime (`1h`, `15m`, `90s`, or seconds).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Extra claim `k=v` (v is parsed as JSON when it is JSON), repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+    },
+    /// Print a single-use ticket signed with ENGINES_TICKET_SECRET.
+    Ticket {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Subject.
+        #[arg(long)]
+        sub: String,
+        /// Thread the ticket opens.
+        #[arg(long)]
+        thread: String,
+        /// Mode.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Project.
+        #[arg(long)]
+        project: Option<String>,
+        /// App.
+        #[arg(long)]
+        app: Option<String>,
+        /// Surface.
+        #[arg(long)]
+        surface: Option<String>,
+        /// Lifetime (default 60s, at most 300s).
+        #[arg(long, default_value = "60s")]
+        ttl: String,
+    },
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("railgate: {msg}");
+    ExitCode::from(64)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = ProcessEnv;
+    match cli.command {
+        Some(Command::Token {
+            tenant,
+            sub,
+            env: claim_env,
+            ttl,
+            claims,
+        }) => {
+            let ttl = match mint::parse_ttl(&ttl) {
+                Ok(t) => t,
+                Err(e) => return usage_error(e),
+            };
+            let spec = mint::TokenSpec {
+                tenant,
+                sub,
+                env: claim_env,
+                ttl,
+                claims,
+            };
+            match mint::token(&spec, &env, now()) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage_error(e),
+            }
+        }
+        Some(Command::Ticket {
+            tenant,
+            sub,
+            thread,
+            mode,
+            project,
+            app,
+            surface,
+            ttl,
+        }) => {
+            let ttl = match mint::parse_ttl(&ttl) {
+                Ok(t) => t,
+                Err(e) => return usage_error(e),
+            };
+            let request = TicketRequest {
+                sub,
+                tenant_id: tenant,
+                env: env.get(names::ENV).unwrap_or_else(|| "dev".into()),
+                thread_id: thread,
+                ttl_s: Some(ttl.as_secs()),
+                session_expires_at: None,
+                mode,
+                project_id: project,
+                app_id: app,
+                surface_id: surface,
+            };
+            match mint::ticket(request, &env, now(), mint::random_hex_id()) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage_error(e),
+            }
+        }
+        None => {
+            usage_error("the gateway server is not built yet; available commands: token, ticket")
+        }
+    }
+}

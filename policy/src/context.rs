@@ -1,0 +1,317 @@
+//! One `RequestContext` from every place a field may arrive: headers, token claims, a ticket and
+//! the WebSocket hello. Checks run in the contract's order: field syntax and presence (400), then
+//! env and tenant membership and agreement (403).
+
+use crate::field::{traceparent_trace_id, valid_value, Field};
+use crate::ticket::TicketClaims;
+use crate::token::Claims;
+use crate::{Denial, ErrorCode};
+use serde_json::{Map, Value};
+
+/// Read access to request headers (names given in lower case; every value of a repeated header).
+pub trait HeaderSource {
+    /// Every value sent for `name`.
+    fn values(&self, name: &str) -> Vec<&[u8]>;
+}
+
+/// Name/value pairs, as tests and simple callers hold them.
+impl<N: AsRef<str>, V: AsRef<[u8]>> HeaderSource for Vec<(N, V)> {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.iter()
+            .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+            .collect()
+    }
+}
+
+/// The first WebSocket message: `{"type":"hello","context":{...},"last_event_id":..,"ticket":..}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hello {
+    /// The `context` object.
+    pub context: Map<String, Value>,
+    /// Resume cursor.
+    pub last_event_id: Option<String>,
+    /// A ticket, for clients that cannot send headers.
+    pub ticket: Option<String>,
+}
+
+/// Parses a hello. Anything else as the first message is `request.header_invalid`.
+pub fn parse_hello(bytes: &[u8]) -> Result<Hello, Denial> {
+    let bad = |why: &'static str| Denial::with_message(ErrorCode::HeaderInvalid, why);
+    let map = crate::strict_json::parse_object(bytes)
+        .map_err(|_| bad("first message must be a JSON hello object"))?;
+    if map.get("type").and_then(Value::as_str) != Some("hello") {
+        return Err(bad("first message must have \"type\":\"hello\""));
+    }
+    let context = match map.get("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(c)) => c.clone(),
+        Some(_) => return Err(bad("hello context must be an object")),
+    };
+    let opt_str = |key: &str| match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad("hello last_event_id and ticket must be strings")),
+    };
+    Ok(Hello {
+        context,
+        last_event_id: opt_str("last_event_id")?,
+        ticket: opt_str("ticket")?,
+    })
+}
+
+/// Deployment-wide and per-route settings the context is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextPolicy<'a> {
+    /// The gateway's `ENV`.
+    pub gateway_env: &'a str,
+    /// Allowed values of `mode`.
+    pub allowed_modes: &'a [String],
+    /// Fields the route requires.
+    pub require: &'a [Field],
+}
+
+/// Everything the request presented. At least one of `token` and `ticket` must be verified.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// Request headers.
+    pub headers: &'a dyn HeaderSource,
+    /// Verified JWT claims.
+    pub token: Option<&'a Claims>,
+    /// Verified ticket claims.
+    pub ticket: Option<&'a TicketClaims>,
+    /// WebSocket hello.
+    pub hello: Option<&'a Hello>,
+    /// The `{thread_id}` of the route, if any (a ticket must be bound to it).
+    pub path_thread: Option<&'a str>,
+    /// A fresh random 32-hex id, used when neither `X-Request-Id` nor `traceparent` gives one.
+    pub fallback_trace_id: &'a str,
+}
+
+/// The verified context of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    values: [Option<String>; 10],
+    /// The credential's subject.
+    pub user_id: String,
+    /// `X-Request-Id`, else the `traceparent` trace-id, else a fresh id.
+    pub trace_id: String,
+    /// When the credential ends (token `exp`, ticket session `sx`; the earlier if both).
+    pub expires_at: u64,
+    /// The ticket id, when a ticket was presented (for single use).
+    pub ticket_id: Option<String>,
+}
+
+impl RequestContext {
+    /// A field's value.
+    pub fn get(&self, field: Field) -> Option<&str> {
+        self.values[field.index()].as_deref()
+    }
+
+    /// The tenant (always present once built).
+    pub fn tenant_id(&self) -> &str {
+        self.get(Field::Tenant).unwrap_or_default()
+    }
+
+    /// The env (always present once built).
+    pub fn env(&self) -> &str {
+        self.get(Field::Env).unwrap_or_default()
+    }
+
+    /// Every present field, in [`Field::ALL`] order.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
+        Field::ALL
+            .into_iter()
+            .filter_map(|f| self.get(f).map(|v| (f, v)))
+    }
+
+    /// Builds a context directly (for tests and internal callers that already verified it).
+    pub fn from_parts(fields: &[(Field, &str)], user_id: &str, trace_id: &str) -> Self {
+        let mut values: [Option<String>; 10] = Default::default();
+        for (f, v) in fields {
+            values[f.index()] = Some((*v).to_owned());
+        }
+        RequestContext {
+            values,
+            user_id: user_id.to_owned(),
+            trace_id: trace_id.to_owned(),
+            expires_at: u64::MAX,
+            ticket_id: None,
+        }
+    }
+}
+
+/// Candidate values of one field, in precedence order: header, hello, ticket, token.
+type Candidates = [Vec<String>; 10];
+
+/// Builds and checks the context. The first failing check, in contract order, answers.
+pub fn build(policy: &ContextPolicy<'_>, src: &Sources<'_>) -> Result<RequestContext, Denial> {
+    if src.token.is_none() && src.ticket.is_none() {
+        return Err(Denial::new(ErrorCode::TokenMissing));
+    }
+    let candidates = collect(src)?;
+    let mut values: [Option<String>; 10] = Default::default();
+    for f in Field::ALL {
+        values[f.index()] = candidates[f.index()].first().cloned();
+    }
+    for f in Field::ALL {
+        if values[f.index()].is_none() && policy.require.contains(&f) {
+            return Err(Denial::new(f.missing_code()));
+        }
+    }
+    if let Some(mode) = &values[Field::Mode.index()] {
+        if !policy.allowed_modes.iter().any(|m| m == mode) {
+            return Err(Denial::new(ErrorCode::ModeInvalid));
+        }
+    }
+    let tenant = values[Field::Tenant.index()]
+        .clone()
+        .ok_or(Denial::new(ErrorCode::TenantMissing))?;
+    check_env(policy, src, &candidates[Field::Env.index()])?;
+    values[Field::Env.index()] = Some(policy.gateway_env.to_owned());
+    if let Some(token) = src.token {
+        if !token.tenants.contains(&tenant) {
+            return Err(Denial::new(ErrorCode::TenantMismatch));
+        }
+    }
+    check_agreement(&candidates)?;
+    let user_id = user_id(src)?;
+    let trace_id = trace_id(src)?;
+    if let (Some(ticket), Some(thread)) = (src.ticket, src.path_thread) {
+        if ticket.thread_id != thread {
+            return Err(mismatch("ticket is bound to another thread"));
+        }
+    }
+    let expires_at = match (src.token, src.ticket) {
+        (Some(t), Some(k)) => t.exp.min(k.sx),
+        (Some(t), None) => t.exp,
+        (None, Some(k)) => k.sx,
+        (None, None) => 0,
+    };
+    Ok(RequestContext {
+        values,
+        user_id,
+        trace_id,
+        expires_at,
+        ticket_id: src.ticket.map(|t| t.tid.clone()),
+    })
+}
+
+fn mismatch(why: &'static str) -> Denial {
+    Denial::with_message(ErrorCode::ContextMismatch, why)
+}
+
+fn invalid(field: &str, why: &str) -> Denial {
+    Denial::with_message(ErrorCode::HeaderInvalid, format!("{field} {why}"))
+}
+
+/// A single header value, syntax-checked; a repeated header is invalid.
+fn header_value(src: &Sources<'_>, name: &str) -> Result<Option<String>, Denial> {
+    let values = src.headers.values(name);
+    match values.as_slice() {
+        [] => Ok(None),
+        [one] if valid_value(one) => Ok(Some(String::from_utf8_lossy(one).into_owned())),
+        [_] => Err(invalid(name, "is malformed")),
+        _ => Err(invalid(name, "was sent more than once")),
+    }
+}
+
+/// A hello context value, syntax-checked.
+fn hello_value(hello: Option<&Hello>, key: &str) -> Result<Option<String>, Denial> {
+    match hello.and_then(|h| h.context.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if valid_value(s.as_bytes()) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(key, "in hello is malformed")),
+    }
+}
+
+fn ticket_value(ticket: &TicketClaims, field: Field) -> Option<&str> {
+    match field {
+        Field::Tenant => Some(&ticket.tenant_id),
+        Field::Env => Some(&ticket.env),
+        Field::Mode => ticket.mode.as_deref(),
+        Field::Project => ticket.project_id.as_deref(),
+        Field::App => ticket.app_id.as_deref(),
+        Field::Surface => ticket.surface_id.as_deref(),
+        _ => None,
+    }
+}
+
+fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
+    let mut out: Candidates = Default::default();
+    for f in Field::ALL {
+        let slot = &mut out[f.index()];
+        slot.extend(header_value(src, f.header())?);
+        slot.extend(hello_value(src.hello, f.key())?);
+        if let Some(v) = src.ticket.and_then(|t| ticket_value(t, f)) {
+            slot.push(v.to_owned());
+        }
+        // A token bounds the tenant and env (membership) rather than supplying them.
+        if !matches!(f, Field::Tenant | Field::Env) {
+            if let Some(v) = src.token.and_then(|t| t.str(f.key())) {
+                slot.push(v.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_env(policy: &ContextPolicy<'_>, src: &Sources<'_>, sent: &[String]) -> Result<(), Denial> {
+    let token_env = src.token.and_then(|t| t.env.as_deref());
+    if sent
+        .iter()
+        .map(String::as_str)
+        .chain(token_env)
+        .any(|e| e != policy.gateway_env)
+    {
+        return Err(Denial::new(ErrorCode::EnvMismatch));
+    }
+    Ok(())
+}
+
+fn check_agreement(candidates: &Candidates) -> Result<(), Denial> {
+    for f in Field::ALL {
+        let c = &candidates[f.index()];
+        if c.iter().any(|v| *v != c[0]) {
+            return Err(Denial::with_message(
+                ErrorCode::ContextMismatch,
+                format!("{} differs between its sources", f.key()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn user_id(src: &Sources<'_>) -> Result<String, Denial> {
+    let sub = match (src.token, src.ticket) {
+        (Some(t), Some(k)) if t.sub != k.sub => {
+            return Err(mismatch("ticket subject differs from token"))
+        }
+        (Some(t), _) => t.sub.clone(),
+        (None, Some(k)) => k.sub.clone(),
+        (None, None) => return Err(Denial::new(ErrorCode::TokenMissing)),
+    };
+    if let Some(claimed) = hello_value(src.hello, "user_id")? {
+        if claimed != sub {
+            return Err(mismatch("user_id differs from the credential's subject"));
+        }
+    }
+    Ok(sub)
+}
+
+fn trace_id(src: &Sources<'_>) -> Result<String, Denial> {
+    let header = header_value(src, "x-request-id")?;
+    let hello = hello_value(src.hello, "request_id")?;
+    match (header, hello) {
+        (Some(h), Some(k)) if h != k => Err(mismatch("request_id differs between its sources")),
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => {
+            let parents = src.headers.values("traceparent");
+            let from_parent = match parents.as_slice() {
+                [one] => traceparent_trace_id(one),
+                _ => None,
+            };
+            Ok(from_parent.unwrap_or(src.fallback_trace_id).to_owned())
+        }
+    }
+}

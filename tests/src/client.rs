@@ -1,0 +1,337 @@
+//! Minimal clients that record what the wire carried. Every wait has a timeout.
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Default timeout of one request or one wait.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A complete response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// The body as JSON (panics with the body text if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn send(addr: &str, req: Request<Full<Bytes>>) -> hyper::Response<Incoming> {
+    let stream = timeout(TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("connect timeout")
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    timeout(TIMEOUT, sender.send_request(req))
+        .await
+        .expect("response timeout")
+        .expect("response")
+}
+
+fn build(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(body))).expect("request")
+}
+
+/// One request; reads the whole body.
+pub async fn request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> HttpResponse {
+    let resp = send(addr, build(method, addr, path, headers, body)).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = timeout(TIMEOUT, resp.into_body().collect())
+        .await
+        .expect("body timeout")
+        .expect("body")
+        .to_bytes();
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GET.
+pub async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    request("GET", addr, path, headers, Vec::new()).await
+}
+
+/// POST a JSON value.
+pub async fn post_json(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> HttpResponse {
+    let mut h = headers.to_vec();
+    h.push(("content-type", "application/json"));
+    request("POST", addr, path, &h, body.to_string().into_bytes()).await
+}
+
+/// One SSE event as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    /// `event:` (empty if absent).
+    pub event: String,
+    /// `id:` if present.
+    pub id: Option<String>,
+    /// Joined `data:` lines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// `data` as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {}", self.data))
+    }
+}
+
+/// An open SSE stream. Parses LF-delimited events (what railgate and the mock write).
+pub struct SseStream {
+    /// Response status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    body: Option<Incoming>,
+    buf: BytesMut,
+    /// Every byte received, in order.
+    pub raw: Vec<u8>,
+    /// Comment lines seen (without the colon).
+    pub comments: Vec<String>,
+}
+
+impl SseStream {
+    /// Opens `GET path`; the body stays open.
+    pub async fn open(addr: &str, path: &str, headers: &[(&str, &str)]) -> SseStream {
+        let resp = send(addr, build("GET", addr, path, headers, Vec::new())).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        SseStream {
+            status,
+            headers,
+            body: Some(resp.into_body()),
+            buf: BytesMut::new(),
+            raw: Vec::new(),
+            comments: Vec::new(),
+        }
+    }
+
+    /// The whole body of a non-stream answer (error responses).
+    pub async fn body_json(mut self) -> Value {
+        let body = self.body.take().expect("body");
+        let bytes = timeout(TIMEOUT, body.collect())
+            .await
+            .expect("timeout")
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&bytes).expect("json body")
+    }
+
+    /// The next event within `wait`; `None` if the stream ended first.
+    pub async fn next_event_within(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(ev) = self.take_event() {
+                return Some(ev);
+            }
+            let body = self.body.as_mut()?;
+            let frame = tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no SSE event within {wait:?}; got so far: {:?}",
+                        String::from_utf8_lossy(&self.raw)
+                    )
+                });
+            match frame {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        self.raw.extend_from_slice(&data);
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                _ => {
+                    self.body = None;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next event within [`TIMEOUT`].
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        self.next_event_within(TIMEOUT).await
+    }
+
+    /// Reads `n` events (panics if the stream ends first).
+    pub async fn take(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next_event().await {
+                Some(ev) => out.push(ev),
+                None => panic!("stream ended after {} of {n} events: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+
+    fn take_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
+            let block = self.buf.split_to(end + 2);
+            let text = String::from_utf8_lossy(&block[..end]).into_owned();
+            let mut ev = SseEvent::default();
+            let mut data: Vec<String> = Vec::new();
+            let mut any_field = false;
+            for line in text.split('\n') {
+                if let Some(c) = line.strip_prefix(':') {
+                    self.comments.push(c.trim_start().to_owned());
+                    continue;
+                }
+                any_field = true;
+                let (name, value) = line
+                    .split_once(':')
+                    .map(|(n, v)| (n, v.strip_prefix(' ').unwrap_or(v)))
+                    .unwrap_or((line, ""));
+                match name {
+                    "event" => ev.event = value.to_owned(),
+                    "id" => ev.id = Some(value.to_owned()),
+                    "data" => data.push(value.to_owned()),
+                    _ => {}
+                }
+            }
+            if any_field {
+                ev.data = data.join("\n");
+                return Some(ev);
+            }
+        }
+    }
+}
+
+/// A client WebSocket.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Connects a WebSocket to `ws://addr{path}` with extra headers. Returns the socket, or the
+/// HTTP status and body when the upgrade is refused.
+pub async fn ws_connect(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, (u16, Bytes)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("ws request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    match timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("ws connect timeout")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp.into_body().map(Bytes::from).unwrap_or_default();
+            Err((status, body))
+        }
+        Err(e) => panic!("ws connect failed: {e}"),
+    }
+}
+
+/// What a WebSocket delivered next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsEvent {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A close frame: code and reason.
+    Close(u16, String),
+    /// The connection ended without a close frame.
+    Ended,
+}
+
+/// The next text, binary or close event (pings and pongs are skipped) within [`TIMEOUT`].
+pub async fn ws_next(ws: &mut Ws) -> WsEvent {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match timeout(TIMEOUT, ws.next())
+            .await
+            .expect("no WS message within timeout")
+        {
+            Some(Ok(Message::Text(t))) => return WsEvent::Text(t.as_str().to_owned()),
+            Some(Ok(Message::Binary(b))) => return WsEvent::Binary(b.to_vec()),
+            Some(Ok(Message::Close(frame))) => {
+                return match frame {
+                    Some(f) => WsEvent::Close(u16::from(f.code), f.reason.as_str().to_owned()),
+                    None => WsEvent::Close(1005, String::new()),
+                }
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return WsEvent::Ended,
+        }
+    }
+}
+
+/// The next text message parsed as JSON (panics on anything else).
+pub async fn ws_next_json(ws: &mut Ws) -> Value {
+    match ws_next(ws).await {
+        WsEvent::Text(t) => {
+            serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+        }
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}

@@ -1,0 +1,28 @@
+//! Harness for suites that run railgate and upstream-mock as real processes.
+//!
+//! - [`process`]: spawn a binary on port 0, read its `READY` line, keep its logs, kill on Drop.
+//! - [`bins`]: find (or build) the workspace binaries.
+//! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
+//! - [`eventually!`]: wait for a condition with a deadline instead of sleeping.
+
+pub mod bins;
+pub mod client;
+pub mod process;
+
+/// Polls `$cond` (an expression returning `bool`) every 20 ms until it holds or `$secs` pass;
+/// panics with `$msg` on timeout.
+#[macro_export]
+macro_rules! eventually {
+    ($secs:expr, $msg:expr, $cond:expr) => {{
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64($secs as f64);
+        loop {
+            if $cond {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("condition not met within {}s: {}", $secs, $msg);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
