@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use railgate::env::{names, Env, ProcessEnv};
 use railgate::mint;
 use railgate_policy::ticket::TicketRequest;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (the default command).
+    Serve {
+        /// Config file (default: ./railgate.toml if present, else the embedded defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Client listener, overriding the config.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Admin listener, overriding the config.
+        #[arg(long)]
+        admin_listen: Option<String>,
+        /// Default upstream base URL, overriding the config.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+    /// Validate a config; print every problem with its key path; exit 0 or 64.
+    Check {
+        /// Config file (default: ./railgate.toml if present, else the embedded defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print an HS256 JWT signed with AUTH_JWT_SIGNING (development helper).
     Token {
         /// Tenant granted by the token (`tenant_id` claim).
@@ -143,8 +165,20 @@ fn main() -> ExitCode {
                 Err(e) => usage_error(e),
             }
         }
-        None => {
-            usage_error("the gateway server is not built yet; available commands: token, ticket")
+        Some(Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            upstream,
+        }) => {
+            let flags = railgate::config::Overrides {
+                listen,
+                admin_listen,
+                upstream,
+            };
+            railgate::cli::serve(config.as_deref(), &env, &flags)
         }
+        Some(Command::Check { config }) => railgate::cli::check(config.as_deref(), &env),
+        None => railgate::cli::serve(None, &env, &railgate::config::Overrides::default()),
     }
 }

@@ -8,6 +8,7 @@
 pub mod bins;
 pub mod client;
 pub mod process;
+pub mod stack;
 
 /// Polls `$cond` (an expression returning `bool`) every 20 ms until it holds or `$secs` pass;
 /// panics with `$msg` on timeout.

@@ -1,0 +1,67 @@
+//! The gateway's shared state, built once from the configuration.
+
+use crate::auth::{Auth, KeyStore};
+use crate::config::Config;
+use crate::env::Env;
+use crate::metrics::Metrics;
+use crate::proxy::upstream::Upstream;
+use crate::registry::Registry;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything a request handler needs.
+pub struct Gateway {
+    /// Configuration in force.
+    pub config: Config,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Credentials.
+    pub auth: Auth,
+    /// Ownership registry.
+    pub registry: Arc<Registry>,
+    /// Pooled upstream client.
+    pub upstream: Upstream,
+    /// Cancelled when the gateway drains; long-lived streams end on it.
+    pub draining: CancellationToken,
+    /// Long-lived streams and upgraded connections (hyper's graceful shutdown does not see them).
+    pub streams: TaskTracker,
+    /// Admin bearer token (`None`: `/admin/*` is refused).
+    pub admin_token: Option<String>,
+}
+
+impl Gateway {
+    /// Builds the state. Errors are start-up problems (bad key files, bad registry file).
+    pub fn new(config: Config, env: &dyn Env) -> Result<Arc<Gateway>, Vec<String>> {
+        let metrics = Arc::new(
+            Metrics::new(config.tenant_labels.clone())
+                .map_err(|e| vec![format!("metrics: {e}")])?,
+        );
+        let upstream = Upstream::new(&config.limits);
+        let keys = KeyStore::new(&config.auth, env, upstream.clone()).map_err(|e| e.0)?;
+        let auth = Auth::new(&config.auth, env, keys).map_err(|e| vec![e])?;
+        let registry = Registry::new(&config.registry, upstream.clone(), metrics.clone())
+            .map_err(|e| vec![e])?;
+        let admin_token = env
+            .get(crate::env::names::ADMIN_TOKEN)
+            .filter(|t| !t.trim().is_empty());
+        Ok(Arc::new(Gateway {
+            config,
+            metrics,
+            auth,
+            registry,
+            upstream,
+            draining: CancellationToken::new(),
+            streams: TaskTracker::new(),
+            admin_token,
+        }))
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

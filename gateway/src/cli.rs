@@ -1,0 +1,144 @@
+//! The commands behind `railgate serve` and `railgate check`.
+
+use crate::config::{self, Config, Overrides};
+use crate::env::Env;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit code for bad configuration or usage.
+pub const EXIT_USAGE: u8 = 64;
+
+/// Reads the config file: `--config`, else `./railgate.toml` if present, else none (defaults).
+pub fn read_config_file(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>, String> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let local = PathBuf::from("railgate.toml");
+            if !local.exists() {
+                return Ok(None);
+            }
+            local
+        }
+    };
+    std::fs::read_to_string(&path)
+        .map(|t| Some((path.clone(), t)))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Loads and validates; on failure prints every problem and returns the exit code.
+pub fn load(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> Result<Config, ExitCode> {
+    let file = read_config_file(explicit).map_err(|e| {
+        eprintln!("railgate: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    config::load(file.as_ref().map(|(_, t)| t.as_str()), env, flags).map_err(|errs| {
+        let from = file
+            .as_ref()
+            .map(|(p, _)| p.display().to_string())
+            .unwrap_or_else(|| "embedded defaults".into());
+        eprintln!(
+            "railgate: configuration ({from}) has {} problem(s):",
+            errs.0.len()
+        );
+        for e in &errs.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// `railgate check`: validates the config and the key/registry files it names.
+pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
+    let config = match load(explicit, env, &Overrides::default()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("railgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let built = runtime.block_on(async { crate::Gateway::new(config, env).map(|_| ()) });
+    match built {
+        Ok(()) => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("railgate: configuration has {} problem(s):", problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `railgate serve`.
+pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitCode {
+    let config = match load(explicit, env, flags) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("railgate: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let gw = match crate::Gateway::new(config, env) {
+            Ok(g) => g,
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("railgate: {p}");
+                }
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let listeners = match crate::bind(&gw).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("railgate: cannot listen: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match crate::ready_line(&listeners) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("railgate: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        match crate::run(gw, listeners, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("railgate: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Configuration: the embedded defaults (`defaults.toml`, CONTRACT §11) overlaid with the user's
+//! TOML file, then the environment, then command-line flags. Reading collects every problem with
+//! its key path, so `railgate check` can print them all at once.
+
+mod reader;
+pub mod route;
+
+pub use route::{HelloMode, Pattern, Route, RouteKind};
+
+use crate::env::{names, Env};
+use railgate_policy::Field;
+use reader::{Problems, Reader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::{Table, Value};
+
+/// The embedded defaults, as TOML text.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client listener.
+    pub listen: SocketAddr,
+    /// Admin listener (metrics, health, `/admin/*`).
+    pub admin_listen: SocketAddr,
+    /// The deployment env.
+    pub env: String,
+    /// Values `mode` may take.
+    pub allowed_modes: Vec<String>,
+    /// Default upstream base URL (`http://host:port`).
+    pub upstream: String,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// Credentials.
+    pub auth: AuthConfig,
+    /// Thread ownership registry.
+    pub registry: RegistryConfig,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// SSE rail settings.
+    pub sse: SseConfig,
+    /// WebSocket rail settings.
+    pub ws: WsConfig,
+    /// Metric labels allowed per tenant.
+    pub tenant_labels: Vec<String>,
+    /// Routes, matched in order.
+    pub routes: Vec<Route>,
+}
+
+/// A PEM public key pinned to one algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PemKey {
+    /// File holding the PEM.
+    pub pem_file: PathBuf,
+    /// The algorithm the key verifies.
+    pub alg: String,
+    /// The `kid` it answers to.
+    pub kid: Option<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Env var holding the HS256 secret (unset or empty: no HS256 key).
+    pub jwt_hs256_secret_env: String,
+    /// JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL (`http://`), refreshed in the background.
+    pub jwks_url: Option<String>,
+    /// Background refresh interval of `jwks_url`.
+    pub jwks_refresh: Duration,
+    /// At most one extra fetch per this interval on an unknown `kid`.
+    pub jwks_min_refresh: Duration,
+    /// PEM public keys.
+    pub public_keys: Vec<PemKey>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` / `nbf`.
+    pub leeway_s: u64,
+    /// Env var holding the ticket key.
+    pub ticket_secret_env: String,
+    /// Env var holding the previous ticket key (rotation).
+    pub ticket_secret_previous_env: String,
+    /// Whether the resume-grant cookie carries `Secure`.
+    pub cookie_secure: bool,
+    /// Most tickets remembered as used at once (older expired ones are forgotten first).
+    pub max_used_tickets: usize,
+}
+
+/// Where ownership records come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// `GET {url}/registry/threads/{id}`.
+    Upstream {
+        /// Base URL.
+        url: String,
+    },
+    /// A JSON file, reloaded when it changes.
+    File {
+        /// Path.
+        path: PathBuf,
+    },
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Source.
+    pub source: RegistrySource,
+    /// Positive answers are cached this long.
+    pub ttl: Duration,
+    /// "Not found" is cached this long.
+    pub negative_ttl: Duration,
+    /// A known record is still used this long after its TTL when the source fails.
+    pub stale_if_error: Duration,
+    /// Timeout of one lookup.
+    pub timeout: Duration,
+    /// Most records cached.
+    pub max_entries: u64,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request header block.
+    pub max_header_bytes: usize,
+    /// Largest HTTP request body forwarded.
+    pub max_body_bytes: u64,
+    /// Time allowed for a client to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Upstream TCP connect timeout.
+    pub upstream_connect_timeout: Duration,
+    /// Time allowed for the upstream to answer with headers.
+    pub upstream_response_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    pub upstream_idle_timeout: Duration,
+}
+
+/// `[sse]`.
+#[derive(Debug, Clone)]
+pub struct SseConfig {
+    /// Keep-alive comment interval.
+    pub keepalive: Duration,
+    /// Per-client queue length, in events, before `stream.slow_consumer`.
+    pub client_queue_events: usize,
+    /// Journal bound per thread: events.
+    pub journal_events: usize,
+    /// Journal bound per thread: bytes.
+    pub journal_bytes: usize,
+    /// Journal bound per thread: age.
+    pub journal_age: Duration,
+}
+
+/// `[ws]`.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Time allowed for the hello.
+    pub hello_timeout: Duration,
+    /// Ping interval.
+    pub ping_interval: Duration,
+    /// Close when no pong arrives for this long.
+    pub pong_timeout: Duration,
+    /// Largest message.
+    pub max_message_bytes: usize,
+    /// Client messages held while the upstream reconnects.
+    pub held_messages: usize,
+    /// Presence join/leave events.
+    pub presence: bool,
+}
+
+/// Values from the command line that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<String>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
+}
+
+/// Every problem found, each with its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `user` on `base`: tables merge key by key, anything else (arrays included) replaces.
+fn overlay(base: &mut Table, user: Table) {
+    for (k, v) in user {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(u)) => overlay(b, u),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Loads the configuration from optional file text, the environment and flags.
+pub fn load(file: Option<&str>, env: &dyn Env, flags: &Overrides) -> Result<Config, ConfigErrors> {
+    let mut merged: Table = DEFAULTS
+        .parse()
+        .map_err(|e| ConfigErrors(vec![format!("embedded defaults: {e}")]))?;
+    if let Some(text) = file {
+        let user: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("syntax: {e}")]))?;
+        overlay(&mut merged, user);
+    }
+    let mut p = Problems::default();
+    let config = read(&merged, env, flags, &mut p);
+    match config {
+        Some(c) if p.0.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(p.0)),
+    }
+}
+
+fn addr(text: Option<String>, path: &str, p: &mut Problems) -> Option<SocketAddr> {
+    let text = text?;
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(path, format!("{text:?} is not an IP:port address"));
+            None
+        }
+    }
+}
+
+/// Checks an upstream base URL: `http://host:port` with no path.
+pub fn check_http_url(url: &str, path: &str, p: &mut Problems) {
+    match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+        Ok(u) if u.scheme_str() == Some("https") => p.add(
+            path,
+            "https upstreams are not supported yet; use http:// (TLS is terminated in front)",
+        ),
+        _ => p.add(path, format!("{url:?} is not an http:// URL")),
+    }
+}
+
+fn secs(r: &mut Reader<'_>, key: &'static str, default: u64, p: &mut Problems) -> Duration {
+    Duration::from_secs(r.uint(key, p).unwrap_or(default))
+}
+
+fn millis(r: &mut Reader<'_>, key: &'static str, default: u64, p: &mut Problems) -> Duration {
+    Duration::from_millis(r.uint(key, p).unwrap_or(default))
+}
+
+fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Option<Config> {
+    let mut r = Reader::new(root, "");
+    let (file_listen, file_admin) = (r.string("listen", p), r.string("admin_listen", p));
+    let listen = addr(flags.listen.clone().or(file_listen), "listen", p);
+    let admin_listen = addr(flags.admin_listen.clone().or(file_admin), "admin_listen", p);
+    let env_value = r
+        .string("env", p)
+        .or_else(|| env.get(names::ENV))
+        .unwrap_or_else(|| "dev".into());
+    if !railgate_policy::field::valid_value(env_value.as_bytes()) {
+        p.add("env", format!("{env_value:?} is not a valid env name"));
+    }
+    let allowed_modes = r.strings("allowed_modes", p).unwrap_or_default();
+    if allowed_modes.is_empty() {
+        p.add("allowed_modes", "must list at least one mode");
+    }
+    let file_upstream = r.string("upstream", p);
+    let upstream = flags.upstream.clone().or(file_upstream).unwrap_or_default();
+    check_http_url(&upstream, "upstream", p);
+    let drain_timeout = secs(&mut r, "drain_timeout_s", 10, p);
+    let auth = read_auth(r.table("auth", p), p);
+    let registry = read_registry(r.table("registry", p), &upstream, p);
+    let limits = read_limits(r.table("limits", p), p);
+    let sse = read_sse(r.table("sse", p), p);
+    let ws = read_ws(r.table("ws", p), p);
+    let tenant_labels = match r.table("metrics", p) {
+        Some(mut m) => {
+            let labels = m.strings("tenant_labels", p).unwrap_or_default();
+            m.finish(p);
+            labels
+        }
+        None => Vec::new(),
+    };
+    let routes = route::read_routes(r.tables("routes", p).unwrap_or_default(), &upstream, p);
+    r.finish(p);
+    Some(Config {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        env: env_value,
+        allowed_modes,
+        upstream,
+        drain_timeout,
+        auth: auth?,
+        registry: registry?,
+        limits,
+        sse,
+        ws,
+        tenant_labels,
+        routes,
+    })
+}
+
+fn read_auth(table: Option<Reader<'_>>, p: &mut Problems) -> Option<AuthConfig> {
+    let mut r = table?;
+    let public_keys = r
+        .tables("public_keys", p)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|mut k| {
+            let pem_file = k.string("pem_file", p);
+            let alg = k.string("alg", p);
+            let kid = k.string("kid", p);
+            if pem_file.is_none() {
+                p.add(&k.path_of("pem_file"), "is required");
+            }
+            match &alg {
+                Some(a)
+                    if railgate_policy::keys::parse_alg(a)
+                        .is_some_and(|x| railgate_policy::keys::ASYMMETRIC_ALGS.contains(&x)) => {}
+                Some(a) => p.add(
+                    &k.path_of("alg"),
+                    format!("{a:?} is not a public-key algorithm (RS256, ES256, EdDSA, ...)"),
+                ),
+                None => p.add(
+                    &k.path_of("alg"),
+                    "is required: every key is pinned to one algorithm",
+                ),
+            }
+            k.finish(p);
+            Some(PemKey {
+                pem_file: PathBuf::from(pem_file?),
+                alg: alg?,
+                kid,
+            })
+        })
+        .collect();
+    let jwks_url = r.string("jwks_url", p);
+    if let Some(u) = &jwks_url {
+        check_http_url(u, &r.path_of("jwks_url"), p);
+    }
+    let config = AuthConfig {
+        jwt_hs256_secret_env: r
+            .string("jwt_hs256_secret_env", p)
+            .unwrap_or_else(|| names::JWT_SIGNING.into()),
+        jwks_file: r.string("jwks_file", p).map(PathBuf::from),
+        jwks_url,
+        jwks_refresh: secs(&mut r, "jwks_refresh_s", 300, p),
+        jwks_min_refresh: secs(&mut r, "jwks_min_refresh_s", 30, p),
+        public_keys,
+        issuer: r.string("issuer", p),
+        audience: r.string("audience", p),
+        leeway_s: r.uint("leeway_s", p).unwrap_or(30),
+        ticket_secret_env: r
+            .string("ticket_secret_env", p)
+            .unwrap_or_else(|| names::TICKET_SECRET.into()),
+        ticket_secret_previous_env: r
+            .string("ticket_secret_previous_env", p)
+            .unwrap_or_else(|| names::TICKET_SECRET_PREVIOUS.into()),
+        cookie_secure: r.boolean("cookie_secure", p).unwrap_or(true),
+        max_used_tickets: r.uint("max_used_tickets", p).unwrap_or(1_000_000) as usize,
+    };
+    r.finish(p);
+    Some(config)
+}
+
+fn read_registry(
+    table: Option<Reader<'_>>,
+    upstream: &str,
+    p: &mut Problems,
+) -> Option<RegistryConfig> {
+    let mut r = table?;
+    let source_name = r.string("source", p).unwrap_or_else(|| "upstream".into());
+    let url = r.string("url", p);
+    let file = r.string("file", p);
+    let source = match source_name.as_str() {
+        "upstream" => {
+            let url = url.unwrap_or_else(|| upstream.to_owned());
+            check_http_url(&url, &r.path_of("url"), p);
+            Some(RegistrySource::Upstream { url })
+        }
+        "file" => match file {
+            Some(f) => Some(RegistrySource::File {
+                path: PathBuf::from(f),
+            }),
+            None => {
+                p.add(&r.path_of("file"), "is required when source = \"file\"");
+                None
+            }
+        },
+        other => {
+            p.add(
+                &r.path_of("source"),
+                format!("{other:?} is not \"upstream\" or \"file\""),
+            );
+            None
+        }
+    };
+    let config = RegistryConfig {
+        source: source?,
+        ttl: secs(&mut r, "ttl_s", 30, p),
+        negative_ttl: secs(&mut r, "negative_ttl_s", 5, p),
+        stale_if_error: secs(&mut r, "stale_if_error_s", 60, p),
+        timeout: millis(&mut r, "timeout_ms", 2000, p),
+        max_entries: r.uint("max_entries", p).unwrap_or(100_000),
+    };
+    r.finish(p);
+    Some(config)
+}
+
+fn read_limits(table: Option<Reader<'_>>, p: &mut Problems) -> Limits {
+    let empty = Table::new();
+    let mut r = table.unwrap_or_else(|| Reader::new(&empty, "limits"));
+    let limits = Limits {
+        max_header_bytes: r.uint("max_header_bytes", p).unwrap_or(16 * 1024) as usize,
+        max_body_bytes: r.uint("max_body_bytes", p).unwrap_or(1024 * 1024),
+        header_read_timeout: secs(&mut r, "header_read_timeout_s", 10, p),
+        upstream_connect_timeout: millis(&mut r, "upstream_connect_timeout_ms", 2000, p),
+        upstream_response_timeout: secs(&mut r, "upstream_response_timeout_s", 30, p),
+        upstream_idle_timeout: secs(&mut r, "upstream_idle_timeout_s", 60, p),
+    };
+    if limits.max_header_bytes < 1024 {
+        p.add("limits.max_header_bytes", "must be at least 1024");
+    }
+    r.finish(p);
+    limits
+}
+
+fn read_sse(table: Option<Reader<'_>>, p: &mut Problems) -> SseConfig {
+    let empty = Table::new();
+    let mut r = table.unwrap_or_else(|| Reader::new(&empty, "sse"));
+    let c = SseConfig {
+        keepalive: secs(&mut r, "keepalive_s", 15, p),
+        client_queue_events: r.uint("client_queue_events", p).unwrap_or(1024) as usize,
+        journal_events: r.uint("journal_events", p).unwrap_or(1024) as usize,
+        journal_bytes: r.uint("journal_bytes", p).unwrap_or(1024 * 1024) as usize,
+        journal_age: secs(&mut r, "journal_age_s", 300, p),
+    };
+    if c.client_queue_events == 0 {
+        p.add("sse.client_queue_events", "must be at least 1");
+    }
+    r.finish(p);
+    c
+}
+
+fn read_ws(table: Option<Reader<'_>>, p: &mut Problems) -> WsConfig {
+    let empty = Table::new();
+    let mut r = table.unwrap_or_else(|| Reader::new(&empty, "ws"));
+    let c = WsConfig {
+        hello_timeout: secs(&mut r, "hello_timeout_s", 5, p),
+        ping_interval: secs(&mut r, "ping_interval_s", 20, p),
+        pong_timeout: secs(&mut r, "pong_timeout_s", 60, p),
+        max_message_bytes: r.uint("max_message_bytes", p).unwrap_or(1024 * 1024) as usize,
+        held_messages: r.uint("held_messages", p).unwrap_or(256) as usize,
+        presence: r.boolean("presence", p).unwrap_or(true),
+    };
+    r.finish(p);
+    c
+}
+
+/// Parses a route's `require` entry list.
+pub(crate) fn fields(names: &[String], path: &str, p: &mut Problems) -> Vec<Field> {
+    let mut out = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        match Field::parse(n) {
+            Some(f) => out.push(f),
+            None => p.add(&format!("{path}[{i}]"), format!("{n:?} is not a context field (tenant, mode, project, app, surface, env, workspace, canvas, projection, panel)")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Routes: path patterns with `{var}` segments and a trailing `/**`, and their per-route knobs.
+
+use super::reader::{Problems, Reader};
+use super::{check_http_url, fields};
+use railgate_policy::Field;
+use std::time::Duration;
+
+/// Which rail serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket.
+    Ws,
+    /// Plain HTTP reverse proxy.
+    Http,
+}
+
+impl RouteKind {
+    /// The `transport` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteKind::Sse => "sse",
+            RouteKind::Ws => "ws",
+            RouteKind::Http => "http",
+        }
+    }
+}
+
+/// What the gateway does with the client's WS hello towards the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloMode {
+    /// Send the upstream a hello with the verified context and cursor.
+    Forward,
+    /// Send no hello; pass the cursor as `?last_event_id=`.
+    Consume,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Var(String),
+}
+
+/// A compiled path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    segments: Vec<Segment>,
+    tail: bool,
+    source: String,
+}
+
+/// Variables captured by a match, and the unmatched tail of a `/**` pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captures {
+    /// `{name}` → value.
+    pub vars: Vec<(String, String)>,
+    /// What `/**` matched (without its leading `/`).
+    pub tail: Option<String>,
+}
+
+impl Captures {
+    /// A captured variable.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Pattern {
+    /// Compiles `/a/{b}/c/**`.
+    pub fn parse(text: &str) -> Result<Pattern, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err("must start with /".into());
+        };
+        let mut segments = Vec::new();
+        let mut tail = false;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        for (i, part) in parts.iter().enumerate() {
+            if *part == "**" {
+                if i + 1 != parts.len() {
+                    return Err("** is only allowed as the last segment".into());
+                }
+                tail = true;
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(format!("bad variable {part:?}"));
+                }
+                segments.push(Segment::Var(name.to_owned()));
+            } else if part.is_empty() || part.contains(['{', '}', '*']) {
+                return Err(format!("bad segment {part:?}"));
+            } else {
+                segments.push(Segment::Literal((*part).to_owned()));
+            }
+        }
+        Ok(Pattern {
+            segments,
+            tail,
+            source: text.to_owned(),
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Names of the `{vars}`.
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Var(n) => Some(n.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Matches a request path. Variables must have the syntax of a context value.
+    pub fn matches(&self, path: &str) -> Option<Captures> {
+        let rest = path.strip_prefix('/')?;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        if parts.len() < self.segments.len() || (!self.tail && parts.len() != self.segments.len()) {
+            return None;
+        }
+        let mut caps = Captures::default();
+        for (seg, part) in self.segments.iter().zip(&parts) {
+            match seg {
+                Segment::Literal(l) if l == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Var(name) => {
+                    if !railgate_policy::field::valid_value(part.as_bytes()) {
+                        return None;
+                    }
+                    caps.vars.push((name.clone(), (*part).to_owned()));
+                }
+            }
+        }
+        if self.tail {
+            let tail = parts[self.segments.len()..].join("/");
+            if tail.split('/').any(|s| s == ".." || s == ".") {
+                return None;
+            }
+            caps.tail = Some(tail);
+        }
+        Some(caps)
+    }
+
+    /// Fills a template (`/x/{thread_id}/**`) from captures.
+    pub fn render(template: &str, caps: &Captures) -> String {
+        let mut out = String::with_capacity(template.len() + 16);
+        for part in template.trim_start_matches('/').split('/') {
+            if part == "**" {
+                if let Some(t) = caps.tail.as_deref().filter(|t| !t.is_empty()) {
+                    out.push('/');
+                    out.push_str(t);
+                } else if out.is_empty() {
+                    out.push('/');
+                }
+                continue;
+            }
+            out.push('/');
+            match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) => out.push_str(caps.get(name).unwrap_or_default()),
+                None => out.push_str(part),
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name (metrics label).
+    pub name: String,
+    /// Path pattern.
+    pub pattern: Pattern,
+    /// Rail.
+    pub kind: RouteKind,
+    /// Required context fields.
+    pub require: Vec<Field>,
+    /// JSON pointer into a 2xx answer that names a thread the caller now owns.
+    pub registers_thread: Option<String>,
+    /// Upstream base URL.
+    pub upstream: String,
+    /// Upstream path template (default: the request path).
+    pub upstream_path: Option<String>,
+    /// All clients of one thread share one upstream stream.
+    pub share_upstream: bool,
+    /// How long a broken upstream stream may take to come back.
+    pub resume_deadline: Duration,
+    /// WS hello handling.
+    pub hello: HelloMode,
+    /// JSON pointer to the event id in WS messages.
+    pub ws_event_id: String,
+    /// Allowed WS `Origin` values (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Answer 404 for foreign threads too.
+    pub hide_foreign_threads: bool,
+    /// JWTs accepted.
+    pub auth_jwt: bool,
+    /// Tickets accepted.
+    pub auth_ticket: bool,
+}
+
+impl Route {
+    /// The route's thread id, if its pattern has `{thread_id}`.
+    pub fn thread_id<'c>(&self, caps: &'c Captures) -> Option<&'c str> {
+        caps.get("thread_id")
+    }
+}
+
+pub(super) fn read_routes(
+    tables: Vec<Reader<'_>>,
+    default_upstream: &str,
+    p: &mut Problems,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    if tables.is_empty() {
+        p.add("routes", "at least one route is required");
+    }
+    for mut r in tables {
+        if let Some(route) = read_route(&mut r, default_upstream, p) {
+            if routes.iter().any(|x: &Route| x.name == route.name) {
+                p.add(
+                    &r.path_of("name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
+            }
+            routes.push(route);
+        }
+        r.finish(p);
+    }
+    routes
+}
+
+fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> Option<Route> {
+    let name = r.string("name", p);
+    if name.is_none() {
+        p.add(&r.path_of("name"), "is required");
+    }
+    let pattern = match r.string("path", p).map(|t| Pattern::parse(&t)) {
+        Some(Ok(pat)) => Some(pat),
+        Some(Err(e)) => {
+            p.add(&r.path_of("path"), e);
+            None
+        }
+        None => {
+            p.add(&r.path_of("path"), "is required");
+            None
+        }
+    };
+    let kind = match r.string("kind", p).as_deref() {
+        Some("sse") => Some(RouteKind::Sse),
+        Some("ws") => Some(RouteKind::Ws),
+        Some("http") | None => Some(RouteKind::Http),
+        Some(other) => {
+            p.add(
+                &r.path_of("kind"),
+                format!("{other:?} is not \"sse\", \"ws\" or \"http\""),
+            );
+            None
+        }
+    };
+    let require_path = r.path_of("require");
+    let require = fields(
+        &r.strings("require", p)
+            .unwrap_or_else(|| vec!["tenant".into()]),
+        &require_path,
+        p,
+    );
+    if !require.contains(&Field::Tenant) {
+        p.add(
+            &require_path,
+            "must include \"tenant\" (tenant_id is always required)",
+        );
+    }
+    let upstream = r
+        .string("upstream", p)
+        .unwrap_or_else(|| default_upstream.to_owned());
+    check_http_url(&upstream, &r.path_of("upstream"), p);
+    let hello = match r.string("hello", p).as_deref() {
+        None | Some("forward") => HelloMode::Forward,
+        Some("consume") => HelloMode::Consume,
+        Some(other) => {
+            p.add(
+                &r.path_of("hello"),
+                format!("{other:?} is not \"forward\" or \"consume\""),
+            );
+            HelloMode::Forward
+        }
+    };
+    let kind_v = kind?;
+    let default_auth: &[&str] = if kind_v == RouteKind::Http {
+        &["jwt"]
+    } else {
+        &["jwt", "ticket"]
+    };
+    let auth = r
+        .strings("auth", p)
+        .unwrap_or_else(|| default_auth.iter().map(|s| s.to_string()).collect());
+    for a in &auth {
+        if a != "jwt" && a != "ticket" {
+            p.add(
+                &r.path_of("auth"),
+                format!("{a:?} is not \"jwt\" or \"ticket\""),
+            );
+        }
+    }
+    let registers_thread = r.string("registers_thread", p);
+    if let Some(ptr) = &registers_thread {
+        if !ptr.starts_with('/') {
+            p.add(
+                &r.path_of("registers_thread"),
+                "must be a JSON pointer such as \"/id\"",
+            );
+        }
+    }
+    let upstream_path = r.string("upstream_path", p);
+    if let (Some(t), Some(pat)) = (&upstream_path, &pattern) {
+        if let Err(e) = Pattern::parse(t) {
+            p.add(&r.path_of("upstream_path"), e);
+        }
+        for var in t
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|v| v.strip_suffix('}')))
+        {
+            if !pat.vars().any(|v| v == var) {
+                p.add(
+                    &r.path_of("upstream_path"),
+                    format!("{{{var}}} is not a variable of the route path"),
+                );
+            }
+        }
+    }
+    let route = Route {
+        name: name?,
+        pattern: pattern?,
+        kind: kind_v,
+        require,
+        registers_thread,
+        upstream,
+        upstream_path,
+        share_upstream: r.boolean("share_upstream", p).unwrap_or(false),
+        resume_deadline: Duration::from_secs(r.uint("resume_deadline_s", p).unwrap_or(30)),
+        hello,
+        ws_event_id: r.string("ws_event_id", p).unwrap_or_else(|| "/id".into()),
+        allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
+        hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
+        auth_jwt: auth.iter().any(|a| a == "jwt"),
+        auth_ticket: auth.iter().any(|a| a == "ticket"),
+    };
+    if (route.kind == RouteKind::Sse || route.kind == RouteKind::Ws)
+        && route.pattern.vars().all(|v| v != "thread_id")
+    {
+        p.add(
+            &r.path_of("path"),
+            "sse and ws routes need a {thread_id} segment",
+        );
+    }
+    Some(route)
+}

@@ -1,0 +1,178 @@
+use super::*;
+use std::collections::HashMap;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn embedded_defaults_load() {
+    let c = load(None, &env(&[]), &Overrides::default()).expect("defaults");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(c.env, "dev");
+    assert_eq!(
+        c.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        vec!["chat-sse", "chat-ws", "chat-create", "chat-http"]
+    );
+    assert_eq!(
+        c.routes[0].require,
+        vec![Field::Tenant, Field::Mode, Field::Project, Field::App]
+    );
+    assert_eq!(c.routes[2].registers_thread.as_deref(), Some("/id"));
+    assert_eq!(
+        c.registry.source,
+        RegistrySource::Upstream {
+            url: "http://127.0.0.1:9000".into()
+        }
+    );
+    assert_eq!(c.registry.ttl, Duration::from_secs(30));
+    assert_eq!(c.auth.leeway_s, 30);
+    assert!(c.routes[0].auth_ticket && !c.routes[2].auth_ticket);
+}
+
+#[test]
+fn env_comes_from_file_then_environment_then_dev() {
+    let c = load(None, &env(&[("ENV", "staging")]), &Overrides::default()).expect("ok");
+    assert_eq!(c.env, "staging");
+    let c = load(
+        Some("env = \"prod\""),
+        &env(&[("ENV", "staging")]),
+        &Overrides::default(),
+    )
+    .expect("ok");
+    assert_eq!(c.env, "prod");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let flags = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: None,
+        upstream: Some("http://10.0.0.1:81".into()),
+    };
+    let c = load(Some("listen = \"0.0.0.0:1\""), &env(&[]), &flags).expect("ok");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(c.upstream, "http://10.0.0.1:81");
+    assert!(c.routes.iter().all(|r| r.upstream == "http://10.0.0.1:81"));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key_path() {
+    let text = r#"
+listen = "nowhere"
+bogus = 1
+[auth]
+leeway_s = "thirty"
+public_keys = [{ pem_file = "k.pem" }]
+[registry]
+source = "carrier-pigeon"
+[[routes]]
+name = "x"
+path = "sse/{thread_id}"
+kind = "smoke"
+require = ["mode", "nonsense"]
+extra = true
+"#;
+    let errs = load(Some(text), &env(&[]), &Overrides::default())
+        .expect_err("bad")
+        .0;
+    let expect = [
+        "listen: \"nowhere\" is not an IP:port address",
+        "bogus: unknown key",
+        "auth.leeway_s: expected an integer, found string",
+        "auth.public_keys[0].alg: is required: every key is pinned to one algorithm",
+        "registry.source: \"carrier-pigeon\" is not \"upstream\" or \"file\"",
+        "routes[0].path: must start with /",
+        "routes[0].kind: \"smoke\" is not \"sse\", \"ws\" or \"http\"",
+        "routes[0].require[1]: \"nonsense\" is not a context field (tenant, mode, project, app, surface, env, workspace, canvas, projection, panel)",
+        "routes[0].require: must include \"tenant\" (tenant_id is always required)",
+        "routes[0].extra: unknown key",
+    ];
+    for e in expect {
+        assert!(errs.iter().any(|x| x == e), "missing {e:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+}
+
+#[test]
+fn syntax_errors_are_reported() {
+    let errs = load(Some("listen = "), &env(&[]), &Overrides::default())
+        .expect_err("bad")
+        .0;
+    assert!(errs[0].starts_with("syntax:"), "{errs:?}");
+}
+
+#[test]
+fn user_routes_replace_the_defaults() {
+    let text = "[[routes]]\nname = \"only\"\npath = \"/api/**\"\n";
+    let c = load(Some(text), &env(&[]), &Overrides::default()).expect("ok");
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].kind, RouteKind::Http);
+}
+
+#[test]
+fn file_registry_needs_a_file_and_https_is_refused() {
+    let errs = load(
+        Some("[registry]\nsource = \"file\"\n"),
+        &env(&[]),
+        &Overrides::default(),
+    )
+    .expect_err("bad")
+    .0;
+    assert_eq!(
+        errs,
+        vec!["registry.file: is required when source = \"file\""]
+    );
+    let errs = load(
+        Some("upstream = \"https://x:1\""),
+        &env(&[]),
+        &Overrides::default(),
+    )
+    .expect_err("bad")
+    .0;
+    assert!(
+        errs.iter()
+            .all(|e| e.contains("https upstreams are not supported")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn patterns_match_vars_and_tails() {
+    let p = Pattern::parse("/chat/threads/{thread_id}/**").expect("ok");
+    let c = p.matches("/chat/threads/th1/messages").expect("match");
+    assert_eq!(c.get("thread_id"), Some("th1"));
+    assert_eq!(c.tail.as_deref(), Some("messages"));
+    assert_eq!(
+        p.matches("/chat/threads/th1").map(|c| c.tail),
+        Some(Some(String::new()))
+    );
+    assert!(p.matches("/chat/threads").is_none());
+    assert!(p.matches("/chat/threads/bad id/x").is_none());
+    assert!(p.matches("/chat/threads/th1/../../admin").is_none());
+    let exact = Pattern::parse("/chat/threads").expect("ok");
+    assert!(exact.matches("/chat/threads").is_some());
+    assert!(exact.matches("/chat/threads/x").is_none());
+    assert!(Pattern::parse("/a/**/b").is_err());
+    assert!(Pattern::parse("/a/{}").is_err());
+}
+
+#[test]
+fn templates_render_from_captures() {
+    let p = Pattern::parse("/sse/chat/{thread_id}").expect("ok");
+    let c = p.matches("/sse/chat/th9").expect("match");
+    assert_eq!(
+        Pattern::render("/v2/stream/{thread_id}", &c),
+        "/v2/stream/th9"
+    );
+    let p = Pattern::parse("/chat/{thread_id}/**").expect("ok");
+    let c = p.matches("/chat/t1/a/b").expect("match");
+    assert_eq!(
+        Pattern::render("/backend/{thread_id}/**", &c),
+        "/backend/t1/a/b"
+    );
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics (prefix `railgate_`). No per-tenant labels unless a tenant is listed in
+//! `metrics.tenant_labels`; then `requests_total` carries `tenant` = that tenant, `other` for
+//! everyone else, so cardinality stays bounded by the list.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of the gateway.
+pub struct Metrics {
+    registry: Registry,
+    tenant_labels: Vec<String>,
+    /// Open client connections.
+    pub connections_active: IntGaugeVec,
+    /// Requests by outcome (`ok` or the error code).
+    pub requests_total: IntCounterVec,
+    /// Credential and context rejections by code.
+    pub auth_rejections_total: IntCounterVec,
+    /// Events delivered to clients.
+    pub events_forwarded_total: IntCounterVec,
+    /// Upstream read → client write.
+    pub event_relay_seconds: Histogram,
+    /// Upstream stream reconnect attempts by outcome.
+    pub upstream_reconnects_total: IntCounterVec,
+    /// Events replayed on resume, by source (`journal` / `upstream`).
+    pub replayed_events_total: IntCounterVec,
+    /// Registry lookups by result.
+    pub registry_lookups_total: IntCounterVec,
+    /// Clients cut for falling behind.
+    pub slow_consumer_disconnects_total: IntCounterVec,
+    /// Upstream events naming a foreign tenant, dropped.
+    pub isolation_violations_total: IntCounterVec,
+}
+
+fn counter(
+    reg: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(format!("railgate_{name}"), help), labels)?;
+    reg.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new(tenant_labels: Vec<String>) -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let connections_active = IntGaugeVec::new(
+            Opts::new("railgate_connections_active", "Open client connections"),
+            &["route", "transport"],
+        )?;
+        registry.register(Box::new(connections_active.clone()))?;
+        let mut request_labels = vec!["route", "transport", "code"];
+        if !tenant_labels.is_empty() {
+            request_labels.push("tenant");
+        }
+        let event_relay_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "railgate_event_relay_seconds",
+                "Upstream read to client write",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(event_relay_seconds.clone()))?;
+        Ok(Metrics {
+            requests_total: counter(
+                &registry,
+                "requests_total",
+                "Requests by outcome",
+                &request_labels,
+            )?,
+            auth_rejections_total: counter(
+                &registry,
+                "auth_rejections_total",
+                "Credential and context rejections",
+                &["code"],
+            )?,
+            events_forwarded_total: counter(
+                &registry,
+                "events_forwarded_total",
+                "Events delivered to clients",
+                &["route", "transport"],
+            )?,
+            upstream_reconnects_total: counter(
+                &registry,
+                "upstream_reconnects_total",
+                "Upstream stream reconnects",
+                &["route", "transport", "outcome"],
+            )?,
+            replayed_events_total: counter(
+                &registry,
+                "replayed_events_total",
+                "Events replayed on resume",
+                &["route", "source"],
+            )?,
+            registry_lookups_total: counter(
+                &registry,
+                "registry_lookups_total",
+                "Thread registry lookups",
+                &["result"],
+            )?,
+            slow_consumer_disconnects_total: counter(
+                &registry,
+                "slow_consumer_disconnects_total",
+                "Clients cut for falling behind",
+                &["route", "transport"],
+            )?,
+            isolation_violations_total: counter(
+                &registry,
+                "isolation_violations_total",
+                "Upstream events naming a foreign tenant, dropped",
+                &["route"],
+            )?,
+            connections_active,
+            event_relay_seconds,
+            registry,
+            tenant_labels,
+        })
+    }
+
+    /// Counts one finished request.
+    pub fn request(&self, route: &str, transport: &str, code: &str, tenant: Option<&str>) {
+        if self.tenant_labels.is_empty() {
+            self.requests_total
+                .with_label_values(&[route, transport, code])
+                .inc();
+        } else {
+            let t = tenant
+                .filter(|t| self.tenant_labels.iter().any(|l| l == t))
+                .unwrap_or("other");
+            self.requests_total
+                .with_label_values(&[route, transport, code, t])
+                .inc();
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_rendered_with_their_labels() {
+        let m = Metrics::new(vec![]).expect("metrics");
+        m.request("chat-http", "http", "ok", Some("t1"));
+        m.request("chat-http", "http", "ok", Some("t1"));
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(
+            text.contains(
+                "railgate_requests_total{code=\"ok\",route=\"chat-http\",transport=\"http\"} 2"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_listed_tenants_get_their_own_label() {
+        let m = Metrics::new(vec!["t_vip".into()]).expect("metrics");
+        m.request("r", "http", "ok", Some("t_vip"));
+        m.request("r", "http", "ok", Some("t_a"));
+        m.request("r", "http", "ok", Some("t_b"));
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(text.contains("tenant=\"t_vip\",transport=\"http\"} 1"), "{text}");
+        assert!(text.contains("tenant=\"other\",transport=\"http\"} 2"), "{text}");
+        assert!(!text.contains("t_a"));
+    }
+}

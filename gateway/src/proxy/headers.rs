@@ -1,0 +1,201 @@
+//! Header hygiene both ways: hop-by-hop headers (and every header `Connection` names) are
+//! stripped, the verified context replaces anything the client sent, and `X-Railgate-*` from
+//! clients is dropped.
+
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+use railgate_policy::field::traceparent_trace_id;
+use railgate_policy::{Field, RequestContext};
+
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy ones proxies strip in practice.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers the gateway owns towards the upstream; client copies are always removed.
+const CONTEXT_HEADERS: &[&str] = &[
+    "x-user-id",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-forwarded-for",
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Prepares the client's headers for the upstream: hygiene, then the verified context.
+pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, client_ip: Option<&str>) {
+    let client_traceparent = single(headers, "traceparent");
+    strip_hop_by_hop(headers);
+    let railgate: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-railgate-"))
+        .cloned()
+        .collect();
+    for name in railgate {
+        headers.remove(&name);
+    }
+    for f in Field::ALL {
+        headers.remove(f.header());
+    }
+    for name in CONTEXT_HEADERS {
+        headers.remove(*name);
+    }
+    for (f, v) in ctx.fields() {
+        set(headers, f.header(), v);
+    }
+    set(headers, "x-user-id", &ctx.user_id);
+    set(headers, "x-request-id", &ctx.trace_id);
+    set(
+        headers,
+        "traceparent",
+        &traceparent(&ctx.trace_id, client_traceparent.as_deref()),
+    );
+    if let Some(ip) = client_ip {
+        set(headers, "x-forwarded-for", ip);
+    }
+}
+
+/// Prepares the upstream's response headers for the client.
+pub fn to_client(headers: &mut HeaderMap, trace_id: &str) {
+    strip_hop_by_hop(headers);
+    set(headers, "x-request-id", trace_id);
+}
+
+fn single(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut it = headers.get_all(name).iter();
+    match (it.next(), it.next()) {
+        (Some(v), None) => v.to_str().ok().map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// A `traceparent` for the upstream hop: the trace id when it is 32 hex (else the client's valid
+/// trace id, else a fresh one), with a fresh parent id for this hop.
+pub fn traceparent(trace_id: &str, client: Option<&str>) -> String {
+    let is_trace = trace_id.len() == 32
+        && trace_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && trace_id.bytes().any(|b| b != b'0');
+    let trace = if is_trace {
+        trace_id.to_owned()
+    } else if let Some(t) = client.and_then(|c| traceparent_trace_id(c.as_bytes())) {
+        t.to_owned()
+    } else {
+        crate::mint::random_hex_id()
+    };
+    let parent = loop {
+        let p = format!("{:016x}", rand::random::<u64>());
+        if p != "0000000000000000" {
+            break p;
+        }
+    };
+    format!("00-{trace}-{parent}-01")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> RequestContext {
+        RequestContext::from_parts(
+            &[
+                (Field::Tenant, "t_a"),
+                (Field::Env, "dev"),
+                (Field::Mode, "lab"),
+            ],
+            "u1",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        )
+    }
+
+    #[test]
+    fn context_replaces_client_copies_and_hygiene_applies() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant-id", "t_evil".parse().expect("v"));
+        h.append("x-tenant-id", "t_evil2".parse().expect("v"));
+        h.insert("x-user-id", "admin".parse().expect("v"));
+        h.insert("x-railgate-internal", "1".parse().expect("v"));
+        h.insert("connection", "close, x-custom".parse().expect("v"));
+        h.insert("x-custom", "gone".parse().expect("v"));
+        h.insert("keep-alive", "timeout=5".parse().expect("v"));
+        h.insert("x-project-id", "p_evil".parse().expect("v"));
+        h.insert("accept", "text/plain".parse().expect("v"));
+        to_upstream(&mut h, &ctx(), Some("127.0.0.1"));
+        assert_eq!(
+            h.get_all("x-tenant-id").iter().collect::<Vec<_>>(),
+            vec!["t_a"]
+        );
+        assert_eq!(h["x-user-id"], "u1");
+        assert_eq!(h["x-env"], "dev");
+        assert_eq!(h["x-mode"], "lab");
+        assert!(
+            h.get("x-project-id").is_none(),
+            "absent from the verified context"
+        );
+        assert!(h.get("x-railgate-internal").is_none());
+        assert!(h.get("x-custom").is_none());
+        assert!(h.get("connection").is_none() && h.get("keep-alive").is_none());
+        assert_eq!(h["accept"], "text/plain");
+        assert_eq!(h["x-request-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let tp = h["traceparent"].to_str().expect("ascii");
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"),
+            "{tp}"
+        );
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_verified_context() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "close, X-Tenant-Id, X-User-Id".parse().expect("v"),
+        );
+        to_upstream(&mut h, &ctx(), None);
+        assert_eq!(h["x-tenant-id"], "t_a");
+        assert_eq!(h["x-user-id"], "u1");
+    }
+
+    #[test]
+    fn traceparent_keeps_client_trace_when_request_id_is_not_hex() {
+        let client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let tp = traceparent("req-1", Some(client));
+        assert!(
+            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{tp}"
+        );
+        assert!(!tp.contains("b7ad6b7169203331"), "a new parent id per hop");
+        assert_eq!(traceparent("req-1", None).len(), 55);
+    }
+}

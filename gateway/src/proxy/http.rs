@@ -1,0 +1,192 @@
+//! The HTTP rail: a streaming reverse proxy for admitted requests.
+
+use crate::app::Gateway;
+use crate::body::{full, Body, BoxError};
+use crate::config::route::{Captures, Pattern};
+use crate::config::Route;
+use crate::pipeline::Admitted;
+use crate::proxy::headers;
+use crate::respond::respond;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::Frame;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use railgate_policy::thread::ThreadRecord;
+use railgate_policy::{Denial, ErrorCode, Field};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// Largest answer buffered to learn a `registers_thread` id.
+const MAX_REGISTER_BODY: usize = 1024 * 1024;
+
+/// The upstream URI for a request on `route`: the route's upstream, the path template (or the
+/// request path), and the query without `ticket`.
+pub fn upstream_uri(
+    route: &Route,
+    caps: &Captures,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, Denial> {
+    let upstream_path = match &route.upstream_path {
+        Some(t) => Pattern::render(t, caps),
+        None => path.to_owned(),
+    };
+    let mut uri = format!("{}{}", route.upstream.trim_end_matches('/'), upstream_path);
+    if let Some(q) = query {
+        let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| k != "ticket")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !kept.is_empty() {
+            uri.push('?');
+            uri.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(kept)
+                    .finish(),
+            );
+        }
+    }
+    uri.parse().map_err(|_| {
+        Denial::with_message(
+            ErrorCode::UpstreamUnavailable,
+            "cannot build the upstream URI",
+        )
+    })
+}
+
+/// Forwards an admitted request and streams the answer back.
+pub async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    caps: &Captures,
+    admitted: &Admitted,
+    req: Request<Incoming>,
+    client_ip: Option<String>,
+) -> Response<Body> {
+    let trace = admitted.ctx.trace_id.as_str();
+    let (mut parts, body) = req.into_parts();
+    let uri = match upstream_uri(route, caps, parts.uri.path(), parts.uri.query()) {
+        Ok(u) => u,
+        Err(d) => return respond(&d, trace),
+    };
+    headers::to_upstream(&mut parts.headers, &admitted.ctx, client_ip.as_deref());
+    if let Some(authority) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, authority);
+    }
+    let limit = gw.config.limits.max_body_bytes as usize;
+    let client_fault = Arc::new(Mutex::new(None));
+    let body: Body = ClientBody {
+        inner: Limited::new(body, limit),
+        fault: client_fault.clone(),
+    }
+    .boxed();
+    let mut up_req = Request::new(body);
+    *up_req.method_mut() = parts.method;
+    *up_req.uri_mut() = uri;
+    *up_req.headers_mut() = parts.headers;
+    let resp = match gw.upstream.send(up_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            // A broken client body also fails the upstream request; blame the right side.
+            let fault = client_fault.lock().ok().and_then(|f| *f);
+            tracing::warn!(route = %route.name, trace_id = trace, error = ?e, client_fault = ?fault, "upstream request failed");
+            return respond(&Denial::new(fault.unwrap_or(e.code())), trace);
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::to_client(&mut rparts.headers, trace);
+    if route.registers_thread.is_some() && rparts.status.is_success() {
+        return learn_and_return(gw, route, admitted, rparts, rbody).await;
+    }
+    Response::from_parts(
+        rparts,
+        rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
+    )
+}
+
+/// The client's request body on its way upstream; remembers whether it failed (too large or
+/// malformed chunking) so the answer names the client's fault, not the upstream's.
+struct ClientBody {
+    inner: Limited<Incoming>,
+    fault: Arc<Mutex<Option<ErrorCode>>>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            let code = if e.is::<LengthLimitError>() {
+                ErrorCode::TooLarge
+            } else {
+                ErrorCode::HeaderInvalid
+            };
+            if let Ok(mut f) = self.fault.lock() {
+                *f = Some(code);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Buffers a `registers_thread` answer, registers the id it names to the caller, returns it.
+async fn learn_and_return(
+    gw: &Gateway,
+    route: &Route,
+    admitted: &Admitted,
+    parts: http::response::Parts,
+    body: Incoming,
+) -> Response<Body> {
+    let trace = admitted.ctx.trace_id.as_str();
+    let bytes: Bytes = match Limited::new(body, MAX_REGISTER_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return respond(
+                &Denial::with_message(ErrorCode::UpstreamUnavailable, "upstream answer unreadable"),
+                trace,
+            )
+        }
+    };
+    let pointer = route.registers_thread.as_deref().unwrap_or("/id");
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.pointer(pointer)
+                .and_then(|x| x.as_str())
+                .map(str::to_owned)
+        });
+    match id {
+        Some(id) if railgate_policy::field::valid_value(id.as_bytes()) => {
+            let record = ThreadRecord {
+                tenant_id: admitted.ctx.tenant_id().to_owned(),
+                env: admitted.ctx.env().to_owned(),
+                project_id: admitted.ctx.get(Field::Project).map(str::to_owned),
+            };
+            gw.registry.learn(&id, record).await;
+        }
+        _ => {
+            tracing::warn!(route = %route.name, trace_id = trace, "registers_thread answer has no usable id")
+        }
+    }
+    let mut parts = parts;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, full(bytes))
+}

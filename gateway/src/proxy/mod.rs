@@ -1,0 +1,5 @@
+//! The rails that relay traffic to the upstream.
+
+pub mod headers;
+pub mod http;
+pub mod upstream;

@@ -1,0 +1,282 @@
+//! Thread ownership registry: which tenant and env own a thread.
+//!
+//! Answers are cached (moka): positive for `ttl`, "not found" for `negative_ttl`; concurrent
+//! misses for one id make a single lookup (`try_get_with` coalesces them). A record that expired
+//! is kept `stale_if_error` longer and used only when the source fails. With nothing usable the
+//! lookup fails closed (`registry.unavailable`).
+
+use crate::config::{RegistryConfig, RegistrySource};
+use crate::metrics::Metrics;
+use crate::proxy::upstream::Upstream;
+use moka::future::Cache;
+use moka::Expiry;
+use railgate_policy::thread::ThreadRecord;
+use railgate_policy::{Denial, ErrorCode};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// One cached answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The owner.
+    Found(ThreadRecord),
+    /// The source says no such thread.
+    NotFound,
+}
+
+struct AnswerExpiry {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<String, Answer> for AnswerExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Answer,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(match value {
+            Answer::Found(_) => self.ttl,
+            Answer::NotFound => self.negative_ttl,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct FileEntry {
+    thread_id: String,
+    tenant_id: String,
+    env: String,
+    #[serde(default)]
+    project_id: Option<String>,
+}
+
+type FileMap = Arc<HashMap<String, ThreadRecord>>;
+
+enum Source {
+    Upstream {
+        base: String,
+        client: Upstream,
+        timeout: Duration,
+    },
+    File {
+        path: PathBuf,
+        map: RwLock<FileMap>,
+        stamp: RwLock<Option<(SystemTime, u64)>>,
+    },
+}
+
+/// The registry.
+pub struct Registry {
+    fresh: Cache<String, Answer>,
+    stale: Cache<String, ThreadRecord>,
+    source: Source,
+    metrics: Arc<Metrics>,
+}
+
+/// Parses a registry file: a JSON array of `{"thread_id","tenant_id","env","project_id"?}`.
+pub fn parse_file(bytes: &[u8]) -> Result<HashMap<String, ThreadRecord>, String> {
+    let entries: Vec<FileEntry> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            (
+                e.thread_id,
+                ThreadRecord {
+                    tenant_id: e.tenant_id,
+                    env: e.env,
+                    project_id: e.project_id,
+                },
+            )
+        })
+        .collect())
+}
+
+fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl Registry {
+    /// Builds the registry. A file source is read now; a bad file is a start-up error.
+    pub fn new(
+        config: &RegistryConfig,
+        client: Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Registry>, String> {
+        let source = match &config.source {
+            RegistrySource::Upstream { url } => Source::Upstream {
+                base: url.trim_end_matches('/').to_owned(),
+                client,
+                timeout: config.timeout,
+            },
+            RegistrySource::File { path } => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("registry file {}: {e}", path.display()))?;
+                let map = parse_file(&bytes)
+                    .map_err(|e| format!("registry file {}: {e}", path.display()))?;
+                Source::File {
+                    path: path.clone(),
+                    map: RwLock::new(Arc::new(map)),
+                    stamp: RwLock::new(file_stamp(path)),
+                }
+            }
+        };
+        let fresh = Cache::builder()
+            .max_capacity(config.max_entries)
+            .expire_after(AnswerExpiry {
+                ttl: config.ttl,
+                negative_ttl: config.negative_ttl,
+            })
+            .build();
+        let stale = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.ttl + config.stale_if_error)
+            .build();
+        Ok(Arc::new(Registry {
+            fresh,
+            stale,
+            source,
+            metrics,
+        }))
+    }
+
+    fn count(&self, result: &str) {
+        self.metrics
+            .registry_lookups_total
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    /// The owner of `thread_id`, `None` if unknown, or `registry.unavailable`.
+    pub async fn lookup(&self, thread_id: &str) -> Result<Option<ThreadRecord>, Denial> {
+        let mut fetched = false;
+        let result = self
+            .fresh
+            .try_get_with(thread_id.to_owned(), async {
+                fetched = true;
+                self.fetch(thread_id).await
+            })
+            .await;
+        match result {
+            Ok(Answer::Found(rec)) => {
+                self.count(if fetched { "fetched" } else { "hit" });
+                if fetched {
+                    self.stale.insert(thread_id.to_owned(), rec.clone()).await;
+                }
+                Ok(Some(rec))
+            }
+            Ok(Answer::NotFound) => {
+                self.count(if fetched { "not_found" } else { "negative_hit" });
+                Ok(None)
+            }
+            Err(err) => match self.stale.get(thread_id).await {
+                Some(rec) => {
+                    self.count("stale");
+                    tracing::warn!(thread_id, error = %err, "registry source failed; serving a stale record");
+                    Ok(Some(rec))
+                }
+                None => {
+                    self.count("unavailable");
+                    tracing::warn!(thread_id, error = %err, "registry source failed and nothing is cached");
+                    Err(Denial::new(ErrorCode::RegistryUnavailable))
+                }
+            },
+        }
+    }
+
+    async fn fetch(&self, thread_id: &str) -> Result<Answer, String> {
+        match &self.source {
+            Source::File { map, .. } => {
+                let map = map
+                    .read()
+                    .map(|m| m.clone())
+                    .map_err(|_| "registry map poisoned".to_string())?;
+                Ok(map
+                    .get(thread_id)
+                    .cloned()
+                    .map(Answer::Found)
+                    .unwrap_or(Answer::NotFound))
+            }
+            Source::Upstream {
+                base,
+                client,
+                timeout,
+            } => {
+                let url = format!("{base}/registry/threads/{thread_id}");
+                let (status, body) = client
+                    .get_small(&url, *timeout, 64 * 1024)
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+                match status.as_u16() {
+                    200 => serde_json::from_slice::<ThreadRecord>(&body)
+                        .map(Answer::Found)
+                        .map_err(|e| format!("bad registry answer: {e}")),
+                    404 => Ok(Answer::NotFound),
+                    other => Err(format!("registry answered {other}")),
+                }
+            }
+        }
+    }
+
+    /// Records that `thread_id` belongs to `record` (learned from a `registers_thread` route).
+    pub async fn learn(&self, thread_id: &str, record: ThreadRecord) {
+        self.count("learned");
+        self.stale
+            .insert(thread_id.to_owned(), record.clone())
+            .await;
+        self.fresh
+            .insert(thread_id.to_owned(), Answer::Found(record))
+            .await;
+    }
+
+    /// Drops a cached entry (`DELETE /admin/registry/{id}`). Returns whether one was cached.
+    pub async fn forget(&self, thread_id: &str) -> bool {
+        let had = self.fresh.contains_key(thread_id) || self.stale.contains_key(thread_id);
+        self.fresh.invalidate(thread_id).await;
+        self.stale.invalidate(thread_id).await;
+        had
+    }
+
+    /// For a file source: reloads the file if it changed. Returns whether it reloaded.
+    pub async fn reload_if_changed(&self) -> bool {
+        let Source::File { path, map, stamp } = &self.source else {
+            return false;
+        };
+        let now = file_stamp(path);
+        let before = stamp.read().map(|s| *s).unwrap_or(None);
+        if now == before {
+            return false;
+        }
+        let parsed = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| parse_file(&b));
+        if let Ok(mut s) = stamp.write() {
+            *s = now;
+        }
+        match parsed {
+            Ok(new_map) => {
+                if let Ok(mut m) = map.write() {
+                    *m = Arc::new(new_map);
+                }
+                self.fresh.invalidate_all();
+                self.stale.invalidate_all();
+                tracing::info!(path = %path.display(), "registry file reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "registry file unreadable; keeping the previous contents");
+                false
+            }
+        }
+    }
+
+    /// Whether this registry reads a file (and wants the reload task).
+    pub fn is_file(&self) -> bool {
+        matches!(self.source, Source::File { .. })
+    }
+}

@@ -1,0 +1,217 @@
+//! A running upstream-mock plus a railgate in front of it, with known secrets.
+
+use crate::bins;
+use crate::client::{post_json, HttpResponse};
+use crate::process::Proc;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use railgate_policy::ticket::{encode as encode_ticket, TicketRequest, TicketSecrets};
+use serde_json::{json, Value};
+
+/// The HS256 secret every stack uses.
+pub const JWT_SECRET: &str = "stack-jwt-secret-0123456789";
+/// The ticket secret every stack uses.
+pub const TICKET_SECRET: &str = "stack-ticket-secret-0123456789";
+/// The admin token every stack uses.
+pub const ADMIN_TOKEN: &str = "stack-admin-token";
+
+/// Mock + gateway.
+pub struct Stack {
+    /// The upstream.
+    pub mock: Proc,
+    /// The gateway.
+    pub gw: Proc,
+    /// Holds the config file (and any files tests add).
+    pub dir: tempfile::TempDir,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Stack {
+    /// Starts a mock and a gateway whose config is the defaults plus `extra_toml`
+    /// (`{upstream}` in it is replaced by the mock's base URL).
+    pub fn start(extra_toml: &str) -> Stack {
+        let mock = Proc::spawn(
+            &bins::path("upstream-mock"),
+            &["--listen", "127.0.0.1:0"],
+            &[],
+        );
+        Self::start_with_mock(mock, extra_toml)
+    }
+
+    /// Starts a gateway in front of an already running mock.
+    pub fn start_with_mock(mock: Proc, extra_toml: &str) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let upstream = format!("http://{}", mock.addr());
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{}",
+            extra_toml.replace("{upstream}", &upstream).replace("{dir}", &dir.path().display().to_string())
+        );
+        let path = dir.path().join("railgate.toml");
+        std::fs::write(&path, config).expect("write config");
+        let gw = Proc::spawn(
+            &bins::path("railgate"),
+            &["serve", "--config", path.to_str().expect("utf8")],
+            &[
+                ("AUTH_JWT_SIGNING", JWT_SECRET),
+                ("ENGINES_TICKET_SECRET", TICKET_SECRET),
+                ("RAILGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+                ("ENV", "dev"),
+                ("RUST_LOG", "info"),
+            ],
+        );
+        Stack { mock, gw, dir }
+    }
+
+    /// Gateway address.
+    pub fn addr(&self) -> String {
+        self.gw.addr()
+    }
+
+    /// Mock address.
+    pub fn mock_addr(&self) -> String {
+        self.mock.addr()
+    }
+
+    /// Creates a thread directly on the mock (owned by `tenant` in env `dev`, project `p_chat`).
+    pub async fn thread(&self, tenant: &str) -> String {
+        let r = post_json(
+            &self.mock_addr(),
+            "/chat/threads",
+            &[
+                ("x-tenant-id", tenant),
+                ("x-env", "dev"),
+                ("x-project-id", "p_chat"),
+            ],
+            &json!({"title": "t"}),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        r.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Publishes `count` messages on the mock, synchronously.
+    pub async fn publish(&self, thread: &str, count: u64) -> Value {
+        let r = post_json(
+            &self.mock_addr(),
+            "/_mock/publish",
+            &[],
+            &json!({"thread_id": thread, "count": count}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.json()
+    }
+
+    /// What the mock received, oldest first.
+    pub async fn mock_requests(&self) -> Vec<Value> {
+        let r = crate::client::get(&self.mock_addr(), "/_mock/requests", &[]).await;
+        r.json().as_array().cloned().unwrap_or_default()
+    }
+
+    /// The gateway's metrics text.
+    pub async fn metrics(&self) -> String {
+        let r = crate::client::get(&self.gw.admin(), "/metrics", &[]).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+
+    /// The value of one metric sample line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        metric_value(&self.metrics().await, sample)
+    }
+}
+
+/// Finds `sample` (exact name and label set as rendered) in a Prometheus text body.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// An HS256 token for `tenant` / `sub` valid for an hour, plus `extra` claims.
+pub fn token(tenant: &str, sub: &str, extra: Value) -> String {
+    let mut claims = json!({"sub": sub, "tenant_id": tenant, "exp": now() + 3600, "iat": now()});
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// A ticket for `thread`, signed with the stack's ticket secret.
+pub fn ticket(tenant: &str, sub: &str, thread: &str, tid: &str) -> String {
+    let secrets = TicketSecrets::new(TICKET_SECRET.as_bytes(), None).expect("secret");
+    let req = TicketRequest {
+        sub: sub.into(),
+        tenant_id: tenant.into(),
+        env: "dev".into(),
+        thread_id: thread.into(),
+        mode: Some("lab".into()),
+        project_id: Some("p_chat".into()),
+        app_id: Some("app-chat".into()),
+        ..Default::default()
+    };
+    encode_ticket(&req.issue(tid.into(), now()), &secrets)
+}
+
+/// `Authorization` plus the four context headers the default SSE/WS routes require.
+pub fn full_headers(bearer: &str, tenant: &str) -> Vec<(String, String)> {
+    vec![
+        ("authorization".into(), format!("Bearer {bearer}")),
+        ("x-tenant-id".into(), tenant.into()),
+        ("x-mode".into(), "lab".into()),
+        ("x-project-id".into(), "p_chat".into()),
+        ("x-app-id".into(), "app-chat".into()),
+    ]
+}
+
+/// Borrows owned header pairs for the clients.
+pub fn refs(h: &[(String, String)]) -> Vec<(&str, &str)> {
+    h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Asserts an envelope response: status, code, and the envelope's consistency.
+pub fn assert_envelope(r: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert_eq!(v["error"]["http_status"], status);
+    let trace = v["error"]["trace_id"].as_str().expect("trace_id");
+    assert!(!trace.is_empty());
+    assert_eq!(
+        r.header("x-request-id"),
+        Some(trace),
+        "X-Request-Id echoes the trace id"
+    );
+    let keys: Vec<&str> = v["error"]
+        .as_object()
+        .expect("obj")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["code", "message", "http_status", "retryable", "trace_id"]
+    );
+}
