@@ -17,7 +17,10 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod dedupe;
 pub mod env;
+pub mod inject;
+pub mod journal;
 pub mod metrics;
 pub mod mint;
 pub mod pipeline;
@@ -25,6 +28,7 @@ pub mod proxy;
 pub mod registry;
 pub mod respond;
 pub mod server;
+pub mod sse;
 pub mod tickets;
 
 pub use app::Gateway;

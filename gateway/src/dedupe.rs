@@ -1,0 +1,112 @@
+//! Dropping events already delivered, after an upstream reconnect or a journal replay.
+//!
+//! While every id seen is an unsigned integer, an id is new when it is larger than the largest
+//! seen. Once any id is not, the stream falls back to a window of recent ids.
+
+use std::collections::{HashSet, VecDeque};
+
+/// How many recent ids the window remembers.
+pub const WINDOW: usize = 4096;
+
+/// Tracks which ids were delivered.
+#[derive(Debug, Clone)]
+pub struct Deduper {
+    numeric: bool,
+    last: Option<u64>,
+    recent: VecDeque<String>,
+    seen: HashSet<String>,
+}
+
+impl Default for Deduper {
+    fn default() -> Self {
+        Deduper { numeric: true, last: None, recent: VecDeque::new(), seen: HashSet::new() }
+    }
+}
+
+impl Deduper {
+    /// A deduper that considers `cursor` (and, numerically, everything before it) delivered.
+    pub fn after(cursor: Option<&str>) -> Deduper {
+        let mut d = Deduper::default();
+        if let Some(c) = cursor.filter(|c| !c.is_empty()) {
+            d.is_new(c);
+        }
+        d
+    }
+
+    /// Whether `id` was not delivered yet; records it. Empty ids are always new (they carry no
+    /// identity).
+    pub fn is_new(&mut self, id: &str) -> bool {
+        if id.is_empty() {
+            return true;
+        }
+        let fresh = match (self.numeric, id.parse::<u64>()) {
+            (true, Ok(n)) => {
+                let fresh = self.last.is_none_or(|l| n > l);
+                if fresh {
+                    self.last = Some(n);
+                }
+                fresh
+            }
+            _ => {
+                self.numeric = false;
+                !self.seen.contains(id)
+            }
+        };
+        if fresh {
+            self.remember(id);
+        }
+        fresh
+    }
+
+    fn remember(&mut self, id: &str) {
+        if self.recent.len() == WINDOW {
+            if let Some(old) = self.recent.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.recent.push_back(id.to_owned());
+        self.seen.insert(id.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_ids_compare_numerically() {
+        let mut d = Deduper::after(Some("5"));
+        assert!(!d.is_new("3"));
+        assert!(!d.is_new("5"));
+        assert!(d.is_new("6"));
+        assert!(d.is_new("10"), "10 > 6 numerically, though \"10\" < \"6\" as text");
+        assert!(!d.is_new("9"));
+    }
+
+    #[test]
+    fn non_numeric_ids_fall_back_to_the_window() {
+        let mut d = Deduper::after(Some("a"));
+        assert!(!d.is_new("a"));
+        assert!(d.is_new("b"));
+        assert!(!d.is_new("b"));
+        assert!(d.is_new("1"));
+        assert!(!d.is_new("1"));
+    }
+
+    #[test]
+    fn window_forgets_the_oldest() {
+        let mut d = Deduper::after(Some("x0"));
+        for i in 1..=WINDOW {
+            assert!(d.is_new(&format!("x{i}")));
+        }
+        assert!(d.is_new("x0"), "evicted from the window");
+        assert!(!d.is_new(&format!("x{WINDOW}")));
+    }
+
+    #[test]
+    fn empty_ids_are_always_new() {
+        let mut d = Deduper::default();
+        assert!(d.is_new(""));
+        assert!(d.is_new(""));
+    }
+}

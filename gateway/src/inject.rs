@@ -1,0 +1,224 @@
+//! Stamping event data with verified routing metadata, keeping everything else byte-exact.
+//!
+//! When an event's data is a JSON object, `routing` is replaced by the verified context and
+//! `meta.trace_id` is set; every other member keeps its position and its exact bytes (numbers such
+//! as `1e2` or `123456789012345678901234`, escapes, nested objects). Data that is not a JSON
+//! object passes through untouched. An upstream event whose `routing` names another tenant or env
+//! is reported as foreign and must be dropped.
+
+use railgate_policy::{Field, RequestContext};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// The verified values stamped into every event of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// `routing` as compact JSON.
+    pub routing: String,
+    /// The trace id as a JSON string literal.
+    pub trace_json: String,
+    /// The tenant events must belong to.
+    pub tenant: String,
+    /// The env events must belong to.
+    pub env: String,
+}
+
+impl Stamp {
+    /// `routing` = tenant_id, env, thread_id, actor_id (= sub), then every other present field.
+    pub fn new(ctx: &RequestContext, thread_id: &str) -> Stamp {
+        let mut routing = serde_json::Map::new();
+        routing.insert("tenant_id".into(), ctx.tenant_id().into());
+        routing.insert("env".into(), ctx.env().into());
+        routing.insert("thread_id".into(), thread_id.into());
+        routing.insert("actor_id".into(), ctx.user_id.as_str().into());
+        for (f, v) in ctx.fields() {
+            if !matches!(f, Field::Tenant | Field::Env) {
+                routing.insert(f.key().into(), v.into());
+            }
+        }
+        Stamp {
+            routing: serde_json::Value::Object(routing).to_string(),
+            trace_json: serde_json::Value::String(ctx.trace_id.clone()).to_string(),
+            tenant: ctx.tenant_id().to_owned(),
+            env: ctx.env().to_owned(),
+        }
+    }
+}
+
+/// What stamping did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stamped {
+    /// Not a JSON object: send the data as it was.
+    Unchanged,
+    /// The stamped JSON object.
+    Rewritten(String),
+    /// `routing` names another tenant or env: drop the event.
+    Foreign,
+}
+
+/// One member of a JSON object, as slices of the original text.
+struct Member<'a> {
+    name: String,
+    key_raw: &'a str,
+    value: &'a RawValue,
+}
+
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Splits a JSON object into members with their raw key text; `None` if `text` is not an object.
+fn members(text: &str) -> Option<Vec<Member<'_>>> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let Members(list) = serde_json::from_str::<Members<'_>>(text).ok()?;
+    let base = text.as_ptr() as usize;
+    let mut prev_end = text.find('{')? + 1;
+    let mut out = Vec::with_capacity(list.len());
+    for (name, value) in list {
+        let start = value.get().as_ptr() as usize - base;
+        let prefix = text.get(prev_end..start)?;
+        let prefix = prefix.trim_start_matches(is_ws).trim_start_matches(',').trim_start_matches(is_ws);
+        let key_raw = prefix[..prefix.rfind(':')?].trim_end_matches(is_ws);
+        prev_end = start + value.get().len();
+        out.push(Member { name, key_raw, value });
+    }
+    Some(out)
+}
+
+fn is_ws(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+fn push_member(out: &mut String, first: &mut bool, key_raw: &str, value: &str) {
+    if !*first {
+        out.push(',');
+    }
+    *first = false;
+    out.push_str(key_raw);
+    out.push(':');
+    out.push_str(value);
+}
+
+/// `meta` with `trace_id` set, keeping its other members.
+fn merged_meta(meta: Option<&RawValue>, trace_json: &str) -> String {
+    let Some(existing) = meta.and_then(|m| members(m.get())) else {
+        return format!("{{\"trace_id\":{trace_json}}}");
+    };
+    let mut out = String::from("{");
+    let mut first = true;
+    let mut written = false;
+    for m in &existing {
+        if m.name == "trace_id" {
+            if !written {
+                push_member(&mut out, &mut first, "\"trace_id\"", trace_json);
+                written = true;
+            }
+        } else {
+            push_member(&mut out, &mut first, m.key_raw, m.value.get());
+        }
+    }
+    if !written {
+        push_member(&mut out, &mut first, "\"trace_id\"", trace_json);
+    }
+    out.push('}');
+    out
+}
+
+fn is_foreign(routing: &RawValue, stamp: &Stamp) -> bool {
+    let Some(ms) = members(routing.get()) else { return false };
+    ms.iter().any(|m| {
+        let owner = match m.name.as_str() {
+            "tenant_id" => &stamp.tenant,
+            "env" => &stamp.env,
+            _ => return false,
+        };
+        serde_json::from_str::<&str>(m.value.get()).map(|v| v != owner).unwrap_or(true)
+    })
+}
+
+/// Stamps `data` for one stream.
+pub fn stamp(data: &str, stamp: &Stamp) -> Stamped {
+    let Some(list) = members(data) else { return Stamped::Unchanged };
+    if list.iter().any(|m| m.name == "routing" && is_foreign(m.value, stamp)) {
+        return Stamped::Foreign;
+    }
+    let mut out = String::with_capacity(data.len() + stamp.routing.len() + stamp.trace_json.len() + 40);
+    out.push('{');
+    let mut first = true;
+    let (mut routing_done, mut meta_done) = (false, false);
+    for m in &list {
+        match m.name.as_str() {
+            "routing" => {
+                if !routing_done {
+                    push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+                    routing_done = true;
+                }
+            }
+            "meta" => {
+                if !meta_done {
+                    push_member(&mut out, &mut first, "\"meta\"", &merged_meta(Some(m.value), &stamp.trace_json));
+                    meta_done = true;
+                }
+            }
+            _ => push_member(&mut out, &mut first, m.key_raw, m.value.get()),
+        }
+    }
+    if !routing_done {
+        push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+    }
+    if !meta_done {
+        push_member(&mut out, &mut first, "\"meta\"", &merged_meta(None, &stamp.trace_json));
+    }
+    out.push('}');
+    Stamped::Rewritten(out)
+}
+
+/// Overwrites `routing` in a client → upstream JSON object with the verified one (no guard: the
+/// client's own claim is simply replaced). `None` when `data` is not a JSON object.
+pub fn overwrite_routing(data: &str, routing: &str) -> Option<String> {
+    let list = members(data)?;
+    let mut out = String::with_capacity(data.len() + routing.len() + 16);
+    out.push('{');
+    let mut first = true;
+    let mut done = false;
+    for m in &list {
+        if m.name == "routing" {
+            if !done {
+                push_member(&mut out, &mut first, "\"routing\"", routing);
+                done = true;
+            }
+        } else {
+            push_member(&mut out, &mut first, m.key_raw, m.value.get());
+        }
+    }
+    if !done {
+        push_member(&mut out, &mut first, "\"routing\"", routing);
+    }
+    out.push('}');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! The per-thread resume journal: the last events of a thread, bounded by count, bytes and age,
+//! so a client reconnecting with `Last-Event-ID` is served without asking the upstream.
+
+use crate::dedupe::Deduper;
+use crate::sse::Event;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Bounds of one thread's journal.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most events kept.
+    pub events: usize,
+    /// Most bytes of event data kept.
+    pub bytes: usize,
+    /// Oldest event kept.
+    pub age: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    event: Arc<Event>,
+    size: usize,
+    at: Instant,
+}
+
+/// One thread's journal. Only events with an id are kept (nothing else can be resumed to).
+#[derive(Debug)]
+pub struct Journal {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    limits: Limits,
+    order: Deduper,
+    last_used: Instant,
+}
+
+fn size_of(e: &Event) -> usize {
+    e.data.as_ref().map_or(0, String::len) + e.event.as_ref().map_or(0, String::len) + e.id.as_ref().map_or(0, String::len) + 64
+}
+
+impl Journal {
+    /// An empty journal.
+    pub fn new(limits: Limits, now: Instant) -> Journal {
+        Journal { entries: VecDeque::new(), bytes: 0, limits, order: Deduper::default(), last_used: now }
+    }
+
+    /// Appends an event that carries an id, unless this journal already holds it (several private
+    /// upstream streams of one thread feed the same journal).
+    pub fn append(&mut self, event: &Arc<Event>, now: Instant) {
+        let Some(id) = event.id.as_deref().filter(|i| !i.is_empty()) else { return };
+        if !self.order.is_new(id) {
+            return;
+        }
+        let size = size_of(event);
+        self.entries.push_back(Entry { id: id.to_owned(), event: event.clone(), size, at: now });
+        self.bytes += size;
+        self.last_used = now;
+        self.prune(now);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            let too_many = self.entries.len() > self.limits.events;
+            let too_big = self.bytes > self.limits.bytes;
+            let too_old = now.saturating_duration_since(front.at) > self.limits.age;
+            if !(too_many || too_big || too_old) {
+                break;
+            }
+            self.bytes -= front.size;
+            self.entries.pop_front();
+        }
+    }
+
+    /// The events after `cursor`, or `None` when the journal does not hold `cursor`.
+    pub fn after(&mut self, cursor: &str, now: Instant) -> Option<Vec<Arc<Event>>> {
+        self.prune(now);
+        self.last_used = now;
+        let pos = self.entries.iter().rposition(|e| e.id == cursor)?;
+        Some(self.entries.iter().skip(pos + 1).map(|e| e.event.clone()).collect())
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Every thread's journal, keyed by route and thread. Journals unused for longer than their age
+/// bound are dropped by [`Journals::sweep`].
+#[derive(Default)]
+pub struct Journals {
+    map: Mutex<HashMap<(String, String), Arc<Mutex<Journal>>>>,
+}
+
+impl Journals {
+    /// The journal of a thread, created on first use.
+    pub fn get(&self, route: &str, thread: &str, limits: Limits) -> Arc<Mutex<Journal>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((route.to_owned(), thread.to_owned()))
+            .or_insert_with(|| Arc::new(Mutex::new(Journal::new(limits, Instant::now()))))
+            .clone()
+    }
+
+    /// Drops journals idle for longer than their age bound and not referenced elsewhere.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|_, j| {
+            Arc::strong_count(j) > 1
+                || j.lock().map(|j| now.saturating_duration_since(j.last_used) <= j.limits.age).unwrap_or(false)
+        });
+        before - map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, data: &str) -> Arc<Event> {
+        Arc::new(Event { id: Some(id.into()), data: Some(data.into()), last_event_id: id.into(), ..Default::default() })
+    }
+
+    fn limits() -> Limits {
+        Limits { events: 3, bytes: 10_000, age: Duration::from_secs(60) }
+    }
+
+    fn ids(v: &[Arc<Event>]) -> Vec<String> {
+        v.iter().map(|e| e.id.clone().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn replays_after_a_held_cursor() {
+        let t = Instant::now();
+        let mut j = Journal::new(limits(), t);
+        for i in 1..=3 {
+            j.append(&ev(&i.to_string(), "x"), t);
+        }
+        assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2", "3"]);
+        assert_eq!(j.after("3", t).map(|v| v.len()), Some(0));
+        assert!(j.after("9", t).is_none());
+    }
+
+    #[test]
+    fn bounded_by_count_bytes_and_age() {
+        let t = Instant::now();
+        let mut j = Journal::new(limits(), t);
+        for i in 1..=5 {
+            j.append(&ev(&i.to_string(), "x"), t);
+        }
+        assert_eq!(j.len(), 3);
+        assert!(j.after("2", t).is_none(), "evicted by count");
+        let mut j = Journal::new(Limits { events: 100, bytes: 200, age: Duration::from_secs(60) }, t);
+        for i in 1..=5 {
+            j.append(&ev(&i.to_string(), &"y".repeat(50)), t);
+        }
+        assert!(j.len() < 5 && j.bytes <= 200);
+        let mut j = Journal::new(limits(), t);
+        j.append(&ev("1", "x"), t);
+        assert!(j.after("1", t + Duration::from_secs(61)).is_none(), "expired by age");
+    }
+
+    #[test]
+    fn duplicates_from_parallel_streams_are_kept_once_and_idless_events_skipped() {
+        let t = Instant::now();
+        let mut j = Journal::new(limits(), t);
+        j.append(&ev("1", "a"), t);
+        j.append(&ev("1", "a"), t);
+        j.append(&Arc::new(Event { data: Some("no id".into()), ..Default::default() }), t);
+        j.append(&ev("2", "b"), t);
+        assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2"]);
+    }
+
+    #[test]
+    fn idle_journals_are_swept() {
+        let js = Journals::default();
+        let l = Limits { events: 10, bytes: 1000, age: Duration::from_millis(0) };
+        drop(js.get("r", "t1", l));
+        assert_eq!(js.sweep(Instant::now() + Duration::from_millis(5)), 1);
+    }
+}
