@@ -28,6 +28,8 @@ pub struct Gateway {
     pub streams: TaskTracker,
     /// Admin bearer token (`None`: `/admin/*` is refused).
     pub admin_token: Option<String>,
+    /// Shared SSE hubs and per-thread journals.
+    pub relay: crate::proxy::hub::Relay,
 }
 
 impl Gateway {
@@ -54,6 +56,7 @@ impl Gateway {
             draining: CancellationToken::new(),
             streams: TaskTracker::new(),
             admin_token,
+            relay: Default::default(),
         }))
     }
 }

@@ -229,6 +229,8 @@ pub struct Presented {
     pub bearer: Option<String>,
     /// `?ticket=` or a hello `ticket`.
     pub ticket: Option<String>,
+    /// The `railgate_resume` cookie (SSE resume grant).
+    pub grant: Option<String>,
 }
 
 /// Verified credentials.
@@ -238,6 +240,8 @@ pub struct Verified {
     pub token: Option<Claims>,
     /// Ticket claims.
     pub ticket: Option<TicketClaims>,
+    /// The ticket was used before and a valid resume grant for it came along.
+    pub ticket_resumed: bool,
 }
 
 /// Reads `Authorization: Bearer <jwt>`. Another scheme, or the header twice, is `token_invalid`.
@@ -329,7 +333,14 @@ impl Auth {
         if let (Some(raw), true) = (&presented.ticket, ticket_ok) {
             let t = self.verify_ticket(raw, now)?;
             if self.book.is_used(&t.tid) {
-                return Err(Denial::new(ErrorCode::TicketReplayed));
+                let granted = match (&presented.grant, &self.tickets) {
+                    (Some(g), Some(secrets)) => ticket::verify_grant(g, secrets, now).is_some_and(|g| g.covers(&t)),
+                    _ => false,
+                };
+                if !granted {
+                    return Err(Denial::new(ErrorCode::TicketReplayed));
+                }
+                out.ticket_resumed = true;
             }
             out.ticket = Some(t);
         }

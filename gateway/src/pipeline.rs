@@ -49,6 +49,21 @@ pub fn query_ticket(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The cookie carrying an SSE resume grant.
+pub const GRANT_COOKIE: &str = "railgate_resume";
+
+/// A cookie's value from the `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
 /// What admission produced.
 #[derive(Debug, Clone)]
 pub struct Admitted {
@@ -74,6 +89,7 @@ pub async fn admit(
     let presented = Presented {
         bearer: bearer(headers)?,
         ticket: query_ticket(query).or_else(|| hello.and_then(|h| h.ticket.clone())),
+        grant: if route.kind == crate::config::RouteKind::Sse { cookie(headers, GRANT_COOKIE) } else { None },
     };
     let verified = gw
         .auth
@@ -102,7 +118,7 @@ pub async fn admit(
         let record = gw.registry.lookup(thread).await?;
         check_access(&ctx, record.as_ref(), route.hide_foreign_threads)?;
     }
-    if let Some(t) = &verified.ticket {
+    if let Some(t) = verified.ticket.as_ref().filter(|_| !verified.ticket_resumed) {
         gw.auth.book.consume(&t.tid, t.exp, now)?;
     }
     Ok(Admitted {

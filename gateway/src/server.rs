@@ -184,7 +184,8 @@ async fn dispatch(
             }
             resp
         }
-        RouteKind::Sse | RouteKind::Ws => respond_code(ErrorCode::RouteNotFound, &out.trace_id),
+        RouteKind::Sse => crate::proxy::sse::serve(gw, route, &caps, req, out).await,
+        RouteKind::Ws => respond_code(ErrorCode::RouteNotFound, &out.trace_id),
     }
 }
 
@@ -258,6 +259,17 @@ pub async fn run(
 }
 
 fn spawn_background(gw: &Arc<Gateway>) {
+    {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => { gw.relay.journals.sweep(std::time::Instant::now()); }
+                    _ = gw.draining.cancelled() => return,
+                }
+            }
+        });
+    }
     if gw.registry.is_file() {
         let gw = gw.clone();
         tokio::spawn(async move {

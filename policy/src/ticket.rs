@@ -213,3 +213,81 @@ fn check_claims(c: &TicketClaims, now: u64) -> Result<(), Denial> {
     }
     Ok(())
 }
+
+/// Proof that a browser opened an SSE stream with a ticket, so its `EventSource` may reconnect
+/// with the same (already used) ticket until the session ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The ticket it extends.
+    pub tid: String,
+    /// Subject.
+    pub sub: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Env.
+    pub env: String,
+    /// Thread.
+    pub thread_id: String,
+    /// Valid until (the ticket's `sx`).
+    pub exp: u64,
+}
+
+impl Grant {
+    /// The grant a ticket earns.
+    pub fn for_ticket(t: &TicketClaims) -> Grant {
+        Grant {
+            tid: t.tid.clone(),
+            sub: t.sub.clone(),
+            tenant_id: t.tenant_id.clone(),
+            env: t.env.clone(),
+            thread_id: t.thread_id.clone(),
+            exp: t.sx,
+        }
+    }
+
+    /// Whether this grant extends exactly this ticket.
+    pub fn covers(&self, t: &TicketClaims) -> bool {
+        self.tid == t.tid
+            && self.sub == t.sub
+            && self.tenant_id == t.tenant_id
+            && self.env == t.env
+            && self.thread_id == t.thread_id
+    }
+}
+
+/// Grants are MAC'd under a different label than tickets, so one can never pass for the other.
+const GRANT_PREFIX: &str = "g1.";
+
+/// Signs a grant (cookie-safe text).
+pub fn encode_grant(grant: &Grant, secrets: &TicketSecrets) -> String {
+    let json = serde_json::to_vec(grant).unwrap_or_default();
+    let mut out = String::from(GRANT_PREFIX);
+    out.push_str(&b64url_encode(&json));
+    let mut mac = secrets.current.clone();
+    mac.update(out.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    out.push('.');
+    out.push_str(&b64url_encode(&tag));
+    out
+}
+
+/// Verifies a grant's MAC (current or previous secret) and expiry.
+pub fn verify_grant(raw: &str, secrets: &TicketSecrets, now: u64) -> Option<Grant> {
+    if raw.len() > MAX_TICKET_BYTES {
+        return None;
+    }
+    let rest = raw.strip_prefix(GRANT_PREFIX)?;
+    let (payload_b64, tag_b64) = rest.split_once('.')?;
+    let tag = b64url_decode(tag_b64)?;
+    let signed = &raw[..GRANT_PREFIX.len() + payload_b64.len()];
+    let verifies = |key: &HmacSha256| {
+        let mut mac = key.clone();
+        mac.update(signed.as_bytes());
+        mac.verify_slice(&tag).is_ok()
+    };
+    if !(verifies(&secrets.current) || secrets.previous.as_ref().is_some_and(verifies)) {
+        return None;
+    }
+    let grant: Grant = serde_json::from_slice(&b64url_decode(payload_b64)?).ok()?;
+    (now < grant.exp).then_some(grant)
+}

@@ -205,3 +205,24 @@ fn ticket_error_messages_never_echo_the_ticket() {
     let d = verify(&t, &TicketSecrets::new(b"zz", None).expect("s"), NOW).expect_err("bad");
     assert!(!d.message.contains(&t[3..20]));
 }
+
+#[test]
+fn grants_round_trip_cover_only_their_ticket_and_expire() {
+    use railgate_policy::ticket::{encode_grant, verify_grant, Grant};
+    let c = claims();
+    let g = Grant::for_ticket(&c);
+    assert_eq!(g.exp, c.sx);
+    let raw = encode_grant(&g, &secrets());
+    assert!(raw.starts_with("g1."));
+    let back = verify_grant(&raw, &secrets(), NOW + 10).expect("valid");
+    assert!(back.covers(&c));
+    let mut other = c.clone();
+    other.tid = "tid-other".into();
+    assert!(!back.covers(&other));
+    assert!(verify_grant(&raw, &secrets(), c.sx).is_none(), "expired at sx");
+    assert!(verify_grant(&raw, &TicketSecrets::new(b"zz", None).expect("s"), NOW).is_none());
+    // A ticket is not a grant and a grant is not a ticket.
+    let t = encode(&c, &secrets());
+    assert!(verify_grant(&t, &secrets(), NOW).is_none());
+    assert!(verify(&raw, &secrets(), NOW).is_err());
+}

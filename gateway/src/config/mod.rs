@@ -153,6 +153,8 @@ pub struct SseConfig {
     pub journal_bytes: usize,
     /// Journal bound per thread: age.
     pub journal_age: Duration,
+    /// Largest upstream event accepted.
+    pub max_event_bytes: usize,
 }
 
 /// `[ws]`.
@@ -444,6 +446,7 @@ fn read_sse(table: Option<Reader<'_>>, p: &mut Problems) -> SseConfig {
         journal_events: r.uint("journal_events", p).unwrap_or(1024) as usize,
         journal_bytes: r.uint("journal_bytes", p).unwrap_or(1024 * 1024) as usize,
         journal_age: secs(&mut r, "journal_age_s", 300, p),
+        max_event_bytes: r.uint("max_event_bytes", p).unwrap_or(1024 * 1024) as usize,
     };
     if c.client_queue_events == 0 {
         p.add("sse.client_queue_events", "must be at least 1");

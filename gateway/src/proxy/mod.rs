@@ -2,4 +2,7 @@
 
 pub mod headers;
 pub mod http;
+pub mod hub;
+pub mod sse;
+pub mod sse_body;
 pub mod upstream;

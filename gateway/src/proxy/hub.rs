@@ -1,0 +1,462 @@
+//! One upstream SSE stream and the clients it feeds.
+//!
+//! A hub owns the upstream connection of one thread: private (one client) or shared by every
+//! client of the thread (`share_upstream`). It parses upstream events, drops what was already
+//! delivered (after a reconnect), appends to the thread's journal, stamps each event for each
+//! client (once per distinct stamp), drops events naming a foreign tenant, and hands the bytes
+//! to each client's bounded queue. A full queue ends that client with `stream.slow_consumer`.
+//! When the upstream breaks, the hub reconnects with jittered backoff (50 ms doubling to 2 s),
+//! sending the last delivered id as `Last-Event-ID`, until `resume_deadline`.
+
+use crate::app::Gateway;
+use crate::config::Route;
+use crate::dedupe::Deduper;
+use crate::inject::{stamp, Stamp, Stamped};
+use crate::journal::Journal;
+use crate::proxy::sse_body::EndSlot;
+use crate::sse::{write::write_event, Event, Parser};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use railgate_policy::{Denial, ErrorCode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+/// One client of a hub.
+pub struct Sub {
+    /// Hub-local id.
+    pub id: u64,
+    /// The client's queue.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Where a final frame goes when the hub ends this client.
+    pub end: Arc<EndSlot>,
+    /// The client's stamp.
+    pub stamp: Arc<Stamp>,
+    /// The client's trace id (for error envelopes).
+    pub trace_id: String,
+    /// Set for clients that replayed from the journal: drops live events they already got.
+    pub dedupe: Option<Deduper>,
+}
+
+/// How to reach the upstream stream.
+#[derive(Clone)]
+pub struct UpstreamSpec {
+    /// Full upstream URI.
+    pub uri: Uri,
+    /// Prepared headers (verified context, hygiene applied).
+    pub headers: HeaderMap,
+}
+
+struct State {
+    subs: Vec<Sub>,
+    dedupe: Deduper,
+    /// The last event id delivered (what a reconnect resumes from).
+    last_id: Option<String>,
+    /// A client cursor to announce as `resume_cursor` (source upstream) once connected.
+    pending_resume: Option<String>,
+}
+
+/// A hub.
+pub struct Hub {
+    /// The route (for metrics and deadlines).
+    pub route: Route,
+    /// The thread.
+    pub thread: String,
+    journal: Arc<Mutex<Journal>>,
+    state: Mutex<State>,
+    /// Signalled when a client leaves, so an idle hub can stop.
+    pub left: Arc<Notify>,
+    next_sub: AtomicU64,
+    shared: bool,
+}
+
+/// The frame that ends a stream with an error.
+pub fn error_frame(code: ErrorCode, trace_id: &str) -> Bytes {
+    let json = Denial::new(code).envelope(trace_id).to_json();
+    Bytes::from(format!("event: error\ndata: {json}\n\n"))
+}
+
+/// `event: resume_cursor` (no id line).
+pub fn resume_frame(cursor: &str, source: &str) -> Bytes {
+    let data = serde_json::json!({"cursor": cursor, "source": source}).to_string();
+    Bytes::from(format!("event: resume_cursor\ndata: {data}\n\n"))
+}
+
+/// Renders one event for one stamp; `None` for a foreign event.
+pub fn render(ev: &Event, st: &Stamp) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(ev.data.as_ref().map_or(16, |d| d.len() + st.routing.len() + 64));
+    match ev.data.as_deref().map(|d| stamp(d, st)) {
+        Some(Stamped::Foreign) => return None,
+        Some(Stamped::Rewritten(s)) => write_event(ev, Some(&s), &mut out),
+        Some(Stamped::Unchanged) | None => write_event(ev, None, &mut out),
+    }
+    Some(Bytes::from(out))
+}
+
+impl Hub {
+    /// A hub for `thread` on `route`, resuming after `cursor` if given.
+    pub fn new(route: Route, thread: String, journal: Arc<Mutex<Journal>>, cursor: Option<&str>, shared: bool) -> Arc<Hub> {
+        Arc::new(Hub {
+            route,
+            thread,
+            journal,
+            state: Mutex::new(State {
+                subs: Vec::new(),
+                dedupe: Deduper::after(cursor),
+                last_id: cursor.map(str::to_owned),
+                pending_resume: None,
+            }),
+            left: Arc::new(Notify::new()),
+            next_sub: AtomicU64::new(1),
+            shared,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh subscriber id.
+    pub fn sub_id(&self) -> u64 {
+        self.next_sub.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether no client is left.
+    pub fn is_empty(&self) -> bool {
+        let mut st = self.lock();
+        st.subs.retain(|s| !s.tx.is_closed());
+        st.subs.is_empty()
+    }
+
+    /// Whether this hub is shared by every client of its thread.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The id a reconnect resumes from.
+    pub fn last_id(&self) -> Option<String> {
+        self.lock().last_id.clone().filter(|i| !i.is_empty())
+    }
+
+    /// Announce `cursor` (source upstream) to the clients once the upstream answers.
+    pub fn set_pending_resume(&self, cursor: String) {
+        self.lock().pending_resume = Some(cursor);
+    }
+
+    /// Adds a client. With `cursor`, first replays the journal after it; returns `false` (and adds
+    /// nothing) when the journal does not hold the cursor.
+    pub fn subscribe(&self, gw: &Gateway, mut sub: Sub, cursor: Option<&str>) -> bool {
+        let mut st = self.lock();
+        if let Some(c) = cursor {
+            let replay = match self.journal.lock().map(|mut j| j.after(c, Instant::now())) {
+                Ok(Some(r)) => r,
+                _ => return false,
+            };
+            if !self.push(gw, &mut sub, resume_frame(c, "journal")) {
+                return true;
+            }
+            let mut dedupe = Deduper::after(Some(c));
+            for ev in &replay {
+                if let Some(id) = ev.id.as_deref() {
+                    dedupe.is_new(id);
+                }
+                if let Some(b) = render(ev, &sub.stamp) {
+                    if !self.push(gw, &mut sub, b) {
+                        return true;
+                    }
+                }
+            }
+            gw.metrics.replayed_events_total.with_label_values(&[&self.route.name, "journal"]).inc_by(replay.len() as u64);
+            if !self.shared {
+                // A private hub resumes its upstream where the replay ended.
+                if let Some(last) = replay.iter().rev().find_map(|e| e.id.clone()).or_else(|| Some(c.to_owned())) {
+                    st.dedupe = Deduper::after(Some(&last));
+                    st.last_id = Some(last);
+                }
+            } else {
+                sub.dedupe = Some(dedupe);
+            }
+        }
+        st.subs.push(sub);
+        true
+    }
+
+    /// Queues a frame for one client; on overflow ends it as a slow consumer.
+    fn push(&self, gw: &Gateway, sub: &mut Sub, frame: Bytes) -> bool {
+        match sub.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                sub.end.set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
+                gw.metrics.slow_consumer_disconnects_total.with_label_values(&[&self.route.name, "sse"]).inc();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends a comment to every client that has room (never ends a client).
+    pub fn comment(&self, text: &'static [u8]) {
+        let st = self.lock();
+        for s in &st.subs {
+            let _ = s.tx.try_send(Bytes::from_static(text));
+        }
+    }
+
+    /// Ends every client with `code`.
+    pub fn fail_all(&self, code: ErrorCode) {
+        let mut st = self.lock();
+        for s in st.subs.drain(..) {
+            s.end.set(error_frame(code, &s.trace_id));
+        }
+    }
+
+    /// Called when the upstream answered 200.
+    fn on_connected(&self, gw: &Gateway) {
+        let mut st = self.lock();
+        if let Some(c) = st.pending_resume.take() {
+            let frame = resume_frame(&c, "upstream");
+            let mut subs = std::mem::take(&mut st.subs);
+            subs.retain_mut(|s| self.push(gw, s, frame.clone()));
+            st.subs = subs;
+        }
+    }
+
+    /// Delivers parsed upstream events to every client.
+    pub fn deliver(&self, gw: &Gateway, events: Vec<Event>, read_at: Instant) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        for ev in events {
+            if let Some(id) = ev.id.as_deref() {
+                if !st.dedupe.is_new(id) {
+                    continue;
+                }
+                st.last_id = Some(ev.last_event_id.clone());
+            }
+            let ev = Arc::new(ev);
+            if let Ok(mut j) = self.journal.lock() {
+                j.append(&ev, now);
+            }
+            let mut rendered: HashMap<*const Stamp, Option<Bytes>> = HashMap::new();
+            let mut foreign = false;
+            let mut subs = std::mem::take(&mut st.subs);
+            subs.retain_mut(|sub| {
+                if let (Some(d), Some(id)) = (sub.dedupe.as_mut(), ev.id.as_deref()) {
+                    if !d.is_new(id) {
+                        return true;
+                    }
+                }
+                let bytes = rendered.entry(Arc::as_ptr(&sub.stamp)).or_insert_with(|| render(&ev, &sub.stamp)).clone();
+                match bytes {
+                    None => {
+                        foreign = true;
+                        true
+                    }
+                    Some(b) => {
+                        let kept = self.push(gw, sub, b);
+                        if kept && ev.dispatches() {
+                            gw.metrics.events_forwarded_total.with_label_values(&[&self.route.name, "sse"]).inc();
+                        }
+                        kept
+                    }
+                }
+            });
+            st.subs = subs;
+            if foreign {
+                gw.metrics.isolation_violations_total.with_label_values(&[&self.route.name]).inc();
+                tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream event names a foreign tenant; dropped");
+            }
+            gw.metrics.event_relay_seconds.observe(read_at.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// What connecting to the upstream stream gave.
+pub enum Connect {
+    /// Streaming.
+    Streaming(Incoming),
+    /// A terminal answer.
+    Gone(ErrorCode),
+    /// Try again later.
+    Retry(String),
+}
+
+/// Opens the upstream stream, resuming after `cursor`.
+pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) -> Connect {
+    let mut req = Request::new(crate::body::empty());
+    *req.uri_mut() = spec.uri.clone();
+    *req.headers_mut() = spec.headers.clone();
+    req.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+    req.headers_mut().remove("last-event-id");
+    if let Some(v) = cursor.and_then(|c| HeaderValue::from_str(c).ok()) {
+        req.headers_mut().insert("last-event-id", v);
+    }
+    match gw.upstream.send(req).await {
+        Ok(resp) => match resp.status().as_u16() {
+            200 => Connect::Streaming(resp.into_body()),
+            404 => Connect::Gone(ErrorCode::ThreadNotFound),
+            410 => Connect::Gone(ErrorCode::CursorInvalid),
+            408 | 425 | 429 | 500..=599 => Connect::Retry(format!("upstream answered {}", resp.status())),
+            _ => Connect::Gone(ErrorCode::UpstreamUnavailable),
+        },
+        Err(e) => Connect::Retry(format!("{e:?}")),
+    }
+}
+
+fn jittered(base: Duration) -> Duration {
+    let ms = base.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random_range(0..=ms.max(1)))
+}
+
+/// Runs a hub's upstream side until no client is left, the deadline passes, or drain. A shared
+/// hub that a client joined while it was stopping keeps going.
+pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Option<Incoming>) {
+    let mut first = first;
+    loop {
+        run_once(&gw, &hub, &spec, first.take()).await;
+        if !hub.is_shared() || gw.relay.try_remove(&hub) || gw.draining.is_cancelled() {
+            break;
+        }
+    }
+}
+
+async fn run_once(gw: &Arc<Gateway>, hub: &Arc<Hub>, spec: &UpstreamSpec, first: Option<Incoming>) {
+    let gw = gw.clone();
+    let hub = hub.clone();
+    let mut parser = Parser::new(gw.config.sse.max_event_bytes);
+    let mut body = first;
+    let mut down_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(50);
+    let labels = [hub.route.name.clone(), "sse".to_owned()];
+    if body.is_some() {
+        hub.on_connected(&gw);
+    }
+    loop {
+        if body.is_none() {
+            if hub.is_empty() || gw.draining.is_cancelled() {
+                break;
+            }
+            match connect(&gw, spec, hub.last_id().as_deref()).await {
+                Connect::Streaming(b) => {
+                    if down_since.is_some() {
+                        gw.metrics.upstream_reconnects_total.with_label_values(&[&labels[0], &labels[1], "ok"]).inc();
+                    }
+                    parser.reset_stream();
+                    hub.on_connected(&gw);
+                    body = Some(b);
+                    down_since = None;
+                    backoff = Duration::from_millis(50);
+                }
+                Connect::Gone(code) => {
+                    hub.fail_all(code);
+                    break;
+                }
+                Connect::Retry(why) => {
+                    gw.metrics.upstream_reconnects_total.with_label_values(&[&labels[0], &labels[1], "failed"]).inc();
+                    tracing::debug!(route = %hub.route.name, thread_id = %hub.thread, reason = %why, "upstream stream unavailable");
+                }
+            }
+        }
+        if let Some(b) = body.as_mut() {
+            match pump(&gw, &hub, &mut parser, b).await {
+                Pumped::Broken => body = None,
+                Pumped::Stop => break,
+            }
+        }
+        if body.is_none() {
+            let since = *down_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= hub.route.resume_deadline {
+                gw.metrics.upstream_reconnects_total.with_label_values(&[&labels[0], &labels[1], "gave_up"]).inc();
+                hub.fail_all(ErrorCode::UpstreamUnavailable);
+                break;
+            }
+            hub.comment(b": reconnecting\n\n");
+            tokio::select! {
+                _ = tokio::time::sleep(jittered(backoff)) => {}
+                _ = gw.draining.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+enum Pumped {
+    Broken,
+    Stop,
+}
+
+async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, body: &mut Incoming) -> Pumped {
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(f)) => {
+                    let Ok(data) = f.into_data() else { continue };
+                    let read_at = Instant::now();
+                    if parser.feed(&data, &mut events).is_err() {
+                        tracing::warn!(route = %hub.route.name, thread_id = %hub.thread, "upstream event over the size limit; reconnecting");
+                        return Pumped::Broken;
+                    }
+                    if !events.is_empty() {
+                        hub.deliver(gw, std::mem::take(&mut events), read_at);
+                    }
+                    if hub.is_empty() {
+                        return Pumped::Stop;
+                    }
+                }
+                _ => return Pumped::Broken,
+            },
+            _ = hub.left.notified() => if hub.is_empty() { return Pumped::Stop },
+            _ = gw.draining.cancelled() => return Pumped::Stop,
+        }
+    }
+}
+
+/// Shared hubs and the journals of every thread.
+#[derive(Default)]
+pub struct Relay {
+    hubs: Mutex<HashMap<(String, String), Arc<Hub>>>,
+    /// Per-thread journals.
+    pub journals: crate::journal::Journals,
+}
+
+impl Relay {
+    /// Attaches a client to the shared hub of a thread, creating the hub if needed. `attach` runs
+    /// under the relay lock, so a hub is never removed between being found and being joined.
+    /// Returns the hub, whether it is new (its task must be started), and what `attach` said.
+    pub fn join_shared(
+        &self,
+        route: &str,
+        thread: &str,
+        make: impl FnOnce() -> Arc<Hub>,
+        attach: impl FnOnce(&Arc<Hub>) -> bool,
+    ) -> (Arc<Hub>, bool, bool) {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (route.to_owned(), thread.to_owned());
+        let (hub, new) = match hubs.get(&key) {
+            Some(h) => (h.clone(), false),
+            None => (make(), true),
+        };
+        let attached = attach(&hub);
+        if new && attached {
+            hubs.insert(key, hub.clone());
+        }
+        (hub, new, attached)
+    }
+
+    /// Removes a shared hub if it has no client; `false` when a client joined meanwhile.
+    fn try_remove(&self, hub: &Arc<Hub>) -> bool {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        if !hub.is_empty() {
+            return false;
+        }
+        let key = (hub.route.name.clone(), hub.thread.clone());
+        if hubs.get(&key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
+            hubs.remove(&key);
+        }
+        true
+    }
+}
