@@ -334,7 +334,9 @@ impl Auth {
             let t = self.verify_ticket(raw, now)?;
             if self.book.is_used(&t.tid) {
                 let granted = match (&presented.grant, &self.tickets) {
-                    (Some(g), Some(secrets)) => ticket::verify_grant(g, secrets, now).is_some_and(|g| g.covers(&t)),
+                    (Some(g), Some(secrets)) => {
+                        ticket::verify_grant(g, secrets, now).is_some_and(|g| g.covers(&t))
+                    }
                     _ => false,
                 };
                 if !granted {

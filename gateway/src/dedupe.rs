@@ -19,7 +19,12 @@ pub struct Deduper {
 
 impl Default for Deduper {
     fn default() -> Self {
-        Deduper { numeric: true, last: None, recent: VecDeque::new(), seen: HashSet::new() }
+        Deduper {
+            numeric: true,
+            last: None,
+            recent: VecDeque::new(),
+            seen: HashSet::new(),
+        }
     }
 }
 
@@ -79,7 +84,10 @@ mod tests {
         assert!(!d.is_new("3"));
         assert!(!d.is_new("5"));
         assert!(d.is_new("6"));
-        assert!(d.is_new("10"), "10 > 6 numerically, though \"10\" < \"6\" as text");
+        assert!(
+            d.is_new("10"),
+            "10 > 6 numerically, though \"10\" < \"6\" as text"
+        );
         assert!(!d.is_new("9"));
     }
 

@@ -99,10 +99,17 @@ fn members(text: &str) -> Option<Vec<Member<'_>>> {
     for (name, value) in list {
         let start = value.get().as_ptr() as usize - base;
         let prefix = text.get(prev_end..start)?;
-        let prefix = prefix.trim_start_matches(is_ws).trim_start_matches(',').trim_start_matches(is_ws);
+        let prefix = prefix
+            .trim_start_matches(is_ws)
+            .trim_start_matches(',')
+            .trim_start_matches(is_ws);
         let key_raw = prefix[..prefix.rfind(':')?].trim_end_matches(is_ws);
         prev_end = start + value.get().len();
-        out.push(Member { name, key_raw, value });
+        out.push(Member {
+            name,
+            key_raw,
+            value,
+        });
     }
     Some(out)
 }
@@ -147,24 +154,34 @@ fn merged_meta(meta: Option<&RawValue>, trace_json: &str) -> String {
 }
 
 fn is_foreign(routing: &RawValue, stamp: &Stamp) -> bool {
-    let Some(ms) = members(routing.get()) else { return false };
+    let Some(ms) = members(routing.get()) else {
+        return false;
+    };
     ms.iter().any(|m| {
         let owner = match m.name.as_str() {
             "tenant_id" => &stamp.tenant,
             "env" => &stamp.env,
             _ => return false,
         };
-        serde_json::from_str::<&str>(m.value.get()).map(|v| v != owner).unwrap_or(true)
+        serde_json::from_str::<&str>(m.value.get())
+            .map(|v| v != owner)
+            .unwrap_or(true)
     })
 }
 
 /// Stamps `data` for one stream.
 pub fn stamp(data: &str, stamp: &Stamp) -> Stamped {
-    let Some(list) = members(data) else { return Stamped::Unchanged };
-    if list.iter().any(|m| m.name == "routing" && is_foreign(m.value, stamp)) {
+    let Some(list) = members(data) else {
+        return Stamped::Unchanged;
+    };
+    if list
+        .iter()
+        .any(|m| m.name == "routing" && is_foreign(m.value, stamp))
+    {
         return Stamped::Foreign;
     }
-    let mut out = String::with_capacity(data.len() + stamp.routing.len() + stamp.trace_json.len() + 40);
+    let mut out =
+        String::with_capacity(data.len() + stamp.routing.len() + stamp.trace_json.len() + 40);
     out.push('{');
     let mut first = true;
     let (mut routing_done, mut meta_done) = (false, false);
@@ -178,7 +195,12 @@ pub fn stamp(data: &str, stamp: &Stamp) -> Stamped {
             }
             "meta" => {
                 if !meta_done {
-                    push_member(&mut out, &mut first, "\"meta\"", &merged_meta(Some(m.value), &stamp.trace_json));
+                    push_member(
+                        &mut out,
+                        &mut first,
+                        "\"meta\"",
+                        &merged_meta(Some(m.value), &stamp.trace_json),
+                    );
                     meta_done = true;
                 }
             }
@@ -189,7 +211,12 @@ pub fn stamp(data: &str, stamp: &Stamp) -> Stamped {
         push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
     }
     if !meta_done {
-        push_member(&mut out, &mut first, "\"meta\"", &merged_meta(None, &stamp.trace_json));
+        push_member(
+            &mut out,
+            &mut first,
+            "\"meta\"",
+            &merged_meta(None, &stamp.trace_json),
+        );
     }
     out.push('}');
     Stamped::Rewritten(out)

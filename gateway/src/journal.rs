@@ -37,24 +37,50 @@ pub struct Journal {
 }
 
 fn size_of(e: &Event) -> usize {
-    e.data.as_ref().map_or(0, String::len) + e.event.as_ref().map_or(0, String::len) + e.id.as_ref().map_or(0, String::len) + 64
+    e.data.as_ref().map_or(0, String::len)
+        + e.event.as_ref().map_or(0, String::len)
+        + e.id.as_ref().map_or(0, String::len)
+        + 64
 }
 
 impl Journal {
     /// An empty journal.
     pub fn new(limits: Limits, now: Instant) -> Journal {
-        Journal { entries: VecDeque::new(), bytes: 0, limits, order: Deduper::default(), last_used: now }
+        Journal {
+            entries: VecDeque::new(),
+            bytes: 0,
+            limits,
+            order: Deduper::default(),
+            last_used: now,
+        }
     }
 
-    /// Appends an event that carries an id, unless this journal already holds it (several private
-    /// upstream streams of one thread feed the same journal).
-    pub fn append(&mut self, event: &Arc<Event>, now: Instant) {
-        let Some(id) = event.id.as_deref().filter(|i| !i.is_empty()) else { return };
+    /// Appends an event that carries an id. `prev` is the id the feeding stream delivered just
+    /// before it. The journal stays contiguous: an event it already holds (several private
+    /// streams of one thread feed it) is skipped, and an event that does not follow the journal's
+    /// last one starts the journal afresh — a replay must never jump a hole.
+    pub fn append(&mut self, event: &Arc<Event>, prev: Option<&str>, now: Instant) {
+        let Some(id) = event.id.as_deref().filter(|i| !i.is_empty()) else {
+            return;
+        };
         if !self.order.is_new(id) {
             return;
         }
+        let follows = match self.entries.back() {
+            None => true,
+            Some(last) => prev == Some(last.id.as_str()),
+        };
+        if !follows {
+            self.entries.clear();
+            self.bytes = 0;
+        }
         let size = size_of(event);
-        self.entries.push_back(Entry { id: id.to_owned(), event: event.clone(), size, at: now });
+        self.entries.push_back(Entry {
+            id: id.to_owned(),
+            event: event.clone(),
+            size,
+            at: now,
+        });
         self.bytes += size;
         self.last_used = now;
         self.prune(now);
@@ -78,7 +104,13 @@ impl Journal {
         self.prune(now);
         self.last_used = now;
         let pos = self.entries.iter().rposition(|e| e.id == cursor)?;
-        Some(self.entries.iter().skip(pos + 1).map(|e| e.event.clone()).collect())
+        Some(
+            self.entries
+                .iter()
+                .skip(pos + 1)
+                .map(|e| e.event.clone())
+                .collect(),
+        )
     }
 
     /// Number of events held.
@@ -96,8 +128,10 @@ impl Journal {
 /// bound are dropped by [`Journals::sweep`].
 #[derive(Default)]
 pub struct Journals {
-    map: Mutex<HashMap<(String, String), Arc<Mutex<Journal>>>>,
+    map: Mutex<JournalMap>,
 }
+
+type JournalMap = HashMap<(String, String), Arc<Mutex<Journal>>>;
 
 impl Journals {
     /// The journal of a thread, created on first use.
@@ -114,7 +148,9 @@ impl Journals {
         let before = map.len();
         map.retain(|_, j| {
             Arc::strong_count(j) > 1
-                || j.lock().map(|j| now.saturating_duration_since(j.last_used) <= j.limits.age).unwrap_or(false)
+                || j.lock()
+                    .map(|j| now.saturating_duration_since(j.last_used) <= j.limits.age)
+                    .unwrap_or(false)
         });
         before - map.len()
     }
@@ -125,11 +161,20 @@ mod tests {
     use super::*;
 
     fn ev(id: &str, data: &str) -> Arc<Event> {
-        Arc::new(Event { id: Some(id.into()), data: Some(data.into()), last_event_id: id.into(), ..Default::default() })
+        Arc::new(Event {
+            id: Some(id.into()),
+            data: Some(data.into()),
+            last_event_id: id.into(),
+            ..Default::default()
+        })
     }
 
     fn limits() -> Limits {
-        Limits { events: 3, bytes: 10_000, age: Duration::from_secs(60) }
+        Limits {
+            events: 3,
+            bytes: 10_000,
+            age: Duration::from_secs(60),
+        }
     }
 
     fn ids(v: &[Arc<Event>]) -> Vec<String> {
@@ -141,7 +186,11 @@ mod tests {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
         for i in 1..=3 {
-            j.append(&ev(&i.to_string(), "x"), t);
+            j.append(
+                &ev(&i.to_string(), "x"),
+                (i > 1).then(|| (i - 1).to_string()).as_deref(),
+                t,
+            );
         }
         assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2", "3"]);
         assert_eq!(j.after("3", t).map(|v| v.len()), Some(0));
@@ -153,35 +202,84 @@ mod tests {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
         for i in 1..=5 {
-            j.append(&ev(&i.to_string(), "x"), t);
+            j.append(&ev(&i.to_string(), "x"), Some(&(i - 1).to_string()), t);
         }
         assert_eq!(j.len(), 3);
         assert!(j.after("2", t).is_none(), "evicted by count");
-        let mut j = Journal::new(Limits { events: 100, bytes: 200, age: Duration::from_secs(60) }, t);
+        let mut j = Journal::new(
+            Limits {
+                events: 100,
+                bytes: 200,
+                age: Duration::from_secs(60),
+            },
+            t,
+        );
         for i in 1..=5 {
-            j.append(&ev(&i.to_string(), &"y".repeat(50)), t);
+            j.append(
+                &ev(&i.to_string(), &"y".repeat(50)),
+                Some(&(i - 1).to_string()),
+                t,
+            );
         }
         assert!(j.len() < 5 && j.bytes <= 200);
         let mut j = Journal::new(limits(), t);
-        j.append(&ev("1", "x"), t);
-        assert!(j.after("1", t + Duration::from_secs(61)).is_none(), "expired by age");
+        j.append(&ev("1", "x"), None, t);
+        assert!(
+            j.after("1", t + Duration::from_secs(61)).is_none(),
+            "expired by age"
+        );
     }
 
     #[test]
     fn duplicates_from_parallel_streams_are_kept_once_and_idless_events_skipped() {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
-        j.append(&ev("1", "a"), t);
-        j.append(&ev("1", "a"), t);
-        j.append(&Arc::new(Event { data: Some("no id".into()), ..Default::default() }), t);
-        j.append(&ev("2", "b"), t);
+        j.append(&ev("1", "a"), None, t);
+        j.append(&ev("1", "a"), None, t);
+        j.append(
+            &Arc::new(Event {
+                data: Some("no id".into()),
+                ..Default::default()
+            }),
+            Some("1"),
+            t,
+        );
+        j.append(&ev("2", "b"), Some("1"), t);
         assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2"]);
+    }
+
+    #[test]
+    fn an_event_that_does_not_follow_restarts_the_journal() {
+        let t = Instant::now();
+        let mut j = Journal::new(
+            Limits {
+                events: 10,
+                bytes: 10_000,
+                age: Duration::from_secs(60),
+            },
+            t,
+        );
+        j.append(&ev("3", "a"), Some("2"), t);
+        j.append(&ev("4", "b"), Some("3"), t);
+        // A stream that started "from now" delivers 17 with nothing before it.
+        j.append(&ev("17", "c"), None, t);
+        assert!(
+            j.after("3", t).is_none(),
+            "3 would replay across the hole 5..16"
+        );
+        assert_eq!(j.after("17", t).map(|v| v.len()), Some(0));
+        j.append(&ev("18", "d"), Some("17"), t);
+        assert_eq!(ids(&j.after("17", t).expect("held")), vec!["18"]);
     }
 
     #[test]
     fn idle_journals_are_swept() {
         let js = Journals::default();
-        let l = Limits { events: 10, bytes: 1000, age: Duration::from_millis(0) };
+        let l = Limits {
+            events: 10,
+            bytes: 1000,
+            age: Duration::from_millis(0),
+        };
         drop(js.get("r", "t1", l));
         assert_eq!(js.sweep(Instant::now() + Duration::from_millis(5)), 1);
     }

@@ -171,8 +171,14 @@ mod tests {
         m.request("r", "http", "ok", Some("t_a"));
         m.request("r", "http", "ok", Some("t_b"));
         let text = String::from_utf8(m.render()).expect("utf8");
-        assert!(text.contains("tenant=\"t_vip\",transport=\"http\"} 1"), "{text}");
-        assert!(text.contains("tenant=\"other\",transport=\"http\"} 2"), "{text}");
+        assert!(
+            text.contains("tenant=\"t_vip\",transport=\"http\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenant=\"other\",transport=\"http\"} 2"),
+            "{text}"
+        );
         assert!(!text.contains("t_a"));
     }
 }

@@ -89,7 +89,11 @@ pub async fn admit(
     let presented = Presented {
         bearer: bearer(headers)?,
         ticket: query_ticket(query).or_else(|| hello.and_then(|h| h.ticket.clone())),
-        grant: if route.kind == crate::config::RouteKind::Sse { cookie(headers, GRANT_COOKIE) } else { None },
+        grant: if route.kind == crate::config::RouteKind::Sse {
+            cookie(headers, GRANT_COOKIE)
+        } else {
+            None
+        },
     };
     let verified = gw
         .auth
@@ -118,7 +122,11 @@ pub async fn admit(
         let record = gw.registry.lookup(thread).await?;
         check_access(&ctx, record.as_ref(), route.hide_foreign_threads)?;
     }
-    if let Some(t) = verified.ticket.as_ref().filter(|_| !verified.ticket_resumed) {
+    if let Some(t) = verified
+        .ticket
+        .as_ref()
+        .filter(|_| !verified.ticket_resumed)
+    {
         gw.auth.book.consume(&t.tid, t.exp, now)?;
     }
     Ok(Admitted {

@@ -219,7 +219,10 @@ fn grants_round_trip_cover_only_their_ticket_and_expire() {
     let mut other = c.clone();
     other.tid = "tid-other".into();
     assert!(!back.covers(&other));
-    assert!(verify_grant(&raw, &secrets(), c.sx).is_none(), "expired at sx");
+    assert!(
+        verify_grant(&raw, &secrets(), c.sx).is_none(),
+        "expired at sx"
+    );
     assert!(verify_grant(&raw, &TicketSecrets::new(b"zz", None).expect("s"), NOW).is_none());
     // A ticket is not a grant and a grant is not a ticket.
     let t = encode(&c, &secrets());

@@ -147,6 +147,8 @@ pub struct SseStream {
     pub raw: Vec<u8>,
     /// Comment lines seen (without the colon).
     pub comments: Vec<String>,
+    /// Bytes of `buf` already searched for a blank line.
+    scanned: usize,
 }
 
 impl SseStream {
@@ -162,6 +164,7 @@ impl SseStream {
             buf: BytesMut::new(),
             raw: Vec::new(),
             comments: Vec::new(),
+            scanned: 0,
         }
     }
 
@@ -226,7 +229,13 @@ impl SseStream {
 
     fn take_event(&mut self) -> Option<SseEvent> {
         loop {
-            let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
+            let from = self.scanned.saturating_sub(1);
+            let Some(rel) = self.buf[from..].windows(2).position(|w| w == b"\n\n") else {
+                self.scanned = self.buf.len();
+                return None;
+            };
+            let end = from + rel;
+            self.scanned = 0;
             let block = self.buf.split_to(end + 2);
             let text = String::from_utf8_lossy(&block[..end]).into_owned();
             let mut ev = SseEvent::default();

@@ -3,7 +3,13 @@ use railgate_policy::{Field, RequestContext};
 
 fn ctx() -> RequestContext {
     RequestContext::from_parts(
-        &[(Field::Tenant, "t_a"), (Field::Env, "dev"), (Field::Mode, "lab"), (Field::Project, "p1"), (Field::App, "app")],
+        &[
+            (Field::Tenant, "t_a"),
+            (Field::Env, "dev"),
+            (Field::Mode, "lab"),
+            (Field::Project, "p1"),
+            (Field::App, "app"),
+        ],
         "u1",
         "trace-1",
     )
@@ -28,31 +34,50 @@ fn routing_and_trace_are_appended_and_other_members_keep_exact_bytes() {
     let got = rewritten(data);
     assert_eq!(
         got,
-        format!(r#"{{"n":1e2,"big":123456789012345678901234,"s":"\u00e9\n","nested":{{"x":[1, 2,{{"y":null}}]}},"f":-0.0,"routing":{ROUTING},"meta":{{"trace_id":"trace-1"}}}}"#)
+        format!(
+            r#"{{"n":1e2,"big":123456789012345678901234,"s":"\u00e9\n","nested":{{"x":[1, 2,{{"y":null}}]}},"f":-0.0,"routing":{ROUTING},"meta":{{"trace_id":"trace-1"}}}}"#
+        )
     );
 }
 
 #[test]
 fn upstream_routing_is_overwritten_in_place_and_meta_keeps_its_members() {
     let data = r#"{"a":1,"routing":{"tenant_id":"t_a","extra":"x"},"meta":{"v":2,"trace_id":"spoofed"},"z":true}"#;
-    assert_eq!(rewritten(data), format!(r#"{{"a":1,"routing":{ROUTING},"meta":{{"v":2,"trace_id":"trace-1"}},"z":true}}"#));
+    assert_eq!(
+        rewritten(data),
+        format!(r#"{{"a":1,"routing":{ROUTING},"meta":{{"v":2,"trace_id":"trace-1"}},"z":true}}"#)
+    );
 }
 
 #[test]
 fn duplicate_routing_members_collapse_into_the_verified_one() {
     let data = r#"{"routing":{"tenant_id":"t_a"},"x":1,"routing":{"env":"dev"}}"#;
-    assert_eq!(rewritten(data), format!(r#"{{"routing":{ROUTING},"x":1,"meta":{{"trace_id":"trace-1"}}}}"#));
+    assert_eq!(
+        rewritten(data),
+        format!(r#"{{"routing":{ROUTING},"x":1,"meta":{{"trace_id":"trace-1"}}}}"#)
+    );
 }
 
 #[test]
 fn escaped_keys_keep_their_exact_text() {
     let data = r#"{"k\u0041y" : "v" ,	"rout\u0069ng":{"tenant_id":"t_a"}}"#;
-    assert_eq!(rewritten(data), format!(r#"{{"k\u0041y":"v","routing":{ROUTING},"meta":{{"trace_id":"trace-1"}}}}"#));
+    assert_eq!(
+        rewritten(data),
+        format!(r#"{{"k\u0041y":"v","routing":{ROUTING},"meta":{{"trace_id":"trace-1"}}}}"#)
+    );
 }
 
 #[test]
 fn non_object_data_is_unchanged() {
-    for data in ["[1,2]", "\"text\"", "plain words", "{broken", "", "42", "{\"a\":1} trailing"] {
+    for data in [
+        "[1,2]",
+        "\"text\"",
+        "plain words",
+        "{broken",
+        "",
+        "42",
+        "{\"a\":1} trailing",
+    ] {
         assert_eq!(stamp(data, &st()), Stamped::Unchanged, "{data}");
     }
 }
@@ -67,16 +92,25 @@ fn foreign_tenant_or_env_in_routing_is_reported() {
     ] {
         assert_eq!(stamp(data, &st()), Stamped::Foreign, "{data}");
     }
-    assert!(matches!(stamp(r#"{"routing":"not an object"}"#, &st()), Stamped::Rewritten(_)));
+    assert!(matches!(
+        stamp(r#"{"routing":"not an object"}"#, &st()),
+        Stamped::Rewritten(_)
+    ));
 }
 
 #[test]
 fn injected_values_cannot_add_a_line() {
     // Context values are syntax-checked upstream of here, but the trace id could come from a
     // header: even a CR/LF in it is escaped by JSON serialisation.
-    let c = RequestContext::from_parts(&[(Field::Tenant, "t_a"), (Field::Env, "dev")], "u\r\n1", "tr\nace");
+    let c = RequestContext::from_parts(
+        &[(Field::Tenant, "t_a"), (Field::Env, "dev")],
+        "u\r\n1",
+        "tr\nace",
+    );
     let s = Stamp::new(&c, "th");
-    let Stamped::Rewritten(out) = stamp(r#"{"a":1}"#, &s) else { panic!("object") };
+    let Stamped::Rewritten(out) = stamp(r#"{"a":1}"#, &s) else {
+        panic!("object")
+    };
     assert!(!out.contains('\n') && !out.contains('\r'), "{out}");
 }
 
@@ -86,14 +120,28 @@ fn stamped_output_is_valid_json_with_the_same_other_values() {
     let out = rewritten(data);
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(v["a"]["b"][2], 3);
-    assert_eq!(v["meta"], serde_json::json!({"trace_id": "trace-1"}), "non-object meta is replaced");
+    assert_eq!(
+        v["meta"],
+        serde_json::json!({"trace_id": "trace-1"}),
+        "non-object meta is replaced"
+    );
     assert_eq!(v["routing"]["actor_id"], "u1");
 }
 
 #[test]
 fn client_routing_is_overwritten() {
     let r = r#"{"tenant_id":"t_a"}"#;
-    assert_eq!(overwrite_routing(r#"{"type":"message","routing":{"tenant_id":"t_evil"},"text":"hi"}"#, r).as_deref(), Some(r#"{"type":"message","routing":{"tenant_id":"t_a"},"text":"hi"}"#));
-    assert_eq!(overwrite_routing(r#"{"type":"message"}"#, r).as_deref(), Some(r#"{"type":"message","routing":{"tenant_id":"t_a"}}"#));
+    assert_eq!(
+        overwrite_routing(
+            r#"{"type":"message","routing":{"tenant_id":"t_evil"},"text":"hi"}"#,
+            r
+        )
+        .as_deref(),
+        Some(r#"{"type":"message","routing":{"tenant_id":"t_a"},"text":"hi"}"#)
+    );
+    assert_eq!(
+        overwrite_routing(r#"{"type":"message"}"#, r).as_deref(),
+        Some(r#"{"type":"message","routing":{"tenant_id":"t_a"}}"#)
+    );
     assert_eq!(overwrite_routing("not json", r), None);
 }

@@ -72,7 +72,30 @@ pub struct Hub {
     pub left: Arc<Notify>,
     next_sub: AtomicU64,
     shared: bool,
+    /// Clients replaying the journal that will join (they keep an idle hub alive).
+    joining: AtomicU64,
 }
+
+/// Counts a client as joining until dropped.
+pub struct Joining(Arc<Hub>);
+
+impl Joining {
+    /// Registers a joining client on `hub`.
+    pub fn new(hub: &Arc<Hub>) -> Joining {
+        hub.joining.fetch_add(1, Ordering::SeqCst);
+        Joining(hub.clone())
+    }
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        self.0.joining.fetch_sub(1, Ordering::SeqCst);
+        self.0.left.notify_one();
+    }
+}
+
+/// How long a replaying client may leave its queue full before it counts as slow.
+pub const REPLAY_STALL: Duration = Duration::from_secs(30);
 
 /// The frame that ends a stream with an error.
 pub fn error_frame(code: ErrorCode, trace_id: &str) -> Bytes {
@@ -88,7 +111,11 @@ pub fn resume_frame(cursor: &str, source: &str) -> Bytes {
 
 /// Renders one event for one stamp; `None` for a foreign event.
 pub fn render(ev: &Event, st: &Stamp) -> Option<Bytes> {
-    let mut out = Vec::with_capacity(ev.data.as_ref().map_or(16, |d| d.len() + st.routing.len() + 64));
+    let mut out = Vec::with_capacity(
+        ev.data
+            .as_ref()
+            .map_or(16, |d| d.len() + st.routing.len() + 64),
+    );
     match ev.data.as_deref().map(|d| stamp(d, st)) {
         Some(Stamped::Foreign) => return None,
         Some(Stamped::Rewritten(s)) => write_event(ev, Some(&s), &mut out),
@@ -99,7 +126,13 @@ pub fn render(ev: &Event, st: &Stamp) -> Option<Bytes> {
 
 impl Hub {
     /// A hub for `thread` on `route`, resuming after `cursor` if given.
-    pub fn new(route: Route, thread: String, journal: Arc<Mutex<Journal>>, cursor: Option<&str>, shared: bool) -> Arc<Hub> {
+    pub fn new(
+        route: Route,
+        thread: String,
+        journal: Arc<Mutex<Journal>>,
+        cursor: Option<&str>,
+        shared: bool,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             route,
             thread,
@@ -113,6 +146,7 @@ impl Hub {
             left: Arc::new(Notify::new()),
             next_sub: AtomicU64::new(1),
             shared,
+            joining: AtomicU64::new(0),
         })
     }
 
@@ -125,11 +159,11 @@ impl Hub {
         self.next_sub.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Whether no client is left.
+    /// Whether no client is left (or on its way in).
     pub fn is_empty(&self) -> bool {
         let mut st = self.lock();
         st.subs.retain(|s| !s.tx.is_closed());
-        st.subs.is_empty()
+        st.subs.is_empty() && self.joining.load(Ordering::SeqCst) == 0
     }
 
     /// Whether this hub is shared by every client of its thread.
@@ -147,42 +181,84 @@ impl Hub {
         self.lock().pending_resume = Some(cursor);
     }
 
-    /// Adds a client. With `cursor`, first replays the journal after it; returns `false` (and adds
-    /// nothing) when the journal does not hold the cursor.
-    pub fn subscribe(&self, gw: &Gateway, mut sub: Sub, cursor: Option<&str>) -> bool {
-        let mut st = self.lock();
-        if let Some(c) = cursor {
-            let replay = match self.journal.lock().map(|mut j| j.after(c, Instant::now())) {
-                Ok(Some(r)) => r,
-                _ => return false,
-            };
-            if !self.push(gw, &mut sub, resume_frame(c, "journal")) {
-                return true;
-            }
-            let mut dedupe = Deduper::after(Some(c));
-            for ev in &replay {
-                if let Some(id) = ev.id.as_deref() {
-                    dedupe.is_new(id);
+    /// Adds a client that starts live (no replay).
+    pub fn subscribe(&self, sub: Sub) {
+        self.lock().subs.push(sub);
+    }
+
+    /// Replays the journal after `cursor` into the client's queue, waiting for room (a long
+    /// backlog is not a slow consumer), then joins live. The join happens under the hub lock
+    /// after re-reading the journal, so no event falls between replay and live delivery. A client
+    /// that stops reading for [`REPLAY_STALL`], or falls behind the journal, ends with
+    /// `stream.slow_consumer`; it resumes from its last id like any other client.
+    pub async fn catch_up_and_join(
+        &self,
+        gw: &Gateway,
+        mut sub: Sub,
+        cursor: String,
+        _joining: Joining,
+    ) {
+        let mut at = cursor;
+        let mut replayed = 0u64;
+        loop {
+            let batch = match self
+                .journal
+                .lock()
+                .map(|mut j| j.after(&at, Instant::now()))
+            {
+                Ok(Some(b)) => b,
+                _ => {
+                    sub.end
+                        .set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
+                    return;
                 }
+            };
+            if batch.is_empty() {
+                let mut st = self.lock();
+                let still_empty = self
+                    .journal
+                    .lock()
+                    .ok()
+                    .and_then(|mut j| j.after(&at, Instant::now()))
+                    .is_some_and(|b| b.is_empty());
+                if still_empty {
+                    if self.shared {
+                        sub.dedupe = Some(Deduper::after(Some(&at)));
+                    } else {
+                        st.dedupe = Deduper::after(Some(&at));
+                        st.last_id = Some(at);
+                    }
+                    st.subs.push(sub);
+                    gw.metrics
+                        .replayed_events_total
+                        .with_label_values(&[&self.route.name, "journal"])
+                        .inc_by(replayed);
+                    return;
+                }
+                continue;
+            }
+            for ev in &batch {
                 if let Some(b) = render(ev, &sub.stamp) {
-                    if !self.push(gw, &mut sub, b) {
-                        return true;
+                    match tokio::time::timeout(REPLAY_STALL, sub.tx.send(b)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            sub.end
+                                .set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
+                            gw.metrics
+                                .slow_consumer_disconnects_total
+                                .with_label_values(&[&self.route.name, "sse"])
+                                .inc();
+                            return;
+                        }
                     }
                 }
-            }
-            gw.metrics.replayed_events_total.with_label_values(&[&self.route.name, "journal"]).inc_by(replay.len() as u64);
-            if !self.shared {
-                // A private hub resumes its upstream where the replay ended.
-                if let Some(last) = replay.iter().rev().find_map(|e| e.id.clone()).or_else(|| Some(c.to_owned())) {
-                    st.dedupe = Deduper::after(Some(&last));
-                    st.last_id = Some(last);
+                if let Some(id) = ev.id.as_deref() {
+                    at = id.to_owned();
                 }
-            } else {
-                sub.dedupe = Some(dedupe);
+                replayed += 1;
             }
         }
-        st.subs.push(sub);
-        true
     }
 
     /// Queues a frame for one client; on overflow ends it as a slow consumer.
@@ -190,8 +266,12 @@ impl Hub {
         match sub.tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                sub.end.set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
-                gw.metrics.slow_consumer_disconnects_total.with_label_values(&[&self.route.name, "sse"]).inc();
+                sub.end
+                    .set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
+                gw.metrics
+                    .slow_consumer_disconnects_total
+                    .with_label_values(&[&self.route.name, "sse"])
+                    .inc();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -230,6 +310,7 @@ impl Hub {
         let mut st = self.lock();
         let now = Instant::now();
         for ev in events {
+            let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
                 if !st.dedupe.is_new(id) {
                     continue;
@@ -238,7 +319,7 @@ impl Hub {
             }
             let ev = Arc::new(ev);
             if let Ok(mut j) = self.journal.lock() {
-                j.append(&ev, now);
+                j.append(&ev, prev.as_deref(), now);
             }
             let mut rendered: HashMap<*const Stamp, Option<Bytes>> = HashMap::new();
             let mut foreign = false;
@@ -249,7 +330,10 @@ impl Hub {
                         return true;
                     }
                 }
-                let bytes = rendered.entry(Arc::as_ptr(&sub.stamp)).or_insert_with(|| render(&ev, &sub.stamp)).clone();
+                let bytes = rendered
+                    .entry(Arc::as_ptr(&sub.stamp))
+                    .or_insert_with(|| render(&ev, &sub.stamp))
+                    .clone();
                 match bytes {
                     None => {
                         foreign = true;
@@ -258,7 +342,10 @@ impl Hub {
                     Some(b) => {
                         let kept = self.push(gw, sub, b);
                         if kept && ev.dispatches() {
-                            gw.metrics.events_forwarded_total.with_label_values(&[&self.route.name, "sse"]).inc();
+                            gw.metrics
+                                .events_forwarded_total
+                                .with_label_values(&[&self.route.name, "sse"])
+                                .inc();
                         }
                         kept
                     }
@@ -266,10 +353,15 @@ impl Hub {
             });
             st.subs = subs;
             if foreign {
-                gw.metrics.isolation_violations_total.with_label_values(&[&self.route.name]).inc();
+                gw.metrics
+                    .isolation_violations_total
+                    .with_label_values(&[&self.route.name])
+                    .inc();
                 tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream event names a foreign tenant; dropped");
             }
-            gw.metrics.event_relay_seconds.observe(read_at.elapsed().as_secs_f64());
+            gw.metrics
+                .event_relay_seconds
+                .observe(read_at.elapsed().as_secs_f64());
         }
     }
 }
@@ -289,7 +381,10 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
     let mut req = Request::new(crate::body::empty());
     *req.uri_mut() = spec.uri.clone();
     *req.headers_mut() = spec.headers.clone();
-    req.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+    req.headers_mut().insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
     req.headers_mut().remove("last-event-id");
     if let Some(v) = cursor.and_then(|c| HeaderValue::from_str(c).ok()) {
         req.headers_mut().insert("last-event-id", v);
@@ -299,7 +394,9 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
             200 => Connect::Streaming(resp.into_body()),
             404 => Connect::Gone(ErrorCode::ThreadNotFound),
             410 => Connect::Gone(ErrorCode::CursorInvalid),
-            408 | 425 | 429 | 500..=599 => Connect::Retry(format!("upstream answered {}", resp.status())),
+            408 | 425 | 429 | 500..=599 => {
+                Connect::Retry(format!("upstream answered {}", resp.status()))
+            }
             _ => Connect::Gone(ErrorCode::UpstreamUnavailable),
         },
         Err(e) => Connect::Retry(format!("{e:?}")),
@@ -342,7 +439,10 @@ async fn run_once(gw: &Arc<Gateway>, hub: &Arc<Hub>, spec: &UpstreamSpec, first:
             match connect(&gw, spec, hub.last_id().as_deref()).await {
                 Connect::Streaming(b) => {
                     if down_since.is_some() {
-                        gw.metrics.upstream_reconnects_total.with_label_values(&[&labels[0], &labels[1], "ok"]).inc();
+                        gw.metrics
+                            .upstream_reconnects_total
+                            .with_label_values(&[&labels[0], &labels[1], "ok"])
+                            .inc();
                     }
                     parser.reset_stream();
                     hub.on_connected(&gw);
@@ -355,7 +455,10 @@ async fn run_once(gw: &Arc<Gateway>, hub: &Arc<Hub>, spec: &UpstreamSpec, first:
                     break;
                 }
                 Connect::Retry(why) => {
-                    gw.metrics.upstream_reconnects_total.with_label_values(&[&labels[0], &labels[1], "failed"]).inc();
+                    gw.metrics
+                        .upstream_reconnects_total
+                        .with_label_values(&[&labels[0], &labels[1], "failed"])
+                        .inc();
                     tracing::debug!(route = %hub.route.name, thread_id = %hub.thread, reason = %why, "upstream stream unavailable");
                 }
             }
@@ -369,7 +472,10 @@ async fn run_once(gw: &Arc<Gateway>, hub: &Arc<Hub>, spec: &UpstreamSpec, first:
         if body.is_none() {
             let since = *down_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= hub.route.resume_deadline {
-                gw.metrics.upstream_reconnects_total.with_label_values(&[&labels[0], &labels[1], "gave_up"]).inc();
+                gw.metrics
+                    .upstream_reconnects_total
+                    .with_label_values(&[&labels[0], &labels[1], "gave_up"])
+                    .inc();
                 hub.fail_all(ErrorCode::UpstreamUnavailable);
                 break;
             }

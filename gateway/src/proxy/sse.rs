@@ -15,8 +15,10 @@ use crate::journal::Limits;
 use crate::pipeline::{admit, Admitted, GRANT_COOKIE};
 use crate::proxy::headers;
 use crate::proxy::http::upstream_uri;
-use crate::proxy::hub::{self, connect, error_frame, resume_frame, Connect, Hub, Sub, UpstreamSpec};
-use crate::proxy::sse_body::{EndSlot, OwnFrames, SseBody};
+use crate::proxy::hub::{
+    self, connect, error_frame, resume_frame, Connect, Hub, Joining, Sub, UpstreamSpec,
+};
+use crate::proxy::sse_body::{EndSlot, OwnFrames, SseBody, Timers};
 use crate::respond::respond;
 use crate::server::Outcome;
 use http::{header, HeaderValue, Request, Response};
@@ -38,7 +40,9 @@ fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
         (Some(_), Some(_)) => return Err(invalid()),
         (Some(v), None) => Some(v.to_str().map_err(|_| invalid())?.to_owned()),
         (None, _) => req.uri().query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "last_event_id").map(|(_, v)| v.into_owned())
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "last_event_id")
+                .map(|(_, v)| v.into_owned())
         }),
     };
     match raw {
@@ -49,12 +53,28 @@ fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
 }
 
 /// Serves one SSE request.
-pub async fn serve(gw: &Arc<Gateway>, route: &Route, caps: &Captures, req: Request<Incoming>, out: &mut Outcome) -> Response<Body> {
+pub async fn serve(
+    gw: &Arc<Gateway>,
+    route: &Route,
+    caps: &Captures,
+    req: Request<Incoming>,
+    out: &mut Outcome,
+) -> Response<Body> {
     let fail = |out: &mut Outcome, d: Denial| {
         out.code = d.code.as_str();
         respond(&d, &out.trace_id)
     };
-    let admitted = match admit(gw, route, caps, req.headers(), req.uri().query(), None, &out.trace_id).await {
+    let admitted = match admit(
+        gw,
+        route,
+        caps,
+        req.headers(),
+        req.uri().query(),
+        None,
+        &out.trace_id,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(d) => return fail(out, d),
     };
@@ -70,17 +90,27 @@ pub async fn serve(gw: &Arc<Gateway>, route: &Route, caps: &Captures, req: Reque
     };
     let query: Option<String> = req.uri().query().map(|q| {
         form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != "last_event_id"))
+            .extend_pairs(
+                form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != "last_event_id"),
+            )
             .finish()
     });
-    let uri = match upstream_uri(route, caps, req.uri().path(), query.as_deref().filter(|q| !q.is_empty())) {
+    let uri = match upstream_uri(
+        route,
+        caps,
+        req.uri().path(),
+        query.as_deref().filter(|q| !q.is_empty()),
+    ) {
         Ok(u) => u,
         Err(d) => return fail(out, d),
     };
     let mut up_headers = req.headers().clone();
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, None);
-    let spec = UpstreamSpec { uri, headers: up_headers };
+    let spec = UpstreamSpec {
+        uri,
+        headers: up_headers,
+    };
     let started = start(gw, route, &thread, &admitted, spec, cursor).await;
     match started {
         Ok((rx, end, left)) => response(gw, route, &admitted, rx, end, left, req.uri().path()),
@@ -88,48 +118,134 @@ pub async fn serve(gw: &Arc<Gateway>, route: &Route, caps: &Captures, req: Reque
     }
 }
 
-type Started = (mpsc::Receiver<bytes::Bytes>, Arc<EndSlot>, Arc<tokio::sync::Notify>);
+type Started = (
+    mpsc::Receiver<bytes::Bytes>,
+    Arc<EndSlot>,
+    Arc<tokio::sync::Notify>,
+);
 
-async fn start(gw: &Arc<Gateway>, route: &Route, thread: &str, admitted: &Admitted, spec: UpstreamSpec, cursor: Option<String>) -> Result<Started, Denial> {
+async fn start(
+    gw: &Arc<Gateway>,
+    route: &Route,
+    thread: &str,
+    admitted: &Admitted,
+    spec: UpstreamSpec,
+    cursor: Option<String>,
+) -> Result<Started, Denial> {
     let (tx, rx) = mpsc::channel(gw.config.sse.client_queue_events);
     let end = Arc::new(EndSlot::default());
-    let limits = Limits { events: gw.config.sse.journal_events, bytes: gw.config.sse.journal_bytes, age: gw.config.sse.journal_age };
+    let limits = Limits {
+        events: gw.config.sse.journal_events,
+        bytes: gw.config.sse.journal_bytes,
+        age: gw.config.sse.journal_age,
+    };
     let journal = gw.relay.journals.get(&route.name, thread, limits);
     let stamp = Arc::new(Stamp::new(&admitted.ctx, thread));
-    let sub = |hub: &Hub| Sub { id: hub.sub_id(), tx: tx.clone(), end: end.clone(), stamp: stamp.clone(), trace_id: admitted.ctx.trace_id.clone(), dedupe: None };
-    let in_journal = cursor.as_deref().is_some_and(|c| journal.lock().map(|mut j| j.after(c, std::time::Instant::now()).is_some()).unwrap_or(false));
+    let sub = |hub: &Hub| Sub {
+        id: hub.sub_id(),
+        tx: tx.clone(),
+        end: end.clone(),
+        stamp: stamp.clone(),
+        trace_id: admitted.ctx.trace_id.clone(),
+        dedupe: None,
+    };
+    let in_journal = cursor.as_deref().is_some_and(|c| {
+        journal
+            .lock()
+            .map(|mut j| j.after(c, std::time::Instant::now()).is_some())
+            .unwrap_or(false)
+    });
     let spawn = |hub: Arc<Hub>, first: Option<Incoming>| {
         let gw2 = gw.clone();
         let spec2 = spec.clone();
         gw.streams.spawn(hub::run(gw2, hub, spec2, first));
     };
-    if route.share_upstream && (cursor.is_none() || in_journal) {
-        let make = || Hub::new(route.clone(), thread.to_owned(), journal.clone(), None, true);
-        let (hub, new, attached) = gw.relay.join_shared(&route.name, thread, make, |h| h.subscribe(gw, sub(h), cursor.as_deref()));
-        if attached {
+    match (&cursor, in_journal) {
+        (Some(c), true) => {
+            // Journal resume: announce, then replay with backpressure and join live.
+            let _ = tx.try_send(resume_frame(c, "journal"));
+            let hub = if route.share_upstream {
+                let make = || {
+                    Hub::new(
+                        route.clone(),
+                        thread.to_owned(),
+                        journal.clone(),
+                        None,
+                        true,
+                    )
+                };
+                let mut joining = None;
+                let (hub, new, _) = gw.relay.join_shared(&route.name, thread, make, |h| {
+                    joining = Some(Joining::new(h));
+                    true
+                });
+                if new {
+                    spawn(hub.clone(), None);
+                }
+                (hub, joining)
+            } else {
+                let hub = Hub::new(
+                    route.clone(),
+                    thread.to_owned(),
+                    journal.clone(),
+                    Some(c),
+                    false,
+                );
+                let joining = Some(Joining::new(&hub));
+                (hub, joining)
+            };
+            let (hub, joining) = hub;
+            let Some(joining) = joining else {
+                return Err(Denial::new(ErrorCode::UpstreamUnavailable));
+            };
+            let (gw2, hub2, sub2, c2) = (gw.clone(), hub.clone(), sub(&hub), c.clone());
+            let private = !route.share_upstream;
+            let spec2 = spec.clone();
+            gw.streams.spawn(async move {
+                hub2.catch_up_and_join(&gw2, sub2, c2, joining).await;
+                if private {
+                    hub::run(gw2, hub2, spec2, None).await;
+                }
+            });
+            return Ok((rx, end, hub.left.clone()));
+        }
+        (None, _) if route.share_upstream => {
+            let make = || {
+                Hub::new(
+                    route.clone(),
+                    thread.to_owned(),
+                    journal.clone(),
+                    None,
+                    true,
+                )
+            };
+            let (hub, new, _) = gw.relay.join_shared(&route.name, thread, make, |h| {
+                h.subscribe(sub(h));
+                true
+            });
             let left = hub.left.clone();
             if new {
                 spawn(hub, None);
             }
             return Ok((rx, end, left));
         }
-    } else if in_journal {
-        let hub = Hub::new(route.clone(), thread.to_owned(), journal.clone(), cursor.as_deref(), false);
-        if hub.subscribe(gw, sub(&hub), cursor.as_deref()) {
-            let left = hub.left.clone();
-            spawn(hub, None);
-            return Ok((rx, end, left));
-        }
+        _ => {}
     }
     // Private stream; the first connect decides statuses (404, 410) while we can still answer.
-    let hub = Hub::new(route.clone(), thread.to_owned(), journal, cursor.as_deref(), false);
+    let hub = Hub::new(
+        route.clone(),
+        thread.to_owned(),
+        journal,
+        cursor.as_deref(),
+        false,
+    );
     match connect(gw, &spec, cursor.as_deref()).await {
         Connect::Gone(code) => Err(Denial::new(code)),
         Connect::Streaming(body) => {
             if let Some(c) = &cursor {
                 let _ = tx.try_send(resume_frame(c, "upstream"));
             }
-            hub.subscribe(gw, sub(&hub), None);
+            hub.subscribe(sub(&hub));
             let left = hub.left.clone();
             spawn(hub, Some(body));
             Ok((rx, end, left))
@@ -139,7 +255,7 @@ async fn start(gw: &Arc<Gateway>, route: &Route, thread: &str, admitted: &Admitt
             if let Some(c) = &cursor {
                 hub.set_pending_resume(c.clone());
             }
-            hub.subscribe(gw, sub(&hub), None);
+            hub.subscribe(sub(&hub));
             let left = hub.left.clone();
             spawn(hub, None);
             Ok((rx, end, left))
@@ -158,24 +274,50 @@ fn response(
 ) -> Response<Body> {
     let trace = &admitted.ctx.trace_id;
     let leeway = gw.config.auth.leeway_s;
-    let remaining = admitted.ctx.expires_at.saturating_add(leeway).saturating_sub(now());
-    let expires_at = tokio::time::Instant::now() + Duration::from_secs(remaining.min(10 * 365 * 24 * 3600));
-    let own = OwnFrames { draining: error_frame(ErrorCode::Draining, trace), expired: error_frame(ErrorCode::TokenExpired, trace) };
-    let active = gw.metrics.connections_active.with_label_values(&[&route.name, "sse"]);
-    let draining = gw.draining.clone().cancelled_owned();
-    let body = SseBody::new(rx, end, own, expires_at, draining, gw.config.sse.keepalive, active, Some(left));
+    let remaining = admitted
+        .ctx
+        .expires_at
+        .saturating_add(leeway)
+        .saturating_sub(now());
+    let expires_at =
+        tokio::time::Instant::now() + Duration::from_secs(remaining.min(10 * 365 * 24 * 3600));
+    let own = OwnFrames {
+        draining: error_frame(ErrorCode::Draining, trace),
+        expired: error_frame(ErrorCode::TokenExpired, trace),
+    };
+    let active = gw
+        .metrics
+        .connections_active
+        .with_label_values(&[&route.name, "sse"]);
+    let timers = Timers {
+        expires_at,
+        draining: gw.draining.clone().cancelled_owned(),
+        keepalive_every: gw.config.sse.keepalive,
+    };
+    let body = SseBody::new(rx, end, own, timers, active, Some(left));
     let mut resp = Response::new(body.boxed());
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Ok(v) = HeaderValue::from_str(trace) {
         h.insert("x-request-id", v);
     }
-    if let (Some(t), false, Some(secrets)) = (&admitted.verified.ticket, admitted.verified.ticket_resumed, &gw.auth.tickets) {
+    if let (Some(t), false, Some(secrets)) = (
+        &admitted.verified.ticket,
+        admitted.verified.ticket_resumed,
+        &gw.auth.tickets,
+    ) {
         let grant = encode_grant(&Grant::for_ticket(t), secrets);
         let max_age = t.sx.saturating_sub(now());
-        let secure = if gw.config.auth.cookie_secure { "; Secure" } else { "" };
+        let secure = if gw.config.auth.cookie_secure {
+            "; Secure"
+        } else {
+            ""
+        };
         let cookie = format!("{GRANT_COOKIE}={grant}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Strict{secure}");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             h.insert(header::SET_COOKIE, v);

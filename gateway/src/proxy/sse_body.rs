@@ -49,6 +49,16 @@ pub struct OwnFrames {
     pub expired: Bytes,
 }
 
+/// When a stream ends on its own, and how often it sends keep-alive comments.
+pub struct Timers {
+    /// The credential's end.
+    pub expires_at: Instant,
+    /// The gateway's drain signal.
+    pub draining: WaitForCancellationFutureOwned,
+    /// Keep-alive comment interval.
+    pub keepalive_every: Duration,
+}
+
 /// One client's SSE body.
 pub struct SseBody {
     rx: mpsc::Receiver<Bytes>,
@@ -64,14 +74,12 @@ pub struct SseBody {
 }
 
 impl SseBody {
-    /// A body reading `rx`, ending at `expires_at` or on drain.
+    /// A body reading `rx`; it ends on its own at expiry or drain.
     pub fn new(
         rx: mpsc::Receiver<Bytes>,
         end: Arc<EndSlot>,
         own: OwnFrames,
-        expires_at: Instant,
-        draining: WaitForCancellationFutureOwned,
-        keepalive_every: Duration,
+        timers: Timers,
         active: IntGauge,
         left: Option<Arc<tokio::sync::Notify>>,
     ) -> SseBody {
@@ -80,10 +88,10 @@ impl SseBody {
             rx,
             end,
             own,
-            expiry: Box::pin(tokio::time::sleep_until(expires_at)),
-            draining: Box::pin(draining),
-            keepalive: Box::pin(tokio::time::sleep(keepalive_every)),
-            keepalive_every,
+            expiry: Box::pin(tokio::time::sleep_until(timers.expires_at)),
+            draining: Box::pin(timers.draining),
+            keepalive: Box::pin(tokio::time::sleep(timers.keepalive_every)),
+            keepalive_every: timers.keepalive_every,
             done: false,
             active,
             left,
@@ -112,7 +120,10 @@ impl HttpBody for SseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -129,7 +140,9 @@ impl HttpBody for SseBody {
                 let mut buf: Option<BytesMut> = None;
                 while buf.as_ref().map_or(first.len(), |b| b.len()) < COALESCE_BYTES {
                     match self.rx.try_recv() {
-                        Ok(more) => buf.get_or_insert_with(|| BytesMut::from(&first[..])).extend_from_slice(&more),
+                        Ok(more) => buf
+                            .get_or_insert_with(|| BytesMut::from(&first[..]))
+                            .extend_from_slice(&more),
                         Err(_) => break,
                     }
                 }
@@ -148,7 +161,9 @@ impl HttpBody for SseBody {
                 if self.keepalive.as_mut().poll(cx).is_ready() {
                     let every = self.keepalive_every;
                     self.keepalive.as_mut().reset(Instant::now() + every);
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n")))));
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                        b": keep-alive\n\n",
+                    )))));
                 }
                 Poll::Pending
             }

@@ -4,7 +4,7 @@
 pub mod parse;
 pub mod write;
 
-pub use parse::{Event, Parser, ParseError};
+pub use parse::{Event, ParseError, Parser};
 pub use write::write_event;
 
 #[cfg(test)]

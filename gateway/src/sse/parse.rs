@@ -211,4 +211,3 @@ impl Parser {
         self.any_field = false;
     }
 }
-

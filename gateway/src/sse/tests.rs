@@ -16,7 +16,10 @@ fn dispatched(input: &[u8]) -> Vec<(String, String, String)> {
         .into_iter()
         .filter(Event::dispatches)
         .map(|e| {
-            let ty = e.event.filter(|t| !t.is_empty()).unwrap_or_else(|| "message".into());
+            let ty = e
+                .event
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "message".into());
             (ty, e.data.unwrap_or_default(), e.last_event_id)
         })
         .collect()
@@ -28,24 +31,34 @@ fn datas(input: &[u8]) -> Vec<String> {
 
 #[test]
 fn format_bom_first_is_skipped_second_is_data() {
-    assert_eq!(datas("\u{FEFF}data: 1\n\n\u{FEFF}data: 2\n\ndata: 3\n\n".as_bytes()), vec!["1", "3"]);
+    assert_eq!(
+        datas("\u{FEFF}data: 1\n\n\u{FEFF}data: 2\n\ndata: 3\n\n".as_bytes()),
+        vec!["1", "3"]
+    );
 }
 
 #[test]
 fn format_bom_2_only_one_bom_is_skipped() {
-    assert_eq!(datas("\u{FEFF}\u{FEFF}data: 1\n\ndata: 2\n\ndata: 3\n\n".as_bytes()), vec!["2", "3"]);
+    assert_eq!(
+        datas("\u{FEFF}\u{FEFF}data: 1\n\ndata: 2\n\ndata: 3\n\n".as_bytes()),
+        vec!["2", "3"]
+    );
 }
 
 #[test]
 fn format_comments_are_ignored() {
     let long = "x".repeat(2049);
-    let input = format!("data:1\r:\0\n:\r\ndata:2\n:{long}\rdata:3\n:data:fail\r:{long}\ndata:4\n\n");
+    let input =
+        format!("data:1\r:\0\n:\r\ndata:2\n:{long}\rdata:3\n:data:fail\r:{long}\ndata:4\n\n");
     assert_eq!(datas(input.as_bytes()), vec!["1\n2\n3\n4"]);
 }
 
 #[test]
 fn format_field_data() {
-    assert_eq!(datas(b"data:\n\ndata\ndata\n\ndata:test\n\n"), vec!["", "\n", "test"]);
+    assert_eq!(
+        datas(b"data:\n\ndata\ndata\n\ndata:test\n\n"),
+        vec!["", "\n", "test"]
+    );
 }
 
 #[test]
@@ -77,24 +90,37 @@ fn format_field_parsing() {
 
 #[test]
 fn format_field_retry_takes_digits_only() {
-    let evs = parse_all(b"retry: 1000\ndata: a\n\nretry: 10s\ndata: b\n\nretry:\ndata: c\n\nretry: 03\n\n");
+    let evs = parse_all(
+        b"retry: 1000\ndata: a\n\nretry: 10s\ndata: b\n\nretry:\ndata: c\n\nretry: 03\n\n",
+    );
     let retries: Vec<Option<u64>> = evs.iter().map(|e| e.retry).collect();
     assert_eq!(retries, vec![Some(1000), None, None, Some(3)]);
 }
 
 #[test]
 fn format_field_unknown_and_fields_without_colon() {
-    assert_eq!(datas(b"data:test\n data\ndata\nfoobar:xxx\njustsometext\n:thisisacommentyay\ndata:test\n\n"), vec!["test\n\ntest"]);
+    assert_eq!(
+        datas(
+            b"data:test\n data\ndata\nfoobar:xxx\njustsometext\n:thisisacommentyay\ndata:test\n\n"
+        ),
+        vec!["test\n\ntest"]
+    );
 }
 
 #[test]
 fn format_leading_space_strips_exactly_one() {
-    assert_eq!(datas(b"data:\x20\x20test\n\ndata:test\n\n"), vec![" test", "test"]);
+    assert_eq!(
+        datas(b"data:\x20\x20test\n\ndata:test\n\n"),
+        vec![" test", "test"]
+    );
 }
 
 #[test]
 fn format_newlines_cr_lf_crlf() {
-    assert_eq!(datas(b"data:test\r\ndata\ndata:test\r\n\r\n"), vec!["test\n\ntest"]);
+    assert_eq!(
+        datas(b"data:test\r\ndata\ndata:test\r\n\r\n"),
+        vec!["test\n\ntest"]
+    );
     assert_eq!(datas(b"data:a\rdata:b\r\rdata:c\n\n"), vec!["a\nb", "c"]);
 }
 
@@ -111,7 +137,10 @@ fn format_utf_8_and_invalid_bytes() {
 
 #[test]
 fn format_data_before_final_empty_line_is_not_dispatched() {
-    assert_eq!(datas(b"retry:1000\ndata:test1\n\nid:test\ndata:test2"), vec!["test1"]);
+    assert_eq!(
+        datas(b"retry:1000\ndata:test1\n\nid:test\ndata:test2"),
+        vec!["test1"]
+    );
 }
 
 #[test]
@@ -171,7 +200,10 @@ fn write_then_parse_round_trips() {
         write_event(&e, None, &mut wire);
         let back = parse_all(&wire);
         assert_eq!(back.len(), 1, "{:?}", String::from_utf8_lossy(&wire));
-        assert_eq!((&back[0].event, &back[0].data, &back[0].id, back[0].retry), (&e.event, &e.data, &e.id, e.retry));
+        assert_eq!(
+            (&back[0].event, &back[0].data, &back[0].id, back[0].retry),
+            (&e.event, &e.data, &e.id, e.retry)
+        );
     }
 }
 
@@ -189,9 +221,15 @@ fn oversized_events_are_refused() {
 fn reset_stream_keeps_last_event_id_and_drops_partial_state() {
     let mut p = Parser::new(1 << 20);
     let mut out = Vec::new();
-    p.feed(b"id: 4\ndata: a\n\ndata: partial", &mut out).expect("feed");
+    p.feed(b"id: 4\ndata: a\n\ndata: partial", &mut out)
+        .expect("feed");
     p.reset_stream();
     p.feed(b"data: b\n\n", &mut out).expect("feed");
-    assert_eq!(out.iter().map(|e| e.data.clone().unwrap_or_default()).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert_eq!(
+        out.iter()
+            .map(|e| e.data.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
     assert_eq!(out[1].last_event_id, "4");
 }
