@@ -9,3 +9,5 @@ pub use write::write_event;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod props;
