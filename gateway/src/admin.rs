@@ -89,6 +89,9 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
                 return resp;
             }
             match (method, rest) {
+                (Method::GET, ["presence", tenant, thread]) => {
+                    json(StatusCode::OK, &gw.presence.members(tenant, thread), "")
+                }
                 (Method::DELETE, ["registry", id]) => {
                     let dropped = gw.registry.forget(id).await;
                     json(

@@ -30,6 +30,8 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     /// Shared SSE hubs and per-thread journals.
     pub relay: crate::proxy::hub::Relay,
+    /// WebSocket presence.
+    pub presence: crate::presence::Presence,
 }
 
 impl Gateway {
@@ -57,6 +59,7 @@ impl Gateway {
             streams: TaskTracker::new(),
             admin_token,
             relay: Default::default(),
+            presence: Default::default(),
         }))
     }
 }

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod metrics;
 pub mod mint;
 pub mod pipeline;
+pub mod presence;
 pub mod proxy;
 pub mod registry;
 pub mod respond;

@@ -7,7 +7,7 @@ use crate::app::Gateway;
 use crate::body::Body;
 use crate::config::RouteKind;
 use crate::pipeline::{admit, early_trace_id, is_auth_rejection};
-use crate::respond::{respond, respond_code};
+use crate::respond::respond;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -43,6 +43,8 @@ pub struct Outcome {
     pub env: Option<String>,
     /// Trace id.
     pub trace_id: String,
+    /// The outcome is counted and logged later (an upgraded WebSocket session).
+    pub deferred: bool,
 }
 
 fn smuggling_shape(req: &Request<Incoming>) -> Option<&'static str> {
@@ -77,10 +79,32 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) 
         code: "ok",
         tenant: None,
         env: None,
-        trace_id: trace.clone(),
+        trace_id: trace,
+        deferred: false,
     };
     let resp = dispatch(&gw, req, peer, &mut out).await;
-    let status = resp.status().as_u16();
+    if !out.deferred {
+        record(
+            &gw,
+            &out,
+            resp.status().as_u16(),
+            method.as_str(),
+            &path,
+            started,
+        );
+    }
+    resp
+}
+
+/// Counts and logs one request's outcome (one access log line).
+pub fn record(
+    gw: &Gateway,
+    out: &Outcome,
+    status: u16,
+    method: &str,
+    path: &str,
+    started: Instant,
+) {
     gw.metrics
         .request(&out.route, out.transport, out.code, out.tenant.as_deref());
     if let Some(code) = ErrorCode::from_wire(out.code).filter(|c| is_auth_rejection(*c)) {
@@ -91,8 +115,8 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) 
     }
     tracing::info!(
         target: "railgate::access",
-        method = %method,
-        path = %path,
+        method,
+        path,
         route = %out.route,
         tenant_id = out.tenant.as_deref(),
         env = out.env.as_deref(),
@@ -101,7 +125,6 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) 
         status,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
-    resp
 }
 
 async fn dispatch(
@@ -185,7 +208,7 @@ async fn dispatch(
             resp
         }
         RouteKind::Sse => crate::proxy::sse::serve(gw, route, &caps, req, out).await,
-        RouteKind::Ws => respond_code(ErrorCode::RouteNotFound, &out.trace_id),
+        RouteKind::Ws => crate::proxy::ws::serve(gw, route, &caps, req, out).await,
     }
 }
 

@@ -41,7 +41,7 @@ pub struct Levers {
     pub sse_opened: AtomicU64,
     /// WS streams opened since start.
     pub ws_opened: AtomicU64,
-    /// Streams open now.
+    /// Streams open now and subscribed to their thread.
     pub streams_active: AtomicU64,
 }
 

@@ -60,7 +60,6 @@ pub fn open<B>(app: Arc<App>, id: &str, req: &Request<B>) -> Response<Body> {
     let limit = app.levers.faults().drop_streams_after_events;
     let thread = id.to_owned();
     tokio::spawn(async move {
-        let _active = ActiveStream::new(&app.levers.streams_active);
         pump(&app, &thread, start, limit, tx).await;
     });
     let mut resp = Response::new(body);
@@ -83,6 +82,8 @@ async fn pump(
     let Some(mut changes) = app.store.subscribe(id) else {
         return;
     };
+    // Counted once subscribed, so "active" means "will see the next publish".
+    let _active = ActiveStream::new(&app.levers.streams_active);
     let mut shutdown = app.shutdown.clone();
     let mut sent = 0u64;
     loop {

@@ -71,7 +71,6 @@ pub fn open(app: Arc<App>, id: String, mut req: Request<hyper::body::Incoming>) 
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         app.levers.ws_opened.fetch_add(1, Ordering::Relaxed);
-        let _active = ActiveStream::new(&app.levers.streams_active);
         session(&app, &id, ws, query_cursor, skip_hello).await;
     });
     let mut resp = Response::new(full(""));
@@ -127,6 +126,8 @@ async fn session(app: &App, id: &str, mut ws: Ws, query_cursor: Option<String>, 
     let Some(mut changes) = app.store.subscribe(id) else {
         return;
     };
+    // Counted once subscribed, so "active" means "will see the next publish".
+    let _active = ActiveStream::new(&app.levers.streams_active);
     let mut shutdown = app.shutdown.clone();
     let mut sent = 0u64;
     loop {

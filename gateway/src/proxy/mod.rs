@@ -6,3 +6,5 @@ pub mod hub;
 pub mod sse;
 pub mod sse_body;
 pub mod upstream;
+pub mod ws;
+pub mod ws_session;

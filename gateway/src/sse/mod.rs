@@ -8,6 +8,6 @@ pub use parse::{Event, ParseError, Parser};
 pub use write::write_event;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod props;
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,13 @@ fn event() -> impl Strategy<Value = Event> {
         proptest::option::of(text),
         proptest::option::of(0u64..100_000),
     )
-        .prop_map(|(event, data, id, retry)| Event { event, data, id, retry, last_event_id: String::new() })
+        .prop_map(|(event, data, id, retry)| Event {
+            event,
+            data,
+            id,
+            retry,
+            last_event_id: String::new(),
+        })
 }
 
 fn parse_chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Event> {
