@@ -18,6 +18,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod dedupe;
+pub mod demo;
 pub mod env;
 pub mod inject;
 pub mod journal;
@@ -59,8 +60,13 @@ pub fn ready_line(listeners: &Listeners) -> std::io::Result<String> {
 
 /// JSON log lines on stderr (stdout carries only the READY line); `RUST_LOG` filters.
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Like [`init_logging`] with another default level when `RUST_LOG` is unset.
+pub fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

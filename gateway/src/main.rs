@@ -36,6 +36,8 @@ enum Command {
         #[arg(long)]
         upstream: Option<String>,
     },
+    /// Start an embedded mock upstream and a gateway with fresh secrets, and print client commands.
+    Demo,
     /// Validate a config; print every problem with its key path; exit 0 or 64.
     Check {
         /// Config file (default: ./railgate.toml if present, else the embedded defaults).
@@ -179,6 +181,7 @@ fn main() -> ExitCode {
             railgate::cli::serve(config.as_deref(), &env, &flags)
         }
         Some(Command::Check { config }) => railgate::cli::check(config.as_deref(), &env),
+        Some(Command::Demo) => railgate::demo::run(),
         None => railgate::cli::serve(None, &env, &railgate::config::Overrides::default()),
     }
 }
