@@ -31,20 +31,32 @@ pub fn load(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> Result
         eprintln!("railgate: {e}");
         ExitCode::from(EXIT_USAGE)
     })?;
-    config::load(file.as_ref().map(|(_, t)| t.as_str()), env, flags).map_err(|errs| {
-        let from = file
-            .as_ref()
-            .map(|(p, _)| p.display().to_string())
-            .unwrap_or_else(|| "embedded defaults".into());
-        eprintln!(
-            "railgate: configuration ({from}) has {} problem(s):",
-            errs.0.len()
-        );
-        for e in &errs.0 {
-            eprintln!("  {e}");
-        }
-        ExitCode::from(EXIT_USAGE)
-    })
+    let loaded = config::load(file.as_ref().map(|(_, t)| t.as_str()), env, flags);
+    let base = file
+        .as_ref()
+        .and_then(|(p, _)| p.parent())
+        .map(Path::to_path_buf);
+    loaded
+        .map(|mut c| {
+            if let Some(base) = base {
+                c.resolve_paths(&base);
+            }
+            c
+        })
+        .map_err(|errs| {
+            let from = file
+                .as_ref()
+                .map(|(p, _)| p.display().to_string())
+                .unwrap_or_else(|| "embedded defaults".into());
+            eprintln!(
+                "railgate: configuration ({from}) has {} problem(s):",
+                errs.0.len()
+            );
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        })
 }
 
 /// `railgate check`: validates the config and the key/registry files it names.

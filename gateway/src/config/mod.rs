@@ -49,6 +49,27 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+impl Config {
+    /// Makes relative file paths (keys, JWKS, registry file) relative to `base`, the directory of
+    /// the config file that named them.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(f) = self.auth.jwks_file.as_mut() {
+            fix(f);
+        }
+        for k in &mut self.auth.public_keys {
+            fix(&mut k.pem_file);
+        }
+        if let RegistrySource::File { path } = &mut self.registry.source {
+            fix(path);
+        }
+    }
+}
+
 /// A PEM public key pinned to one algorithm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PemKey {
