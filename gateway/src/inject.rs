@@ -153,73 +153,101 @@ fn merged_meta(meta: Option<&RawValue>, trace_json: &str) -> String {
     out
 }
 
-fn is_foreign(routing: &RawValue, stamp: &Stamp) -> bool {
-    let Some(ms) = members(routing.get()) else {
-        return false;
-    };
-    ms.iter().any(|m| {
-        let owner = match m.name.as_str() {
-            "tenant_id" => &stamp.tenant,
-            "env" => &stamp.env,
-            _ => return false,
-        };
-        serde_json::from_str::<&str>(m.value.get())
-            .map(|v| v != owner)
-            .unwrap_or(true)
-    })
+/// An event's data parsed once, ready to be stamped for any number of streams.
+pub struct Prepared<'a> {
+    /// `None` when the data is not a JSON object.
+    members: Option<Vec<Member<'a>>>,
+    /// Every `routing.tenant_id` / `routing.env` value the upstream wrote (`None`: not a string).
+    claimed_tenants: Vec<Option<String>>,
+    claimed_envs: Vec<Option<String>>,
+    len: usize,
 }
 
-/// Stamps `data` for one stream.
-pub fn stamp(data: &str, stamp: &Stamp) -> Stamped {
-    let Some(list) = members(data) else {
-        return Stamped::Unchanged;
-    };
-    if list
-        .iter()
-        .any(|m| m.name == "routing" && is_foreign(m.value, stamp))
-    {
-        return Stamped::Foreign;
-    }
-    let mut out =
-        String::with_capacity(data.len() + stamp.routing.len() + stamp.trace_json.len() + 40);
-    out.push('{');
-    let mut first = true;
-    let (mut routing_done, mut meta_done) = (false, false);
-    for m in &list {
-        match m.name.as_str() {
-            "routing" => {
-                if !routing_done {
-                    push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
-                    routing_done = true;
-                }
+/// Parses `data` once.
+pub fn prepare(data: &str) -> Prepared<'_> {
+    let members = members(data);
+    let (mut claimed_tenants, mut claimed_envs) = (Vec::new(), Vec::new());
+    for m in members.iter().flatten().filter(|m| m.name == "routing") {
+        for r in members_of_value(m.value) {
+            let v = serde_json::from_str::<String>(r.value.get()).ok();
+            match r.name.as_str() {
+                "tenant_id" => claimed_tenants.push(v),
+                "env" => claimed_envs.push(v),
+                _ => {}
             }
-            "meta" => {
-                if !meta_done {
-                    push_member(
-                        &mut out,
-                        &mut first,
-                        "\"meta\"",
-                        &merged_meta(Some(m.value), &stamp.trace_json),
-                    );
-                    meta_done = true;
-                }
-            }
-            _ => push_member(&mut out, &mut first, m.key_raw, m.value.get()),
         }
     }
-    if !routing_done {
-        push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+    Prepared {
+        members,
+        claimed_tenants,
+        claimed_envs,
+        len: data.len(),
     }
-    if !meta_done {
-        push_member(
-            &mut out,
-            &mut first,
-            "\"meta\"",
-            &merged_meta(None, &stamp.trace_json),
-        );
+}
+
+fn members_of_value(v: &RawValue) -> Vec<Member<'_>> {
+    members(v.get()).unwrap_or_default()
+}
+
+impl Prepared<'_> {
+    /// Stamps for one stream.
+    pub fn stamp(&self, stamp: &Stamp) -> Stamped {
+        let Some(list) = &self.members else {
+            return Stamped::Unchanged;
+        };
+        let foreign = |claims: &[Option<String>], owner: &str| {
+            claims.iter().any(|c| c.as_deref() != Some(owner))
+        };
+        if foreign(&self.claimed_tenants, &stamp.tenant) || foreign(&self.claimed_envs, &stamp.env)
+        {
+            return Stamped::Foreign;
+        }
+        let mut out =
+            String::with_capacity(self.len + stamp.routing.len() + stamp.trace_json.len() + 40);
+        out.push('{');
+        let mut first = true;
+        let (mut routing_done, mut meta_done) = (false, false);
+        for m in list {
+            match m.name.as_str() {
+                "routing" => {
+                    if !routing_done {
+                        push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+                        routing_done = true;
+                    }
+                }
+                "meta" => {
+                    if !meta_done {
+                        push_member(
+                            &mut out,
+                            &mut first,
+                            "\"meta\"",
+                            &merged_meta(Some(m.value), &stamp.trace_json),
+                        );
+                        meta_done = true;
+                    }
+                }
+                _ => push_member(&mut out, &mut first, m.key_raw, m.value.get()),
+            }
+        }
+        if !routing_done {
+            push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+        }
+        if !meta_done {
+            push_member(
+                &mut out,
+                &mut first,
+                "\"meta\"",
+                &merged_meta(None, &stamp.trace_json),
+            );
+        }
+        out.push('}');
+        Stamped::Rewritten(out)
     }
-    out.push('}');
-    Stamped::Rewritten(out)
+}
+
+/// Stamps `data` for one stream (prepare + stamp).
+pub fn stamp(data: &str, st: &Stamp) -> Stamped {
+    prepare(data).stamp(st)
 }
 
 /// Overwrites `routing` in a client → upstream JSON object with the verified one (no guard: the

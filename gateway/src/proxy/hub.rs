@@ -11,7 +11,7 @@
 use crate::app::Gateway;
 use crate::config::Route;
 use crate::dedupe::Deduper;
-use crate::inject::{stamp, Stamp, Stamped};
+use crate::inject::{prepare, Prepared, Stamp, Stamped};
 use crate::journal::Journal;
 use crate::proxy::sse_body::EndSlot;
 use crate::sse::{write::write_event, Event, Parser};
@@ -111,12 +111,17 @@ pub fn resume_frame(cursor: &str, source: &str) -> Bytes {
 
 /// Renders one event for one stamp; `None` for a foreign event.
 pub fn render(ev: &Event, st: &Stamp) -> Option<Bytes> {
-    let mut out = Vec::with_capacity(
-        ev.data
-            .as_ref()
-            .map_or(16, |d| d.len() + st.routing.len() + 64),
-    );
-    match ev.data.as_deref().map(|d| stamp(d, st)) {
+    render_prepared(ev, ev.data.as_deref().map(prepare).as_ref(), st)
+}
+
+/// Renders an event whose data was already parsed (once for every client).
+fn render_prepared(ev: &Event, prepared: Option<&Prepared<'_>>, st: &Stamp) -> Option<Bytes> {
+    let capacity = ev
+        .data
+        .as_ref()
+        .map_or(16, |d| d.len() + st.routing.len() + 64);
+    let mut out = Vec::with_capacity(capacity);
+    match prepared.map(|p| p.stamp(st)) {
         Some(Stamped::Foreign) => return None,
         Some(Stamped::Rewritten(s)) => write_event(ev, Some(&s), &mut out),
         Some(Stamped::Unchanged) | None => write_event(ev, None, &mut out),
@@ -321,6 +326,7 @@ impl Hub {
             if let Ok(mut j) = self.journal.lock() {
                 j.append(&ev, prev.as_deref(), now);
             }
+            let prepared = ev.data.as_deref().map(prepare);
             let mut rendered: HashMap<*const Stamp, Option<Bytes>> = HashMap::new();
             let mut foreign = false;
             let mut subs = std::mem::take(&mut st.subs);
@@ -332,7 +338,7 @@ impl Hub {
                 }
                 let bytes = rendered
                     .entry(Arc::as_ptr(&sub.stamp))
-                    .or_insert_with(|| render(&ev, &sub.stamp))
+                    .or_insert_with(|| render_prepared(&ev, prepared.as_ref(), &sub.stamp))
                     .clone();
                 match bytes {
                     None => {

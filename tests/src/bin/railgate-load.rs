@@ -1,0 +1,413 @@
+//! `railgate-load`: SSE and WebSocket load for benchmarks. Opens every connection first, then
+//! measures for `--duration` seconds: delivered events, end-to-end latency from the mock's
+//! `sent_at_us`, and CPU of itself and of the processes named by `--watch`. Prints one JSON object.
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum Mode {
+    /// SSE clients that read events.
+    Sse,
+    /// WebSocket clients that send a hello, then read events.
+    Ws,
+    /// SSE connections opened and held idle.
+    IdleSse,
+    /// WebSocket connections opened (hello sent) and held idle.
+    IdleWs,
+    /// New authenticated SSE connections per second (open, await 200, close).
+    Handshakes,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "railgate-load")]
+struct Args {
+    #[arg(value_enum)]
+    mode: Mode,
+    /// Target address (host:port).
+    #[arg(long)]
+    target: String,
+    /// Comma-separated thread ids.
+    #[arg(long)]
+    threads: String,
+    /// Connections per thread.
+    #[arg(long, default_value_t = 1)]
+    per_thread: usize,
+    /// Path template; `{thread}` is replaced.
+    #[arg(long, default_value = "/sse/chat/{thread}")]
+    path: String,
+    /// Extra request header `Name: value`, repeatable.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// WS hello text sent after the upgrade.
+    #[arg(long)]
+    hello: Option<String>,
+    /// Seconds to measure once every connection is up.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// PIDs whose CPU time is reported, `name=pid`, comma-separated.
+    #[arg(long, default_value = "")]
+    watch: String,
+    /// Concurrent connection attempts while ramping up.
+    #[arg(long, default_value_t = 200)]
+    ramp: usize,
+    /// Handshake mode: concurrent workers.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// File the runner polls: written with "up" once every connection is established.
+    #[arg(long)]
+    ready_file: Option<String>,
+}
+
+struct Shared {
+    measuring: AtomicBool,
+    events: AtomicU64,
+    errors: AtomicU64,
+    connected: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process in seconds (USER_HZ = 100 on Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+/// Finds every `"sent_at_us":N` in `data` (with a carry for values split across frames).
+fn scan(data: &[u8], carry: &mut Vec<u8>, shared: &Shared) {
+    const KEY: &[u8] = b"\"sent_at_us\":";
+    carry.extend_from_slice(data);
+    let mut pos = 0;
+    let mut consumed = 0;
+    while let Some(i) = carry[pos..].windows(KEY.len()).position(|w| w == KEY) {
+        let start = pos + i + KEY.len();
+        let end = carry[start..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .map(|e| start + e);
+        let Some(end) = end else { break };
+        if let Some(sent) = std::str::from_utf8(&carry[start..end])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if shared.measuring.load(Ordering::Relaxed) {
+                shared.events.fetch_add(1, Ordering::Relaxed);
+                let lat = now_us().saturating_sub(sent).max(1);
+                if let Ok(mut h) = shared.hist.lock() {
+                    let _ = h.record(lat.min(60_000_000));
+                }
+            }
+        }
+        pos = end;
+        consumed = end;
+    }
+    let keep_from = consumed.max(carry.len().saturating_sub(KEY.len() + 24));
+    carry.drain(..keep_from);
+}
+
+async fn open_sse(
+    target: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<hyper::body::Incoming, String> {
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = hyper::Request::get(path)
+        .header("host", target)
+        .header("accept", "text/event-stream");
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("status {}", resp.status()));
+    }
+    Ok(resp.into_body())
+}
+
+async fn sse_client(
+    args: Arc<Args>,
+    headers: Arc<Vec<(String, String)>>,
+    path: String,
+    shared: Arc<Shared>,
+    idle: bool,
+) {
+    let mut body = match open_sse(&args.target, &path, &headers).await {
+        Ok(b) => b,
+        Err(_) => {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let mut carry = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let (Ok(data), false) = (f.into_data(), idle) {
+                    scan(&data, &mut carry, &shared);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    shared.errors.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn ws_client(
+    args: Arc<Args>,
+    headers: Arc<Vec<(String, String)>>,
+    path: String,
+    shared: Arc<Shared>,
+    idle: bool,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let Ok(mut req) = format!("ws://{}{}", args.target, path).into_client_request() else {
+        return;
+    };
+    for (k, v) in headers.iter() {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            req.headers_mut().insert(n, v);
+        }
+    }
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if let Some(h) = &args.hello {
+        if ws.send(Message::text(h.clone())).await.is_err() {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let mut carry = Vec::new();
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Text(t)) if !idle => {
+                carry.clear();
+                scan(t.as_bytes(), &mut carry, &shared);
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    shared.errors.fetch_add(1, Ordering::Relaxed);
+}
+
+fn parse_headers(raw: &[String]) -> Vec<(String, String)> {
+    raw.iter()
+        .filter_map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn watch_list(raw: &str) -> Vec<(String, String)> {
+    raw.split(',')
+        .filter(|s| !s.is_empty())
+        .filter_map(|p| {
+            p.split_once('=')
+                .map(|(n, id)| (n.to_owned(), id.to_owned()))
+        })
+        .collect()
+}
+
+async fn handshakes(
+    args: Arc<Args>,
+    headers: Arc<Vec<(String, String)>>,
+    paths: Vec<String>,
+) -> serde_json::Value {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (args, headers, done, failed, stop) = (
+            args.clone(),
+            headers.clone(),
+            done.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
+        let path = paths[w % paths.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    open_sse(&args.target, &path, &headers),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => done.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    json!({"handshakes": done.load(Ordering::Relaxed), "failed": failed.load(Ordering::Relaxed), "per_s": done.load(Ordering::Relaxed) as f64 / secs})
+}
+
+fn main() {
+    let args = Arc::new(Args::parse());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let out = runtime.block_on(run(args));
+    println!("{out}");
+}
+
+async fn run(args: Arc<Args>) -> serde_json::Value {
+    let headers = Arc::new(parse_headers(&args.headers));
+    let threads: Vec<String> = args
+        .threads
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
+    let paths: Vec<String> = threads
+        .iter()
+        .map(|t| args.path.replace("{thread}", t))
+        .collect();
+    let watched = watch_list(&args.watch);
+    if args.mode == Mode::Handshakes {
+        let before: Vec<f64> = watched.iter().map(|(_, p)| cpu_seconds(p)).collect();
+        let mut r = handshakes(args.clone(), headers, paths).await;
+        let cpu: serde_json::Map<String, serde_json::Value> = watched
+            .iter()
+            .zip(before)
+            .map(|((n, p), b)| {
+                (
+                    n.clone(),
+                    json!((cpu_seconds(p) - b) / args.duration as f64),
+                )
+            })
+            .collect();
+        r["cpu"] = json!(cpu);
+        return r;
+    }
+    let shared = Arc::new(Shared {
+        measuring: AtomicBool::new(false),
+        events: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
+    });
+    let total = threads.len() * args.per_thread;
+    let idle = matches!(args.mode, Mode::IdleSse | Mode::IdleWs);
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.ramp));
+    let ramp_start = Instant::now();
+    for path in &paths {
+        for _ in 0..args.per_thread {
+            let (a, h, p, s) = (args.clone(), headers.clone(), path.clone(), shared.clone());
+            let permit = sem.clone().acquire_owned().await.expect("semaphore");
+            let connected_before =
+                s.connected.load(Ordering::Relaxed) + s.errors.load(Ordering::Relaxed);
+            let s2 = s.clone();
+            tokio::spawn(async move {
+                let release = async move {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while s2.connected.load(Ordering::Relaxed) + s2.errors.load(Ordering::Relaxed)
+                        <= connected_before
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    drop(permit);
+                };
+                tokio::spawn(release);
+                match a.mode {
+                    Mode::Ws | Mode::IdleWs => ws_client(a, h, p, s, idle).await,
+                    _ => sse_client(a, h, p, s, idle).await,
+                }
+            });
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (shared.connected.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed))
+        < total as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ramp_s = ramp_start.elapsed().as_secs_f64();
+    if let Some(f) = &args.ready_file {
+        let _ = std::fs::write(f, "up");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before: Vec<f64> = watched.iter().map(|(_, p)| cpu_seconds(p)).collect();
+    let self_before = cpu_seconds("self");
+    shared.measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    shared.measuring.store(false, Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let mut cpu = serde_json::Map::new();
+    cpu.insert(
+        "load".into(),
+        json!((cpu_seconds("self") - self_before) / secs),
+    );
+    for ((name, pid), b) in watched.iter().zip(before) {
+        cpu.insert(name.clone(), json!((cpu_seconds(pid) - b) / secs));
+    }
+    let h = shared
+        .hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).expect("h"));
+    let events = shared.events.load(Ordering::Relaxed);
+    json!({
+        "mode": format!("{:?}", args.mode),
+        "clients": total,
+        "connected": shared.connected.load(Ordering::Relaxed),
+        "errors": shared.errors.load(Ordering::Relaxed),
+        "ramp_s": ramp_s,
+        "events": events,
+        "events_per_s": events as f64 / secs,
+        "latency_us": {"p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99), "max": h.max()},
+        "cpu": cpu,
+    })
+}
