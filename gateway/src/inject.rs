@@ -22,6 +22,9 @@ pub struct Stamp {
     pub tenant: String,
     /// The env events must belong to.
     pub env: String,
+    /// `"routing":…,"meta":{"trace_id":…}}`: what this stream appends to an event that carries
+    /// neither member (see [`Prepared::shared_prefix`]).
+    pub tail: bytes::Bytes,
 }
 
 impl Stamp {
@@ -37,11 +40,17 @@ impl Stamp {
                 routing.insert(f.key().into(), v.into());
             }
         }
+        let routing = serde_json::Value::Object(routing).to_string();
+        let trace_json = serde_json::Value::String(ctx.trace_id.clone()).to_string();
+        let tail = bytes::Bytes::from(format!(
+            "\"routing\":{routing},\"meta\":{{\"trace_id\":{trace_json}}}}}"
+        ));
         Stamp {
-            routing: serde_json::Value::Object(routing).to_string(),
-            trace_json: serde_json::Value::String(ctx.trace_id.clone()).to_string(),
+            routing,
+            trace_json,
             tenant: ctx.tenant_id().to_owned(),
             env: ctx.env().to_owned(),
+            tail,
         }
     }
 }
@@ -190,6 +199,39 @@ fn members_of_value(v: &RawValue) -> Vec<Member<'_>> {
 }
 
 impl Prepared<'_> {
+    /// Whether the upstream's `routing` names a tenant or env other than these.
+    pub fn is_foreign(&self, tenant: &str, env: &str) -> bool {
+        let foreign = |claims: &[Option<String>], owner: &str| {
+            claims.iter().any(|c| c.as_deref() != Some(owner))
+        };
+        foreign(&self.claimed_tenants, tenant) || foreign(&self.claimed_envs, env)
+    }
+
+    /// When the data is a one-line JSON object without `routing` or `meta` (the common case), the
+    /// stamped object is this prefix (`{` + the members + `,`) followed by each stream's
+    /// [`Stamp::tail`]: the event is rendered once and every stream only appends its own tail.
+    pub fn shared_prefix(&self) -> Option<String> {
+        let list = self.members.as_ref()?;
+        if list.iter().any(|m| m.name == "routing" || m.name == "meta") {
+            return None;
+        }
+        if list
+            .iter()
+            .any(|m| m.key_raw.contains(['\n', '\r']) || m.value.get().contains(['\n', '\r']))
+        {
+            return None;
+        }
+        let mut out = String::with_capacity(self.len + 2);
+        out.push('{');
+        for m in list {
+            out.push_str(m.key_raw);
+            out.push(':');
+            out.push_str(m.value.get());
+            out.push(',');
+        }
+        Some(out)
+    }
+
     /// Stamps for one stream.
     pub fn stamp(&self, stamp: &Stamp) -> Stamped {
         let Some(list) = &self.members else {

@@ -145,3 +145,25 @@ fn client_routing_is_overwritten() {
     );
     assert_eq!(overwrite_routing("not json", r), None);
 }
+
+#[test]
+fn shared_prefix_plus_tail_equals_the_full_stamp() {
+    for data in [
+        r#"{"type":"chat_message","seq":1,"n":1e2}"#,
+        "{}",
+        r#"{ "a" : [1, 2] }"#,
+    ] {
+        let p = prepare(data);
+        let prefix = p.shared_prefix().expect("fast path applies");
+        let fast = format!("{prefix}{}", String::from_utf8_lossy(&st().tail));
+        assert_eq!(Stamped::Rewritten(fast), p.stamp(&st()), "{data}");
+    }
+    for data in [
+        r#"{"routing":{"tenant_id":"t_a"}}"#,
+        r#"{"meta":{}}"#,
+        "{\"a\":{\"b\":\n1}}",
+        "[1]",
+    ] {
+        assert_eq!(prepare(data).shared_prefix(), None, "{data}");
+    }
+}

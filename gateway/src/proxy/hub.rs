@@ -13,8 +13,9 @@ use crate::config::Route;
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Prepared, Stamp, Stamped};
 use crate::journal::Journal;
-use crate::proxy::sse_body::EndSlot;
-use crate::sse::{write::write_event, Event, Parser};
+use crate::proxy::sse_body::{Batch, Chunk, EndSlot};
+use crate::sse::write::{write_event, write_fields};
+use crate::sse::{Event, Parser};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::BodyExt;
@@ -31,7 +32,7 @@ pub struct Sub {
     /// Hub-local id.
     pub id: u64,
     /// The client's queue.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: mpsc::Sender<Chunk>,
     /// Where a final frame goes when the hub ends this client.
     pub end: Arc<EndSlot>,
     /// The client's stamp.
@@ -72,6 +73,8 @@ pub struct Hub {
     pub left: Arc<Notify>,
     next_sub: AtomicU64,
     shared: bool,
+    /// `events_forwarded_total` for this route (looked up once, not per event).
+    forwarded: prometheus::IntCounter,
     /// Clients replaying the journal that will join (they keep an idle hub alive).
     joining: AtomicU64,
 }
@@ -132,12 +135,17 @@ fn render_prepared(ev: &Event, prepared: Option<&Prepared<'_>>, st: &Stamp) -> O
 impl Hub {
     /// A hub for `thread` on `route`, resuming after `cursor` if given.
     pub fn new(
+        gw: &Gateway,
         route: Route,
         thread: String,
         journal: Arc<Mutex<Journal>>,
         cursor: Option<&str>,
         shared: bool,
     ) -> Arc<Hub> {
+        let forwarded = gw
+            .metrics
+            .events_forwarded_total
+            .with_label_values(&[&route.name, "sse"]);
         Arc::new(Hub {
             route,
             thread,
@@ -151,6 +159,7 @@ impl Hub {
             left: Arc::new(Notify::new()),
             next_sub: AtomicU64::new(1),
             shared,
+            forwarded,
             joining: AtomicU64::new(0),
         })
     }
@@ -244,7 +253,7 @@ impl Hub {
             }
             for ev in &batch {
                 if let Some(b) = render(ev, &sub.stamp) {
-                    match tokio::time::timeout(REPLAY_STALL, sub.tx.send(b)).await {
+                    match tokio::time::timeout(REPLAY_STALL, sub.tx.send(b.into())).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return,
                         Err(_) => {
@@ -267,8 +276,8 @@ impl Hub {
     }
 
     /// Queues a frame for one client; on overflow ends it as a slow consumer.
-    fn push(&self, gw: &Gateway, sub: &mut Sub, frame: Bytes) -> bool {
-        match sub.tx.try_send(frame) {
+    fn push(&self, gw: &Gateway, sub: &mut Sub, frame: impl Into<Chunk>) -> bool {
+        match sub.tx.try_send(frame.into()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 sub.end
@@ -287,7 +296,7 @@ impl Hub {
     pub fn comment(&self, text: &'static [u8]) {
         let st = self.lock();
         for s in &st.subs {
-            let _ = s.tx.try_send(Bytes::from_static(text));
+            let _ = s.tx.try_send(Bytes::from_static(text).into());
         }
     }
 
@@ -310,10 +319,20 @@ impl Hub {
         }
     }
 
-    /// Delivers parsed upstream events to every client.
+    /// Delivers parsed upstream events to every client: one shared [`Batch`] per upstream read,
+    /// finished by each client's own body. Foreign events are dropped here, once: every client of
+    /// a hub passed the ownership check of the same thread, so they share one tenant and env.
     pub fn deliver(&self, gw: &Gateway, events: Vec<Event>, read_at: Instant) {
         let mut st = self.lock();
+        let Some(owner) = st.subs.first().map(|s| s.stamp.clone()) else {
+            return;
+        };
         let now = Instant::now();
+        let mut batch = Batch {
+            events: Vec::with_capacity(events.len()),
+            heads: Vec::with_capacity(events.len()),
+        };
+        let mut violations = 0u64;
         for ev in events {
             let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
@@ -322,53 +341,79 @@ impl Hub {
                 }
                 st.last_id = Some(ev.last_event_id.clone());
             }
+            let prepared = ev.data.as_deref().map(prepare);
+            if prepared
+                .as_ref()
+                .is_some_and(|p| p.is_foreign(&owner.tenant, &owner.env))
+            {
+                violations += 1;
+                continue;
+            }
+            let head = prepared
+                .as_ref()
+                .and_then(Prepared::shared_prefix)
+                .map(|prefix| {
+                    let mut head = Vec::with_capacity(prefix.len() + 64);
+                    write_fields(&ev, &mut head);
+                    head.extend_from_slice(b"data: ");
+                    head.extend_from_slice(prefix.as_bytes());
+                    Bytes::from(head)
+                });
+            drop(prepared);
             let ev = Arc::new(ev);
             if let Ok(mut j) = self.journal.lock() {
                 j.append(&ev, prev.as_deref(), now);
             }
-            let prepared = ev.data.as_deref().map(prepare);
-            let mut rendered: HashMap<*const Stamp, Option<Bytes>> = HashMap::new();
-            let mut foreign = false;
-            let mut subs = std::mem::take(&mut st.subs);
-            subs.retain_mut(|sub| {
-                if let (Some(d), Some(id)) = (sub.dedupe.as_mut(), ev.id.as_deref()) {
-                    if !d.is_new(id) {
-                        return true;
-                    }
-                }
-                let bytes = rendered
-                    .entry(Arc::as_ptr(&sub.stamp))
-                    .or_insert_with(|| render_prepared(&ev, prepared.as_ref(), &sub.stamp))
-                    .clone();
-                match bytes {
-                    None => {
-                        foreign = true;
-                        true
-                    }
-                    Some(b) => {
-                        let kept = self.push(gw, sub, b);
-                        if kept && ev.dispatches() {
-                            gw.metrics
-                                .events_forwarded_total
-                                .with_label_values(&[&self.route.name, "sse"])
-                                .inc();
-                        }
-                        kept
-                    }
-                }
-            });
-            st.subs = subs;
-            if foreign {
-                gw.metrics
-                    .isolation_violations_total
-                    .with_label_values(&[&self.route.name])
-                    .inc();
-                tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream event names a foreign tenant; dropped");
-            }
-            gw.metrics
-                .event_relay_seconds
-                .observe(read_at.elapsed().as_secs_f64());
+            batch.events.push(ev);
+            batch.heads.push(head);
         }
+        if violations > 0 {
+            gw.metrics
+                .isolation_violations_total
+                .with_label_values(&[&self.route.name])
+                .inc_by(violations);
+            tracing::warn!(route = %self.route.name, thread_id = %self.thread, violations, "upstream events name a foreign tenant; dropped");
+        }
+        if batch.events.is_empty() {
+            return;
+        }
+        let dispatching = batch.events.iter().filter(|e| e.dispatches()).count() as u64;
+        let batch = Arc::new(batch);
+        let mut forwarded = 0u64;
+        let mut subs = std::mem::take(&mut st.subs);
+        subs.retain_mut(|sub| {
+            let chunk = match sub.dedupe.as_mut() {
+                None => Chunk::Events(batch.clone()),
+                Some(d) => {
+                    // A client that replayed the journal: skip what it already got, then stop
+                    // checking once a whole batch was new.
+                    let keep: Vec<usize> = (0..batch.events.len())
+                        .filter(|i| batch.events[*i].id.as_deref().is_none_or(|id| d.is_new(id)))
+                        .collect();
+                    if keep.len() == batch.events.len() {
+                        sub.dedupe = None;
+                        Chunk::Events(batch.clone())
+                    } else if keep.is_empty() {
+                        return true;
+                    } else {
+                        Chunk::Events(Arc::new(Batch {
+                            events: keep.iter().map(|i| batch.events[*i].clone()).collect(),
+                            heads: keep.iter().map(|i| batch.heads[*i].clone()).collect(),
+                        }))
+                    }
+                }
+            };
+            let kept = self.push(gw, sub, chunk);
+            if kept {
+                forwarded += dispatching;
+            }
+            kept
+        });
+        st.subs = subs;
+        self.forwarded.inc_by(forwarded);
+        gw.metrics
+            .event_relay_seconds
+            .observe(read_at.elapsed().as_secs_f64());
     }
 }
 

@@ -18,7 +18,7 @@ use crate::proxy::http::upstream_uri;
 use crate::proxy::hub::{
     self, connect, error_frame, resume_frame, Connect, Hub, Joining, Sub, UpstreamSpec,
 };
-use crate::proxy::sse_body::{EndSlot, OwnFrames, SseBody, Timers};
+use crate::proxy::sse_body::{Chunk, EndSlot, Finish, OwnFrames, SseBody, Timers};
 use crate::respond::respond;
 use crate::server::Outcome;
 use http::{header, HeaderValue, Request, Response};
@@ -113,15 +113,22 @@ pub async fn serve(
     };
     let started = start(gw, route, &thread, &admitted, spec, cursor).await;
     match started {
-        Ok((rx, end, left)) => response(gw, route, &admitted, rx, end, left, req.uri().path()),
+        Ok((rx, end, left, stamp)) => response(
+            gw,
+            route,
+            &admitted,
+            (rx, end, left, stamp),
+            req.uri().path(),
+        ),
         Err(d) => fail(out, d),
     }
 }
 
 type Started = (
-    mpsc::Receiver<bytes::Bytes>,
+    mpsc::Receiver<Chunk>,
     Arc<EndSlot>,
     Arc<tokio::sync::Notify>,
+    Arc<Stamp>,
 );
 
 async fn start(
@@ -163,10 +170,11 @@ async fn start(
     match (&cursor, in_journal) {
         (Some(c), true) => {
             // Journal resume: announce, then replay with backpressure and join live.
-            let _ = tx.try_send(resume_frame(c, "journal"));
+            let _ = tx.try_send(resume_frame(c, "journal").into());
             let hub = if route.share_upstream {
                 let make = || {
                     Hub::new(
+                        gw,
                         route.clone(),
                         thread.to_owned(),
                         journal.clone(),
@@ -185,6 +193,7 @@ async fn start(
                 (hub, joining)
             } else {
                 let hub = Hub::new(
+                    gw,
                     route.clone(),
                     thread.to_owned(),
                     journal.clone(),
@@ -207,11 +216,12 @@ async fn start(
                     hub::run(gw2, hub2, spec2, None).await;
                 }
             });
-            return Ok((rx, end, hub.left.clone()));
+            return Ok((rx, end, hub.left.clone(), stamp.clone()));
         }
         (None, _) if route.share_upstream => {
             let make = || {
                 Hub::new(
+                    gw,
                     route.clone(),
                     thread.to_owned(),
                     journal.clone(),
@@ -227,12 +237,13 @@ async fn start(
             if new {
                 spawn(hub, None);
             }
-            return Ok((rx, end, left));
+            return Ok((rx, end, left, stamp.clone()));
         }
         _ => {}
     }
     // Private stream; the first connect decides statuses (404, 410) while we can still answer.
     let hub = Hub::new(
+        gw,
         route.clone(),
         thread.to_owned(),
         journal,
@@ -243,12 +254,12 @@ async fn start(
         Connect::Gone(code) => Err(Denial::new(code)),
         Connect::Streaming(body) => {
             if let Some(c) = &cursor {
-                let _ = tx.try_send(resume_frame(c, "upstream"));
+                let _ = tx.try_send(resume_frame(c, "upstream").into());
             }
             hub.subscribe(sub(&hub));
             let left = hub.left.clone();
             spawn(hub, Some(body));
-            Ok((rx, end, left))
+            Ok((rx, end, left, stamp.clone()))
         }
         Connect::Retry(why) => {
             tracing::info!(route = %route.name, thread_id = thread, reason = %why, "upstream not reachable yet; keeping the stream open");
@@ -258,7 +269,7 @@ async fn start(
             hub.subscribe(sub(&hub));
             let left = hub.left.clone();
             spawn(hub, None);
-            Ok((rx, end, left))
+            Ok((rx, end, left, stamp.clone()))
         }
     }
 }
@@ -267,9 +278,7 @@ fn response(
     gw: &Gateway,
     route: &Route,
     admitted: &Admitted,
-    rx: mpsc::Receiver<bytes::Bytes>,
-    end: Arc<EndSlot>,
-    left: Arc<tokio::sync::Notify>,
+    (rx, end, left, stamp): Started,
     path: &str,
 ) -> Response<Body> {
     let trace = &admitted.ctx.trace_id;
@@ -294,7 +303,8 @@ fn response(
         draining: gw.draining.clone().cancelled_owned(),
         keepalive_every: gw.config.sse.keepalive,
     };
-    let body = SseBody::new(rx, end, own, timers, active, Some(left));
+    let finish = Finish { stamp };
+    let body = SseBody::new(rx, end, own, timers, active, Some(left), finish);
     let mut resp = Response::new(body.boxed());
     let h = resp.headers_mut();
     h.insert(

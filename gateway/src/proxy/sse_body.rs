@@ -7,7 +7,10 @@
 //! queued, then that frame, then ends.
 
 use crate::body::BoxError;
-use bytes::{Bytes, BytesMut};
+use crate::inject::Stamp;
+use crate::proxy::hub::render;
+use crate::sse::Event;
+use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use prometheus::IntGauge;
 use std::future::Future;
@@ -19,8 +22,66 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-/// Most bytes coalesced into one write when several events are queued.
+/// Events of one upstream read, shared by every client of a hub. Each client's body finishes
+/// them with its own stamp, on its own task — the hub does no per-client rendering.
+#[derive(Debug)]
+pub struct Batch {
+    /// The events, foreign ones already removed.
+    pub events: Vec<Arc<Event>>,
+    /// Per event: its fields plus `data: {members,` — the client appends its tail and `\n\n`.
+    /// `None`: the event needs a full per-client render (it has `routing`/`meta`, is not a
+    /// one-line object, or carries no JSON object).
+    pub heads: Vec<Option<Bytes>>,
+}
+
+/// One queue slot.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// Ready bytes (comments, `resume_cursor`, replayed events).
+    Raw(Bytes),
+    /// Live events to finish with this client's stamp.
+    Events(Arc<Batch>),
+}
+
+impl From<Bytes> for Chunk {
+    fn from(b: Bytes) -> Chunk {
+        Chunk::Raw(b)
+    }
+}
+
+/// What a body needs to finish [`Chunk::Events`].
+pub struct Finish {
+    /// The client's stamp.
+    pub stamp: Arc<Stamp>,
+}
+
+/// Most bytes gathered into one write when several chunks are queued.
 const COALESCE_BYTES: usize = 64 * 1024;
+
+impl Finish {
+    /// Appends this client's bytes for a chunk.
+    fn render_into(&self, chunk: Chunk, buf: &mut Vec<u8>) {
+        match chunk {
+            Chunk::Raw(b) => buf.extend_from_slice(&b),
+            Chunk::Events(batch) => {
+                for (ev, head) in batch.events.iter().zip(&batch.heads) {
+                    match head {
+                        Some(head) => {
+                            buf.extend_from_slice(head);
+                            buf.extend_from_slice(&self.stamp.tail);
+                            buf.extend_from_slice(b"\n\n");
+                        }
+                        None => {
+                            if let Some(b) = render(ev, &self.stamp) {
+                                buf.extend_from_slice(&b);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Where the relay leaves the last frame of a stream it ends.
 #[derive(Default)]
@@ -61,7 +122,8 @@ pub struct Timers {
 
 /// One client's SSE body.
 pub struct SseBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Chunk>,
+    finish: Finish,
     end: Arc<EndSlot>,
     own: OwnFrames,
     expiry: Pin<Box<Sleep>>,
@@ -76,16 +138,18 @@ pub struct SseBody {
 impl SseBody {
     /// A body reading `rx`; it ends on its own at expiry or drain.
     pub fn new(
-        rx: mpsc::Receiver<Bytes>,
+        rx: mpsc::Receiver<Chunk>,
         end: Arc<EndSlot>,
         own: OwnFrames,
         timers: Timers,
         active: IntGauge,
         left: Option<Arc<tokio::sync::Notify>>,
+        finish: Finish,
     ) -> SseBody {
         active.inc();
         SseBody {
             rx,
+            finish,
             end,
             own,
             expiry: Box::pin(tokio::time::sleep_until(timers.expires_at)),
@@ -98,7 +162,7 @@ impl SseBody {
         }
     }
 
-    fn finish(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn end_with(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         self.rx.close();
         Poll::Ready(Some(Ok(Frame::data(frame))))
@@ -129,29 +193,46 @@ impl HttpBody for SseBody {
         }
         if self.draining.as_mut().poll(cx).is_ready() {
             let f = self.own.draining.clone();
-            return self.finish(f);
+            return self.end_with(f);
         }
         if self.expiry.as_mut().poll(cx).is_ready() {
             let f = self.own.expired.clone();
-            return self.finish(f);
+            return self.end_with(f);
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
-                let mut buf: Option<BytesMut> = None;
-                while buf.as_ref().map_or(first.len(), |b| b.len()) < COALESCE_BYTES {
+                // Everything already queued goes out as one frame: one write, one chunk header.
+                let mut buf = Vec::new();
+                self.finish.render_into(first, &mut buf);
+                while buf.len() < COALESCE_BYTES {
                     match self.rx.try_recv() {
-                        Ok(more) => buf
-                            .get_or_insert_with(|| BytesMut::from(&first[..]))
-                            .extend_from_slice(&more),
+                        Ok(more) => self.finish.render_into(more, &mut buf),
                         Err(_) => break,
                     }
                 }
                 let every = self.keepalive_every;
                 self.keepalive.as_mut().reset(Instant::now() + every);
-                Poll::Ready(Some(Ok(Frame::data(buf.map_or(first, BytesMut::freeze)))))
+                if buf.is_empty() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }
+            other => self.after_queue(other, cx),
+        }
+    }
+}
+
+impl SseBody {
+    fn after_queue(
+        &mut self,
+        polled: Poll<Option<Chunk>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match polled {
+            Poll::Ready(Some(_)) => Poll::Pending,
             Poll::Ready(None) => match self.end.take() {
-                Some(f) => self.finish(f),
+                Some(f) => self.end_with(f),
                 None => {
                     self.done = true;
                     Poll::Ready(None)

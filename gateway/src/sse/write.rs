@@ -9,6 +9,17 @@ pub fn write_event(event: &Event, data: Option<&str>, out: &mut Vec<u8>) {
     if event.event.is_none() && data.is_none() && event.id.is_none() && event.retry.is_none() {
         return;
     }
+    write_fields(event, out);
+    if let Some(d) = data {
+        for line in d.split('\n') {
+            field(out, "data", line);
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Appends the `event`, `id` and `retry` lines of `event`.
+pub fn write_fields(event: &Event, out: &mut Vec<u8>) {
     if let Some(name) = &event.event {
         field(out, "event", name);
     }
@@ -18,12 +29,6 @@ pub fn write_event(event: &Event, data: Option<&str>, out: &mut Vec<u8>) {
     if let Some(ms) = event.retry {
         field(out, "retry", &ms.to_string());
     }
-    if let Some(d) = data {
-        for line in d.split('\n') {
-            field(out, "data", line);
-        }
-    }
-    out.push(b'\n');
 }
 
 fn field(out: &mut Vec<u8>, name: &str, value: &str) {

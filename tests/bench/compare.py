@@ -1,0 +1,265 @@
+"""Benchmark runner: the same workloads through the direct path, nginx (1 and 2 workers) and
+railgate, in one run, on this machine. Prints a table; see docs/BENCHMARKS.md."""
+
+import json, os, re, resource, signal, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+REL = os.path.join(ROOT, "target", "release")
+SECRET = "bench-jwt-secret-0123456789"
+TENANT = "t_bench"
+HEADERS = ["X-Tenant-Id: t_bench", "X-Mode: lab", "X-Project-Id: p_chat", "X-App-Id: app-chat"]
+
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+except (ValueError, OSError):
+    pass
+
+procs = []
+
+
+def start(cmd, env=None, ready=True):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    procs.append(p)
+    if not ready:
+        return p, {}
+    line = p.stdout.readline()
+    if not line.startswith("READY"):
+        raise SystemExit(f"{cmd[0]} did not start: {line!r}")
+    return p, dict(kv.split("=", 1) for kv in line.split()[1:])
+
+
+def http(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def token():
+    out = subprocess.run([os.path.join(REL, "railgate"), "token", "--tenant", TENANT, "--sub", "bench", "--ttl", "2h"],
+                         env={**os.environ, "AUTH_JWT_SIGNING": SECRET}, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def nginx(workers, upstream, port, tmp):
+    conf = os.path.join(tmp, f"nginx-{workers}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes {workers};
+worker_rlimit_nofile 20000;
+pid {tmp}/nginx-{workers}.pid;
+error_log {tmp}/nginx-{workers}.err warn;
+events {{ worker_connections 20000; multi_accept on; }}
+http {{
+  access_log off;
+  upstream mock {{ server {upstream}; keepalive 512; }}
+  map $http_upgrade $conn {{ default upgrade; '' ''; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection $conn;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_buffering off;
+      proxy_cache off;
+      proxy_read_timeout 1h;
+    }}
+  }}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", conf, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            break
+        except Exception:
+            time.sleep(0.05)
+    # The master's command line names the config; its workers are its children.
+    pids = [str(p.pid)] + subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    return p, pids
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Bench:
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="railgate-bench-")
+        self.mock, r = start([os.path.join(REL, "upstream-mock"), "--listen", "127.0.0.1:0"])
+        self.mock_addr = r["listen"]
+        self.tok = token()
+        self.gw = {}
+        for name, shared in (("railgate", "false"), ("railgate-shared", "true")):
+            cfg = os.path.join(self.tmp, f"{name}.toml")
+            with open(cfg, "w") as f:
+                f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\n'
+                        f'[limits]\nupstream_idle_timeout_s = 300\n'
+                        f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
+                        f'require = ["tenant", "mode", "project", "app"]\n'
+                        f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n')
+            env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "warn"}
+            p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
+            self.gw[name] = (p, r["listen"], r["admin"])
+        self.ngx = {}
+        for w in (1, 2):
+            port = free_port()
+            p, pids = nginx(w, self.mock_addr, port, self.tmp)
+            self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
+
+    def paths(self, include_shared=False):
+        out = [("direct", self.mock_addr, [], [("mock", self.mock.pid)]),
+               ("nginx-1w", self.ngx[1][1], [], [("mock", self.mock.pid)] + [("nginx", p) for p in self.ngx[1][2]]),
+               ("nginx-2w", self.ngx[2][1], [], [("mock", self.mock.pid)] + [("nginx", p) for p in self.ngx[2][2]])]
+        auth = [f"Authorization: Bearer {self.tok}"] + HEADERS
+        out.append(("railgate", self.gw["railgate"][1], auth, [("mock", self.mock.pid), ("railgate", self.gw["railgate"][0].pid)]))
+        if include_shared:
+            out.append(("railgate-shared", self.gw["railgate-shared"][1], auth, [("mock", self.mock.pid), ("railgate", self.gw["railgate-shared"][0].pid)]))
+        return out
+
+    def threads(self, n):
+        return [http("POST", f"http://{self.mock_addr}/chat/threads", {"title": "b"}, {"X-Tenant-Id": TENANT, "X-Project-Id": "p_chat"})["id"] for _ in range(n)]
+
+    def stats(self):
+        return http("GET", f"http://{self.mock_addr}/_mock/stats")
+
+    def load(self, mode, target, threads, per_thread, headers, watch, duration, rate, extra=()):
+        ready = os.path.join(self.tmp, "ready")
+        if os.path.exists(ready):
+            os.remove(ready)
+        cmd = [os.path.join(REL, "railgate-load"), mode, "--target", target, "--threads", ",".join(threads),
+               "--per-thread", str(per_thread), "--duration", str(duration), "--ready-file", ready,
+               "--watch", ",".join(f"{n}{i}={p}" for i, (n, p) in enumerate(watch))]
+        for h in headers:
+            cmd += ["--header", h]
+        cmd += list(extra)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        while not os.path.exists(ready) and p.poll() is None:
+            time.sleep(0.05)
+        if rate:
+            for t in threads:
+                http("POST", f"http://{self.mock_addr}/_mock/publish", {"thread_id": t, "count": int(rate * (duration + 30)), "rate_per_s": rate})
+        out, _ = p.communicate(timeout=duration + 300)
+        result = json.loads(out)
+        cpu = {}
+        for k, v in result.get("cpu", {}).items():
+            base = re.sub(r"\d+$", "", k)
+            cpu[base] = cpu.get(base, 0) + v
+        result["cpu"] = cpu
+        return result
+
+    def close(self):
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except Exception:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except Exception:
+                p.kill()
+
+
+def fmt_row(name, r, expected, direct, ngx):
+    eps = r["events_per_s"]
+    lat = r["latency_us"]
+    cpu = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["cpu"].items()))
+    ratio = lambda a, b: f"{a / b:.2f}" if b else "-"
+    return (f"| {name} | {r['connected']}/{r['clients']} | {eps:,.0f} | {eps / expected * 100:.1f}% | {lat['p50']/1000:.2f} | {lat['p99']/1000:.2f} | "
+            f"{ratio(lat['p50'], direct['latency_us']['p50'])} / {ratio(lat['p99'], direct['latency_us']['p99'])} | "
+            f"{ratio(lat['p50'], ngx['latency_us']['p50']) if ngx else '-'} / {ratio(lat['p99'], ngx['latency_us']['p99']) if ngx else '-'} | "
+            f"{ratio(eps, ngx['events_per_s']) if ngx else '-'} | {cpu} |")
+
+
+HEAD = ("| path | connected | delivered ev/s | of expected | p50 ms | p99 ms | p50 / p99 vs direct | p50 / p99 vs nginx-1w | ev/s vs nginx-1w | CPU (cores) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def fanout(b, label, threads, per_thread, rate, duration, include_shared):
+    print(f"\n### ({label}) {len(threads)} thread(s) × {per_thread} SSE subscriber(s), {rate} events/s per thread, {duration} s\n")
+    print(HEAD)
+    expected = len(threads) * per_thread * rate
+    results = {}
+    for name, target, headers, watch in b.paths(include_shared):
+        before = b.stats()["sse_streams_opened"]
+        ts = b.threads(len(threads))
+        r = b.load("sse", target, ts, per_thread, headers, watch, duration, rate)
+        r["upstream_streams"] = b.stats()["sse_streams_opened"] - before
+        results[name] = r
+        print(fmt_row(name, r, expected, results["direct"], results.get("nginx-1w")), flush=True)
+    return results
+
+
+def main(which):
+    b = Bench()
+    try:
+        print(f"# railgate benchmark — {time.strftime('%Y-%m-%d %H:%M')} — {os.cpu_count()} cores\n")
+        if "a" in which or "e" in which:
+            ra = fanout(b, "a", ["x"], 500, 200, 15, True)
+        if "a+" in which or "e" in which:
+            rap = fanout(b, "a+", ["x"], 500, 2000, 15, True)
+        if "e" in which:
+            print("\n### (e) share_upstream off vs on\n\n| workload | share_upstream | upstream streams | mock CPU | delivered ev/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+            for label, res in (("a", ra), ("a+", rap)):
+                for name in ("railgate", "railgate-shared"):
+                    r = res[name]
+                    print(f"| {label} | {'on' if name.endswith('shared') else 'off'} | {r['upstream_streams']} | {r['cpu'].get('mock', 0):.2f} | {r['events_per_s']:,.0f} | {r['latency_us']['p50']/1000:.2f} | {r['latency_us']['p99']/1000:.2f} |")
+        if "b" in which:
+            fanout(b, "b", ["x"] * 500, 1, 4, 15, False)
+        if "c" in which:
+            print("\n### (c) idle connections: gateway RSS growth per connection\n\n| rail | connections | RSS before (MiB) | RSS after (MiB) | KiB per connection |\n|---|---|---|---|---|")
+            for mode, n in (("idle-sse", 9000), ("idle-ws", 9000)):
+                p, addr, _ = b.gw["railgate"]
+                ts = b.threads(1)
+                before = rss_kib(p.pid)
+                path = "/sse/chat/{thread}" if mode == "idle-sse" else "/ws/chat/{thread}"
+                hello = json.dumps({"type": "hello", "context": {"tenant_id": TENANT, "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"}})
+                extra = ["--path", path, "--ramp", "500"] + (["--hello", hello] if mode == "idle-ws" else [])
+                ready = os.path.join(b.tmp, "ready")
+                if os.path.exists(ready):
+                    os.remove(ready)
+                cmd = [os.path.join(REL, "railgate-load"), mode, "--target", addr, "--threads", ts[0], "--per-thread", str(n),
+                       "--duration", "8", "--ready-file", ready, "--header", f"Authorization: Bearer {b.tok}"] + sum((["--header", h] for h in HEADERS), []) + extra
+                lp = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                while not os.path.exists(ready) and lp.poll() is None:
+                    time.sleep(0.05)
+                time.sleep(3)
+                after = rss_kib(p.pid)
+                out, _ = lp.communicate(timeout=120)
+                r = json.loads(out)
+                conn = r["connected"]
+                print(f"| {mode[5:]} | {conn}/{n} | {before/1024:.1f} | {after/1024:.1f} | {(after - before) / max(conn, 1):.1f} |", flush=True)
+                time.sleep(2)
+        if "d" in which:
+            print("\n### (d) handshakes: new authenticated SSE connections per second (32 concurrent clients, 10 s)\n\n| path | connections/s | failed | CPU (cores) |\n|---|---|---|---|")
+            for name, target, headers, watch in b.paths():
+                ts = b.threads(4)
+                extra = ["--concurrency", "32"]
+                cmd_watch = watch
+                r = b.load("handshakes", target, ts, 1, headers, cmd_watch, 10, 0, extra)
+                cpu = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["cpu"].items()))
+                print(f"| {name} | {r['per_s']:,.0f} | {r['failed']} | {cpu} |", flush=True)
+    finally:
+        b.close()
+
+
+if __name__ == "__main__":
+    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e"})

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One run, three paths: client → mock directly; client → nginx → mock; client → railgate → mock.
+# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~8 minutes.
+#   tests/bench/compare.sh            # everything
+#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if ! command -v nginx >/dev/null 2>&1; then
+  echo "installing nginx (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+cargo build --release --locked -p railgate -p railgate-upstream-mock -p railgate-tests --bin railgate --bin upstream-mock --bin railgate-load >&2
+exec python3 tests/bench/compare.py "$@"
