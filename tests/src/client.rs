@@ -210,6 +210,29 @@ impl SseStream {
         }
     }
 
+    /// Reads frames until at least `at_least` bytes arrived in total (or the stream ends).
+    pub async fn read_raw(&mut self, at_least: usize, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.raw.len() < at_least {
+            let Some(body) = self.body.as_mut() else {
+                return false;
+            };
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(f))) => {
+                    if let Ok(data) = f.into_data() {
+                        self.raw.extend_from_slice(&data);
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                _ => {
+                    self.body = None;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// The next event within [`TIMEOUT`].
     pub async fn next_event(&mut self) -> Option<SseEvent> {
         self.next_event_within(TIMEOUT).await

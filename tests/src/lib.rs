@@ -6,6 +6,7 @@
 //! - [`eventually!`]: wait for a condition with a deadline instead of sleeping.
 
 pub mod bins;
+pub mod chaos;
 pub mod client;
 pub mod process;
 pub mod stack;

@@ -82,6 +82,11 @@ impl Proc {
         proc
     }
 
+    /// The process id (0 once reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// The `listen=` address.
     pub fn addr(&self) -> String {
         self.ready

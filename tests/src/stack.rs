@@ -215,3 +215,75 @@ pub fn assert_envelope(r: &HttpResponse, status: u16, code: &str) {
         vec!["code", "message", "http_status", "retryable", "trace_id"]
     );
 }
+
+/// The mock's resident memory, in KiB (from `/proc`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A stack whose mock keeps its state in a data dir, so it can be killed and restarted.
+pub struct DurableStack {
+    /// The stack.
+    pub stack: Stack,
+    data: tempfile::TempDir,
+}
+
+impl DurableStack {
+    /// Starts a durable mock and a gateway (config = defaults + `extra_toml`).
+    pub fn start(extra_toml: &str) -> DurableStack {
+        let data = tempfile::tempdir().expect("data dir");
+        let mock = Proc::spawn(
+            &bins::path("upstream-mock"),
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.path().to_str().expect("utf8"),
+            ],
+            &[],
+        );
+        DurableStack {
+            stack: Stack::start_with_mock(mock, extra_toml),
+            data,
+        }
+    }
+
+    /// `kill -9` the mock and start it again on the same port and data dir.
+    pub fn crash_and_restart_mock(&mut self) {
+        let addr = self.stack.mock_addr();
+        self.stack.mock.kill9();
+        self.stack.mock = Proc::spawn(
+            &bins::path("upstream-mock"),
+            &[
+                "--listen",
+                &addr,
+                "--data-dir",
+                self.data.path().to_str().expect("utf8"),
+            ],
+            &[],
+        );
+    }
+
+    /// Every seq the mock stored for a thread.
+    pub async fn stored(&self, thread: &str) -> u64 {
+        let r = crate::client::get(
+            &self.stack.mock_addr(),
+            &format!("/chat/threads/{thread}/messages"),
+            &[],
+        )
+        .await;
+        r.json().as_array().map(|a| a.len() as u64).unwrap_or(0)
+    }
+}
+
+/// The process id of a running child.
+pub fn pid_of(p: &Proc) -> u32 {
+    p.pid()
+}

@@ -17,7 +17,7 @@ use crate::pipeline::{admit, Admitted};
 use crate::presence::{unix_now, Member};
 use crate::proxy::headers;
 use crate::server::{record, Outcome};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
 use http::Uri;
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -511,23 +511,10 @@ impl Relay {
                     }
                 }
                 msg = async { match upstream.as_mut() { Some(u) => u.next().await, None => std::future::pending().await } } => {
-                    match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            if let Err(e) = self.relay_upstream_text(client, t.as_str()).await {
-                                return e.map(End::Deny);
-                            }
-                        }
-                        Some(Ok(Message::Binary(b))) => {
-                            if let Err(e) = self.send_client(client, Message::Binary(b)).await {
-                                return e.map(End::Deny);
-                            }
-                        }
-                        Some(Ok(Message::Close(Some(f)))) if (4000..5000).contains(&u16::from(f.code)) => {
-                            // A terminal refusal from the upstream (bad cursor, auth): pass it on.
-                            return Some(End::Close(u16::from(f.code), f.reason.as_str().to_owned()));
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                        _ => {
+                    match self.on_upstream(client, msg).await {
+                        Flow::Go => {}
+                        Flow::Stop(end) => return end,
+                        Flow::Broken => {
                             upstream = None;
                             down_since = Some(Instant::now());
                             retry_at = tokio::time::Instant::now() + jittered(backoff);
@@ -554,6 +541,20 @@ impl Relay {
                             return None;
                         }
                         Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                            // Whatever the upstream already sent — events, or its close after a
+                            // crash — is handled first, so a message is never written into a
+                            // connection already known to be dead.
+                            while let Some(pending) = upstream.as_mut().and_then(|u| u.next().now_or_never()) {
+                                match self.on_upstream(client, pending).await {
+                                    Flow::Go => {}
+                                    Flow::Stop(end) => return end,
+                                    Flow::Broken => {
+                                        upstream = None;
+                                        down_since = Some(Instant::now());
+                                        retry_at = tokio::time::Instant::now() + jittered(backoff);
+                                    }
+                                }
+                            }
                             let out = self.for_upstream(m);
                             let sent = match upstream.as_mut() {
                                 Some(u) => u.send(out.clone()).await.is_ok(),
@@ -603,6 +604,47 @@ impl Relay {
 enum End {
     Deny(Denial),
     Close(u16, String),
+}
+
+/// What one upstream message meant for the session.
+enum Flow {
+    Go,
+    /// The upstream connection is gone: reconnect.
+    Broken,
+    /// End the session (`None`: the client left).
+    Stop(Option<End>),
+}
+
+impl Relay {
+    async fn on_upstream(
+        &mut self,
+        client: &mut ClientWs,
+        msg: Option<Result<Message, WsError>>,
+    ) -> Flow {
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                match self.relay_upstream_text(client, t.as_str()).await {
+                    Ok(()) => Flow::Go,
+                    Err(e) => Flow::Stop(e.map(End::Deny)),
+                }
+            }
+            Some(Ok(Message::Binary(b))) => {
+                match self.send_client(client, Message::Binary(b)).await {
+                    Ok(()) => Flow::Go,
+                    Err(e) => Flow::Stop(e.map(End::Deny)),
+                }
+            }
+            // A terminal refusal from the upstream (bad cursor, auth): pass it on.
+            Some(Ok(Message::Close(Some(f)))) if (4000..5000).contains(&u16::from(f.code)) => {
+                Flow::Stop(Some(End::Close(
+                    u16::from(f.code),
+                    f.reason.as_str().to_owned(),
+                )))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Flow::Go,
+            _ => Flow::Broken,
+        }
+    }
 }
 
 fn jittered(base: Duration) -> Duration {

@@ -1,0 +1,223 @@
+//! CT-11 backpressure: a consumer that pauses, one that reads one byte per second, slow consumers
+//! beside fast ones. Fast clients are unaffected; slow ones are cut with `stream.slow_consumer`
+//! (never silently skipped) and get everything on resume; the gateway's memory stays bounded.
+
+use railgate_tests::chaos::{complete_events, dechunk};
+use railgate_tests::client::{post_json, SseEvent, SseStream};
+use railgate_tests::stack::{full_headers, refs, rss_kib, token, Stack};
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONFIG: &str =
+    "[sse]\nclient_queue_events = 16\njournal_events = 4096\njournal_bytes = 33554432\n";
+/// Generous ceiling for the gateway's resident memory in these suites.
+const RSS_CEILING_KIB: u64 = 256 * 1024;
+
+async fn open(s: &Stack, th: &str, cursor: &str) -> SseStream {
+    let tok = token("t_a", "u1", json!({}));
+    let mut h = full_headers(&tok, "t_a");
+    h.push(("last-event-id".into(), cursor.into()));
+    let st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+    assert_eq!(st.status, 200);
+    st
+}
+
+/// Reads to the end; returns the messages and whether the stream ended as a slow consumer.
+async fn drain(st: &mut SseStream) -> (Vec<u64>, bool) {
+    let mut seqs = Vec::new();
+    let mut cut = false;
+    while let Some(ev) = st.next_event_within(Duration::from_secs(20)).await {
+        match ev.event.as_str() {
+            "chat_message" => seqs.push(ev.json()["seq"].as_u64().expect("seq")),
+            "error" => {
+                assert_eq!(
+                    ev.json()["error"]["code"],
+                    "stream.slow_consumer",
+                    "{}",
+                    ev.data
+                );
+                cut = true;
+            }
+            _ => {}
+        }
+    }
+    (seqs, cut)
+}
+
+/// Reads `n` messages or fails.
+async fn read_n(st: &mut SseStream, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let ev: SseEvent = st
+            .next_event_within(Duration::from_secs(20))
+            .await
+            .expect("event");
+        assert_ne!(ev.event, "error", "{}", ev.data);
+        if ev.event == "chat_message" {
+            seqs.push(ev.json()["seq"].as_u64().expect("seq"));
+        }
+    }
+    seqs
+}
+
+/// Resumes after a cut until all `total` events arrived.
+async fn recover(s: &Stack, th: &str, mut seen: Vec<u64>, total: u64) -> Vec<u64> {
+    let cursor = seen
+        .last()
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "0".into());
+    let mut st = open(s, th, &cursor).await;
+    seen.extend(read_n(&mut st, (total as usize) - seen.len()).await);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_pausing_5_s_gets_everything_after_at_most_one_resume() {
+    let s = Stack::start(CONFIG);
+    let th = s.thread("t_a").await;
+    let mut st = open(&s, &th, "0").await;
+    s.publish(&th, 1).await;
+    read_n(&mut st, 1).await;
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 3000, "payload_bytes": 4096, "rate_per_s": 1000}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    // The behaviour under test: this consumer stops reading for five seconds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (mut seen, cut) = drain_until(&mut st, 3001).await;
+    seen.insert(0, 1);
+    if cut {
+        seen = recover(&s, &th, seen, 3001).await;
+    }
+    assert_eq!(seen, (1..=3001).collect::<Vec<_>>(), "cut = {cut}");
+    assert!(rss_kib(s.gw.pid()) < RSS_CEILING_KIB);
+}
+
+/// Reads until `total` messages or the stream ends.
+async fn drain_until(st: &mut SseStream, total: usize) -> (Vec<u64>, bool) {
+    let mut seqs = Vec::new();
+    while seqs.len() + 1 < total {
+        match st.next_event_within(Duration::from_secs(20)).await {
+            Some(ev) if ev.event == "chat_message" => {
+                seqs.push(ev.json()["seq"].as_u64().expect("seq"))
+            }
+            Some(ev) if ev.event == "error" => {
+                assert_eq!(ev.json()["error"]["code"], "stream.slow_consumer");
+                return (seqs, true);
+            }
+            Some(_) => {}
+            None => return (seqs, true),
+        }
+    }
+    (seqs, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
+    let s = Stack::start(CONFIG);
+    let th = s.thread("t_a").await;
+    let tok = token("t_a", "u1", json!({}));
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    let mut conn = socket
+        .connect(s.addr().parse().expect("addr"))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /sse/chat/{th} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\nX-Mode: lab\r\nX-Project-Id: p_chat\r\nX-App-Id: app-chat\r\nLast-Event-ID: 0\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.expect("request");
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 3000, "payload_bytes": 4096}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let mut raw = Vec::new();
+    let mut peak = 0;
+    for _ in 0..5 {
+        let mut b = [0u8; 1];
+        conn.read_exact(&mut b).await.expect("a byte");
+        raw.push(b[0]);
+        peak = peak.max(rss_kib(s.gw.pid()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest))
+        .await
+        .expect("the cut stream ends")
+        .expect("read");
+    raw.extend(rest);
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head")
+        + 4;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    let events = complete_events(&dechunk(&raw[head_end..]));
+    let seen: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event == "chat_message")
+        .map(|e| e.json()["seq"].as_u64().expect("seq"))
+        .collect();
+    let last = events.last().expect("events");
+    assert_eq!(last.event, "error", "the stream ends with an error event");
+    assert_eq!(last.json()["error"]["code"], "stream.slow_consumer");
+    assert!(seen.len() < 3000, "it was cut before the end");
+    assert_eq!(
+        seen,
+        (1..=seen.len() as u64).collect::<Vec<_>>(),
+        "nothing skipped before the cut"
+    );
+    let all = recover(&s, &th, seen, 3000).await;
+    assert_eq!(all, (1..=3000).collect::<Vec<_>>());
+    eprintln!("gateway RSS peak during the slow read: {peak} KiB");
+    assert!(peak < RSS_CEILING_KIB, "gateway RSS {peak} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumers_beside_fast_ones() {
+    let s = Stack::start(CONFIG);
+    let th = s.thread("t_a").await;
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        slow.push(open(&s, &th, "0").await);
+    }
+    let mut fast = Vec::new();
+    for _ in 0..5 {
+        let mut st = open(&s, &th, "0").await;
+        fast.push(tokio::spawn(async move { read_n(&mut st, 2000).await }));
+    }
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 2000, "payload_bytes": 8192, "rate_per_s": 1000}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    for f in fast {
+        assert_eq!(
+            f.await.expect("fast client"),
+            (1..=2000).collect::<Vec<_>>(),
+            "fast clients unaffected"
+        );
+    }
+    assert!(rss_kib(s.gw.pid()) < RSS_CEILING_KIB);
+    for mut st in slow {
+        let (seen, cut) = drain(&mut st).await;
+        assert!(cut || seen.len() == 2000);
+        assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            recover(&s, &th, seen, 2000).await,
+            (1..=2000).collect::<Vec<_>>()
+        );
+    }
+}
