@@ -6,21 +6,12 @@ use railgate_policy::{Denial, ErrorCode};
 
 /// The envelope as an HTTP response with its status, `Content-Type` and `X-Request-Id`.
 pub fn respond(denial: &Denial, trace_id: &str) -> Response<Body> {
-    let json = denial.envelope(trace_id).to_json();
-    let mut resp = Response::new(full(json));
-    *resp.status_mut() = StatusCode::from_u16(denial.code.http_status())
+    let status = StatusCode::from_u16(denial.code.http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(trace_id) {
-        h.insert("x-request-id", v);
-    }
+    let mut resp = json_text(status, denial.envelope(trace_id).to_json(), trace_id);
     if denial.code.retryable() {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     // Lets the access log and metrics read the outcome without parsing the body.
     resp.extensions_mut().insert(denial.code);
@@ -29,7 +20,11 @@ pub fn respond(denial: &Denial, trace_id: &str) -> Response<Body> {
 
 /// A JSON answer with `X-Request-Id` (successful built-in endpoints).
 pub fn json(status: StatusCode, body: &serde_json::Value, trace_id: &str) -> Response<Body> {
-    let mut resp = Response::new(full(body.to_string()));
+    json_text(status, body.to_string(), trace_id)
+}
+
+fn json_text(status: StatusCode, body: String, trace_id: &str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

@@ -148,6 +148,19 @@ impl TicketSecrets {
     }
 }
 
+impl TicketSecrets {
+    /// Whether `tag` is the MAC of `signed` under the current or the previous key (the
+    /// comparison is constant-time).
+    fn verifies(&self, signed: &str, tag: &[u8]) -> bool {
+        let check = |key: &HmacSha256| {
+            let mut mac = key.clone();
+            mac.update(signed.as_bytes());
+            mac.verify_slice(tag).is_ok()
+        };
+        check(&self.current) || self.previous.as_ref().is_some_and(check)
+    }
+}
+
 /// Signs claims into the wire form.
 pub fn encode(claims: &TicketClaims, secrets: &TicketSecrets) -> String {
     let json = serde_json::to_vec(claims).unwrap_or_default();
@@ -177,13 +190,7 @@ pub fn verify(raw: &str, secrets: &TicketSecrets, now: u64) -> Result<TicketClai
     };
     let tag = b64url_decode(tag_b64).ok_or_else(|| invalid("ticket is malformed"))?;
     let signed = &raw[..PREFIX.len() + payload_b64.len()];
-    let verifies = |key: &HmacSha256| {
-        let mut mac = key.clone();
-        mac.update(signed.as_bytes());
-        mac.verify_slice(&tag).is_ok()
-    };
-    let ok = verifies(&secrets.current) || secrets.previous.as_ref().is_some_and(verifies);
-    if !ok {
+    if !secrets.verifies(signed, &tag) {
         return Err(invalid("ticket signature does not verify"));
     }
     let payload = b64url_decode(payload_b64).ok_or_else(|| invalid("ticket is malformed"))?;
@@ -280,12 +287,7 @@ pub fn verify_grant(raw: &str, secrets: &TicketSecrets, now: u64) -> Option<Gran
     let (payload_b64, tag_b64) = rest.split_once('.')?;
     let tag = b64url_decode(tag_b64)?;
     let signed = &raw[..GRANT_PREFIX.len() + payload_b64.len()];
-    let verifies = |key: &HmacSha256| {
-        let mut mac = key.clone();
-        mac.update(signed.as_bytes());
-        mac.verify_slice(&tag).is_ok()
-    };
-    if !(verifies(&secrets.current) || secrets.previous.as_ref().is_some_and(verifies)) {
+    if !secrets.verifies(signed, &tag) {
         return None;
     }
     let grant: Grant = serde_json::from_slice(&b64url_decode(payload_b64)?).ok()?;

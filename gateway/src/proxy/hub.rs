@@ -257,12 +257,7 @@ impl Hub {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return,
                         Err(_) => {
-                            sub.end
-                                .set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
-                            gw.metrics
-                                .slow_consumer_disconnects_total
-                                .with_label_values(&[&self.route.name, "sse"])
-                                .inc();
+                            self.cut_slow(gw, &sub);
                             return;
                         }
                     }
@@ -280,16 +275,21 @@ impl Hub {
         match sub.tx.try_send(frame.into()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                sub.end
-                    .set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
-                gw.metrics
-                    .slow_consumer_disconnects_total
-                    .with_label_values(&[&self.route.name, "sse"])
-                    .inc();
+                self.cut_slow(gw, sub);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Ends a client that fell behind: `stream.slow_consumer` after what it already has.
+    fn cut_slow(&self, gw: &Gateway, sub: &Sub) {
+        sub.end
+            .set(error_frame(ErrorCode::SlowConsumer, &sub.trace_id));
+        gw.metrics
+            .slow_consumer_disconnects_total
+            .with_label_values(&[&self.route.name, "sse"])
+            .inc();
     }
 
     /// Sends a comment to every client that has room (never ends a client).

@@ -514,11 +514,7 @@ impl Relay {
                     match self.on_upstream(client, msg).await {
                         Flow::Go => {}
                         Flow::Stop(end) => return end,
-                        Flow::Broken => {
-                            upstream = None;
-                            down_since = Some(Instant::now());
-                            retry_at = tokio::time::Instant::now() + jittered(backoff);
-                        }
+                        Flow::Broken => broken(&mut upstream, &mut down_since, &mut retry_at, backoff),
                     }
                 }
                 msg = client.next() => {
@@ -548,11 +544,7 @@ impl Relay {
                                 match self.on_upstream(client, pending).await {
                                     Flow::Go => {}
                                     Flow::Stop(end) => return end,
-                                    Flow::Broken => {
-                                        upstream = None;
-                                        down_since = Some(Instant::now());
-                                        retry_at = tokio::time::Instant::now() + jittered(backoff);
-                                    }
+                                    Flow::Broken => broken(&mut upstream, &mut down_since, &mut retry_at, backoff),
                                 }
                             }
                             let out = self.for_upstream(m);
@@ -562,9 +554,7 @@ impl Relay {
                             };
                             if !sent {
                                 if upstream.is_some() {
-                                    upstream = None;
-                                    down_since = Some(Instant::now());
-                                    retry_at = tokio::time::Instant::now() + jittered(backoff);
+                                    broken(&mut upstream, &mut down_since, &mut retry_at, backoff);
                                 }
                                 if self.held.len() >= gw.config.ws.held_messages {
                                     return Some(End::Deny(Denial::with_message(ErrorCode::UpstreamUnavailable, "too many messages held while the upstream reconnects")));
@@ -645,6 +635,18 @@ impl Relay {
             _ => Flow::Broken,
         }
     }
+}
+
+/// Forgets a broken upstream connection and schedules the reconnect.
+fn broken(
+    upstream: &mut Option<UpstreamWs>,
+    down_since: &mut Option<Instant>,
+    retry_at: &mut tokio::time::Instant,
+    backoff: Duration,
+) {
+    *upstream = None;
+    *down_since = Some(Instant::now());
+    *retry_at = tokio::time::Instant::now() + jittered(backoff);
 }
 
 fn jittered(base: Duration) -> Duration {
