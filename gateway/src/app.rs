@@ -32,6 +32,8 @@ pub struct Gateway {
     pub relay: crate::proxy::hub::Relay,
     /// WebSocket presence.
     pub presence: crate::presence::Presence,
+    /// `GET /demo`: the browser example, set by `railgate demo` only.
+    pub demo_page: std::sync::OnceLock<String>,
 }
 
 impl Gateway {
@@ -60,6 +62,7 @@ impl Gateway {
             admin_token,
             relay: Default::default(),
             presence: Default::default(),
+            demo_page: Default::default(),
         }))
     }
 }

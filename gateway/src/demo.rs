@@ -40,6 +40,7 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr, thread: &str, token: 
          wscat -H \"Authorization: Bearer {token}\" -c ws://{listen}/ws/chat/{thread} -x '{hello}' -w 30\n\n\
          A refusal (no X-Mode header):\n\
          curl -s -H \"Authorization: Bearer {token}\" -H \"X-Tenant-Id: {TENANT}\" http://{listen}/sse/chat/{thread}\n\n\
+         Browser (tickets, EventSource and WebSocket from a page): http://{listen}/demo\n\n\
          Metrics: curl -s http://{admin}/metrics\n\
          Ctrl-C stops everything.\n"
     )
@@ -129,6 +130,10 @@ async fn demo() -> Result<(), String> {
         }
     });
 
+    let page_config = serde_json::json!({"token": token, "tenant": TENANT, "project": PROJECT, "thread": thread.id});
+    let _ = gw.demo_page.set(
+        include_str!("demo_page/index.html").replace("__RAILGATE_DEMO__", &page_config.to_string()),
+    );
     println!("READY listen={listen} admin={admin_addr}");
     println!("{}", instructions(listen, admin_addr, &thread.id, &token));
     let listeners = crate::Listeners { main, admin };

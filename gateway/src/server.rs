@@ -153,6 +153,18 @@ async fn dispatch(
         out.code = code;
         return resp;
     }
+    if let (Some(page), true) = (
+        gw.demo_page.get(),
+        req.method() == Method::GET && req.uri().path() == "/demo",
+    ) {
+        out.route = "demo-page".into();
+        let mut resp = Response::new(crate::body::full(page.clone()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
+    }
     let path = req.uri().path().to_owned();
     let Some((route, caps)) = gw
         .config
