@@ -47,6 +47,38 @@ pub struct Outcome {
     pub deferred: bool,
 }
 
+impl Outcome {
+    /// Records a refusal and renders its envelope.
+    pub fn deny(&mut self, d: Denial) -> Response<Body> {
+        self.code = d.code.as_str();
+        respond(&d, &self.trace_id)
+    }
+}
+
+/// Runs admission for a request on `route` and records who it is (tenant, env, trace id).
+pub async fn admit_request<B>(
+    gw: &Gateway,
+    route: &crate::config::Route,
+    caps: &crate::config::route::Captures,
+    req: &Request<B>,
+    out: &mut Outcome,
+) -> Result<crate::pipeline::Admitted, Denial> {
+    let admitted = admit(
+        gw,
+        route,
+        caps,
+        req.headers(),
+        req.uri().query(),
+        None,
+        &out.trace_id,
+    )
+    .await?;
+    out.tenant = Some(admitted.ctx.tenant_id().to_owned());
+    out.env = Some(admitted.ctx.env().to_owned());
+    out.trace_id = admitted.ctx.trace_id.clone();
+    Ok(admitted)
+}
+
 fn smuggling_shape(req: &Request<Incoming>) -> Option<&'static str> {
     let h = req.headers();
     let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
@@ -133,18 +165,14 @@ async fn dispatch(
     peer: SocketAddr,
     out: &mut Outcome,
 ) -> Response<Body> {
-    let deny = |out: &mut Outcome, d: Denial| {
-        out.code = d.code.as_str();
-        respond(&d, &out.trace_id)
-    };
     if let Some(why) = smuggling_shape(&req) {
-        return deny(out, Denial::with_message(ErrorCode::HeaderInvalid, why));
+        return out.deny(Denial::with_message(ErrorCode::HeaderInvalid, why));
     }
     if header_bytes(&req) > gw.config.limits.max_header_bytes {
-        return deny(out, Denial::new(ErrorCode::HeadersTooLarge));
+        return out.deny(Denial::new(ErrorCode::HeadersTooLarge));
     }
     if gw.draining.is_cancelled() {
-        return deny(out, Denial::new(ErrorCode::Draining));
+        return out.deny(Denial::new(ErrorCode::Draining));
     }
     if req.method() == Method::POST && req.uri().path() == crate::tickets::PATH {
         out.route = "auth-tickets".into();
@@ -172,7 +200,7 @@ async fn dispatch(
         .iter()
         .find_map(|r| r.pattern.matches(&path).map(|c| (r, c)))
     else {
-        return deny(out, Denial::new(ErrorCode::RouteNotFound));
+        return out.deny(Denial::new(ErrorCode::RouteNotFound));
     };
     out.route = route.name.clone();
     out.transport = route.kind.label();
@@ -185,26 +213,13 @@ async fn dispatch(
                 .and_then(|v| v.parse::<u64>().ok())
             {
                 if len > gw.config.limits.max_body_bytes {
-                    return deny(out, Denial::new(ErrorCode::TooLarge));
+                    return out.deny(Denial::new(ErrorCode::TooLarge));
                 }
             }
-            let admitted = match admit(
-                gw,
-                route,
-                &caps,
-                req.headers(),
-                req.uri().query(),
-                None,
-                &out.trace_id,
-            )
-            .await
-            {
+            let admitted = match admit_request(gw, route, &caps, &req, out).await {
                 Ok(a) => a,
-                Err(d) => return deny(out, d),
+                Err(d) => return out.deny(d),
             };
-            out.tenant = Some(admitted.ctx.tenant_id().to_owned());
-            out.env = Some(admitted.ctx.env().to_owned());
-            out.trace_id = admitted.ctx.trace_id.clone();
             let resp = crate::proxy::http::forward(
                 gw,
                 route,

