@@ -108,21 +108,25 @@ class Bench:
         self.tok = token()
         self.gw = {}
         for name, shared in (("railgate", "false"), ("railgate-shared", "true")):
-            cfg = os.path.join(self.tmp, f"{name}.toml")
-            with open(cfg, "w") as f:
-                f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\n'
-                        f'[limits]\nupstream_idle_timeout_s = 300\n'
-                        f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
-                        f'require = ["tenant", "mode", "project", "app"]\n'
-                        f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n')
-            env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "warn"}
-            p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
-            self.gw[name] = (p, r["listen"], r["admin"])
+            self.gw[name] = self.start_gateway(name, shared)
         self.ngx = {}
         for w in (1, 2):
             port = free_port()
             p, pids = nginx(w, self.mock_addr, port, self.tmp)
             self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
+
+    def start_gateway(self, name, shared):
+        """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route)."""
+        cfg = os.path.join(self.tmp, f"{name}.toml")
+        with open(cfg, "w") as f:
+            f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\n'
+                    f'[limits]\nupstream_idle_timeout_s = 300\n'
+                    f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
+                    f'require = ["tenant", "mode", "project", "app"]\n'
+                    f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n')
+        env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "warn"}
+        p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
+        return (p, r["listen"], r["admin"])
 
     def paths(self, include_shared=False):
         out = [("direct", self.mock_addr, [], [("mock", self.mock.pid)]),
@@ -225,9 +229,9 @@ def main(which):
         if "b" in which:
             fanout(b, "b", ["x"] * 500, 1, 4, 15, False)
         if "c" in which:
-            print("\n### (c) idle connections: gateway RSS growth per connection\n\n| rail | connections | RSS before (MiB) | RSS after (MiB) | KiB per connection |\n|---|---|---|---|---|")
-            for mode, n in (("idle-sse", 9000), ("idle-ws", 9000)):
-                p, addr, _ = b.gw["railgate"]
+            print("\n### (c) idle connections: gateway RSS growth per connection (each row a fresh gateway process)\n\n| rail | connections | RSS before (MiB) | RSS after (MiB) | KiB per connection |\n|---|---|---|---|---|")
+            for mode, n, shared in (("idle-sse", 9000, "false"), ("idle-sse", 9000, "true"), ("idle-ws", 9000, "false")):
+                p, addr, _ = b.start_gateway(f"fresh-{mode}-{shared}", shared)
                 ts = b.threads(1)
                 before = rss_kib(p.pid)
                 path = "/sse/chat/{thread}" if mode == "idle-sse" else "/ws/chat/{thread}"
@@ -246,7 +250,10 @@ def main(which):
                 out, _ = lp.communicate(timeout=120)
                 r = json.loads(out)
                 conn = r["connected"]
-                print(f"| {mode[5:]} | {conn}/{n} | {before/1024:.1f} | {after/1024:.1f} | {(after - before) / max(conn, 1):.1f} |", flush=True)
+                label = mode[5:] + (" (share_upstream)" if shared == "true" and mode == "idle-sse" else "")
+                print(f"| {label} | {conn}/{n} | {before/1024:.1f} | {after/1024:.1f} | {(after - before) / max(conn, 1):.1f} |", flush=True)
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
                 time.sleep(2)
         if "d" in which:
             print("\n### (d) handshakes: new authenticated SSE connections per second (32 concurrent clients, 10 s)\n\n| path | connections/s | failed | CPU (cores) |\n|---|---|---|---|")
