@@ -108,6 +108,12 @@ impl Stack {
         r.json()
     }
 
+    /// Replaces the mock's faults (`{}` clears them).
+    pub async fn faults(&self, faults: Value) {
+        let r = post_json(&self.mock_addr(), "/_mock/faults", &[], &faults).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+
     /// What the mock received, oldest first.
     pub async fn mock_requests(&self) -> Vec<Value> {
         let r = crate::client::get(&self.mock_addr(), "/_mock/requests", &[]).await;

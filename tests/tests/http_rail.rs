@@ -155,30 +155,18 @@ async fn limits_and_upstream_failures_map_to_their_codes() {
         503,
         "upstream.unavailable",
     );
-    post_json(
-        &s.mock_addr(),
-        "/_mock/faults",
-        &[],
-        &json!({"latency_ms": 3000}),
-    )
-    .await;
+    s.faults(json!({"latency_ms": 3000})).await;
     // The registry lookup itself is delayed too; cache the thread first.
     let r = get(&addr, &format!("/chat/threads/{th}/messages"), &h).await;
     assert!(r.status == 503 || r.status == 504, "{}", r.status);
-    post_json(&s.mock_addr(), "/_mock/faults", &[], &json!({})).await;
+    s.faults(json!({})).await;
     assert_eq!(
         get(&addr, &format!("/chat/threads/{th}/messages"), &h)
             .await
             .status,
         200
     );
-    post_json(
-        &s.mock_addr(),
-        "/_mock/faults",
-        &[],
-        &json!({"latency_ms": 3000}),
-    )
-    .await;
+    s.faults(json!({"latency_ms": 3000})).await;
     assert_envelope(
         &get(&addr, &format!("/chat/threads/{th}/messages"), &h).await,
         504,
@@ -592,13 +580,7 @@ async fn drain_finishes_in_flight_requests_then_exits_zero() {
         .status,
         200
     );
-    post_json(
-        &s.mock_addr(),
-        "/_mock/faults",
-        &[],
-        &json!({"latency_ms": 1500}),
-    )
-    .await;
+    s.faults(json!({"latency_ms": 1500})).await;
     let (a2, p2, t2) = (
         addr.clone(),
         format!("/chat/threads/{th}/messages"),

@@ -583,14 +583,14 @@ pub struct Relay {
 impl Relay {
     /// Attaches a client to the shared hub of a thread, creating the hub if needed. `attach` runs
     /// under the relay lock, so a hub is never removed between being found and being joined.
-    /// Returns the hub, whether it is new (its task must be started), and what `attach` said.
-    pub fn join_shared(
+    /// Returns the hub, whether it is new (its task must be started), and what `attach` returned.
+    pub fn join_shared<T>(
         &self,
         route: &str,
         thread: &str,
         make: impl FnOnce() -> Arc<Hub>,
-        attach: impl FnOnce(&Arc<Hub>) -> bool,
-    ) -> (Arc<Hub>, bool, bool) {
+        attach: impl FnOnce(&Arc<Hub>) -> T,
+    ) -> (Arc<Hub>, bool, T) {
         let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
         let key = (route.to_owned(), thread.to_owned());
         let (hub, new) = match hubs.get(&key) {
@@ -598,7 +598,7 @@ impl Relay {
             None => (make(), true),
         };
         let attached = attach(&hub);
-        if new && attached {
+        if new {
             hubs.insert(key, hub.clone());
         }
         (hub, new, attached)

@@ -149,26 +149,25 @@ async fn start(
         let spec2 = spec.clone();
         gw.streams.spawn(hub::run(gw2, hub, spec2, first));
     };
+    let make_shared = || {
+        Hub::new(
+            gw,
+            route.clone(),
+            thread.to_owned(),
+            journal.clone(),
+            None,
+            true,
+        )
+    };
     match (&cursor, in_journal) {
         (Some(c), true) => {
             // Journal resume: announce, then replay with backpressure and join live.
             let _ = tx.try_send(resume_frame(c, "journal").into());
-            let hub = if route.share_upstream {
-                let make = || {
-                    Hub::new(
-                        gw,
-                        route.clone(),
-                        thread.to_owned(),
-                        journal.clone(),
-                        None,
-                        true,
-                    )
-                };
-                let mut joining = None;
-                let (hub, new, _) = gw.relay.join_shared(&route.name, thread, make, |h| {
-                    joining = Some(Joining::new(h));
-                    true
-                });
+            let (hub, joining) = if route.share_upstream {
+                // Registered as joining under the relay lock, so the hub cannot stop meanwhile.
+                let (hub, new, joining) =
+                    gw.relay
+                        .join_shared(&route.name, thread, make_shared, Joining::new);
                 if new {
                     spawn(hub.clone(), None);
                 }
@@ -182,12 +181,8 @@ async fn start(
                     Some(c),
                     false,
                 );
-                let joining = Some(Joining::new(&hub));
+                let joining = Joining::new(&hub);
                 (hub, joining)
-            };
-            let (hub, joining) = hub;
-            let Some(joining) = joining else {
-                return Err(Denial::new(ErrorCode::UpstreamUnavailable));
             };
             let (gw2, hub2, sub2, c2) = (gw.clone(), hub.clone(), sub(&hub), c.clone());
             let private = !route.share_upstream;
@@ -201,20 +196,9 @@ async fn start(
             return Ok((rx, end, hub.left.clone(), stamp.clone()));
         }
         (None, _) if route.share_upstream => {
-            let make = || {
-                Hub::new(
-                    gw,
-                    route.clone(),
-                    thread.to_owned(),
-                    journal.clone(),
-                    None,
-                    true,
-                )
-            };
-            let (hub, new, _) = gw.relay.join_shared(&route.name, thread, make, |h| {
-                h.subscribe(sub(h));
-                true
-            });
+            let (hub, new, ()) = gw
+                .relay
+                .join_shared(&route.name, thread, make_shared, |h| h.subscribe(sub(h)));
             let left = hub.left.clone();
             if new {
                 spawn(hub, None);
