@@ -3,8 +3,10 @@
 //! - [`process`]: spawn a binary on port 0, read its `READY` line, keep its logs, kill on Drop.
 //! - [`bins`]: find (or build) the workspace binaries.
 //! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
+//! - [`autobahn`]: the header-and-hello relay that lets the Autobahn suite through admission.
 //! - [`eventually!`]: wait for a condition with a deadline instead of sleeping.
 
+pub mod autobahn;
 pub mod bins;
 pub mod chaos;
 pub mod client;

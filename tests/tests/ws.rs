@@ -355,6 +355,43 @@ async fn oversized_messages_close_1009() {
     expect_refusal(&mut ws, "request.too_large", 413, 1009).await;
 }
 
+/// RFC 6455 §7.4.1: invalid UTF-8 → 1007, a protocol violation → 1002, and a client's own
+/// close frame is answered with the same code and reason.
+#[tokio::test]
+async fn bad_frames_get_their_rfc_close_codes_and_a_client_close_is_echoed() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+
+    let mut ws = open(&s, &th, "t_a", None).await;
+    let invalid = Frame::message(vec![b'a', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(invalid)).await.expect("send");
+    assert_eq!(
+        ws_next(&mut ws).await,
+        WsEvent::Close(1007, "invalid UTF-8 in a text message".into())
+    );
+
+    let mut ws = open(&s, &th, "t_a", None).await;
+    let mut reserved = Frame::message(b"x".to_vec(), OpCode::Data(Data::Text), true);
+    reserved.header_mut().rsv1 = true;
+    ws.send(Message::Frame(reserved)).await.expect("send");
+    assert_eq!(
+        ws_next(&mut ws).await,
+        WsEvent::Close(1002, "protocol error".into())
+    );
+
+    let mut ws = open(&s, &th, "t_a", None).await;
+    let bye = CloseFrame {
+        code: 4321.into(),
+        reason: "bye".into(),
+    };
+    ws.send(Message::Close(Some(bye))).await.expect("send");
+    assert_eq!(ws_next(&mut ws).await, WsEvent::Close(4321, "bye".into()));
+    assert_eq!(ws_next(&mut ws).await, WsEvent::Ended);
+}
+
 #[tokio::test]
 async fn origins_credentials_and_headers_are_checked_before_the_upgrade() {
     let s = Stack::start(

@@ -52,6 +52,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             let id = (*id).to_owned();
             ws::open(app, id, req)
         }
+        (Method::GET, ["ws", "echo"]) => ws::open_echo(req),
         (Method::GET, ["healthz"]) => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (Method::POST, ["_mock", "publish"]) => crate::publish::handle(app, req).await,
         (Method::POST, ["_mock", "faults"]) => set_faults(&app, req).await,

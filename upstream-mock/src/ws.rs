@@ -1,4 +1,5 @@
 //! `GET /ws/chat/{id}`: hello (or `?last_event_id=`), replay, live events, client messages.
+//! `GET /ws/echo`: every message back unchanged.
 //!
 //! Without `?last_event_id=` or `?hello=skip` the mock waits up to 5 s for the hello, so a
 //! cursor sent in the hello is honoured before anything streams.
@@ -23,11 +24,15 @@ use tokio_tungstenite::WebSocketStream;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MESSAGE: usize = 1024 * 1024;
+/// The echo route carries the conformance suite's largest messages (16 MiB).
+const ECHO_MAX_MESSAGE: usize = 20 * 1024 * 1024;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Answers the upgrade and spawns the session.
-pub fn open(app: Arc<App>, id: String, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+/// Checks the upgrade shape; `Ok` holds the pending upgrade and the 101 to answer with.
+fn accept(
+    req: &mut Request<hyper::body::Incoming>,
+) -> Result<(hyper::upgrade::OnUpgrade, Response<Body>), Box<Response<Body>>> {
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -37,19 +42,45 @@ pub fn open(app: Arc<App>, id: String, mut req: Request<hyper::body::Incoming>) 
         .get("sec-websocket-key")
         .map(|k| derive_accept_key(k.as_bytes()))
     else {
-        return error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "mock.not_websocket",
             "Sec-WebSocket-Key is required",
-        );
+        )));
     };
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-        return error(
+        return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "mock.not_websocket",
             "Upgrade: websocket is required",
-        );
+        )));
     }
+    let on_upgrade = hyper::upgrade::on(req);
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        h.insert("sec-websocket-accept", v);
+    }
+    Ok((on_upgrade, resp))
+}
+
+async fn server_ws(on_upgrade: hyper::upgrade::OnUpgrade, max_message: usize) -> Option<Ws> {
+    let upgraded = on_upgrade.await.ok()?;
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(max_message);
+    config.max_frame_size = Some(max_message);
+    Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
+}
+
+/// Answers the upgrade and spawns the session.
+pub fn open(app: Arc<App>, id: String, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (on_upgrade, resp) = match accept(&mut req) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
     if app.store.thread(&id).is_none() {
         return error(
             StatusCode::NOT_FOUND,
@@ -60,27 +91,39 @@ pub fn open(app: Arc<App>, id: String, mut req: Request<hyper::body::Incoming>) 
     let query_cursor = query_param(req.uri().query(), "last_event_id");
     let skip_hello = query_cursor.is_some()
         || query_param(req.uri().query(), "hello").as_deref() == Some("skip");
-    let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
+        let Some(ws) = server_ws(on_upgrade, MAX_MESSAGE).await else {
             return;
         };
-        let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(MAX_MESSAGE);
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
         app.levers.ws_opened.fetch_add(1, Ordering::Relaxed);
         session(&app, &id, ws, query_cursor, skip_hello).await;
     });
-    let mut resp = Response::new(full(""));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(&key) {
-        h.insert("sec-websocket-accept", v);
-    }
+    resp
+}
+
+/// `GET /ws/echo`: sends every text and binary message back unchanged (conformance runs).
+pub fn open_echo(mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let (on_upgrade, resp) = match accept(&mut req) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    tokio::spawn(async move {
+        let Some(mut ws) = server_ws(on_upgrade, ECHO_MAX_MESSAGE).await else {
+            return;
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            let reply = match msg {
+                Message::Text(_) | Message::Binary(_) => msg,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ws.send(reply).await.is_err() {
+                return;
+            }
+        }
+        // Sends the reply to the client's close frame, queued by the read.
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.flush()).await;
+    });
     resp
 }
 

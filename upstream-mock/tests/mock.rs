@@ -9,6 +9,7 @@ use railgate_tests::process::Proc;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 fn mock(args: &[&str]) -> Proc {
@@ -148,6 +149,29 @@ async fn ws_cursor_in_query_skips_the_hello() {
         .await
         .expect("upgrade");
     assert_eq!(ws_next_json(&mut ws).await["seq"], 3);
+}
+
+#[tokio::test]
+async fn ws_echo_returns_text_and_binary_unchanged() {
+    let m = start();
+    let addr = m.addr();
+    let mut ws = ws_connect(&addr, "/ws/echo", &[]).await.expect("upgrade");
+    ws.send(Message::text("{\"type\":\"hello\"}"))
+        .await
+        .expect("send");
+    assert_eq!(
+        ws_next(&mut ws).await,
+        WsEvent::Text("{\"type\":\"hello\"}".into())
+    );
+    let big = vec![7u8; 2 * 1024 * 1024];
+    ws.send(Message::binary(big.clone())).await.expect("send");
+    assert_eq!(ws_next(&mut ws).await, WsEvent::Binary(big));
+    let bye = CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    };
+    ws.send(Message::Close(Some(bye))).await.expect("close");
+    assert_eq!(ws_next(&mut ws).await, WsEvent::Close(1000, "bye".into()));
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -452,6 +452,10 @@ impl Relay {
         match end {
             Some(End::Deny(d)) => close_with(&mut client, &d, &self.ctx.trace_id).await,
             Some(End::Close(code, reason)) => close_plain(&mut client, code, &reason).await,
+            Some(End::PeerClosed) => {
+                // Sends the reply to the client's close frame, queued by the read.
+                let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+            }
             None => {}
         }
     }
@@ -534,7 +538,7 @@ impl Relay {
                             if let Some(u) = upstream.as_mut() {
                                 let _ = tokio::time::timeout(Duration::from_secs(1), u.close(None)).await;
                             }
-                            return None;
+                            return Some(End::PeerClosed);
                         }
                         Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                             // Whatever the upstream already sent — events, or its close after a
@@ -563,10 +567,7 @@ impl Relay {
                             }
                         }
                         Some(Ok(Message::Frame(_))) => {}
-                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                            return Some(End::Deny(Denial::new(ErrorCode::TooLarge)));
-                        }
-                        Some(Err(_)) => return None,
+                        Some(Err(e)) => return read_failure(&e),
                     }
                 }
                 text = presence.recv() => {
@@ -594,6 +595,22 @@ impl Relay {
 enum End {
     Deny(Denial),
     Close(u16, String),
+    /// The client sent its close frame (or its stream ended).
+    PeerClosed,
+}
+
+/// How a session ends when reading from the client fails (RFC 6455 §7.4.1 codes).
+fn read_failure(e: &WsError) -> Option<End> {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some(End::Deny(Denial::new(ErrorCode::TooLarge)))
+        }
+        WsError::Capacity(_) => Some(End::Close(1009, "frame too large".into())),
+        WsError::Utf8(_) => Some(End::Close(1007, "invalid UTF-8 in a text message".into())),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(End::Close(1002, "protocol error".into())),
+        _ => None,
+    }
 }
 
 /// What one upstream message meant for the session.
