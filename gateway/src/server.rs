@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use railgate_policy::{Denial, ErrorCode};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -273,7 +274,14 @@ pub async fn run(
         let gw2 = gw.clone();
         let svc = service_fn(move |req| {
             let gw = gw2.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(gw, req, peer).await) }
+            // Boxed: hyper keeps a slot the size of this future for the connection's whole
+            // life; a box in it is 16 bytes, and the request's own state is freed once the
+            // response (or the stream body) is handed over.
+            let fut: Pin<Box<dyn Future<Output = _> + Send>> =
+                Box::pin(
+                    async move { Ok::<_, std::convert::Infallible>(handle(gw, req, peer).await) },
+                );
+            fut
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -29,6 +29,20 @@ const CONTEXT_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
+/// A copy of `headers` that owns its values. Values hyper parsed point into the connection's
+/// read buffer; a long-lived copy of them (an upstream stream's reconnect headers) would keep
+/// that whole buffer alive for the stream's life.
+pub fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(mut v) = HeaderValue::from_bytes(value.as_bytes()) {
+            v.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), v);
+        }
+    }
+    out
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -126,6 +140,21 @@ pub fn traceparent(trace_id: &str, client: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detached_copies_every_value_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let mut secret = HeaderValue::from_static("Bearer t");
+        secret.set_sensitive(true);
+        h.insert("authorization", secret);
+        let d = detached(&h);
+        assert_eq!(d, h);
+        let a: Vec<_> = d.get_all("x-a").iter().collect();
+        assert_eq!(a, ["1", "2"]);
+        assert!(d["authorization"].is_sensitive());
+    }
 
     fn ctx() -> RequestContext {
         RequestContext::from_parts(

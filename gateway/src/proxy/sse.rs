@@ -86,7 +86,7 @@ pub async fn serve(
         Ok(u) => u,
         Err(d) => return out.deny(d),
     };
-    let mut up_headers = req.headers().clone();
+    let mut up_headers = headers::detached(req.headers());
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, None);
     let spec = UpstreamSpec {

@@ -144,7 +144,9 @@ impl Session {
             .connections_active
             .with_label_values(&[&self.route.name, "ws"]);
         active.inc();
-        let admitted = match self.hello(&mut ws).await {
+        // Boxed here and below: the session task is allocated at the size of its largest
+        // state, and admission (auth, registry) and the upstream handshake are large and brief.
+        let admitted = match Box::pin(self.hello(&mut ws)).await {
             Ok(a) => a,
             Err(Some(d)) => {
                 close_with(&mut ws, &d, &self.trace).await;
@@ -159,7 +161,10 @@ impl Session {
         };
         self.finish("ok", Some(&admitted.0.ctx));
         let (admitted, cursor) = admitted;
-        Relay::new(&self, admitted, cursor).run(ws).await;
+        let relay = Relay::new(&self, admitted, cursor);
+        // The request's parts point into the connection's read buffer; let it go.
+        drop(self);
+        relay.run(ws).await;
         active.dec();
     }
 
@@ -252,7 +257,7 @@ fn upstream_error(text: &str) -> Option<ErrorCode> {
 impl Relay {
     fn new(s: &Session, admitted: Admitted, cursor: Option<String>) -> Relay {
         let thread = admitted.thread_id.clone().unwrap_or_default();
-        let mut up_headers = s.parts.headers.clone();
+        let mut up_headers = headers::detached(&s.parts.headers);
         for h in [
             "sec-websocket-key",
             "sec-websocket-version",
@@ -485,7 +490,7 @@ impl Relay {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(retry_at), if upstream.is_none() => {
-                    match self.connect().await {
+                    match Box::pin(self.connect()).await {
                         Ok(mut ws) => {
                             if ever_connected {
                                 gw.metrics.upstream_reconnects_total.with_label_values(&[&self.route.name, "ws", "ok"]).inc();
