@@ -1,31 +1,20 @@
 //! Dropping events already delivered, after an upstream reconnect or a journal replay.
 //!
-//! While every id seen is an unsigned integer, an id is new when it is larger than the largest
-//! seen. Once any id is not, the stream falls back to a window of recent ids.
+//! An id that is an unsigned integer is new when it is larger than the largest such id seen
+//! (no hashing, no allocation per event). Any other id is new when it is not among the last
+//! [`WINDOW`] such ids.
 
 use std::collections::{HashSet, VecDeque};
 
-/// How many recent ids the window remembers.
+/// How many recent non-numeric ids the window remembers.
 pub const WINDOW: usize = 4096;
 
 /// Tracks which ids were delivered.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Deduper {
-    numeric: bool,
     last: Option<u64>,
     recent: VecDeque<String>,
     seen: HashSet<String>,
-}
-
-impl Default for Deduper {
-    fn default() -> Self {
-        Deduper {
-            numeric: true,
-            last: None,
-            recent: VecDeque::new(),
-            seen: HashSet::new(),
-        }
-    }
 }
 
 impl Deduper {
@@ -44,33 +33,24 @@ impl Deduper {
         if id.is_empty() {
             return true;
         }
-        let fresh = match (self.numeric, id.parse::<u64>()) {
-            (true, Ok(n)) => {
-                let fresh = self.last.is_none_or(|l| n > l);
-                if fresh {
-                    self.last = Some(n);
-                }
-                fresh
+        if let Ok(n) = id.parse::<u64>() {
+            let fresh = self.last.is_none_or(|l| n > l);
+            if fresh {
+                self.last = Some(n);
             }
-            _ => {
-                self.numeric = false;
-                !self.seen.contains(id)
-            }
-        };
-        if fresh {
-            self.remember(id);
+            return fresh;
         }
-        fresh
-    }
-
-    fn remember(&mut self, id: &str) {
+        if self.seen.contains(id) {
+            return false;
+        }
         if self.recent.len() == WINDOW {
             if let Some(old) = self.recent.pop_front() {
                 self.seen.remove(&old);
             }
         }
-        self.recent.push_back(id.to_owned());
         self.seen.insert(id.to_owned());
+        self.recent.push_back(id.to_owned());
+        true
     }
 }
 
@@ -109,6 +89,19 @@ mod tests {
         }
         assert!(d.is_new("x0"), "evicted from the window");
         assert!(!d.is_new(&format!("x{WINDOW}")));
+    }
+
+    #[test]
+    fn numeric_and_text_ids_mixed_each_keep_their_rule() {
+        let mut d = Deduper::default();
+        for i in 1..=3 {
+            assert!(d.is_new(&i.to_string()));
+        }
+        assert!(d.is_new("x"));
+        assert!(!d.is_new("2"), "not above the largest number seen");
+        assert!(!d.is_new("3"));
+        assert!(d.is_new("4"));
+        assert!(!d.is_new("x"));
     }
 
     #[test]
