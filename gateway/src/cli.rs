@@ -98,7 +98,11 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
         Err(code) => return code,
     };
     crate::init_logging();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        builder.worker_threads(config.workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("railgate: cannot start runtime: {e}");

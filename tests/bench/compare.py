@@ -107,19 +107,21 @@ class Bench:
         self.mock_addr = r["listen"]
         self.tok = token()
         self.gw = {}
-        for name, shared in (("railgate", "false"), ("railgate-shared", "true")):
-            self.gw[name] = self.start_gateway(name, shared)
+        for name, shared, workers in (("railgate-1w", "false", 1), ("railgate-2w", "false", 2),
+                                      ("railgate-shared-1w", "true", 1), ("railgate-shared-2w", "true", 2)):
+            self.gw[name] = self.start_gateway(name, shared, workers)
         self.ngx = {}
         for w in (1, 2):
             port = free_port()
             p, pids = nginx(w, self.mock_addr, port, self.tmp)
             self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
 
-    def start_gateway(self, name, shared):
-        """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route)."""
+    def start_gateway(self, name, shared, workers=0):
+        """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route;
+        `workers`: runtime worker threads, 0 = one per core)."""
         cfg = os.path.join(self.tmp, f"{name}.toml")
         with open(cfg, "w") as f:
-            f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\n'
+            f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\nworkers = {workers}\n'
                     f'[limits]\nupstream_idle_timeout_s = 300\n'
                     f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
                     f'require = ["tenant", "mode", "project", "app"]\n'
@@ -133,9 +135,9 @@ class Bench:
                ("nginx-1w", self.ngx[1][1], [], [("mock", self.mock.pid)] + [("nginx", p) for p in self.ngx[1][2]]),
                ("nginx-2w", self.ngx[2][1], [], [("mock", self.mock.pid)] + [("nginx", p) for p in self.ngx[2][2]])]
         auth = [f"Authorization: Bearer {self.tok}"] + HEADERS
-        out.append(("railgate", self.gw["railgate"][1], auth, [("mock", self.mock.pid), ("railgate", self.gw["railgate"][0].pid)]))
-        if include_shared:
-            out.append(("railgate-shared", self.gw["railgate-shared"][1], auth, [("mock", self.mock.pid), ("railgate", self.gw["railgate-shared"][0].pid)]))
+        names = ["railgate-1w", "railgate-2w"] + (["railgate-shared-1w", "railgate-shared-2w"] if include_shared else [])
+        for name in names:
+            out.append((name, self.gw[name][1], auth, [("mock", self.mock.pid), ("railgate", self.gw[name][0].pid)]))
         return out
 
     def threads(self, n):
@@ -221,11 +223,11 @@ def main(which):
         if "a+" in which or "e" in which:
             rap = fanout(b, "a+", ["x"], 500, 2000, 15, True)
         if "e" in which:
-            print("\n### (e) share_upstream off vs on\n\n| workload | share_upstream | upstream streams | mock CPU | delivered ev/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+            print("\n### (e) share_upstream off vs on\n\n| workload | workers | share_upstream | upstream streams | mock CPU | delivered ev/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|")
             for label, res in (("a", ra), ("a+", rap)):
-                for name in ("railgate", "railgate-shared"):
+                for name in ("railgate-1w", "railgate-shared-1w", "railgate-2w", "railgate-shared-2w"):
                     r = res[name]
-                    print(f"| {label} | {'on' if name.endswith('shared') else 'off'} | {r['upstream_streams']} | {r['cpu'].get('mock', 0):.2f} | {r['events_per_s']:,.0f} | {r['latency_us']['p50']/1000:.2f} | {r['latency_us']['p99']/1000:.2f} |")
+                    print(f"| {label} | {name[-2]} | {'on' if 'shared' in name else 'off'} | {r['upstream_streams']} | {r['cpu'].get('mock', 0):.2f} | {r['events_per_s']:,.0f} | {r['latency_us']['p50']/1000:.2f} | {r['latency_us']['p99']/1000:.2f} |")
         if "b" in which:
             fanout(b, "b", ["x"] * 500, 1, 4, 15, False)
         if "c" in which:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One run, three paths: client → mock directly; client → nginx → mock; client → railgate → mock.
-# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~8 minutes.
+# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~12 minutes.
 #   tests/bench/compare.sh            # everything
 #   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e)
 set -euo pipefail

@@ -33,6 +33,8 @@ pub struct Config {
     pub upstream: String,
     /// How long a drain may take.
     pub drain_timeout: Duration,
+    /// Runtime worker threads (0: one per CPU core).
+    pub workers: usize,
     /// Credentials.
     pub auth: AuthConfig,
     /// Thread ownership registry.
@@ -301,6 +303,10 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
     let upstream = flags.upstream.clone().or(file_upstream).unwrap_or_default();
     check_http_url(&upstream, "upstream", p);
     let drain_timeout = secs(&mut r, "drain_timeout_s", 10, p);
+    let workers = r.uint("workers", p).unwrap_or(0) as usize;
+    if workers > 1024 {
+        p.add("workers", "must be at most 1024 (0 = one per CPU core)");
+    }
     let auth = read_auth(r.table("auth", p), p);
     let registry = read_registry(r.table("registry", p), &upstream, p);
     let limits = read_limits(r.table("limits", p), p);
@@ -323,6 +329,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         allowed_modes,
         upstream,
         drain_timeout,
+        workers,
         auth: auth?,
         registry: registry?,
         limits,

@@ -14,6 +14,7 @@ fn embedded_defaults_load() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
     assert_eq!(c.env, "dev");
+    assert_eq!(c.workers, 0, "one worker per core unless configured");
     assert_eq!(
         c.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         vec!["chat-sse", "chat-ws", "chat-create", "chat-http"]
@@ -65,6 +66,7 @@ fn every_problem_is_reported_with_its_key_path() {
     let text = r#"
 listen = "nowhere"
 bogus = 1
+workers = 5000
 [auth]
 leeway_s = "thirty"
 public_keys = [{ pem_file = "k.pem" }]
@@ -83,6 +85,7 @@ extra = true
     let expect = [
         "listen: \"nowhere\" is not an IP:port address",
         "bogus: unknown key",
+        "workers: must be at most 1024 (0 = one per CPU core)",
         "auth.leeway_s: expected an integer, found string",
         "auth.public_keys[0].alg: is required: every key is pinned to one algorithm",
         "registry.source: \"carrier-pigeon\" is not \"upstream\" or \"file\"",
