@@ -9,6 +9,7 @@
 //! sending the last delivered id as `Last-Event-ID`, until `resume_deadline`.
 
 use crate::app::Gateway;
+use crate::body::Body;
 use crate::config::Route;
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Prepared, Stamp, Stamped};
@@ -20,11 +21,14 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use railgate_policy::{Denial, ErrorCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
 /// One client of a hub.
@@ -417,40 +421,101 @@ impl Hub {
     }
 }
 
-/// What connecting to the upstream stream gave.
+/// An upstream event stream: the response body and the connection that feeds it. Both are
+/// driven by the hub's own task, so an upstream read reaches the parser without a hop through
+/// another task (and a stream costs one task, not two).
+pub struct Stream {
+    body: Incoming,
+    conn: UpstreamConn,
+    conn_done: bool,
+    // Dropping the sender would let the connection close once the response ends; kept for
+    // the stream's life.
+    _sender: http1::SendRequest<Body>,
+}
+
+type UpstreamConn = http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// The outcome of opening the upstream stream.
 pub enum Connect {
     /// Streaming.
-    Streaming(Incoming),
+    Streaming(Box<Stream>),
     /// A terminal answer.
     Gone(ErrorCode),
     /// Try again later.
     Retry(String),
 }
 
-/// Opens the upstream stream, resuming after `cursor`.
+/// Opens the upstream stream on its own connection, resuming after `cursor`.
 pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) -> Connect {
+    let limits = &gw.config.limits;
+    let Some(authority) = spec.uri.authority().cloned() else {
+        return Connect::Gone(ErrorCode::UpstreamUnavailable);
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let tcp = match tokio::time::timeout(
+        limits.upstream_connect_timeout,
+        TcpStream::connect((
+            authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+            port,
+        )),
+    )
+    .await
+    {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Connect::Retry(format!("connect: {e}")),
+        Err(_) => return Connect::Retry("connect timed out".into()),
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, mut conn) = match http1::handshake(TokioIo::new(tcp)).await {
+        Ok(pair) => pair,
+        Err(e) => return Connect::Retry(format!("handshake: {e}")),
+    };
     let mut req = Request::new(crate::body::empty());
-    *req.uri_mut() = spec.uri.clone();
+    *req.uri_mut() = spec
+        .uri
+        .path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
     *req.headers_mut() = spec.headers.clone();
-    req.headers_mut().insert(
+    let h = req.headers_mut();
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        h.insert(http::header::HOST, host);
+    }
+    h.insert(
         http::header::ACCEPT,
         HeaderValue::from_static("text/event-stream"),
     );
-    req.headers_mut().remove("last-event-id");
+    h.remove("last-event-id");
     if let Some(v) = cursor.and_then(|c| HeaderValue::from_str(c).ok()) {
-        req.headers_mut().insert("last-event-id", v);
+        h.insert("last-event-id", v);
     }
-    match gw.upstream.send(req).await {
-        Ok(resp) => match resp.status().as_u16() {
-            200 => Connect::Streaming(resp.into_body()),
-            404 => Connect::Gone(ErrorCode::ThreadNotFound),
-            410 => Connect::Gone(ErrorCode::CursorInvalid),
-            408 | 425 | 429 | 500..=599 => {
-                Connect::Retry(format!("upstream answered {}", resp.status()))
-            }
-            _ => Connect::Gone(ErrorCode::UpstreamUnavailable),
-        },
-        Err(e) => Connect::Retry(format!("{e:?}")),
+    let answer = async {
+        tokio::select! {
+            r = sender.send_request(req) => r.map_err(|e| e.to_string()),
+            r = &mut conn => Err(format!("connection ended before the answer: {r:?}")),
+        }
+    };
+    let resp = match tokio::time::timeout(limits.upstream_response_timeout, answer).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Connect::Retry(e),
+        Err(_) => return Connect::Retry("no answer within the response timeout".into()),
+    };
+    match resp.status().as_u16() {
+        200 => Connect::Streaming(Box::new(Stream {
+            body: resp.into_body(),
+            conn,
+            conn_done: false,
+            _sender: sender,
+        })),
+        404 => Connect::Gone(ErrorCode::ThreadNotFound),
+        410 => Connect::Gone(ErrorCode::CursorInvalid),
+        408 | 425 | 429 | 500..=599 => {
+            Connect::Retry(format!("upstream answered {}", resp.status()))
+        }
+        _ => Connect::Gone(ErrorCode::UpstreamUnavailable),
     }
 }
 
@@ -461,7 +526,7 @@ fn jittered(base: Duration) -> Duration {
 
 /// Runs a hub's upstream side until no client is left, the deadline passes, or drain. A shared
 /// hub that a client joined while it was stopping keeps going.
-pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Option<Incoming>) {
+pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Option<Box<Stream>>) {
     let mut first = first;
     loop {
         run_once(&gw, &hub, &spec, first.take()).await;
@@ -471,7 +536,12 @@ pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Opt
     }
 }
 
-async fn run_once(gw: &Arc<Gateway>, hub: &Arc<Hub>, spec: &UpstreamSpec, first: Option<Incoming>) {
+async fn run_once(
+    gw: &Arc<Gateway>,
+    hub: &Arc<Hub>,
+    spec: &UpstreamSpec,
+    first: Option<Box<Stream>>,
+) {
     let gw = gw.clone();
     let hub = hub.clone();
     let mut parser = Parser::new(gw.config.sse.max_event_bytes);
@@ -545,11 +615,11 @@ enum Pumped {
     Stop,
 }
 
-async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, body: &mut Incoming) -> Pumped {
+async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> Pumped {
     let mut events = Vec::new();
     loop {
         tokio::select! {
-            frame = body.frame() => match frame {
+            frame = up.body.frame() => match frame {
                 Some(Ok(f)) => {
                     let Ok(data) = f.into_data() else { continue };
                     let read_at = Instant::now();
@@ -566,6 +636,8 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, body: &mut Incoming)
                 }
                 _ => return Pumped::Broken,
             },
+            // Reads the socket into the body; once it ends, the body still yields what was read.
+            _ = &mut up.conn, if !up.conn_done => up.conn_done = true,
             _ = hub.left.notified() => if hub.is_empty() { return Pumped::Stop },
             _ = gw.draining.cancelled() => return Pumped::Stop,
         }

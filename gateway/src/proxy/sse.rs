@@ -144,7 +144,7 @@ async fn start(
             .map(|mut j| j.after(c, std::time::Instant::now()).is_some())
             .unwrap_or(false)
     });
-    let spawn = |hub: Arc<Hub>, first: Option<Incoming>| {
+    let spawn = |hub: Arc<Hub>, first: Option<Box<hub::Stream>>| {
         let gw2 = gw.clone();
         let spec2 = spec.clone();
         gw.streams.spawn(hub::run(gw2, hub, spec2, first));
