@@ -178,6 +178,9 @@ pub struct SseConfig {
     pub journal_age: Duration,
     /// Largest upstream event accepted.
     pub max_event_bytes: usize,
+    /// Shortest gap between two deliveries of one upstream stream; events that arrive sooner
+    /// wait (at most this long) and go out together. Zero: every read is delivered at once.
+    pub batch_window: Duration,
 }
 
 /// `[ws]`.
@@ -475,7 +478,11 @@ fn read_sse(table: Option<Reader<'_>>, p: &mut Problems) -> SseConfig {
         journal_bytes: r.uint("journal_bytes", p).unwrap_or(1024 * 1024) as usize,
         journal_age: secs(&mut r, "journal_age_s", 300, p),
         max_event_bytes: r.uint("max_event_bytes", p).unwrap_or(1024 * 1024) as usize,
+        batch_window: Duration::from_millis(r.uint("batch_window_ms", p).unwrap_or(2)),
     };
+    if c.batch_window > Duration::from_secs(1) {
+        p.add("sse.batch_window_ms", "must be at most 1000");
+    }
     if c.client_queue_events == 0 {
         p.add("sse.client_queue_events", "must be at least 1");
     }

@@ -15,6 +15,7 @@ fn embedded_defaults_load() {
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9901");
     assert_eq!(c.env, "dev");
     assert_eq!(c.workers, 0, "one worker per core unless configured");
+    assert_eq!(c.sse.batch_window, Duration::from_millis(2));
     assert_eq!(
         c.routes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         vec!["chat-sse", "chat-ws", "chat-create", "chat-http"]
@@ -67,6 +68,8 @@ fn every_problem_is_reported_with_its_key_path() {
 listen = "nowhere"
 bogus = 1
 workers = 5000
+[sse]
+batch_window_ms = 5000
 [auth]
 leeway_s = "thirty"
 public_keys = [{ pem_file = "k.pem" }]
@@ -86,6 +89,7 @@ extra = true
         "listen: \"nowhere\" is not an IP:port address",
         "bogus: unknown key",
         "workers: must be at most 1024 (0 = one per CPU core)",
+        "sse.batch_window_ms: must be at most 1000",
         "auth.leeway_s: expected an integer, found string",
         "auth.public_keys[0].alg: is required: every key is pinned to one algorithm",
         "registry.source: \"carrier-pigeon\" is not \"upstream\" or \"file\"",

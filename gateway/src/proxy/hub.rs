@@ -615,33 +615,68 @@ enum Pumped {
     Stop,
 }
 
+/// Reads the upstream stream and delivers its events. Deliveries are at least `batch_window`
+/// apart: events that arrive sooner wait for the window's end and go out as one batch (one
+/// write per client instead of one per event). An event after a quiet spell goes out at once.
 async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> Pumped {
-    let mut events = Vec::new();
-    loop {
+    let window = gw.config.sse.batch_window;
+    let mut pending = Vec::new();
+    let mut pending_since = Instant::now();
+    let mut last_delivery: Option<Instant> = None;
+    let flush_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(flush_at);
+    let mut armed = false;
+    let outcome = loop {
         tokio::select! {
             frame = up.body.frame() => match frame {
                 Some(Ok(f)) => {
                     let Ok(data) = f.into_data() else { continue };
-                    let read_at = Instant::now();
-                    if parser.feed(&data, &mut events).is_err() {
+                    if pending.is_empty() {
+                        pending_since = Instant::now();
+                    }
+                    if parser.feed(&data, &mut pending).is_err() {
                         tracing::warn!(route = %hub.route.name, thread_id = %hub.thread, "upstream event over the size limit; reconnecting");
-                        return Pumped::Broken;
+                        break Pumped::Broken;
                     }
-                    if !events.is_empty() {
-                        hub.deliver(gw, std::mem::take(&mut events), read_at);
+                    if pending.is_empty() || armed {
+                        continue;
                     }
-                    if hub.is_empty() {
-                        return Pumped::Stop;
+                    let now = Instant::now();
+                    match last_delivery.map(|t| t + window).filter(|due| *due > now) {
+                        Some(due) => {
+                            flush_at.as_mut().reset(due.into());
+                            armed = true;
+                        }
+                        None => {
+                            hub.deliver(gw, std::mem::take(&mut pending), pending_since);
+                            last_delivery = Some(now);
+                            if hub.is_empty() {
+                                break Pumped::Stop;
+                            }
+                        }
                     }
                 }
-                _ => return Pumped::Broken,
+                _ => break Pumped::Broken,
             },
+            _ = &mut flush_at, if armed => {
+                armed = false;
+                hub.deliver(gw, std::mem::take(&mut pending), pending_since);
+                last_delivery = Some(Instant::now());
+                if hub.is_empty() {
+                    break Pumped::Stop;
+                }
+            }
             // Reads the socket into the body; once it ends, the body still yields what was read.
             _ = &mut up.conn, if !up.conn_done => up.conn_done = true,
-            _ = hub.left.notified() => if hub.is_empty() { return Pumped::Stop },
-            _ = gw.draining.cancelled() => return Pumped::Stop,
+            _ = hub.left.notified() => if hub.is_empty() { break Pumped::Stop },
+            _ = gw.draining.cancelled() => break Pumped::Stop,
         }
+    };
+    // What was read is delivered, whatever ends the stream.
+    if !pending.is_empty() {
+        hub.deliver(gw, pending, pending_since);
     }
+    outcome
 }
 
 /// Shared hubs and the journals of every thread.
