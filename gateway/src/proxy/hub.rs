@@ -15,6 +15,7 @@ use crate::dedupe::Deduper;
 use crate::inject::{prepare, Prepared, Stamp, Stamped};
 use crate::journal::Journal;
 use crate::proxy::sse_body::{Batch, Chunk, EndSlot};
+use crate::proxy::upstream::connect_tcp;
 use crate::sse::write::{write_event, write_fields};
 use crate::sse::{Event, Parser};
 use bytes::Bytes;
@@ -451,24 +452,10 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
     let Some(authority) = spec.uri.authority().cloned() else {
         return Connect::Gone(ErrorCode::UpstreamUnavailable);
     };
-    let port = authority.port_u16().unwrap_or(80);
-    let tcp = match tokio::time::timeout(
-        limits.upstream_connect_timeout,
-        TcpStream::connect((
-            authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']'),
-            port,
-        )),
-    )
-    .await
-    {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Connect::Retry(format!("connect: {e}")),
-        Err(_) => return Connect::Retry("connect timed out".into()),
+    let tcp = match connect_tcp(&authority, limits.upstream_connect_timeout).await {
+        Ok(t) => t,
+        Err(e) => return Connect::Retry(e),
     };
-    let _ = tcp.set_nodelay(true);
     let (mut sender, mut conn) = match http1::handshake(TokioIo::new(tcp)).await {
         Ok(pair) => pair,
         Err(e) => return Connect::Retry(format!("handshake: {e}")),

@@ -30,6 +30,35 @@ impl UpstreamError {
     }
 }
 
+/// Opens a TCP connection (no-delay) to an upstream authority within `wait`. IP literals are
+/// used as they are; only names go through the resolver.
+pub async fn connect_tcp(
+    authority: &http::uri::Authority,
+    wait: Duration,
+) -> Result<tokio::net::TcpStream, String> {
+    use std::net::{IpAddr, SocketAddr};
+    use tokio::net::TcpStream;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let connecting = async {
+        match host.parse::<IpAddr>() {
+            Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
+            Err(_) => TcpStream::connect((host, port)).await,
+        }
+    };
+    match tokio::time::timeout(wait, connecting).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
 /// A pooled HTTP/1.1 client with connect and response-header timeouts.
 #[derive(Clone)]
 pub struct Upstream {

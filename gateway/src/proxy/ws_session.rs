@@ -16,6 +16,7 @@ use crate::inject::{overwrite_routing, stamp, Stamp, Stamped};
 use crate::pipeline::{admit, Admitted};
 use crate::presence::{unix_now, Member};
 use crate::proxy::headers;
+use crate::proxy::upstream::connect_tcp;
 use crate::server::{record, Outcome};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
@@ -313,18 +314,10 @@ impl Relay {
             .map_err(|_| (false, ErrorCode::UpstreamUnavailable))?;
         let authority = parsed
             .authority()
-            .map(|a| a.to_string())
             .ok_or((false, ErrorCode::UpstreamUnavailable))?;
-        let tcp = match tokio::time::timeout(
-            gw.config.limits.upstream_connect_timeout,
-            TcpStream::connect(&authority),
-        )
-        .await
-        {
-            Ok(Ok(t)) => t,
-            _ => return Err((true, ErrorCode::UpstreamUnavailable)),
-        };
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect_tcp(authority, gw.config.limits.upstream_connect_timeout)
+            .await
+            .map_err(|_| (true, ErrorCode::UpstreamUnavailable))?;
         let mut req = uri
             .as_str()
             .into_client_request()
