@@ -126,6 +126,7 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
                 return ExitCode::from(1);
             }
         };
+        let shutdown = shutdown_signal();
         match crate::ready_line(&listeners) {
             Ok(line) => println!("{line}"),
             Err(e) => {
@@ -133,7 +134,7 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
                 return ExitCode::from(1);
             }
         }
-        match crate::run(gw, listeners, shutdown_signal()).await {
+        match crate::run(gw, listeners, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("railgate: {e}");
@@ -143,18 +144,28 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once and completes on either. Call it before
+/// printing READY: a signal sent right after READY must find the handler, not the default
+/// action (which would end the process without a drain).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            (Ok(mut t), Err(_)) => {
+                t.recv().await;
+            }
+            (Err(_), Ok(mut i)) => {
+                i.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
 }

@@ -134,10 +134,11 @@ async fn demo() -> Result<(), String> {
     let _ = gw.demo_page.set(
         include_str!("demo_page/index.html").replace("__RAILGATE_DEMO__", &page_config.to_string()),
     );
+    let shutdown = crate::cli::shutdown_signal();
     println!("READY listen={listen} admin={admin_addr}");
     println!("{}", instructions(listen, admin_addr, &thread.id, &token));
     let listeners = crate::Listeners { main, admin };
-    let result = crate::run(gw, listeners, crate::cli::shutdown_signal()).await;
+    let result = crate::run(gw, listeners, shutdown).await;
     publisher.abort();
     let _ = stop_mock.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), mock).await;

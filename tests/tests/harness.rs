@@ -38,3 +38,14 @@ async fn sigterm_gives_a_clean_exit_code() {
         Some(0)
     );
 }
+
+/// The signal handlers are installed before READY: SIGTERM right after it drains and exits 0.
+#[tokio::test]
+async fn gateway_sigterm_right_after_ready_exits_cleanly() {
+    let mut s = railgate_tests::stack::Stack::start("");
+    s.gw.signal(15);
+    assert_eq!(
+        s.gw.wait_exit(Duration::from_secs(20)).and_then(|st| st.code()),
+        Some(0)
+    );
+}

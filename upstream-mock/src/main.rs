@@ -46,6 +46,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let shutdown = shutdown_signal();
         match listener.local_addr() {
             Ok(addr) => println!("READY listen={addr}"),
             Err(e) => {
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         }
-        match upstream_mock::run(listener, store, shutdown_signal()).await {
+        match upstream_mock::run(listener, store, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("upstream-mock: {e}");
@@ -63,24 +64,36 @@ fn main() -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once (before READY is printed) and completes on
+/// either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut t), Ok(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {}
+                        _ = i.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut t), Err(_)) => {
+                    t.recv().await;
+                }
+                (Err(_), Ok(mut i)) => {
+                    i.recv().await;
+                }
+                (Err(_), Err(_)) => std::future::pending().await,
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
