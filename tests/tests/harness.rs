@@ -45,7 +45,8 @@ async fn gateway_sigterm_right_after_ready_exits_cleanly() {
     let mut s = railgate_tests::stack::Stack::start("");
     s.gw.signal(15);
     assert_eq!(
-        s.gw.wait_exit(Duration::from_secs(20)).and_then(|st| st.code()),
+        s.gw.wait_exit(Duration::from_secs(20))
+            .and_then(|st| st.code()),
         Some(0)
     );
 }
