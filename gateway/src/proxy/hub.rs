@@ -15,7 +15,7 @@ use crate::dedupe::Deduper;
 use crate::inject::{prepare, Prepared, Stamp, Stamped};
 use crate::journal::Journal;
 use crate::proxy::sse_body::{Batch, Chunk, EndSlot};
-use crate::proxy::upstream::connect_tcp;
+use crate::proxy::upstream::{connect_tcp, jittered};
 use crate::sse::write::{write_event, write_fields};
 use crate::sse::{Event, Parser};
 use bytes::Bytes;
@@ -504,11 +504,6 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
         }
         _ => Connect::Gone(ErrorCode::UpstreamUnavailable),
     }
-}
-
-fn jittered(base: Duration) -> Duration {
-    let ms = base.as_millis() as u64;
-    Duration::from_millis(ms / 2 + rand::random_range(0..=ms.max(1)))
 }
 
 /// Runs a hub's upstream side until no client is left, the deadline passes, or drain. A shared

@@ -1,4 +1,6 @@
-//! The pooled upstream HTTP client shared by every rail, the registry and the JWKS fetcher.
+//! Reaching the upstream: the pooled HTTP client of the HTTP rail, the registry and the JWKS
+//! fetcher; the TCP connect and reconnect backoff the SSE and WebSocket rails use for their
+//! long-lived streams (each on its own connection).
 
 use crate::body::{empty, Body};
 use crate::config::Limits;
@@ -57,6 +59,13 @@ pub async fn connect_tcp(
         Ok(Err(e)) => Err(format!("connect: {e}")),
         Err(_) => Err("connect timed out".into()),
     }
+}
+
+/// A reconnect delay around `base`: uniformly between half and one and a half times it, so
+/// clients cut by one upstream restart do not come back in step.
+pub fn jittered(base: Duration) -> Duration {
+    let ms = base.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random_range(0..=ms.max(1)))
 }
 
 /// A pooled HTTP/1.1 client with connect and response-header timeouts.

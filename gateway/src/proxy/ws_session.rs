@@ -16,7 +16,7 @@ use crate::inject::{overwrite_routing, stamp, Stamp, Stamped};
 use crate::pipeline::{admit, Admitted};
 use crate::presence::{unix_now, Member};
 use crate::proxy::headers;
-use crate::proxy::upstream::connect_tcp;
+use crate::proxy::upstream::{connect_tcp, jittered};
 use crate::server::{record, Outcome};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
@@ -662,9 +662,4 @@ fn broken(
     *upstream = None;
     *down_since = Some(Instant::now());
     *retry_at = tokio::time::Instant::now() + jittered(backoff);
-}
-
-fn jittered(base: Duration) -> Duration {
-    let ms = base.as_millis() as u64;
-    Duration::from_millis(ms / 2 + rand::random_range(0..=ms.max(1)))
 }
