@@ -168,7 +168,8 @@ pub struct Limits {
 pub struct SseConfig {
     /// Keep-alive comment interval.
     pub keepalive: Duration,
-    /// Per-client queue length, in events, before `stream.slow_consumer`.
+    /// Per-client queue length, in deliveries (one read's or one batch window's events), before
+    /// `stream.slow_consumer`.
     pub client_queue_events: usize,
     /// Journal bound per thread: events.
     pub journal_events: usize,
