@@ -1,14 +1,34 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, and `/admin/*` behind
-//! `RAILGATE_ADMIN_TOKEN`.
+//! `RAILGATE_ADMIN_TOKEN`. It sees only the parts of the gateway it reports on ([`Admin`]).
 
-use crate::app::Gateway;
+use crate::auth::bearer;
 use crate::body::{full, Body};
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::registry::Registry;
 use crate::respond::json;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde_json::json as j;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+/// What the admin endpoints read and act on.
+pub struct Admin {
+    /// Metrics to render.
+    pub metrics: Arc<Metrics>,
+    /// The ownership registry (`DELETE /admin/registry/{id}`).
+    pub registry: Arc<Registry>,
+    /// WebSocket presence (`GET /admin/presence/...`).
+    pub presence: Arc<Presence>,
+    /// Cancelled when the gateway drains (`/readyz` answers 503).
+    pub draining: CancellationToken,
+    /// The admin bearer token (`None`: `/admin/*` is refused).
+    pub token: Option<String>,
+    /// The default upstream, probed by `/readyz`.
+    pub upstream: String,
+}
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
@@ -21,20 +41,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 /// `None` when the request carries the admin bearer token, else the refusal to send.
-fn refusal<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<Body>> {
-    let Some(expected) = &gw.admin_token else {
+fn refusal<B>(admin: &Admin, req: &Request<B>) -> Option<Response<Body>> {
+    let Some(expected) = &admin.token else {
         return Some(json(
             StatusCode::FORBIDDEN,
             &j!({"error": "admin API disabled: RAILGATE_ADMIN_TOKEN is not set"}),
             "",
         ));
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let presented = bearer(req.headers()).ok().flatten().unwrap_or_default();
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
         None
     } else {
@@ -47,8 +62,8 @@ fn refusal<B>(gw: &Gateway, req: &Request<B>) -> Option<Response<Body>> {
 }
 
 /// Whether the default upstream accepts TCP connections (within 1 s).
-async fn upstream_reachable(gw: &Gateway) -> bool {
-    let Ok(uri) = gw.config.upstream.parse::<http::Uri>() else {
+async fn upstream_reachable(admin: &Admin) -> bool {
+    let Ok(uri) = admin.upstream.parse::<http::Uri>() else {
         return false;
     };
     let Some(auth) = uri.authority() else {
@@ -62,12 +77,12 @@ async fn upstream_reachable(gw: &Gateway) -> bool {
 }
 
 /// Answers one admin request.
-pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
+pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["metrics"]) => {
-            let mut r = Response::new(full(gw.metrics.render()));
+            let mut r = Response::new(full(admin.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -76,24 +91,24 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
         }
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (Method::GET, ["readyz"]) => {
-            if gw.draining.is_cancelled() {
+            if admin.draining.is_cancelled() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if upstream_reachable(&gw).await {
+            } else if upstream_reachable(&admin).await {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
             }
         }
         (method, ["admin", rest @ ..]) => {
-            if let Some(resp) = refusal(&gw, &req) {
+            if let Some(resp) = refusal(&admin, &req) {
                 return resp;
             }
             match (method, rest) {
                 (Method::GET, ["presence", tenant, thread]) => {
-                    json(StatusCode::OK, &gw.presence.members(tenant, thread), "")
+                    json(StatusCode::OK, &admin.presence.members(tenant, thread), "")
                 }
                 (Method::DELETE, ["registry", id]) => {
-                    let dropped = gw.registry.forget(id).await;
+                    let dropped = admin.registry.forget(id).await;
                     json(
                         StatusCode::OK,
                         &j!({"thread_id": id, "dropped": dropped}),

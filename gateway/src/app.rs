@@ -1,10 +1,12 @@
 //! The gateway's shared state, built once from the configuration.
 
 use crate::auth::{Auth, KeyStore};
+use crate::client::HttpClient;
 use crate::config::Config;
 use crate::env::Env;
 use crate::metrics::Metrics;
-use crate::proxy::upstream::Upstream;
+use crate::presence::Presence;
+use crate::proxy::sse_hubs::Hubs;
 use crate::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +22,8 @@ pub struct Gateway {
     pub auth: Auth,
     /// Ownership registry.
     pub registry: Arc<Registry>,
-    /// Pooled upstream client.
-    pub upstream: Upstream,
+    /// Pooled client for short upstream exchanges.
+    pub client: HttpClient,
     /// Cancelled when the gateway drains; long-lived streams end on it.
     pub draining: CancellationToken,
     /// Long-lived streams and upgraded connections (hyper's graceful shutdown does not see them).
@@ -29,10 +31,11 @@ pub struct Gateway {
     /// Admin bearer token (`None`: `/admin/*` is refused).
     pub admin_token: Option<String>,
     /// Shared SSE hubs and per-thread journals.
-    pub relay: crate::proxy::hub::Relay,
+    pub hubs: Hubs,
     /// WebSocket presence.
-    pub presence: crate::presence::Presence,
+    pub presence: Arc<Presence>,
     /// `GET /demo`: the browser example, set by `railgate demo` only.
+    #[cfg(feature = "demo")]
     pub demo_page: std::sync::OnceLock<String>,
 }
 
@@ -43,10 +46,10 @@ impl Gateway {
             Metrics::new(config.tenant_labels.clone())
                 .map_err(|e| vec![format!("metrics: {e}")])?,
         );
-        let upstream = Upstream::new(&config.limits);
-        let keys = KeyStore::new(&config.auth, env, upstream.clone()).map_err(|e| e.0)?;
+        let client = HttpClient::new(&config.limits);
+        let keys = KeyStore::new(&config.auth, env, client.clone()).map_err(|e| e.0)?;
         let auth = Auth::new(&config.auth, env, keys).map_err(|e| vec![e])?;
-        let registry = Registry::new(&config.registry, upstream.clone(), metrics.clone())
+        let registry = Registry::new(&config.registry, client.clone(), metrics.clone())
             .map_err(|e| vec![e])?;
         let admin_token = env
             .get(crate::env::names::ADMIN_TOKEN)
@@ -56,21 +59,14 @@ impl Gateway {
             metrics,
             auth,
             registry,
-            upstream,
+            client,
             draining: CancellationToken::new(),
             streams: TaskTracker::new(),
             admin_token,
-            relay: Default::default(),
+            hubs: Default::default(),
             presence: Default::default(),
+            #[cfg(feature = "demo")]
             demo_page: Default::default(),
         }))
     }
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -1,9 +1,9 @@
 //! Credentials: which keys verify JWTs (static keys plus a refreshed JWKS), which tickets were
 //! used, and turning what a request presented into verified claims via the policy crate.
 
-use crate::config::AuthConfig;
+use crate::client::HttpClient;
+use crate::config::{Accepts, AuthConfig};
 use crate::env::Env;
-use crate::proxy::upstream::Upstream;
 use railgate_policy::keys::{load_jwks, parse_alg, Key, KeySet};
 use railgate_policy::ticket::{self, TicketClaims, TicketSecrets};
 use railgate_policy::token::{self, Claims, Rules, TokenError};
@@ -27,7 +27,7 @@ pub struct KeyStore {
     jwks_url: Option<String>,
     min_refresh: Duration,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
-    client: Upstream,
+    client: HttpClient,
 }
 
 impl KeyStore {
@@ -35,7 +35,7 @@ impl KeyStore {
     pub fn new(
         config: &AuthConfig,
         env: &dyn Env,
-        client: Upstream,
+        client: HttpClient,
     ) -> Result<Arc<KeyStore>, KeyConfigError> {
         let mut problems = Vec::new();
         let mut keys = Vec::new();
@@ -222,9 +222,9 @@ pub struct Auth {
     pub book: TicketBook,
 }
 
-/// What a request presented.
+/// The credentials a request presented.
 #[derive(Debug, Default, Clone)]
-pub struct Presented {
+pub struct Credentials {
     /// `Authorization: Bearer` value.
     pub bearer: Option<String>,
     /// `?ticket=` or a hello `ticket`.
@@ -321,16 +321,15 @@ impl Auth {
     /// Verifies whatever was presented that the route accepts.
     pub async fn verify(
         &self,
-        presented: &Presented,
-        jwt_ok: bool,
-        ticket_ok: bool,
+        presented: &Credentials,
+        accepts: Accepts,
         now: u64,
     ) -> Result<Verified, Denial> {
         let mut out = Verified::default();
-        if let (Some(raw), true) = (&presented.bearer, jwt_ok) {
+        if let (Some(raw), true) = (&presented.bearer, accepts.jwt) {
             out.token = Some(self.verify_jwt(raw, now).await?);
         }
-        if let (Some(raw), true) = (&presented.ticket, ticket_ok) {
+        if let (Some(raw), true) = (&presented.ticket, accepts.ticket) {
             let t = self.verify_ticket(raw, now)?;
             if self.book.is_used(&t.tid) {
                 let granted = match (&presented.grant, &self.tickets) {

@@ -116,7 +116,7 @@ async fn demo() -> Result<(), String> {
         ttl: Duration::from_secs(3600),
         claims: vec![],
     };
-    let token = mint::token(&spec, &env, crate::app::now()).map_err(|e| e.to_string())?;
+    let token = mint::token(&spec, &env, crate::clock::now()).map_err(|e| e.to_string())?;
     let publisher_store = store.clone();
     let thread_id = thread.id.clone();
     let publisher = tokio::spawn(async move {

@@ -1,30 +1,53 @@
 //! railgate: a reverse-proxy sidecar that makes a chat backend's realtime rails safe.
 //!
 //! Decisions (tokens, tickets, context, ownership, error codes) live in `railgate-policy`; this
-//! crate does the IO around them, as a sequence of phases per request:
-//! route → credentials → context → ownership → upstream → relay → log.
+//! crate does the IO around them. A client request runs these phases, in one direction:
 //!
-//! - [`config`]: embedded defaults, TOML file, environment and flags.
-//! - [`app`]: the shared state built from the config.
-//! - [`server`]: listeners, entry point, drain; [`admin`]: metrics, health, `/admin/*`.
-//! - [`pipeline`]: admission phases; [`auth`]: keys, JWKS, used tickets; [`registry`]: ownership.
-//! - [`proxy`]: the rails (HTTP now) and the upstream client; [`respond`]: denial → response.
-//! - [`metrics`], [`mint`] (`railgate token` / `ticket`), [`env`].
+//! | phase | function |
+//! |---|---|
+//! | accept, one connection | [`server::run`] → `server::serve_connection` |
+//! | entry, one request | [`dispatch::handle`] |
+//! | early refusals (smuggling, head size, drain) | [`dispatch::early_checks`] |
+//! | built-in endpoints | [`tickets::issue`] (`POST /auth/tickets`) |
+//! | route | [`dispatch::route`] |
+//! | rail's own checks | [`proxy::ws::check_upgrade`] (WS); body limit (HTTP) |
+//! | credentials (401) | [`admission::credentials`] |
+//! | context (400, 403) | [`admission::context`] |
+//! | ownership (404, 403) | [`admission::ownership`] |
+//! | ticket spent | [`admission::spend_ticket`] |
+//! | rail | [`proxy::http::forward`], [`proxy::sse::serve`], [`proxy::ws::upgrade`] → [`proxy::ws_hello`] → [`proxy::ws_relay`] |
+//! | upstream | [`proxy::upstream::uri`], [`proxy::sse_upstream::run`], [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |
+//! | refusal, any transport | [`respond`] |
+//! | log and metrics | [`outcome::record`] |
+//!
+//! [`admission::admit`] runs the four admission phases for HTTP, SSE, the ticket endpoint and a
+//! WebSocket's hello; [`admission::precheck`] runs those a WebSocket upgrade can fail before its
+//! hello. Around them: [`config`], [`app`] (the shared state), [`auth`] (keys, JWKS, used
+//! tickets), [`registry`] (ownership cache), [`client`] (the pooled upstream client), [`admin`],
+//! [`metrics`], and the pure codecs [`sse`], [`inject`], [`journal`], [`dedupe`].
+//! With the `demo` feature (on by default), `railgate demo` runs an embedded backend
+//! (`railgate-upstream-mock`) and serves the browser example; a deployment build can leave it
+//! out with `--no-default-features`.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod client;
+pub mod clock;
 pub mod config;
 pub mod dedupe;
+#[cfg(feature = "demo")]
 pub mod demo;
+pub mod dispatch;
 pub mod env;
 pub mod inject;
 pub mod journal;
 pub mod metrics;
 pub mod mint;
-pub mod pipeline;
+pub mod outcome;
 pub mod presence;
 pub mod proxy;
 pub mod registry;

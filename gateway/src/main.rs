@@ -1,12 +1,12 @@
 //! The `railgate` command line: parses arguments and hands off to the library.
 
 use clap::{Parser, Subcommand};
+use railgate::clock::now;
 use railgate::env::{names, Env, ProcessEnv};
 use railgate::mint;
 use railgate_policy::ticket::TicketRequest;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Parser)]
 #[command(
@@ -91,16 +91,38 @@ enum Command {
     },
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("railgate: {msg}");
     ExitCode::from(64)
+}
+
+/// Prints a minted credential, or the usage error.
+fn print_minted(minted: Result<String, mint::MintError>) -> ExitCode {
+    match minted {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(e),
+    }
+}
+
+fn token(spec: mint::TokenSpec, env: &ProcessEnv) -> ExitCode {
+    print_minted(mint::token(&spec, env, now()))
+}
+
+fn ticket(request: TicketRequest, env: &ProcessEnv) -> ExitCode {
+    print_minted(mint::ticket(request, env, now(), mint::random_hex_id()))
+}
+
+#[cfg(feature = "demo")]
+fn demo() -> ExitCode {
+    railgate::demo::run()
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo() -> ExitCode {
+    usage_error("this build has no demo (it was built without the `demo` feature)")
 }
 
 fn main() -> ExitCode {
@@ -113,26 +135,19 @@ fn main() -> ExitCode {
             env: claim_env,
             ttl,
             claims,
-        }) => {
-            let ttl = match mint::parse_ttl(&ttl) {
-                Ok(t) => t,
-                Err(e) => return usage_error(e),
-            };
-            let spec = mint::TokenSpec {
-                tenant,
-                sub,
-                env: claim_env,
-                ttl,
-                claims,
-            };
-            match mint::token(&spec, &env, now()) {
-                Ok(t) => {
-                    println!("{t}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => usage_error(e),
-            }
-        }
+        }) => match mint::parse_ttl(&ttl) {
+            Ok(ttl) => token(
+                mint::TokenSpec {
+                    tenant,
+                    sub,
+                    env: claim_env,
+                    ttl,
+                    claims,
+                },
+                &env,
+            ),
+            Err(e) => usage_error(e),
+        },
         Some(Command::Ticket {
             tenant,
             sub,
@@ -142,31 +157,24 @@ fn main() -> ExitCode {
             app,
             surface,
             ttl,
-        }) => {
-            let ttl = match mint::parse_ttl(&ttl) {
-                Ok(t) => t,
-                Err(e) => return usage_error(e),
-            };
-            let request = TicketRequest {
-                sub,
-                tenant_id: tenant,
-                env: env.get(names::ENV).unwrap_or_else(|| "dev".into()),
-                thread_id: thread,
-                ttl_s: Some(ttl.as_secs()),
-                session_expires_at: None,
-                mode,
-                project_id: project,
-                app_id: app,
-                surface_id: surface,
-            };
-            match mint::ticket(request, &env, now(), mint::random_hex_id()) {
-                Ok(t) => {
-                    println!("{t}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => usage_error(e),
-            }
-        }
+        }) => match mint::parse_ttl(&ttl) {
+            Ok(ttl) => ticket(
+                TicketRequest {
+                    sub,
+                    tenant_id: tenant,
+                    env: env.get(names::ENV).unwrap_or_else(|| "dev".into()),
+                    thread_id: thread,
+                    ttl_s: Some(ttl.as_secs()),
+                    session_expires_at: None,
+                    mode,
+                    project_id: project,
+                    app_id: app,
+                    surface_id: surface,
+                },
+                &env,
+            ),
+            Err(e) => usage_error(e),
+        },
         Some(Command::Serve {
             config,
             listen,
@@ -181,7 +189,7 @@ fn main() -> ExitCode {
             railgate::cli::serve(config.as_deref(), &env, &flags)
         }
         Some(Command::Check { config }) => railgate::cli::check(config.as_deref(), &env),
-        Some(Command::Demo) => railgate::demo::run(),
+        Some(Command::Demo) => demo(),
         None => railgate::cli::serve(None, &env, &railgate::config::Overrides::default()),
     }
 }

@@ -2,34 +2,98 @@
 //! `metrics.tenant_labels`; then `requests_total` carries `tenant` = that tenant, `other` for
 //! everyone else, so cardinality stays bounded by the list.
 
+use crate::config::Rail;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use railgate_policy::ErrorCode;
+
+/// How one attempt to bring an upstream stream back ended (`outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// The stream is back after a break or failed attempts.
+    Ok,
+    /// One attempt failed; another follows.
+    Failed,
+    /// The resume deadline passed; the clients were told `upstream.unavailable`.
+    GaveUp,
+}
+
+impl Reconnect {
+    fn label(self) -> &'static str {
+        match self {
+            Reconnect::Ok => "ok",
+            Reconnect::Failed => "failed",
+            Reconnect::GaveUp => "gave_up",
+        }
+    }
+}
+
+/// Where resumed events came from (`source` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaySource {
+    /// The gateway's own journal.
+    Journal,
+}
+
+/// A registry lookup's result (`result` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// An owner, from the cache.
+    Hit,
+    /// An owner, asked of the source.
+    Fetched,
+    /// Unknown, from the cache.
+    NegativeHit,
+    /// Unknown, asked of the source.
+    NotFound,
+    /// The source failed; a stale answer was used.
+    Stale,
+    /// The source failed and nothing usable was cached.
+    Unavailable,
+    /// An owner learned from a `registers_thread` answer.
+    Learned,
+}
+
+impl Lookup {
+    fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Fetched => "fetched",
+            Lookup::NegativeHit => "negative_hit",
+            Lookup::NotFound => "not_found",
+            Lookup::Stale => "stale",
+            Lookup::Unavailable => "unavailable",
+            Lookup::Learned => "learned",
+        }
+    }
+}
 
 /// Every metric of the gateway.
 pub struct Metrics {
     registry: Registry,
     tenant_labels: Vec<String>,
     /// Open client connections.
-    pub connections_active: IntGaugeVec,
+    connections_active: IntGaugeVec,
     /// Requests by outcome (`ok` or the error code).
-    pub requests_total: IntCounterVec,
+    requests_total: IntCounterVec,
     /// Credential and context rejections by code.
-    pub auth_rejections_total: IntCounterVec,
+    auth_rejections_total: IntCounterVec,
     /// Events delivered to clients.
-    pub events_forwarded_total: IntCounterVec,
+    events_forwarded_total: IntCounterVec,
     /// Upstream read → client write.
-    pub event_relay_seconds: Histogram,
+    event_relay_seconds: Histogram,
     /// Upstream stream reconnect attempts by outcome.
-    pub upstream_reconnects_total: IntCounterVec,
+    upstream_reconnects_total: IntCounterVec,
     /// Events replayed on resume, by source (`journal` / `upstream`).
-    pub replayed_events_total: IntCounterVec,
+    replayed_events_total: IntCounterVec,
     /// Registry lookups by result.
-    pub registry_lookups_total: IntCounterVec,
+    registry_lookups_total: IntCounterVec,
     /// Clients cut for falling behind.
-    pub slow_consumer_disconnects_total: IntCounterVec,
+    slow_consumer_disconnects_total: IntCounterVec,
     /// Upstream events naming a foreign tenant, dropped.
-    pub isolation_violations_total: IntCounterVec,
+    isolation_violations_total: IntCounterVec,
 }
 
 fn counter(
@@ -122,8 +186,16 @@ impl Metrics {
         })
     }
 
-    /// Counts one finished request.
-    pub fn request(&self, route: &str, transport: &str, code: &str, tenant: Option<&str>) {
+    /// Counts one finished request (`code`: `None` is `ok`); a credential or context rejection
+    /// is also counted in `auth_rejections_total`.
+    pub fn request(&self, route: &str, rail: Rail, code: Option<ErrorCode>, tenant: Option<&str>) {
+        if let Some(c) = code.filter(|c| c.is_auth_rejection()) {
+            self.auth_rejections_total
+                .with_label_values(&[c.as_str()])
+                .inc();
+        }
+        let code = code.map_or("ok", ErrorCode::as_str);
+        let transport = rail.label();
         if self.tenant_labels.is_empty() {
             self.requests_total
                 .with_label_values(&[route, transport, code])
@@ -136,6 +208,56 @@ impl Metrics {
                 .with_label_values(&[route, transport, code, t])
                 .inc();
         }
+    }
+
+    /// Open client connections of a route.
+    pub fn active(&self, route: &str, rail: Rail) -> IntGauge {
+        self.connections_active
+            .with_label_values(&[route, rail.label()])
+    }
+
+    /// Events delivered to clients of a route.
+    pub fn forwarded(&self, route: &str, rail: Rail) -> IntCounter {
+        self.events_forwarded_total
+            .with_label_values(&[route, rail.label()])
+    }
+
+    /// Upstream stream reconnects of a route with this outcome.
+    pub fn reconnect(&self, route: &str, rail: Rail, outcome: Reconnect) -> IntCounter {
+        self.upstream_reconnects_total
+            .with_label_values(&[route, rail.label(), outcome.label()])
+    }
+
+    /// Events replayed on resume from `source`.
+    pub fn replayed(&self, route: &str, source: ReplaySource) -> IntCounter {
+        let source = match source {
+            ReplaySource::Journal => "journal",
+        };
+        self.replayed_events_total
+            .with_label_values(&[route, source])
+    }
+
+    /// Clients of a route cut for falling behind.
+    pub fn slow_consumer(&self, route: &str, rail: Rail) -> IntCounter {
+        self.slow_consumer_disconnects_total
+            .with_label_values(&[route, rail.label()])
+    }
+
+    /// Upstream events of a route naming a foreign tenant, dropped.
+    pub fn isolation_violations(&self, route: &str) -> IntCounter {
+        self.isolation_violations_total.with_label_values(&[route])
+    }
+
+    /// One registry lookup.
+    pub fn registry_lookup(&self, result: Lookup) {
+        self.registry_lookups_total
+            .with_label_values(&[result.label()])
+            .inc();
+    }
+
+    /// Upstream read → client write, in seconds.
+    pub fn relay_latency(&self) -> &Histogram {
+        &self.event_relay_seconds
     }
 
     /// The Prometheus text exposition.
@@ -153,8 +275,8 @@ mod tests {
     #[test]
     fn requests_are_rendered_with_their_labels() {
         let m = Metrics::new(vec![]).expect("metrics");
-        m.request("chat-http", "http", "ok", Some("t1"));
-        m.request("chat-http", "http", "ok", Some("t1"));
+        m.request("chat-http", Rail::Http, None, Some("t1"));
+        m.request("chat-http", Rail::Http, None, Some("t1"));
         let text = String::from_utf8(m.render()).expect("utf8");
         assert!(
             text.contains(
@@ -167,9 +289,9 @@ mod tests {
     #[test]
     fn only_listed_tenants_get_their_own_label() {
         let m = Metrics::new(vec!["t_vip".into()]).expect("metrics");
-        m.request("r", "http", "ok", Some("t_vip"));
-        m.request("r", "http", "ok", Some("t_a"));
-        m.request("r", "http", "ok", Some("t_b"));
+        m.request("r", Rail::Http, None, Some("t_vip"));
+        m.request("r", Rail::Http, None, Some("t_a"));
+        m.request("r", Rail::Http, None, Some("t_b"));
         let text = String::from_utf8(m.render()).expect("utf8");
         assert!(
             text.contains("tenant=\"t_vip\",transport=\"http\"} 1"),

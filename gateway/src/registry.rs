@@ -5,9 +5,9 @@
 //! is kept `stale_if_error` longer and used only when the source fails. With nothing usable the
 //! lookup fails closed (`registry.unavailable`).
 
+use crate::client::HttpClient;
 use crate::config::{RegistryConfig, RegistrySource};
-use crate::metrics::Metrics;
-use crate::proxy::upstream::Upstream;
+use crate::metrics::{Lookup, Metrics};
 use moka::future::Cache;
 use moka::Expiry;
 use railgate_policy::thread::ThreadRecord;
@@ -60,7 +60,7 @@ type FileMap = Arc<HashMap<String, ThreadRecord>>;
 enum Source {
     Upstream {
         base: String,
-        client: Upstream,
+        client: HttpClient,
         timeout: Duration,
     },
     File {
@@ -105,7 +105,7 @@ impl Registry {
     /// Builds the registry. A file source is read now; a bad file is a start-up error.
     pub fn new(
         config: &RegistryConfig,
-        client: Upstream,
+        client: HttpClient,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Registry>, String> {
         let source = match &config.source {
@@ -145,11 +145,8 @@ impl Registry {
         }))
     }
 
-    fn count(&self, result: &str) {
-        self.metrics
-            .registry_lookups_total
-            .with_label_values(&[result])
-            .inc();
+    fn count(&self, result: Lookup) {
+        self.metrics.registry_lookup(result);
     }
 
     /// The owner of `thread_id`, `None` if unknown, or `registry.unavailable`.
@@ -164,24 +161,32 @@ impl Registry {
             .await;
         match result {
             Ok(Answer::Found(rec)) => {
-                self.count(if fetched { "fetched" } else { "hit" });
+                self.count(if fetched {
+                    Lookup::Fetched
+                } else {
+                    Lookup::Hit
+                });
                 if fetched {
                     self.stale.insert(thread_id.to_owned(), rec.clone()).await;
                 }
                 Ok(Some(rec))
             }
             Ok(Answer::NotFound) => {
-                self.count(if fetched { "not_found" } else { "negative_hit" });
+                self.count(if fetched {
+                    Lookup::NotFound
+                } else {
+                    Lookup::NegativeHit
+                });
                 Ok(None)
             }
             Err(err) => match self.stale.get(thread_id).await {
                 Some(rec) => {
-                    self.count("stale");
+                    self.count(Lookup::Stale);
                     tracing::warn!(thread_id, error = %err, "registry source failed; serving a stale record");
                     Ok(Some(rec))
                 }
                 None => {
-                    self.count("unavailable");
+                    self.count(Lookup::Unavailable);
                     tracing::warn!(thread_id, error = %err, "registry source failed and nothing is cached");
                     Err(Denial::new(ErrorCode::RegistryUnavailable))
                 }
@@ -225,7 +230,7 @@ impl Registry {
 
     /// Records that `thread_id` belongs to `record` (learned from a `registers_thread` route).
     pub async fn learn(&self, thread_id: &str, record: ThreadRecord) {
-        self.count("learned");
+        self.count(Lookup::Learned);
         self.stale
             .insert(thread_id.to_owned(), record.clone())
             .await;

@@ -144,6 +144,16 @@ impl RequestContext {
 /// Candidate values of one field, in precedence order: header, hello, ticket, token.
 type Candidates = [Vec<String>; 10];
 
+/// The syntax rule for context headers alone (each at most once, each a valid value), for a
+/// caller that must refuse malformed headers before the other sources are known (a WebSocket
+/// upgrade whose hello is still to come). [`build`] applies the same rule.
+pub fn check_headers(headers: &dyn HeaderSource) -> Result<(), Denial> {
+    for f in Field::ALL {
+        header_value(headers, f.header())?;
+    }
+    Ok(())
+}
+
 /// Builds and checks the context. The first failing check, in contract order, answers.
 pub fn build(policy: &ContextPolicy<'_>, src: &Sources<'_>) -> Result<RequestContext, Denial> {
     if src.token.is_none() && src.ticket.is_none() {
@@ -206,8 +216,8 @@ fn invalid(field: &str, why: &str) -> Denial {
 }
 
 /// A single header value, syntax-checked; a repeated header is invalid.
-fn header_value(src: &Sources<'_>, name: &str) -> Result<Option<String>, Denial> {
-    let values = src.headers.values(name);
+fn header_value(headers: &dyn HeaderSource, name: &str) -> Result<Option<String>, Denial> {
+    let values = headers.values(name);
     match values.as_slice() {
         [] => Ok(None),
         [one] if valid_value(one) => Ok(Some(String::from_utf8_lossy(one).into_owned())),
@@ -241,7 +251,7 @@ fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
     let mut out: Candidates = Default::default();
     for f in Field::ALL {
         let slot = &mut out[f.index()];
-        slot.extend(header_value(src, f.header())?);
+        slot.extend(header_value(src.headers, f.header())?);
         slot.extend(hello_value(src.hello, f.key())?);
         if let Some(v) = src.ticket.and_then(|t| ticket_value(t, f)) {
             slot.push(v.to_owned());
@@ -300,7 +310,7 @@ fn user_id(src: &Sources<'_>) -> Result<String, Denial> {
 }
 
 fn trace_id(src: &Sources<'_>) -> Result<String, Denial> {
-    let header = header_value(src, "x-request-id")?;
+    let header = header_value(src.headers, "x-request-id")?;
     let hello = hello_value(src.hello, "request_id")?;
     match (header, hello) {
         (Some(h), Some(k)) if h != k => Err(mismatch("request_id differs between its sources")),

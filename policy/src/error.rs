@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 macro_rules! codes {
-    ($( $(#[$doc:meta])* $variant:ident => ($code:literal, $status:literal, $retry:literal, $close:literal, $msg:literal), )*) => {
+    ($( $(#[$doc:meta])* $variant:ident => ($code:literal, $status:literal, $retry:literal, $close:literal, $auth:literal, $msg:literal), )*) => {
         /// One rejection reason. `as_str` is the wire code.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ErrorCode {
@@ -37,6 +37,12 @@ macro_rules! codes {
                 match self { $( ErrorCode::$variant => $close, )* }
             }
 
+            /// Whether this is a credential or context rejection (counted apart from other
+            /// refusals: a spike of these is an attack or a misconfigured client).
+            pub fn is_auth_rejection(self) -> bool {
+                match self { $( ErrorCode::$variant => $auth, )* }
+            }
+
             /// A generic human message, used when the caller has nothing more precise.
             pub fn default_message(self) -> &'static str {
                 match self { $( ErrorCode::$variant => $msg, )* }
@@ -46,72 +52,73 @@ macro_rules! codes {
 }
 
 codes! {
+    // variant => (wire code, HTTP status, retryable, WS close code, auth rejection, message)
     /// No JWT and no ticket.
-    TokenMissing => ("auth.token_missing", 401, false, 4003, "credentials are required"),
+    TokenMissing => ("auth.token_missing", 401, false, 4003, true, "credentials are required"),
     /// Bad signature, algorithm, format, claims or size.
-    TokenInvalid => ("auth.token_invalid", 401, false, 4003, "token is invalid"),
+    TokenInvalid => ("auth.token_invalid", 401, false, 4003, true, "token is invalid"),
     /// Expired or not yet valid; also ends live streams at `exp`.
-    TokenExpired => ("auth.token_expired", 401, false, 4003, "token has expired"),
+    TokenExpired => ("auth.token_expired", 401, false, 4003, true, "token has expired"),
     /// Bad MAC, format, or expired ticket.
-    TicketInvalid => ("auth.ticket_invalid", 401, false, 4003, "ticket is invalid"),
+    TicketInvalid => ("auth.ticket_invalid", 401, false, 4003, true, "ticket is invalid"),
     /// Ticket already used.
-    TicketReplayed => ("auth.ticket_replayed", 401, false, 4003, "ticket was already used"),
+    TicketReplayed => ("auth.ticket_replayed", 401, false, 4003, true, "ticket was already used"),
     /// `tenant_id` absent.
-    TenantMissing => ("auth.tenant_missing", 400, false, 4003, "X-Tenant-Id header is required"),
+    TenantMissing => ("auth.tenant_missing", 400, false, 4003, true, "X-Tenant-Id header is required"),
     /// `mode` absent.
-    ModeMissing => ("auth.mode_missing", 400, false, 4003, "X-Mode header is required"),
+    ModeMissing => ("auth.mode_missing", 400, false, 4003, true, "X-Mode header is required"),
     /// `project_id` absent.
-    ProjectMissing => ("auth.project_missing", 400, false, 4003, "X-Project-Id header is required"),
+    ProjectMissing => ("auth.project_missing", 400, false, 4003, true, "X-Project-Id header is required"),
     /// `app_id` absent.
-    AppMissing => ("auth.app_missing", 400, false, 4003, "X-App-Id header is required"),
+    AppMissing => ("auth.app_missing", 400, false, 4003, true, "X-App-Id header is required"),
     /// `surface_id` absent.
-    SurfaceMissing => ("auth.surface_missing", 400, false, 4003, "X-Surface-Id header is required"),
+    SurfaceMissing => ("auth.surface_missing", 400, false, 4003, true, "X-Surface-Id header is required"),
     /// `env` absent on a route that requires it explicitly.
-    EnvMissing => ("auth.env_missing", 400, false, 4003, "X-Env header is required"),
+    EnvMissing => ("auth.env_missing", 400, false, 4003, true, "X-Env header is required"),
     /// `workspace_id` absent.
-    WorkspaceMissing => ("auth.workspace_missing", 400, false, 4003, "X-Workspace-Id header is required"),
+    WorkspaceMissing => ("auth.workspace_missing", 400, false, 4003, true, "X-Workspace-Id header is required"),
     /// `canvas_id` absent.
-    CanvasMissing => ("auth.canvas_missing", 400, false, 4003, "X-Canvas-Id header is required"),
+    CanvasMissing => ("auth.canvas_missing", 400, false, 4003, true, "X-Canvas-Id header is required"),
     /// `projection_id` absent.
-    ProjectionMissing => ("auth.projection_missing", 400, false, 4003, "X-Projection-Id header is required"),
+    ProjectionMissing => ("auth.projection_missing", 400, false, 4003, true, "X-Projection-Id header is required"),
     /// `panel_id` absent.
-    PanelMissing => ("auth.panel_missing", 400, false, 4003, "X-Panel-Id header is required"),
+    PanelMissing => ("auth.panel_missing", 400, false, 4003, true, "X-Panel-Id header is required"),
     /// Mode not in `allowed_modes`.
-    ModeInvalid => ("auth.mode_invalid", 400, false, 4003, "mode is not allowed"),
+    ModeInvalid => ("auth.mode_invalid", 400, false, 4003, true, "mode is not allowed"),
     /// Tenant not among the token's tenants.
-    TenantMismatch => ("auth.tenant_mismatch", 403, false, 4003, "tenant is not granted by the credentials"),
+    TenantMismatch => ("auth.tenant_mismatch", 403, false, 4003, true, "tenant is not granted by the credentials"),
     /// Env differs from the gateway's or the token's.
-    EnvMismatch => ("auth.env_mismatch", 403, false, 4003, "env does not match this deployment"),
+    EnvMismatch => ("auth.env_mismatch", 403, false, 4003, true, "env does not match this deployment"),
     /// Header / token / ticket / hello disagree, or the ticket is bound to another thread.
-    ContextMismatch => ("auth.context_mismatch", 403, false, 4003, "request context disagrees between its sources"),
+    ContextMismatch => ("auth.context_mismatch", 403, false, 4003, true, "request context disagrees between its sources"),
     /// Malformed or duplicated context header.
-    HeaderInvalid => ("request.header_invalid", 400, false, 4003, "a context header is malformed or repeated"),
+    HeaderInvalid => ("request.header_invalid", 400, false, 4003, true, "a context header is malformed or repeated"),
     /// WebSocket `Origin` not allowed.
-    OriginForbidden => ("request.origin_forbidden", 403, false, 4003, "origin is not allowed"),
+    OriginForbidden => ("request.origin_forbidden", 403, false, 4003, false, "origin is not allowed"),
     /// Body or message over its limit.
-    TooLarge => ("request.too_large", 413, false, 1009, "request is too large"),
+    TooLarge => ("request.too_large", 413, false, 1009, false, "request is too large"),
     /// Header block over its limit (same code, status 431).
-    HeadersTooLarge => ("request.too_large", 431, false, 1009, "request headers are too large"),
+    HeadersTooLarge => ("request.too_large", 431, false, 1009, false, "request headers are too large"),
     /// No route matches.
-    RouteNotFound => ("route.not_found", 404, false, 4003, "no route matches this path"),
+    RouteNotFound => ("route.not_found", 404, false, 4003, false, "no route matches this path"),
     /// Unknown thread (or foreign thread with `hide_foreign_threads`).
-    ThreadNotFound => ("chat.thread_not_found", 404, false, 4003, "thread not found"),
+    ThreadNotFound => ("chat.thread_not_found", 404, false, 4003, false, "thread not found"),
     /// Thread belongs to another tenant or env.
-    ThreadForbidden => ("chat.thread_forbidden", 403, false, 4003, "thread belongs to another tenant or env"),
+    ThreadForbidden => ("chat.thread_forbidden", 403, false, 4003, false, "thread belongs to another tenant or env"),
     /// Cursor malformed or not resumable.
-    CursorInvalid => ("chat.cursor_invalid", 410, false, 4003, "cannot resume from this cursor"),
+    CursorInvalid => ("chat.cursor_invalid", 410, false, 4003, false, "cannot resume from this cursor"),
     /// The client fell too far behind.
-    SlowConsumer => ("stream.slow_consumer", 503, true, 4008, "client fell too far behind"),
+    SlowConsumer => ("stream.slow_consumer", 503, true, 4008, false, "client fell too far behind"),
     /// Upstream down and resume deadline passed.
-    UpstreamUnavailable => ("upstream.unavailable", 503, true, 1011, "upstream is unavailable"),
+    UpstreamUnavailable => ("upstream.unavailable", 503, true, 1011, false, "upstream is unavailable"),
     /// Upstream did not answer in time.
-    UpstreamTimeout => ("upstream.timeout", 504, true, 1011, "upstream timed out"),
+    UpstreamTimeout => ("upstream.timeout", 504, true, 1011, false, "upstream timed out"),
     /// Registry unreachable and nothing fresh cached: fail closed.
-    RegistryUnavailable => ("registry.unavailable", 503, true, 1011, "thread registry is unavailable"),
+    RegistryUnavailable => ("registry.unavailable", 503, true, 1011, false, "thread registry is unavailable"),
     /// Shutting down.
-    Draining => ("gateway.draining", 503, true, 1001, "gateway is shutting down"),
+    Draining => ("gateway.draining", 503, true, 1001, false, "gateway is shutting down"),
     /// Too many requests.
-    RateLimited => ("rate.limited", 429, true, 1013, "too many requests"),
+    RateLimited => ("rate.limited", 429, true, 1013, false, "too many requests"),
 }
 
 impl ErrorCode {

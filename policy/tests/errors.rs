@@ -74,6 +74,41 @@ fn every_auth_request_and_chat_code_closes_with_4003_except_oversize() {
 }
 
 #[test]
+fn auth_rejections_are_the_credential_and_context_codes() {
+    use ErrorCode::*;
+    let auth: Vec<ErrorCode> = ErrorCode::ALL
+        .iter()
+        .copied()
+        .filter(|c| c.is_auth_rejection())
+        .collect();
+    assert_eq!(
+        auth,
+        vec![
+            TokenMissing,
+            TokenInvalid,
+            TokenExpired,
+            TicketInvalid,
+            TicketReplayed,
+            TenantMissing,
+            ModeMissing,
+            ProjectMissing,
+            AppMissing,
+            SurfaceMissing,
+            EnvMissing,
+            WorkspaceMissing,
+            CanvasMissing,
+            ProjectionMissing,
+            PanelMissing,
+            ModeInvalid,
+            TenantMismatch,
+            EnvMismatch,
+            ContextMismatch,
+            HeaderInvalid,
+        ]
+    );
+}
+
+#[test]
 fn envelope_json_is_exact() {
     let d = Denial::with_message(ErrorCode::TenantMissing, "X-Tenant-Id header is required");
     assert_eq!(

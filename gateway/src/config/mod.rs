@@ -5,7 +5,7 @@
 mod reader;
 pub mod route;
 
-pub use route::{HelloMode, Pattern, Route, RouteKind};
+pub use route::{Accepts, HelloMode, Pattern, Rail, Route};
 
 use crate::env::{names, Env};
 use railgate_policy::Field;

@@ -5,9 +5,9 @@ use super::{check_http_url, fields};
 use railgate_policy::Field;
 use std::time::Duration;
 
-/// Which rail serves a route.
+/// Which rail serves a route (also the `transport` label of metrics and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
+pub enum Rail {
     /// Server-Sent Events.
     Sse,
     /// WebSocket.
@@ -16,13 +16,13 @@ pub enum RouteKind {
     Http,
 }
 
-impl RouteKind {
+impl Rail {
     /// The `transport` metric label.
     pub fn label(self) -> &'static str {
         match self {
-            RouteKind::Sse => "sse",
-            RouteKind::Ws => "ws",
-            RouteKind::Http => "http",
+            Rail::Sse => "sse",
+            Rail::Ws => "ws",
+            Rail::Http => "http",
         }
     }
 }
@@ -188,7 +188,7 @@ pub struct Route {
     /// Path pattern.
     pub pattern: Pattern,
     /// Rail.
-    pub kind: RouteKind,
+    pub kind: Rail,
     /// Required context fields.
     pub require: Vec<Field>,
     /// JSON pointer into a 2xx answer that names a thread the caller now owns.
@@ -209,10 +209,28 @@ pub struct Route {
     pub allowed_origins: Vec<String>,
     /// Answer 404 for foreign threads too.
     pub hide_foreign_threads: bool,
-    /// JWTs accepted.
-    pub auth_jwt: bool,
-    /// Tickets accepted.
-    pub auth_ticket: bool,
+    /// Credentials accepted (`auth`).
+    pub accepts: Accepts,
+}
+
+/// Which credentials a route accepts (the `auth` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepts {
+    /// `Authorization: Bearer` JWTs.
+    pub jwt: bool,
+    /// Single-use tickets (`?ticket=` or in the WS hello).
+    pub ticket: bool,
+    /// SSE resume grants (the cookie that lets a ticket's stream reconnect).
+    pub resume_grant: bool,
+}
+
+impl Accepts {
+    /// JWTs only (HTTP routes by default, the ticket endpoint).
+    pub const JWT: Accepts = Accepts {
+        jwt: true,
+        ticket: false,
+        resume_grant: false,
+    };
 }
 
 impl Route {
@@ -263,9 +281,9 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         }
     };
     let kind = match r.string("kind", p).as_deref() {
-        Some("sse") => Some(RouteKind::Sse),
-        Some("ws") => Some(RouteKind::Ws),
-        Some("http") | None => Some(RouteKind::Http),
+        Some("sse") => Some(Rail::Sse),
+        Some("ws") => Some(Rail::Ws),
+        Some("http") | None => Some(Rail::Http),
         Some(other) => {
             p.add(
                 &r.path_of("kind"),
@@ -303,7 +321,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         }
     };
     let kind_v = kind?;
-    let default_auth: &[&str] = if kind_v == RouteKind::Http {
+    let default_auth: &[&str] = if kind_v == Rail::Http {
         &["jwt"]
     } else {
         &["jwt", "ticket"]
@@ -359,10 +377,13 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         ws_event_id: r.string("ws_event_id", p).unwrap_or_else(|| "/id".into()),
         allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
         hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
-        auth_jwt: auth.iter().any(|a| a == "jwt"),
-        auth_ticket: auth.iter().any(|a| a == "ticket"),
+        accepts: Accepts {
+            jwt: auth.iter().any(|a| a == "jwt"),
+            ticket: auth.iter().any(|a| a == "ticket"),
+            resume_grant: kind_v == Rail::Sse,
+        },
     };
-    if (route.kind == RouteKind::Sse || route.kind == RouteKind::Ws)
+    if (route.kind == Rail::Sse || route.kind == Rail::Ws)
         && route.pattern.vars().all(|v| v != "thread_id")
     {
         p.add(

@@ -33,7 +33,7 @@ fn embedded_defaults_load() {
     );
     assert_eq!(c.registry.ttl, Duration::from_secs(30));
     assert_eq!(c.auth.leeway_s, 30);
-    assert!(c.routes[0].auth_ticket && !c.routes[2].auth_ticket);
+    assert!(c.routes[0].accepts.ticket && !c.routes[2].accepts.ticket);
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn user_routes_replace_the_defaults() {
     let text = "[[routes]]\nname = \"only\"\npath = \"/api/**\"\n";
     let c = load(Some(text), &env(&[]), &Overrides::default()).expect("ok");
     assert_eq!(c.routes.len(), 1);
-    assert_eq!(c.routes[0].kind, RouteKind::Http);
+    assert_eq!(c.routes[0].kind, Rail::Http);
 }
 
 #[test]

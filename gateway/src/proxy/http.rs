@@ -1,60 +1,25 @@
 //! The HTTP rail: a streaming reverse proxy for admitted requests.
 
+use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::body::{full, Body, BoxError};
-use crate::config::route::{Captures, Pattern};
+use crate::config::route::Captures;
 use crate::config::Route;
-use crate::pipeline::Admitted;
-use crate::proxy::headers;
-use crate::respond::respond;
+use crate::proxy::{headers, upstream};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use railgate_policy::thread::ThreadRecord;
 use railgate_policy::{Denial, ErrorCode, Field};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 /// Largest answer buffered to learn a `registers_thread` id.
 const MAX_REGISTER_BODY: usize = 1024 * 1024;
-
-/// The upstream URI for a request on `route`: the route's upstream, the path template (or the
-/// request path), and the query without `ticket`.
-pub fn upstream_uri(
-    route: &Route,
-    caps: &Captures,
-    path: &str,
-    query: Option<&str>,
-) -> Result<Uri, Denial> {
-    let upstream_path = match &route.upstream_path {
-        Some(t) => Pattern::render(t, caps),
-        None => path.to_owned(),
-    };
-    let mut uri = format!("{}{}", route.upstream.trim_end_matches('/'), upstream_path);
-    if let Some(q) = query {
-        let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
-            .filter(|(k, _)| k != "ticket")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        if !kept.is_empty() {
-            uri.push('?');
-            uri.push_str(
-                &form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(kept)
-                    .finish(),
-            );
-        }
-    }
-    uri.parse().map_err(|_| {
-        Denial::with_message(
-            ErrorCode::UpstreamUnavailable,
-            "cannot build the upstream URI",
-        )
-    })
-}
 
 /// Forwards an admitted request and streams the answer back.
 pub async fn forward(
@@ -63,15 +28,20 @@ pub async fn forward(
     caps: &Captures,
     admitted: &Admitted,
     req: Request<Incoming>,
-    client_ip: Option<String>,
-) -> Response<Body> {
+    peer: SocketAddr,
+) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
     let (mut parts, body) = req.into_parts();
-    let uri = match upstream_uri(route, caps, parts.uri.path(), parts.uri.query()) {
-        Ok(u) => u,
-        Err(d) => return respond(&d, trace),
-    };
-    headers::to_upstream(&mut parts.headers, &admitted.ctx, client_ip.as_deref());
+    let uri = upstream::uri(
+        route,
+        caps,
+        parts.uri.path(),
+        parts.uri.query(),
+        &[],
+        upstream::Scheme::Http,
+    )?;
+    let client_ip = peer.ip().to_string();
+    headers::to_upstream(&mut parts.headers, &admitted.ctx, Some(&client_ip));
     if let Some(authority) = uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -89,13 +59,13 @@ pub async fn forward(
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
     *up_req.headers_mut() = parts.headers;
-    let resp = match gw.upstream.send(up_req).await {
+    let resp = match gw.client.send(up_req).await {
         Ok(r) => r,
         Err(e) => {
             // A broken client body also fails the upstream request; blame the right side.
             let fault = client_fault.lock().ok().and_then(|f| *f);
             tracing::warn!(route = %route.name, trace_id = trace, error = ?e, client_fault = ?fault, "upstream request failed");
-            return respond(&Denial::new(fault.unwrap_or(e.code())), trace);
+            return Err(Denial::new(fault.unwrap_or(e.code())));
         }
     };
     let (mut rparts, rbody) = resp.into_parts();
@@ -103,10 +73,10 @@ pub async fn forward(
     if route.registers_thread.is_some() && rparts.status.is_success() {
         return learn_and_return(gw, route, admitted, rparts, rbody).await;
     }
-    Response::from_parts(
+    Ok(Response::from_parts(
         rparts,
         rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
-    )
+    ))
 }
 
 /// The client's request body on its way upstream; remembers whether it failed (too large or
@@ -154,17 +124,15 @@ async fn learn_and_return(
     admitted: &Admitted,
     parts: http::response::Parts,
     body: Incoming,
-) -> Response<Body> {
+) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
-    let bytes: Bytes = match Limited::new(body, MAX_REGISTER_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return respond(
-                &Denial::with_message(ErrorCode::UpstreamUnavailable, "upstream answer unreadable"),
-                trace,
-            )
-        }
-    };
+    let bytes: Bytes = Limited::new(body, MAX_REGISTER_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            Denial::with_message(ErrorCode::UpstreamUnavailable, "upstream answer unreadable")
+        })?
+        .to_bytes();
     let pointer = route.registers_thread.as_deref().unwrap_or("/id");
     let id = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
@@ -188,5 +156,5 @@ async fn learn_and_return(
     }
     let mut parts = parts;
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, full(bytes))
+    Ok(Response::from_parts(parts, full(bytes)))
 }

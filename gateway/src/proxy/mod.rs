@@ -1,10 +1,23 @@
-//! The rails that relay traffic to the upstream.
+//! The rails that relay admitted traffic to the upstream, and what they share.
+//!
+//! - HTTP: [`http`]. SSE: [`sse`] (entry) → [`sse_hub`] (one stream's clients, registered in
+//!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects), delivered through [`sse_body`].
+//! - WebSocket: [`ws`] (before the 101) → [`ws_hello`] → [`ws_relay`] ↔ [`ws_upstream`], on the
+//!   client connection of [`ws_conn`].
+//! - Shared: [`upstream`] (the URI builder, TCP connect), [`reconnect`] (backoff, deadline,
+//!   status classes, cursor and credential limits), [`headers`] (hygiene both ways).
 
 pub mod headers;
 pub mod http;
-pub mod hub;
+pub mod reconnect;
 pub mod sse;
 pub mod sse_body;
+pub mod sse_hub;
+pub mod sse_hubs;
+pub mod sse_upstream;
 pub mod upstream;
 pub mod ws;
-pub mod ws_session;
+pub mod ws_conn;
+pub mod ws_hello;
+pub mod ws_relay;
+pub mod ws_upstream;

@@ -1,4 +1,4 @@
-//! The SSE rail's entry: admission, cursor, choosing a hub, and the response.
+//! The SSE rail's entry, after admission: the cursor, choosing a hub, and the response.
 //!
 //! Resume order: a cursor the thread's journal holds is served from the journal (then live); any
 //! other cursor is asked of the upstream (`Last-Event-ID`); if neither can resume, the answer is
@@ -6,237 +6,252 @@
 //! journal holds) join the thread's shared hub; a client whose cursor only the upstream can serve
 //! gets a private stream.
 
-use crate::app::{now, Gateway};
+use crate::admission::{Admitted, GRANT_COOKIE};
+use crate::app::Gateway;
 use crate::body::Body;
+use crate::clock;
 use crate::config::route::Captures;
-use crate::config::Route;
+use crate::config::{Rail, Route};
 use crate::inject::Stamp;
-use crate::journal::Limits;
-use crate::pipeline::{Admitted, GRANT_COOKIE};
-use crate::proxy::headers;
-use crate::proxy::http::upstream_uri;
-use crate::proxy::hub::{
-    self, connect, error_frame, resume_frame, Connect, Hub, Joining, Sub, UpstreamSpec,
-};
+use crate::journal::{Journal, Limits};
+use crate::proxy::reconnect::{credential_end, cursor};
 use crate::proxy::sse_body::{Chunk, EndSlot, Finish, OwnFrames, SseBody, Timers};
-use crate::server::{admit_request, Outcome};
+use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
+use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
+use crate::proxy::{headers, upstream};
+use crate::respond;
+use crate::sse::frames::resume_frame;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use railgate_policy::ticket::{encode_grant, Grant};
 use railgate_policy::{Denial, ErrorCode};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
 
-/// Longest cursor accepted.
-const MAX_CURSOR: usize = 256;
-
+/// The client's cursor: one `Last-Event-ID` header, else the `last_event_id` query parameter.
 fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
-    let invalid = || Denial::with_message(ErrorCode::CursorInvalid, "Last-Event-ID is malformed");
     let mut values = req.headers().get_all("last-event-id").iter();
     let raw = match (values.next(), values.next()) {
-        (Some(_), Some(_)) => return Err(invalid()),
-        (Some(v), None) => Some(v.to_str().map_err(|_| invalid())?.to_owned()),
+        (Some(_), Some(_)) => return Err(malformed()),
+        (Some(v), None) => Some(v.to_str().map_err(|_| malformed())?.to_owned()),
         (None, _) => req.uri().query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "last_event_id")
                 .map(|(_, v)| v.into_owned())
         }),
     };
-    match raw {
-        Some(c) if c.len() > MAX_CURSOR || c.contains(['\0', '\r', '\n']) => Err(invalid()),
-        Some(c) if c.is_empty() => Ok(None),
-        other => Ok(other),
-    }
+    cursor(raw.as_deref(), "Last-Event-ID")
 }
 
-/// Serves one SSE request.
+fn malformed() -> Denial {
+    Denial::with_message(ErrorCode::CursorInvalid, "Last-Event-ID is malformed")
+}
+
+/// Serves one admitted SSE request.
 pub async fn serve(
     gw: &Arc<Gateway>,
     route: &Route,
     caps: &Captures,
     req: Request<Incoming>,
-    out: &mut Outcome,
-) -> Response<Body> {
-    let admitted = match admit_request(gw, route, caps, &req, out).await {
-        Ok(a) => a,
-        Err(d) => return out.deny(d),
-    };
-    let cursor = match cursor_of(&req) {
-        Ok(c) => c,
-        Err(d) => return out.deny(d),
-    };
-    let Some(thread) = admitted.thread_id.clone() else {
-        return out.deny(Denial::new(ErrorCode::RouteNotFound));
-    };
-    let query: Option<String> = req.uri().query().map(|q| {
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(
-                form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != "last_event_id"),
-            )
-            .finish()
-    });
-    let uri = match upstream_uri(
+    admitted: &Admitted,
+) -> Result<Response<Body>, Denial> {
+    let cursor = cursor_of(&req)?;
+    let thread = admitted
+        .thread_id
+        .clone()
+        .ok_or(Denial::new(ErrorCode::RouteNotFound))?;
+    let uri = upstream::uri(
         route,
         caps,
         req.uri().path(),
-        query.as_deref().filter(|q| !q.is_empty()),
-    ) {
-        Ok(u) => u,
-        Err(d) => return out.deny(d),
-    };
+        req.uri().query(),
+        &["last_event_id"],
+        upstream::Scheme::Http,
+    )?;
     let mut up_headers = headers::detached(req.headers());
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, None);
-    let spec = UpstreamSpec {
-        uri,
-        headers: up_headers,
+    let client = Client::new(gw, route, &thread, admitted);
+    let stream = Opening {
+        gw,
+        route,
+        thread: &thread,
+        spec: UpstreamSpec {
+            uri,
+            headers: up_headers,
+        },
+        journal: client.journal.clone(),
     };
-    let started = start(gw, route, &thread, &admitted, spec, cursor).await;
-    match started {
-        Ok((rx, end, left, stamp)) => response(
-            gw,
-            route,
-            &admitted,
-            (rx, end, left, stamp),
-            req.uri().path(),
-        ),
-        Err(d) => out.deny(d),
+    let left = stream.open(&client, cursor).await?;
+    Ok(response(
+        gw,
+        route,
+        admitted,
+        client,
+        left,
+        req.uri().path(),
+    ))
+}
+
+/// One client's end of the rail: its queue, final-frame slot and stamp.
+struct Client {
+    tx: mpsc::Sender<Chunk>,
+    rx: mpsc::Receiver<Chunk>,
+    end: Arc<EndSlot>,
+    stamp: Arc<Stamp>,
+    trace_id: String,
+    journal: Arc<Mutex<Journal>>,
+}
+
+impl Client {
+    fn new(gw: &Gateway, route: &Route, thread: &str, admitted: &Admitted) -> Client {
+        let (tx, rx) = mpsc::channel(gw.config.sse.client_queue_events);
+        let limits = Limits {
+            events: gw.config.sse.journal_events,
+            bytes: gw.config.sse.journal_bytes,
+            age: gw.config.sse.journal_age,
+        };
+        Client {
+            tx,
+            rx,
+            end: Arc::new(EndSlot::default()),
+            stamp: Arc::new(Stamp::new(&admitted.ctx, thread)),
+            trace_id: admitted.ctx.trace_id.clone(),
+            journal: gw.hubs.journals.get(&route.name, thread, limits),
+        }
+    }
+
+    fn sub(&self, hub: &Hub) -> Sub {
+        Sub {
+            id: hub.sub_id(),
+            tx: self.tx.clone(),
+            end: self.end.clone(),
+            stamp: self.stamp.clone(),
+            trace_id: self.trace_id.clone(),
+            dedupe: None,
+        }
+    }
+
+    fn announce(&self, cursor: &str, source: &str) {
+        let _ = self.tx.try_send(resume_frame(cursor, source).into());
     }
 }
 
-type Started = (
-    mpsc::Receiver<Chunk>,
-    Arc<EndSlot>,
-    Arc<tokio::sync::Notify>,
-    Arc<Stamp>,
-);
-
-async fn start(
-    gw: &Arc<Gateway>,
-    route: &Route,
-    thread: &str,
-    admitted: &Admitted,
+/// Attaching one client to a hub of its thread.
+struct Opening<'a> {
+    gw: &'a Arc<Gateway>,
+    route: &'a Route,
+    thread: &'a str,
     spec: UpstreamSpec,
-    cursor: Option<String>,
-) -> Result<Started, Denial> {
-    let (tx, rx) = mpsc::channel(gw.config.sse.client_queue_events);
-    let end = Arc::new(EndSlot::default());
-    let limits = Limits {
-        events: gw.config.sse.journal_events,
-        bytes: gw.config.sse.journal_bytes,
-        age: gw.config.sse.journal_age,
-    };
-    let journal = gw.relay.journals.get(&route.name, thread, limits);
-    let stamp = Arc::new(Stamp::new(&admitted.ctx, thread));
-    let sub = |hub: &Hub| Sub {
-        id: hub.sub_id(),
-        tx: tx.clone(),
-        end: end.clone(),
-        stamp: stamp.clone(),
-        trace_id: admitted.ctx.trace_id.clone(),
-        dedupe: None,
-    };
-    let in_journal = cursor.as_deref().is_some_and(|c| {
-        journal
-            .lock()
-            .map(|mut j| j.after(c, std::time::Instant::now()).is_some())
-            .unwrap_or(false)
-    });
-    let spawn = |hub: Arc<Hub>, first: Option<Box<hub::Stream>>| {
-        let gw2 = gw.clone();
-        let spec2 = spec.clone();
-        gw.streams.spawn(hub::run(gw2, hub, spec2, first));
-    };
-    let make_shared = || {
-        Hub::new(
-            gw,
-            route.clone(),
-            thread.to_owned(),
-            journal.clone(),
-            None,
-            true,
-        )
-    };
-    match (&cursor, in_journal) {
-        (Some(c), true) => {
-            // Journal resume: announce, then replay with backpressure and join live.
-            let _ = tx.try_send(resume_frame(c, "journal").into());
-            let (hub, joining) = if route.share_upstream {
-                // Registered as joining under the relay lock, so the hub cannot stop meanwhile.
-                let (hub, new, joining) =
-                    gw.relay
-                        .join_shared(&route.name, thread, make_shared, Joining::new);
-                if new {
-                    spawn(hub.clone(), None);
-                }
-                (hub, joining)
-            } else {
-                let hub = Hub::new(
-                    gw,
-                    route.clone(),
-                    thread.to_owned(),
-                    journal.clone(),
-                    Some(c),
-                    false,
-                );
-                let joining = Joining::new(&hub);
-                (hub, joining)
-            };
-            let (gw2, hub2, sub2, c2) = (gw.clone(), hub.clone(), sub(&hub), c.clone());
-            let private = !route.share_upstream;
-            let spec2 = spec.clone();
-            gw.streams.spawn(async move {
-                hub2.catch_up_and_join(&gw2, sub2, c2, joining).await;
-                if private {
-                    hub::run(gw2, hub2, spec2, None).await;
-                }
-            });
-            return Ok((rx, end, hub.left.clone(), stamp.clone()));
+    journal: Arc<Mutex<Journal>>,
+}
+
+impl Opening<'_> {
+    /// Attaches the client; returns what its body signals when it leaves.
+    async fn open(self, client: &Client, cursor: Option<String>) -> Result<Arc<Notify>, Denial> {
+        let in_journal = cursor.as_deref().is_some_and(|c| {
+            self.journal
+                .lock()
+                .map(|mut j| j.after(c, std::time::Instant::now()).is_some())
+                .unwrap_or(false)
+        });
+        match cursor {
+            Some(c) if in_journal => Ok(self.resume_from_journal(client, c)),
+            None if self.route.share_upstream => Ok(self.shared_live(client)),
+            cursor => self.private(client, cursor).await,
         }
-        (None, _) if route.share_upstream => {
-            let (hub, new, ()) = gw
-                .relay
-                .join_shared(&route.name, thread, make_shared, |h| h.subscribe(sub(h)));
-            let left = hub.left.clone();
-            if new {
-                spawn(hub, None);
-            }
-            return Ok((rx, end, left, stamp.clone()));
-        }
-        _ => {}
     }
-    // Private stream; the first connect decides statuses (404, 410) while we can still answer.
-    let hub = Hub::new(
-        gw,
-        route.clone(),
-        thread.to_owned(),
-        journal,
-        cursor.as_deref(),
-        false,
-    );
-    match connect(gw, &spec, cursor.as_deref()).await {
-        Connect::Gone(code) => Err(Denial::new(code)),
-        Connect::Streaming(body) => {
-            if let Some(c) = &cursor {
-                let _ = tx.try_send(resume_frame(c, "upstream").into());
+
+    fn hub(&self, cursor: Option<&str>, sharing: Sharing) -> Arc<Hub> {
+        Hub::new(
+            &self.gw.metrics,
+            self.route.clone(),
+            self.thread.to_owned(),
+            self.journal.clone(),
+            cursor,
+            sharing,
+        )
+    }
+
+    fn spawn(&self, hub: Arc<Hub>, first: Option<Box<Stream>>) {
+        let run = sse_upstream::run(self.gw.clone(), hub, self.spec.clone(), first);
+        self.gw.streams.spawn(run);
+    }
+
+    /// Journal resume: announce, then replay with backpressure and join live.
+    fn resume_from_journal(&self, client: &Client, cursor: String) -> Arc<Notify> {
+        client.announce(&cursor, "journal");
+        let (hub, joining, run_private) = if self.route.share_upstream {
+            // Registered as joining under the registry lock, so the hub cannot stop meanwhile.
+            let joined = self.gw.hubs.join_shared(
+                &self.route.name,
+                self.thread,
+                || self.hub(None, Sharing::Shared),
+                Joining::new,
+            );
+            if joined.created {
+                self.spawn(joined.hub.clone(), None);
             }
-            hub.subscribe(sub(&hub));
-            let left = hub.left.clone();
-            spawn(hub, Some(body));
-            Ok((rx, end, left, stamp.clone()))
-        }
-        Connect::Retry(why) => {
-            tracing::info!(route = %route.name, thread_id = thread, reason = %why, "upstream not reachable yet; keeping the stream open");
-            if let Some(c) = &cursor {
-                hub.set_pending_resume(c.clone());
+            (joined.hub, joined.attached, false)
+        } else {
+            let hub = self.hub(Some(&cursor), Sharing::Private);
+            let joining = Joining::new(&hub);
+            (hub, joining, true)
+        };
+        let left = hub.left.clone();
+        let (gw, sub, spec) = (self.gw.clone(), client.sub(&hub), self.spec.clone());
+        self.gw.streams.spawn(async move {
+            hub.catch_up_and_join(sub, cursor, joining).await;
+            if run_private {
+                sse_upstream::run(gw, hub, spec, None).await;
             }
-            hub.subscribe(sub(&hub));
-            let left = hub.left.clone();
-            spawn(hub, None);
-            Ok((rx, end, left, stamp.clone()))
+        });
+        left
+    }
+
+    /// No cursor on a shared route: join the thread's hub live.
+    fn shared_live(&self, client: &Client) -> Arc<Notify> {
+        let joined = self.gw.hubs.join_shared(
+            &self.route.name,
+            self.thread,
+            || self.hub(None, Sharing::Shared),
+            |h| h.subscribe(client.sub(h)),
+        );
+        let left = joined.hub.left.clone();
+        if joined.created {
+            self.spawn(joined.hub, None);
         }
+        left
+    }
+
+    /// A private stream; the first connect decides statuses (404, 410) while we can still answer.
+    async fn private(
+        &self,
+        client: &Client,
+        cursor: Option<String>,
+    ) -> Result<Arc<Notify>, Denial> {
+        let hub = self.hub(cursor.as_deref(), Sharing::Private);
+        let first = match connect(self.gw, &self.spec, cursor.as_deref()).await {
+            Connect::Gone(code) => return Err(Denial::new(code)),
+            Connect::Streaming(body) => {
+                if let Some(c) = &cursor {
+                    client.announce(c, "upstream");
+                }
+                Some(body)
+            }
+            Connect::Retry(why) => {
+                tracing::info!(route = %self.route.name, thread_id = self.thread, reason = %why, "upstream not reachable yet; keeping the stream open");
+                if let Some(c) = cursor {
+                    hub.set_pending_resume(c);
+                }
+                None
+            }
+        };
+        hub.subscribe(client.sub(&hub));
+        let left = hub.left.clone();
+        self.spawn(hub, first);
+        Ok(left)
     }
 }
 
@@ -244,33 +259,37 @@ fn response(
     gw: &Gateway,
     route: &Route,
     admitted: &Admitted,
-    (rx, end, left, stamp): Started,
+    client: Client,
+    left: Arc<Notify>,
     path: &str,
 ) -> Response<Body> {
     let trace = &admitted.ctx.trace_id;
-    let leeway = gw.config.auth.leeway_s;
-    let remaining = admitted
-        .ctx
-        .expires_at
-        .saturating_add(leeway)
-        .saturating_sub(now());
-    let expires_at =
-        tokio::time::Instant::now() + Duration::from_secs(remaining.min(10 * 365 * 24 * 3600));
     let own = OwnFrames {
-        draining: error_frame(ErrorCode::Draining, trace),
-        expired: error_frame(ErrorCode::TokenExpired, trace),
+        draining: respond::sse(ErrorCode::Draining, trace),
+        expired: respond::sse(ErrorCode::TokenExpired, trace),
     };
-    let active = gw
-        .metrics
-        .connections_active
-        .with_label_values(&[&route.name, "sse"]);
     let timers = Timers {
-        expires_at,
+        expires_at: credential_end(
+            admitted.ctx.expires_at,
+            gw.config.auth.leeway_s,
+            clock::now(),
+        ),
         draining: gw.draining.clone().cancelled_owned(),
         keepalive_every: gw.config.sse.keepalive,
     };
-    let finish = Finish { stamp };
-    let body = SseBody::new(rx, end, own, timers, active, Some(left), finish);
+    let active = gw.metrics.active(&route.name, Rail::Sse);
+    let finish = Finish {
+        stamp: client.stamp,
+    };
+    let body = SseBody::new(
+        client.rx,
+        client.end,
+        own,
+        timers,
+        active,
+        Some(left),
+        finish,
+    );
     let mut resp = Response::new(body.boxed());
     let h = resp.headers_mut();
     h.insert(
@@ -282,22 +301,29 @@ fn response(
     if let Ok(v) = HeaderValue::from_str(trace) {
         h.insert("x-request-id", v);
     }
-    if let (Some(t), false, Some(secrets)) = (
-        &admitted.verified.ticket,
-        admitted.verified.ticket_resumed,
-        &gw.auth.tickets,
-    ) {
-        let grant = encode_grant(&Grant::for_ticket(t), secrets);
-        let max_age = t.sx.saturating_sub(now());
-        let secure = if gw.config.auth.cookie_secure {
-            "; Secure"
-        } else {
-            ""
-        };
-        let cookie = format!("{GRANT_COOKIE}={grant}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Strict{secure}");
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            h.insert(header::SET_COOKIE, v);
-        }
+    if let Some(cookie) = grant_cookie(gw, admitted, path) {
+        h.insert(header::SET_COOKIE, cookie);
     }
     resp
+}
+
+/// The resume grant for a stream opened with a first-use ticket: lets the same `EventSource`
+/// reconnect (the ticket itself is spent) until the ticket's session end.
+fn grant_cookie(gw: &Gateway, admitted: &Admitted, path: &str) -> Option<HeaderValue> {
+    let t = admitted.verified.ticket.as_ref()?;
+    let secrets = gw.auth.tickets.as_ref()?;
+    if admitted.verified.ticket_resumed {
+        return None;
+    }
+    let grant = encode_grant(&Grant::for_ticket(t), secrets);
+    let max_age = t.sx.saturating_sub(clock::now());
+    let secure = if gw.config.auth.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{GRANT_COOKIE}={grant}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Strict{secure}"
+    );
+    HeaderValue::from_str(&cookie).ok()
 }

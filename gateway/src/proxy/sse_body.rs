@@ -8,7 +8,7 @@
 
 use crate::body::BoxError;
 use crate::inject::Stamp;
-use crate::proxy::hub::render;
+use crate::sse::frames::render;
 use crate::sse::Event;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
@@ -218,36 +218,33 @@ impl HttpBody for SseBody {
                 }
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }
-            other => self.after_queue(other, cx),
+            Poll::Ready(None) => self.queue_closed(),
+            Poll::Pending => self.idle(cx),
         }
     }
 }
 
 impl SseBody {
-    fn after_queue(
-        &mut self,
-        polled: Poll<Option<Chunk>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match polled {
-            Poll::Ready(Some(_)) => Poll::Pending,
-            Poll::Ready(None) => match self.end.take() {
-                Some(f) => self.end_with(f),
-                None => {
-                    self.done = true;
-                    Poll::Ready(None)
-                }
-            },
-            Poll::Pending => {
-                if self.keepalive.as_mut().poll(cx).is_ready() {
-                    let every = self.keepalive_every;
-                    self.keepalive.as_mut().reset(Instant::now() + every);
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                        b": keep-alive\n\n",
-                    )))));
-                }
-                Poll::Pending
+    /// The relay let go of this client: the final frame it left, if any, then the end.
+    fn queue_closed(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.end.take() {
+            Some(f) => self.end_with(f),
+            None => {
+                self.done = true;
+                Poll::Ready(None)
             }
         }
+    }
+
+    /// Nothing queued: a keep-alive comment when one is due.
+    fn idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.keepalive.as_mut().poll(cx).is_ready() {
+            let every = self.keepalive_every;
+            self.keepalive.as_mut().reset(Instant::now() + every);
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b": keep-alive\n\n",
+            )))));
+        }
+        Poll::Pending
     }
 }

@@ -1,34 +1,78 @@
-//! Reaching the upstream: the pooled HTTP client of the HTTP rail, the registry and the JWKS
-//! fetcher; the TCP connect and reconnect backoff the SSE and WebSocket rails use for their
-//! long-lived streams (each on its own connection).
+//! Where a rail's upstream is: the URI for a request (one builder for HTTP, SSE and WebSocket),
+//! and the TCP connection the long-lived SSE and WebSocket streams open for themselves.
 
-use crate::body::{empty, Body};
-use crate::config::Limits;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use crate::config::route::{Captures, Pattern};
+use crate::config::Route;
+use http::Uri;
+use railgate_policy::{Denial, ErrorCode};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use tokio::net::TcpStream;
 
-/// Why the upstream could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// Refused, reset, unreachable, or a malformed answer.
-    Unavailable(String),
-    /// No answer in time.
-    Timeout,
+/// The protocol an upstream URI is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `http://` / `https://`, as configured.
+    Http,
+    /// The WebSocket scheme of the configured base: `ws://` for `http://`, `wss://` for `https://`.
+    WebSocket,
 }
 
-impl UpstreamError {
-    /// The contract code.
-    pub fn code(&self) -> railgate_policy::ErrorCode {
-        match self {
-            UpstreamError::Unavailable(_) => railgate_policy::ErrorCode::UpstreamUnavailable,
-            UpstreamError::Timeout => railgate_policy::ErrorCode::UpstreamTimeout,
+/// Query parameters that are the gateway's, never the upstream's.
+const GATEWAY_PARAMS: &[&str] = &["ticket"];
+
+/// The upstream URI for a request on `route`: the route's upstream base in `scheme`, its path
+/// template filled from `caps` (or the request path), and the request's query without the
+/// gateway's own parameters and without `dropped`.
+pub fn uri(
+    route: &Route,
+    caps: &Captures,
+    path: &str,
+    query: Option<&str>,
+    dropped: &[&str],
+    scheme: Scheme,
+) -> Result<Uri, Denial> {
+    let upstream_path = match &route.upstream_path {
+        Some(t) => Pattern::render(t, caps),
+        None => path.to_owned(),
+    };
+    let base = route.upstream.trim_end_matches('/');
+    let base = match scheme {
+        Scheme::Http => base.to_owned(),
+        Scheme::WebSocket => websocket_base(base),
+    };
+    let mut uri = format!("{base}{upstream_path}");
+    if let Some(q) = query {
+        let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .filter(|(k, _)| {
+                !GATEWAY_PARAMS.contains(&k.as_ref()) && !dropped.contains(&k.as_ref())
+            })
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !kept.is_empty() {
+            uri.push('?');
+            uri.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(kept)
+                    .finish(),
+            );
         }
+    }
+    uri.parse().map_err(|_| {
+        Denial::with_message(
+            ErrorCode::UpstreamUnavailable,
+            "cannot build the upstream URI",
+        )
+    })
+}
+
+fn websocket_base(base: &str) -> String {
+    if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_owned()
     }
 }
 
@@ -37,9 +81,7 @@ impl UpstreamError {
 pub async fn connect_tcp(
     authority: &http::uri::Authority,
     wait: Duration,
-) -> Result<tokio::net::TcpStream, String> {
-    use std::net::{IpAddr, SocketAddr};
-    use tokio::net::TcpStream;
+) -> Result<TcpStream, String> {
     let host = authority
         .host()
         .trim_start_matches('[')
@@ -61,81 +103,60 @@ pub async fn connect_tcp(
     }
 }
 
-/// A reconnect delay around `base`: uniformly between half and one and a half times it, so
-/// clients cut by one upstream restart do not come back in step.
-pub fn jittered(base: Duration) -> Duration {
-    let ms = base.as_millis() as u64;
-    Duration::from_millis(ms / 2 + rand::random_range(0..=ms.max(1)))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pattern;
 
-/// A pooled HTTP/1.1 client with connect and response-header timeouts.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-    response_timeout: Duration,
-}
-
-impl Upstream {
-    /// Builds the client from the limits.
-    pub fn new(limits: &Limits) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(limits.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Upstream {
-            client,
-            response_timeout: limits.upstream_response_timeout,
-        }
+    fn route(upstream: &str, upstream_path: Option<&str>) -> Route {
+        let text = format!(
+            "[[routes]]\nname = \"r\"\npath = \"/c/{{thread_id}}/**\"\nupstream = \"{upstream}\"\n{}",
+            upstream_path.map_or(String::new(), |p| format!("upstream_path = \"{p}\"\n"))
+        );
+        let env = std::collections::HashMap::<String, String>::new();
+        let config = crate::config::load(Some(&text), &env, &Default::default()).expect("config");
+        config.routes.into_iter().next().expect("route")
     }
 
-    /// Sends a request; waits at most the response timeout for the response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_within(req, self.response_timeout).await
+    #[test]
+    fn query_loses_the_gateways_parameters_and_the_dropped_ones() {
+        let r = route("http://up:8080/", None);
+        let caps = Pattern::parse("/c/{thread_id}/**")
+            .expect("pattern")
+            .matches("/c/th1/x")
+            .expect("match");
+        let u = uri(
+            &r,
+            &caps,
+            "/c/th1/x",
+            Some("a=1&ticket=s3cret&last_event_id=7&b=%20"),
+            &["last_event_id"],
+            Scheme::Http,
+        )
+        .expect("uri");
+        assert_eq!(u.to_string(), "http://up:8080/c/th1/x?a=1&b=+");
+        let u = uri(
+            &r,
+            &caps,
+            "/c/th1/x",
+            Some("ticket=s3cret"),
+            &[],
+            Scheme::Http,
+        )
+        .expect("uri");
+        assert_eq!(u.to_string(), "http://up:8080/c/th1/x");
     }
 
-    /// Sends a request with an explicit head timeout.
-    pub async fn send_within(
-        &self,
-        req: Request<Body>,
-        wait: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(wait, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable(e.to_string())),
-            Err(_) => Err(UpstreamError::Timeout),
-        }
-    }
-
-    /// `GET url`, reading at most `max` body bytes, all within `wait`.
-    pub async fn get_small(
-        &self,
-        url: &str,
-        wait: Duration,
-        max: usize,
-    ) -> Result<(StatusCode, Bytes), UpstreamError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| UpstreamError::Unavailable(format!("bad url {url}")))?;
-        let req = Request::get(uri)
-            .body(empty())
-            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-        let work = async {
-            let resp = self.send_within(req, wait).await?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), max)
-                .collect()
-                .await
-                .map_err(|e| UpstreamError::Unavailable(format!("body: {e}")))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::time::timeout(wait, work)
-            .await
-            .unwrap_or(Err(UpstreamError::Timeout))
+    #[test]
+    fn websocket_scheme_follows_the_configured_one_and_templates_fill() {
+        let caps = Pattern::parse("/c/{thread_id}/**")
+            .expect("pattern")
+            .matches("/c/th1/a/b")
+            .expect("match");
+        let r = route("http://up:8080", Some("/ws/{thread_id}/**"));
+        let u = uri(&r, &caps, "/c/th1/a/b", None, &[], Scheme::WebSocket).expect("uri");
+        assert_eq!(u.to_string(), "ws://up:8080/ws/th1/a/b");
+        assert_eq!(websocket_base("https://up"), "wss://up");
+        assert_eq!(websocket_base("http://http.example"), "ws://http.example");
     }
 }

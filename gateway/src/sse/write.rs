@@ -43,8 +43,3 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
     }
     out.push(b'\n');
 }
-
-/// A comment line block (`: text\n\n`).
-pub fn comment(text: &str) -> Vec<u8> {
-    format!(": {text}\n\n").into_bytes()
-}

@@ -1,0 +1,240 @@
+//! Admission: what every request passes before a rail serves it, in the contract's order
+//! (first failure answers): credentials (401) → context (400, then 403) → ownership (404 / 403)
+//! → the ticket is spent. Each phase is one function below; [`admit`] runs them all, and
+//! [`precheck`] runs the ones a WebSocket upgrade can already fail before its hello arrives.
+//!
+//! What a route accepts and demands is an [`Admission`]; what the caller sent is a [`Caller`].
+
+use crate::app::Gateway;
+use crate::auth::{bearer, Credentials, Verified};
+use crate::clock;
+use crate::config::route::Captures;
+use crate::config::{Accepts, Route};
+use crate::mint::random_hex_id;
+use http::HeaderMap;
+use railgate_policy::context::{check_headers, HeaderSource};
+use railgate_policy::field::{traceparent_trace_id, valid_value};
+use railgate_policy::thread::check_access;
+use railgate_policy::{
+    build_context, ContextPolicy, Denial, Field, Hello, RequestContext, Sources,
+};
+
+/// What a route accepts and demands of a caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// Credentials accepted.
+    pub accepts: Accepts,
+    /// Context fields that must be present.
+    pub require: &'a [Field],
+    /// The thread the request opens, whose owner must be the caller's tenant and env.
+    pub resource: Option<&'a str>,
+    /// Answer 404 rather than 403 for a thread of another tenant.
+    pub hide_foreign: bool,
+}
+
+impl<'a> Admission<'a> {
+    /// What `route` demands for a request whose path gave `caps`.
+    pub fn for_route(route: &'a Route, caps: &'a Captures) -> Admission<'a> {
+        Admission {
+            accepts: route.accepts,
+            require: &route.require,
+            resource: route.thread_id(caps),
+            hide_foreign: route.hide_foreign_threads,
+        }
+    }
+}
+
+/// What the caller sent: its request head and, on a WebSocket, its hello.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Request query string.
+    pub query: Option<&'a str>,
+    /// The WebSocket hello, once received.
+    pub hello: Option<&'a Hello>,
+    /// The trace id chosen before the context was known.
+    pub trace_id: &'a str,
+}
+
+/// What admission produced.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The verified context.
+    pub ctx: RequestContext,
+    /// The verified credentials.
+    pub verified: Verified,
+    /// The thread the request opens, if any.
+    pub thread_id: Option<String>,
+}
+
+/// Runs every phase for one request.
+pub async fn admit(
+    gw: &Gateway,
+    adm: &Admission<'_>,
+    caller: &Caller<'_>,
+) -> Result<Admitted, Denial> {
+    let now = clock::now();
+    let verified = credentials(gw, adm, caller, now).await?;
+    let ctx = context(gw, adm.require, adm.resource, caller, &verified)?;
+    if let Some(thread) = adm.resource {
+        ownership(gw, &ctx, thread, adm.hide_foreign).await?;
+    }
+    spend_ticket(gw, &verified, now)?;
+    Ok(Admitted {
+        ctx,
+        verified,
+        thread_id: adm.resource.map(str::to_owned),
+    })
+}
+
+/// The phases a WebSocket upgrade can fail before its hello: credentials if it carries any, the
+/// context headers' syntax, and — when the upgrade already names a tenant (header or ticket) —
+/// context and ownership. Required fields may still come in the hello; nothing is spent.
+pub async fn precheck(
+    gw: &Gateway,
+    adm: &Admission<'_>,
+    caller: &Caller<'_>,
+) -> Result<(), Denial> {
+    let presented = presented(adm, caller)?;
+    let verified = match presented.bearer.is_some() || presented.ticket.is_some() {
+        true => Some(
+            gw.auth
+                .verify(&presented, adm.accepts, clock::now())
+                .await?,
+        ),
+        false => None,
+    };
+    check_headers(&Headers(caller.headers))?;
+    let Some(verified) = verified else {
+        return Ok(());
+    };
+    let names_tenant = verified.ticket.is_some()
+        || !Headers(caller.headers)
+            .values(Field::Tenant.header())
+            .is_empty();
+    if !names_tenant {
+        return Ok(());
+    }
+    let ctx = context(gw, &[], adm.resource, caller, &verified)?;
+    match adm.resource {
+        Some(thread) => ownership(gw, &ctx, thread, adm.hide_foreign).await,
+        None => Ok(()),
+    }
+}
+
+/// Phase 1: the credentials the route accepts, verified (401).
+pub async fn credentials(
+    gw: &Gateway,
+    adm: &Admission<'_>,
+    caller: &Caller<'_>,
+    now: u64,
+) -> Result<Verified, Denial> {
+    let presented = presented(adm, caller)?;
+    gw.auth.verify(&presented, adm.accepts, now).await
+}
+
+fn presented(adm: &Admission<'_>, caller: &Caller<'_>) -> Result<Credentials, Denial> {
+    Ok(Credentials {
+        bearer: bearer(caller.headers)?,
+        ticket: query_ticket(caller.query).or_else(|| caller.hello.and_then(|h| h.ticket.clone())),
+        grant: adm
+            .accepts
+            .resume_grant
+            .then(|| cookie(caller.headers, GRANT_COOKIE))
+            .flatten(),
+    })
+}
+
+/// Phase 2: one context from headers, token, ticket and hello (400, then 403).
+pub fn context(
+    gw: &Gateway,
+    require: &[Field],
+    thread: Option<&str>,
+    caller: &Caller<'_>,
+    verified: &Verified,
+) -> Result<RequestContext, Denial> {
+    let policy = ContextPolicy {
+        gateway_env: &gw.config.env,
+        allowed_modes: &gw.config.allowed_modes,
+        require,
+    };
+    let headers = Headers(caller.headers);
+    let sources = Sources {
+        headers: &headers,
+        token: verified.token.as_ref(),
+        ticket: verified.ticket.as_ref(),
+        hello: caller.hello,
+        path_thread: thread,
+        fallback_trace_id: caller.trace_id,
+    };
+    build_context(&policy, &sources)
+}
+
+/// Phase 3: the thread belongs to the context's tenant and env (404 / 403).
+pub async fn ownership(
+    gw: &Gateway,
+    ctx: &RequestContext,
+    thread: &str,
+    hide_foreign: bool,
+) -> Result<(), Denial> {
+    let record = gw.registry.lookup(thread).await?;
+    check_access(ctx, record.as_ref(), hide_foreign)
+}
+
+/// Phase 4: a first-use ticket is marked used, once every other check passed.
+pub fn spend_ticket(gw: &Gateway, verified: &Verified, now: u64) -> Result<(), Denial> {
+    match verified.ticket.as_ref() {
+        Some(t) if !verified.ticket_resumed => gw.auth.book.consume(&t.tid, t.exp, now),
+        _ => Ok(()),
+    }
+}
+
+/// `http::HeaderMap` seen by the policy crate.
+pub struct Headers<'a>(pub &'a HeaderMap);
+
+impl HeaderSource for Headers<'_> {
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        self.0.get_all(name).iter().map(|v| v.as_bytes()).collect()
+    }
+}
+
+/// The trace id before the context is verified (used by early rejections): a well-formed single
+/// `X-Request-Id`, else a valid `traceparent`'s trace-id, else a fresh random id.
+pub fn early_trace_id(headers: &HeaderMap) -> String {
+    let mut ids = headers.get_all("x-request-id").iter();
+    if let (Some(one), None) = (ids.next(), ids.next()) {
+        if valid_value(one.as_bytes()) {
+            return String::from_utf8_lossy(one.as_bytes()).into_owned();
+        }
+    }
+    let mut parents = headers.get_all("traceparent").iter();
+    if let (Some(one), None) = (parents.next(), parents.next()) {
+        if let Some(t) = traceparent_trace_id(one.as_bytes()) {
+            return t.to_owned();
+        }
+    }
+    random_hex_id()
+}
+
+/// The `ticket` query parameter, if any.
+pub fn query_ticket(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "ticket")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The cookie carrying an SSE resume grant.
+pub const GRANT_COOKIE: &str = "railgate_resume";
+
+/// A cookie's value from the `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}

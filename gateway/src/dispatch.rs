@@ -1,0 +1,181 @@
+//! The entry of every client request, in phases that run in one direction:
+//! [`early_checks`] (smuggling shapes, header size, drain) → built-in endpoints → [`route`] →
+//! the rail's own checks → admission ([`crate::admission`]) → the rail
+//! ([`crate::proxy`]) → one access log line ([`crate::outcome::record`]).
+
+use crate::admission::{self, early_trace_id, Admission, Admitted, Caller};
+use crate::app::Gateway;
+use crate::body::Body;
+use crate::config::route::Captures;
+use crate::config::{Rail, Route};
+use crate::outcome::{record, Outcome};
+use crate::{proxy, respond, tickets};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use railgate_policy::{Denial, ErrorCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// How a request was answered.
+enum Answer {
+    /// The response; the request is logged as it goes out.
+    Done(Response<Body>),
+    /// The 101 of a WebSocket session, which logs its own outcome after its hello.
+    Upgraded(Response<Body>),
+}
+
+/// Answers one client request.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let trace = early_trace_id(req.headers());
+    let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
+    let answer = match serve(&gw, req, peer, &mut out).await {
+        Ok(answer) => answer,
+        Err(d) => {
+            out.code = Some(d.code);
+            Answer::Done(respond::http(&d, &out.trace_id))
+        }
+    };
+    match answer {
+        Answer::Done(resp) => {
+            record(&gw.metrics, &out, resp.status().as_u16());
+            resp
+        }
+        Answer::Upgraded(resp) => resp,
+    }
+}
+
+async fn serve(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    out: &mut Outcome,
+) -> Result<Answer, Denial> {
+    early_checks(gw, &req)?;
+    if req.method() == Method::POST && req.uri().path() == tickets::PATH {
+        out.route = tickets::ROUTE.into();
+        let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
+        let body = req.into_body();
+        return tickets::issue(gw, &admitted, body).await.map(Answer::Done);
+    }
+    #[cfg(feature = "demo")]
+    if let Some(resp) = demo_page(gw, &req) {
+        out.route = "demo-page".into();
+        return Ok(Answer::Done(resp));
+    }
+    let (route, caps) = route(gw, req.uri().path())?;
+    out.route = route.name.clone();
+    out.rail = route.kind;
+    let adm = Admission::for_route(route, &caps);
+    match route.kind {
+        Rail::Http => {
+            within_body_limit(gw, &req)?;
+            let admitted = admit(gw, &adm, &req, out).await?;
+            proxy::http::forward(gw, route, &caps, &admitted, req, peer)
+                .await
+                .map(Answer::Done)
+        }
+        Rail::Sse => {
+            let admitted = admit(gw, &adm, &req, out).await?;
+            proxy::sse::serve(gw, route, &caps, req, &admitted)
+                .await
+                .map(Answer::Done)
+        }
+        Rail::Ws => {
+            let accept = proxy::ws::check_upgrade(route, &req)?;
+            admission::precheck(gw, &adm, &caller(&req, out)).await?;
+            let resp = proxy::ws::upgrade(gw, route, &caps, req, &accept, out.clone());
+            Ok(Answer::Upgraded(resp))
+        }
+    }
+}
+
+/// Refusals that need no route: smuggling shapes, an oversized head, a draining gateway.
+pub fn early_checks(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial> {
+    if let Some(why) = smuggling_shape(req) {
+        return Err(Denial::with_message(ErrorCode::HeaderInvalid, why));
+    }
+    if header_bytes(req) > gw.config.limits.max_header_bytes {
+        return Err(Denial::new(ErrorCode::HeadersTooLarge));
+    }
+    if gw.draining.is_cancelled() {
+        return Err(Denial::new(ErrorCode::Draining));
+    }
+    Ok(())
+}
+
+/// The first route whose pattern matches `path`, with what it captured.
+pub fn route<'g>(gw: &'g Gateway, path: &str) -> Result<(&'g Route, Captures), Denial> {
+    gw.config
+        .routes
+        .iter()
+        .find_map(|r| r.pattern.matches(path).map(|c| (r, c)))
+        .ok_or(Denial::new(ErrorCode::RouteNotFound))
+}
+
+fn caller<'a>(req: &'a Request<Incoming>, out: &'a Outcome) -> Caller<'a> {
+    Caller {
+        headers: req.headers(),
+        query: req.uri().query(),
+        hello: None,
+        trace_id: &out.trace_id,
+    }
+}
+
+/// Runs admission and records who the caller is.
+async fn admit(
+    gw: &Gateway,
+    adm: &Admission<'_>,
+    req: &Request<Incoming>,
+    out: &mut Outcome,
+) -> Result<Admitted, Denial> {
+    let admitted = admission::admit(gw, adm, &caller(req, out)).await?;
+    out.admitted(&admitted.ctx);
+    Ok(admitted)
+}
+
+/// `GET /demo`: the browser example, once `railgate demo` has set it.
+#[cfg(feature = "demo")]
+fn demo_page(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let page = gw.demo_page.get()?;
+    if req.method() != Method::GET || req.uri().path() != "/demo" {
+        return None;
+    }
+    let mut resp = Response::new(crate::body::full(page.clone()));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Some(resp)
+}
+
+fn within_body_limit(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > gw.config.limits.max_body_bytes => Err(Denial::new(ErrorCode::TooLarge)),
+        _ => Ok(()),
+    }
+}
+
+fn smuggling_shape(req: &Request<Incoming>) -> Option<&'static str> {
+    let h = req.headers();
+    let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
+    if cl > 1 {
+        return Some("Content-Length sent more than once");
+    }
+    if cl == 1 && h.contains_key(http::header::TRANSFER_ENCODING) {
+        return Some("Content-Length together with Transfer-Encoding");
+    }
+    None
+}
+
+fn header_bytes(req: &Request<Incoming>) -> usize {
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().to_string().len()
+}

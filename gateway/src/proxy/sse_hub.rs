@@ -1,0 +1,393 @@
+//! One upstream SSE stream's clients: a hub takes the events its upstream side reads
+//! ([`super::sse_upstream`]), drops what was already delivered (after a reconnect), appends to
+//! the thread's journal, drops events naming a foreign tenant, and hands each client's bounded
+//! queue one shared batch that the client's body finishes with its own stamp. A full queue ends
+//! that client with `stream.slow_consumer`. A hub is private (one client) or shared by every
+//! client of its thread (`share_upstream`).
+
+use crate::config::{Rail, Route};
+use crate::dedupe::Deduper;
+use crate::inject::{prepare, Prepared, Stamp};
+use crate::journal::Journal;
+use crate::metrics::{Metrics, ReplaySource};
+use crate::proxy::sse_body::{Batch, Chunk, EndSlot};
+use crate::respond;
+use crate::sse::frames::{render, resume_frame};
+use crate::sse::write::write_fields;
+use crate::sse::Event;
+use bytes::Bytes;
+use prometheus::{Histogram, IntCounter};
+use railgate_policy::ErrorCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+
+/// One client of a hub.
+pub struct Sub {
+    /// Hub-local id.
+    pub id: u64,
+    /// The client's queue.
+    pub tx: mpsc::Sender<Chunk>,
+    /// Where a final frame goes when the hub ends this client.
+    pub end: Arc<EndSlot>,
+    /// The client's stamp.
+    pub stamp: Arc<Stamp>,
+    /// The client's trace id (for error envelopes).
+    pub trace_id: String,
+    /// Set for clients that replayed from the journal: drops live events they already got.
+    pub dedupe: Option<Deduper>,
+}
+
+/// Whether a hub feeds one client or every client of its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// One client, its own upstream stream.
+    Private,
+    /// Every client of the thread (`share_upstream`).
+    Shared,
+}
+
+struct State {
+    subs: Vec<Sub>,
+    dedupe: Deduper,
+    /// The last event id delivered (what a reconnect resumes from).
+    last_id: Option<String>,
+    /// A client cursor to announce as `resume_cursor` (source upstream) once connected.
+    pending_resume: Option<String>,
+}
+
+/// The metrics a hub updates, looked up once for its route.
+struct HubMetrics {
+    forwarded: IntCounter,
+    slow: IntCounter,
+    violations: IntCounter,
+    replayed: IntCounter,
+    latency: Histogram,
+}
+
+/// A hub.
+pub struct Hub {
+    /// The route (for metrics and deadlines).
+    pub route: Route,
+    /// The thread.
+    pub thread: String,
+    journal: Arc<Mutex<Journal>>,
+    state: Mutex<State>,
+    /// Signalled when a client leaves, so an idle hub can stop.
+    pub left: Arc<Notify>,
+    next_sub: AtomicU64,
+    sharing: Sharing,
+    metrics: HubMetrics,
+    /// Clients replaying the journal that will join (they keep an idle hub alive).
+    joining: AtomicU64,
+}
+
+/// Counts a client as joining until dropped.
+pub struct Joining(Arc<Hub>);
+
+impl Joining {
+    /// Registers a joining client on `hub`.
+    pub fn new(hub: &Arc<Hub>) -> Joining {
+        hub.joining.fetch_add(1, Ordering::SeqCst);
+        Joining(hub.clone())
+    }
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        self.0.joining.fetch_sub(1, Ordering::SeqCst);
+        self.0.left.notify_one();
+    }
+}
+
+/// How long a replaying client may leave its queue full before it counts as slow.
+pub const REPLAY_STALL: Duration = Duration::from_secs(30);
+
+impl Hub {
+    /// A hub for `thread` on `route`, resuming after `cursor` if given.
+    pub fn new(
+        metrics: &Metrics,
+        route: Route,
+        thread: String,
+        journal: Arc<Mutex<Journal>>,
+        cursor: Option<&str>,
+        sharing: Sharing,
+    ) -> Arc<Hub> {
+        let metrics = HubMetrics {
+            forwarded: metrics.forwarded(&route.name, Rail::Sse),
+            slow: metrics.slow_consumer(&route.name, Rail::Sse),
+            violations: metrics.isolation_violations(&route.name),
+            replayed: metrics.replayed(&route.name, ReplaySource::Journal),
+            latency: metrics.relay_latency().clone(),
+        };
+        Arc::new(Hub {
+            route,
+            thread,
+            journal,
+            state: Mutex::new(State {
+                subs: Vec::new(),
+                dedupe: Deduper::after(cursor),
+                last_id: cursor.map(str::to_owned),
+                pending_resume: None,
+            }),
+            left: Arc::new(Notify::new()),
+            next_sub: AtomicU64::new(1),
+            sharing,
+            metrics,
+            joining: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh subscriber id.
+    pub fn sub_id(&self) -> u64 {
+        self.next_sub.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether no client is left (or on its way in).
+    pub fn is_empty(&self) -> bool {
+        let mut st = self.lock();
+        st.subs.retain(|s| !s.tx.is_closed());
+        st.subs.is_empty() && self.joining.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether this hub is shared by every client of its thread.
+    pub fn sharing(&self) -> Sharing {
+        self.sharing
+    }
+
+    /// The id a reconnect resumes from.
+    pub fn last_id(&self) -> Option<String> {
+        self.lock().last_id.clone().filter(|i| !i.is_empty())
+    }
+
+    /// Announce `cursor` (source upstream) to the clients once the upstream answers.
+    pub fn set_pending_resume(&self, cursor: String) {
+        self.lock().pending_resume = Some(cursor);
+    }
+
+    /// Adds a client that starts live (no replay).
+    pub fn subscribe(&self, sub: Sub) {
+        self.lock().subs.push(sub);
+    }
+
+    /// Replays the journal after `cursor` into the client's queue, waiting for room (a long
+    /// backlog is not a slow consumer), then joins live. The join happens under the hub lock
+    /// after re-reading the journal, so no event falls between replay and live delivery. A client
+    /// that stops reading for [`REPLAY_STALL`], or falls behind the journal, ends with
+    /// `stream.slow_consumer`; it resumes from its last id like any other client.
+    pub async fn catch_up_and_join(&self, mut sub: Sub, cursor: String, _joining: Joining) {
+        let mut at = cursor;
+        let mut replayed = 0u64;
+        loop {
+            let Some(batch) = self.journal_after(&at) else {
+                sub.end
+                    .set(respond::sse(ErrorCode::SlowConsumer, &sub.trace_id));
+                return;
+            };
+            if batch.is_empty() {
+                // The journal may have moved since this read: then replay the rest first.
+                sub = match self.try_join(sub, &at) {
+                    Some(back) => back,
+                    None => return self.metrics.replayed.inc_by(replayed),
+                };
+                continue;
+            }
+            for ev in &batch {
+                if let Some(b) = render(ev, &sub.stamp) {
+                    match tokio::time::timeout(REPLAY_STALL, sub.tx.send(b.into())).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => return self.cut_slow(&sub),
+                    }
+                }
+                if let Some(id) = ev.id.as_deref() {
+                    at = id.to_owned();
+                }
+                replayed += 1;
+            }
+        }
+    }
+
+    fn journal_after(&self, at: &str) -> Option<Vec<Arc<Event>>> {
+        self.journal
+            .lock()
+            .ok()
+            .and_then(|mut j| j.after(at, Instant::now()))
+    }
+
+    /// Joins live under the hub lock if the journal still holds nothing after `at`; gives the
+    /// client back otherwise.
+    fn try_join(&self, mut sub: Sub, at: &str) -> Option<Sub> {
+        let mut st = self.lock();
+        if !self.journal_after(at).is_some_and(|b| b.is_empty()) {
+            return Some(sub);
+        }
+        match self.sharing {
+            Sharing::Shared => sub.dedupe = Some(Deduper::after(Some(at))),
+            Sharing::Private => {
+                st.dedupe = Deduper::after(Some(at));
+                st.last_id = Some(at.to_owned());
+            }
+        }
+        st.subs.push(sub);
+        None
+    }
+
+    /// Queues a frame for one client; on overflow ends it as a slow consumer.
+    fn push(&self, sub: &mut Sub, frame: impl Into<Chunk>) -> bool {
+        match sub.tx.try_send(frame.into()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cut_slow(sub);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ends a client that fell behind: `stream.slow_consumer` after what it already has.
+    fn cut_slow(&self, sub: &Sub) {
+        sub.end
+            .set(respond::sse(ErrorCode::SlowConsumer, &sub.trace_id));
+        self.metrics.slow.inc();
+    }
+
+    /// Sends a comment to every client that has room (never ends a client).
+    pub fn comment(&self, text: &'static [u8]) {
+        let st = self.lock();
+        for s in &st.subs {
+            let _ = s.tx.try_send(Bytes::from_static(text).into());
+        }
+    }
+
+    /// Ends every client with `code`.
+    pub fn fail_all(&self, code: ErrorCode) {
+        let mut st = self.lock();
+        for s in st.subs.drain(..) {
+            s.end.set(respond::sse(code, &s.trace_id));
+        }
+    }
+
+    /// Called when the upstream answered 200.
+    pub fn on_connected(&self) {
+        let mut st = self.lock();
+        if let Some(c) = st.pending_resume.take() {
+            let frame = resume_frame(&c, "upstream");
+            let mut subs = std::mem::take(&mut st.subs);
+            subs.retain_mut(|s| self.push(s, frame.clone()));
+            st.subs = subs;
+        }
+    }
+
+    /// Delivers parsed upstream events to every client: one shared [`Batch`] per upstream read,
+    /// finished by each client's own body. Foreign events are dropped here, once: every client of
+    /// a hub passed the ownership check of the same thread, so they share one tenant and env.
+    pub fn deliver(&self, events: Vec<Event>, read_at: Instant) {
+        let mut st = self.lock();
+        let Some(owner) = st.subs.first().map(|s| s.stamp.clone()) else {
+            return;
+        };
+        let batch = self.admit_events(&mut st, events, &owner);
+        if batch.events.is_empty() {
+            return;
+        }
+        let dispatching = batch.events.iter().filter(|e| e.dispatches()).count() as u64;
+        let batch = Arc::new(batch);
+        let mut forwarded = 0u64;
+        let mut subs = std::mem::take(&mut st.subs);
+        subs.retain_mut(|sub| {
+            let Some(chunk) = chunk_for(sub, &batch) else {
+                return true;
+            };
+            let kept = self.push(sub, chunk);
+            if kept {
+                forwarded += dispatching;
+            }
+            kept
+        });
+        st.subs = subs;
+        self.metrics.forwarded.inc_by(forwarded);
+        self.metrics
+            .latency
+            .observe(read_at.elapsed().as_secs_f64());
+    }
+
+    /// The events of one read that go out: new (not delivered before a reconnect), not foreign;
+    /// each journaled, with its shared head rendered once.
+    fn admit_events(&self, st: &mut State, events: Vec<Event>, owner: &Stamp) -> Batch {
+        let now = Instant::now();
+        let mut batch = Batch {
+            events: Vec::with_capacity(events.len()),
+            heads: Vec::with_capacity(events.len()),
+        };
+        let mut violations = 0u64;
+        for ev in events {
+            let prev = st.last_id.clone();
+            if let Some(id) = ev.id.as_deref() {
+                if !st.dedupe.is_new(id) {
+                    continue;
+                }
+                st.last_id = Some(ev.last_event_id.clone());
+            }
+            let prepared = ev.data.as_deref().map(prepare);
+            if prepared
+                .as_ref()
+                .is_some_and(|p| p.is_foreign(&owner.tenant, &owner.env))
+            {
+                violations += 1;
+                continue;
+            }
+            let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
+            drop(prepared);
+            let ev = Arc::new(ev);
+            if let Ok(mut j) = self.journal.lock() {
+                j.append(&ev, prev.as_deref(), now);
+            }
+            batch.events.push(ev);
+            batch.heads.push(head);
+        }
+        if violations > 0 {
+            self.metrics.violations.inc_by(violations);
+            tracing::warn!(route = %self.route.name, thread_id = %self.thread, violations, "upstream events name a foreign tenant; dropped");
+        }
+        batch
+    }
+}
+
+/// What one client gets of a shared batch: all of it, or — for a client that replayed the
+/// journal — what it did not already get (`None`: nothing). Checking stops once a whole batch
+/// was new.
+fn chunk_for(sub: &mut Sub, batch: &Arc<Batch>) -> Option<Chunk> {
+    let Some(d) = sub.dedupe.as_mut() else {
+        return Some(Chunk::Events(batch.clone()));
+    };
+    let keep: Vec<usize> = (0..batch.events.len())
+        .filter(|i| batch.events[*i].id.as_deref().is_none_or(|id| d.is_new(id)))
+        .collect();
+    if keep.len() == batch.events.len() {
+        sub.dedupe = None;
+        return Some(Chunk::Events(batch.clone()));
+    }
+    if keep.is_empty() {
+        return None;
+    }
+    Some(Chunk::Events(Arc::new(Batch {
+        events: keep.iter().map(|i| batch.events[*i].clone()).collect(),
+        heads: keep.iter().map(|i| batch.heads[*i].clone()).collect(),
+    })))
+}
+
+/// An event's fields plus `data: {members,` when its data allows a shared prefix.
+fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Bytes> {
+    let prefix = prepared.shared_prefix()?;
+    let mut head = Vec::with_capacity(prefix.len() + 64);
+    write_fields(ev, &mut head);
+    head.extend_from_slice(b"data: ");
+    head.extend_from_slice(prefix.as_bytes());
+    Some(Bytes::from(head))
+}

@@ -1,0 +1,249 @@
+//! The upstream side of an SSE hub: opening the upstream stream on its own connection, reading
+//! and parsing it, delivering batches to the hub, and reconnecting with `Last-Event-ID` (see
+//! [`super::reconnect`]) until no client is left, the resume deadline passes, or drain.
+
+use crate::app::Gateway;
+use crate::body::Body;
+use crate::config::Rail;
+use crate::proxy::reconnect::{classify, Reconnect, Refusal};
+use crate::proxy::sse_hub::{Hub, Sharing};
+use crate::proxy::upstream::connect_tcp;
+use crate::sse::Parser;
+use http::{HeaderMap, HeaderValue, Request, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use railgate_policy::ErrorCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How to reach the upstream stream.
+#[derive(Clone)]
+pub struct UpstreamSpec {
+    /// Full upstream URI.
+    pub uri: Uri,
+    /// Prepared headers (verified context, hygiene applied).
+    pub headers: HeaderMap,
+}
+
+/// An upstream event stream: the response body and the connection that feeds it. Both are
+/// driven by the hub's own task, so an upstream read reaches the parser without a hop through
+/// another task (and a stream costs one task, not two).
+pub struct Stream {
+    body: Incoming,
+    conn: UpstreamConn,
+    conn_done: bool,
+    // Dropping the sender would let the connection close once the response ends; kept for
+    // the stream's life.
+    _sender: http1::SendRequest<Body>,
+}
+
+type UpstreamConn = http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// The outcome of opening the upstream stream.
+pub enum Connect {
+    /// Streaming.
+    Streaming(Box<Stream>),
+    /// A terminal answer.
+    Gone(ErrorCode),
+    /// Try again later.
+    Retry(String),
+}
+
+fn stream_request(spec: &UpstreamSpec, cursor: Option<&str>) -> Request<Body> {
+    let mut req = Request::new(crate::body::empty());
+    *req.uri_mut() = spec
+        .uri
+        .path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
+    *req.headers_mut() = spec.headers.clone();
+    let h = req.headers_mut();
+    if let Some(host) = spec
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        h.insert(http::header::HOST, host);
+    }
+    h.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.remove("last-event-id");
+    if let Some(v) = cursor.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert("last-event-id", v);
+    }
+    req
+}
+
+/// Opens the upstream stream on its own connection, resuming after `cursor`.
+pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) -> Connect {
+    let limits = &gw.config.limits;
+    let Some(authority) = spec.uri.authority() else {
+        return Connect::Gone(ErrorCode::UpstreamUnavailable);
+    };
+    let tcp = match connect_tcp(authority, limits.upstream_connect_timeout).await {
+        Ok(t) => t,
+        Err(e) => return Connect::Retry(e),
+    };
+    let (mut sender, mut conn) = match http1::handshake(TokioIo::new(tcp)).await {
+        Ok(pair) => pair,
+        Err(e) => return Connect::Retry(format!("handshake: {e}")),
+    };
+    let req = stream_request(spec, cursor);
+    let answer = async {
+        tokio::select! {
+            r = sender.send_request(req) => r.map_err(|e| e.to_string()),
+            r = &mut conn => Err(format!("connection ended before the answer: {r:?}")),
+        }
+    };
+    let resp = match tokio::time::timeout(limits.upstream_response_timeout, answer).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Connect::Retry(e),
+        Err(_) => return Connect::Retry("no answer within the response timeout".into()),
+    };
+    if resp.status() == http::StatusCode::OK {
+        return Connect::Streaming(Box::new(Stream {
+            body: resp.into_body(),
+            conn,
+            conn_done: false,
+            _sender: sender,
+        }));
+    }
+    match classify(resp.status().as_u16()) {
+        Refusal::Gone(code) => Connect::Gone(code),
+        Refusal::Retry => Connect::Retry(format!("upstream answered {}", resp.status())),
+    }
+}
+
+/// Runs a hub's upstream side until no client is left, the deadline passes, or drain. A shared
+/// hub that a client joined while it was stopping keeps going.
+pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Option<Box<Stream>>) {
+    let mut first = first;
+    loop {
+        run_once(&gw, &hub, &spec, first.take()).await;
+        if hub.sharing() == Sharing::Private
+            || gw.hubs.try_remove(&hub)
+            || gw.draining.is_cancelled()
+        {
+            break;
+        }
+    }
+}
+
+async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Option<Box<Stream>>) {
+    let mut parser = Parser::new(gw.config.sse.max_event_bytes);
+    let mut reconnect = Reconnect::new(
+        &gw.metrics,
+        &hub.route.name,
+        Rail::Sse,
+        hub.route.resume_deadline,
+    );
+    let mut body = first;
+    if body.is_some() {
+        hub.on_connected();
+    }
+    loop {
+        if body.is_none() {
+            if hub.is_empty() || gw.draining.is_cancelled() {
+                return;
+            }
+            match connect(gw, spec, hub.last_id().as_deref()).await {
+                Connect::Streaming(b) => {
+                    reconnect.connected();
+                    parser.reset_stream();
+                    hub.on_connected();
+                    body = Some(b);
+                }
+                Connect::Gone(code) => return hub.fail_all(code),
+                Connect::Retry(why) => {
+                    reconnect.attempt_failed();
+                    tracing::debug!(route = %hub.route.name, thread_id = %hub.thread, reason = %why, "upstream stream unavailable");
+                }
+            }
+        }
+        if let Some(b) = body.as_mut() {
+            match pump(gw, hub, &mut parser, b).await {
+                Pumped::Broken => body = None,
+                Pumped::Stop => return,
+            }
+        }
+        if body.is_none() {
+            let Some(delay) = reconnect.next_delay() else {
+                return hub.fail_all(ErrorCode::UpstreamUnavailable);
+            };
+            hub.comment(b": reconnecting\n\n");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = gw.draining.cancelled() => return,
+            }
+        }
+    }
+}
+
+enum Pumped {
+    Broken,
+    Stop,
+}
+
+/// Reads the upstream stream and delivers its events. Deliveries are at least `batch_window`
+/// apart: events that arrive sooner wait for the window's end and go out as one batch (one
+/// write per client instead of one per event). An event after a quiet spell goes out at once.
+async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> Pumped {
+    let window = gw.config.sse.batch_window;
+    let mut pending = Vec::new();
+    let mut pending_since = Instant::now();
+    let mut last_delivery: Option<Instant> = None;
+    let flush_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(flush_at);
+    let mut armed = false;
+    let outcome = loop {
+        tokio::select! {
+            frame = up.body.frame() => {
+                let Some(Ok(f)) = frame else { break Pumped::Broken };
+                let Ok(data) = f.into_data() else { continue };
+                if pending.is_empty() {
+                    pending_since = Instant::now();
+                }
+                if parser.feed(&data, &mut pending).is_err() {
+                    tracing::warn!(route = %hub.route.name, thread_id = %hub.thread, "upstream event over the size limit; reconnecting");
+                    break Pumped::Broken;
+                }
+                if pending.is_empty() || armed {
+                    continue;
+                }
+                let now = Instant::now();
+                if let Some(due) = last_delivery.map(|t| t + window).filter(|due| *due > now) {
+                    flush_at.as_mut().reset(due.into());
+                    armed = true;
+                    continue;
+                }
+                hub.deliver(std::mem::take(&mut pending), pending_since);
+                last_delivery = Some(now);
+                if hub.is_empty() {
+                    break Pumped::Stop;
+                }
+            },
+            _ = &mut flush_at, if armed => {
+                armed = false;
+                hub.deliver(std::mem::take(&mut pending), pending_since);
+                last_delivery = Some(Instant::now());
+                if hub.is_empty() {
+                    break Pumped::Stop;
+                }
+            }
+            // Reads the socket into the body; once it ends, the body still yields what was read.
+            _ = &mut up.conn, if !up.conn_done => up.conn_done = true,
+            _ = hub.left.notified() => if hub.is_empty() { break Pumped::Stop },
+            _ = gw.draining.cancelled() => break Pumped::Stop,
+        }
+    };
+    // What was read is delivered, whatever ends the stream.
+    if !pending.is_empty() {
+        hub.deliver(pending, pending_since);
+    }
+    outcome
+}

@@ -1,0 +1,135 @@
+//! An upgraded WebSocket before its relay: wait for the hello, admit it (the same
+//! [`crate::admission::admit`] as every rail, now with the hello as a source), record the
+//! outcome, then hand over to the relay ([`super::ws_relay`]).
+
+use crate::admission::{admit, Admission, Admitted, Caller};
+use crate::app::Gateway;
+use crate::config::route::Captures;
+use crate::config::{Rail, Route};
+use crate::outcome::{record, Outcome};
+use crate::proxy::reconnect::cursor;
+use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End};
+use crate::proxy::ws_relay::WsRelay;
+use futures_util::StreamExt;
+use http::request::Parts;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use railgate_policy::context::parse_hello;
+use railgate_policy::{Denial, ErrorCode};
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// An upgraded session before its hello.
+pub struct Session {
+    gw: Arc<Gateway>,
+    route: Route,
+    caps: Captures,
+    parts: Parts,
+    out: Outcome,
+}
+
+/// A hello that was admitted, with its resume cursor.
+pub struct Greeted {
+    /// What admission produced.
+    pub admitted: Admitted,
+    /// The hello's `last_event_id`, checked.
+    pub cursor: Option<String>,
+}
+
+impl Session {
+    /// Prepares a session for the request whose upgrade was accepted.
+    pub fn new(
+        gw: Arc<Gateway>,
+        route: Route,
+        caps: Captures,
+        parts: Parts,
+        out: Outcome,
+    ) -> Session {
+        Session {
+            gw,
+            route,
+            caps,
+            parts,
+            out,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self, on_upgrade: OnUpgrade) {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let config = ws_config(self.gw.config.ws.max_message_bytes);
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        let active = self.gw.metrics.active(&self.route.name, Rail::Ws);
+        active.inc();
+        // Boxed here and below: the session task is allocated at the size of its largest
+        // state, and admission (auth, registry) and the upstream handshake are large and brief.
+        let greeting = Box::pin(self.hello(&mut ws)).await;
+        match greeting {
+            Ok(greeted) => {
+                self.out.admitted(&greeted.admitted.ctx);
+                record(&self.gw.metrics, &self.out, 101);
+                let relay = WsRelay::new(&self.gw, &self.route, &self.caps, &self.parts, greeted);
+                // The request's parts point into the connection's read buffer; let it go.
+                drop(self);
+                relay.run(ws).await;
+            }
+            Err(End::Deny(d)) => {
+                self.out.code = Some(d.code);
+                record(&self.gw.metrics, &self.out, 101);
+                finish(&mut ws, End::Deny(d), &self.out.trace_id).await;
+            }
+            Err(_) => {}
+        }
+        active.dec();
+    }
+
+    /// Waits for the hello and admits it. `Err(End::ClientLeft)`: the client left first.
+    async fn hello(&self, ws: &mut ClientWs) -> Result<Greeted, End> {
+        let first = self.first_text(ws).await?;
+        let hello = parse_hello(first.as_bytes()).map_err(End::Deny)?;
+        let caller = Caller {
+            headers: &self.parts.headers,
+            query: self.parts.uri.query(),
+            hello: Some(&hello),
+            trace_id: &self.out.trace_id,
+        };
+        let admission = Admission::for_route(&self.route, &self.caps);
+        let admitted = admit(&self.gw, &admission, &caller)
+            .await
+            .map_err(End::Deny)?;
+        let cursor = cursor(hello.last_event_id.as_deref(), "last_event_id").map_err(End::Deny)?;
+        Ok(Greeted { admitted, cursor })
+    }
+
+    /// The first text message, within the hello timeout.
+    async fn first_text(&self, ws: &mut ClientWs) -> Result<String, End> {
+        let wait = self.gw.config.ws.hello_timeout;
+        loop {
+            match tokio::time::timeout(wait, ws.next()).await {
+                Err(_) => {
+                    return Err(End::Deny(Denial::with_message(
+                        ErrorCode::TokenMissing,
+                        "no hello within the hello timeout",
+                    )))
+                }
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                    return Err(End::ClientLeft)
+                }
+                Ok(Some(Ok(Message::Text(t)))) => return Ok(t.as_str().to_owned()),
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    return Err(End::Deny(Denial::with_message(
+                        ErrorCode::HeaderInvalid,
+                        "the first message must be a JSON hello",
+                    )))
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! An admitted WebSocket session's relay between client and upstream, one handler per event:
+//! a client message ([`WsRelay::on_client`]), an upstream message ([`WsRelay::on_upstream`]),
+//! a heartbeat tick ([`WsRelay::on_tick`]) and a reconnect attempt ([`WsRelay::on_retry`]).
+//!
+//! Upstream → client: JSON objects are stamped (routing, `meta.trace_id`) and checked by the
+//! isolation guard, events already delivered are dropped (id at `ws_event_id`). Client →
+//! upstream: JSON objects get `routing` overwritten with the verified context. Binary and
+//! non-JSON messages pass unchanged. When the upstream breaks, the client stays connected, its
+//! messages are held (bounded) and delivered in order after the reconnect, which greets the
+//! upstream again with the last delivered id; past `resume_deadline` the client gets
+//! `upstream.unavailable` and close 1011.
+
+use crate::app::Gateway;
+use crate::clock;
+use crate::config::route::Captures;
+use crate::config::{Rail, Route};
+use crate::dedupe::Deduper;
+use crate::inject::{overwrite_routing, stamp, Stamp, Stamped};
+use crate::presence::Member;
+use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
+use crate::proxy::ws_conn::{finish, ClientWs, End};
+use crate::proxy::ws_hello::Greeted;
+use crate::proxy::ws_upstream::{Target, UpstreamWs};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::request::Parts;
+use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::time::Instant as Deadline;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longest a write to the client may stall before it counts as a slow consumer.
+const CLIENT_SEND_STALL: Duration = Duration::from_secs(10);
+/// More client pings than this within [`PING_WINDOW`] closes the connection.
+const PING_FLOOD: u32 = 100;
+const PING_WINDOW: Duration = Duration::from_secs(10);
+
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+type Step = Result<(), End>;
+
+/// The relay of one admitted session.
+pub struct WsRelay {
+    gw: Arc<Gateway>,
+    route: Route,
+    thread: String,
+    ctx: RequestContext,
+    stamp: Stamp,
+    target: Result<Target, ErrorCode>,
+    upstream: Option<UpstreamWs>,
+    reconnect: Reconnect,
+    retry_at: Deadline,
+    dedupe: Deduper,
+    last_id: Option<String>,
+    held: VecDeque<Message>,
+    session: u64,
+    heartbeat: Heartbeat,
+}
+
+/// The client's liveness: when it last answered, and how often it pings.
+struct Heartbeat {
+    last_pong: Instant,
+    window_start: Instant,
+    pings: u32,
+}
+
+impl WsRelay {
+    /// The relay of a session whose hello was admitted.
+    pub fn new(
+        gw: &Arc<Gateway>,
+        route: &Route,
+        caps: &Captures,
+        parts: &Parts,
+        greeted: Greeted,
+    ) -> WsRelay {
+        let Greeted { admitted, cursor } = greeted;
+        let thread = admitted.thread_id.clone().unwrap_or_default();
+        let now = Instant::now();
+        WsRelay {
+            gw: gw.clone(),
+            route: route.clone(),
+            stamp: Stamp::new(&admitted.ctx, &thread),
+            target: Target::new(route, caps, parts, &admitted.ctx),
+            thread,
+            ctx: admitted.ctx,
+            upstream: None,
+            reconnect: Reconnect::new(&gw.metrics, &route.name, Rail::Ws, route.resume_deadline),
+            retry_at: Deadline::now(),
+            dedupe: Deduper::after(cursor.as_deref()),
+            last_id: cursor,
+            held: VecDeque::new(),
+            session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+            heartbeat: Heartbeat {
+                last_pong: now,
+                window_start: now,
+                pings: 0,
+            },
+        }
+    }
+
+    /// Relays until the session ends, then closes the client as the end says.
+    pub async fn run(mut self, mut client: ClientWs) {
+        let gw = self.gw.clone();
+        let presence = gw.config.ws.presence;
+        let (ptx, mut prx) = mpsc::channel::<String>(64);
+        if presence {
+            let member = Member {
+                session: self.session,
+                actor_id: self.ctx.user_id.clone(),
+                surface_id: self.ctx.get(Field::Surface).map(str::to_owned),
+                joined_at: clock::now(),
+            };
+            gw.presence.join(
+                self.ctx.tenant_id(),
+                self.ctx.env(),
+                &self.thread,
+                member,
+                ptx,
+            );
+        }
+        let end = self.relay(&mut client, &mut prx).await;
+        if presence {
+            gw.presence.leave(
+                self.ctx.tenant_id(),
+                self.ctx.env(),
+                &self.thread,
+                self.session,
+            );
+        }
+        finish(&mut client, end, &self.ctx.trace_id).await;
+    }
+
+    async fn relay(&mut self, client: &mut ClientWs, presence: &mut mpsc::Receiver<String>) -> End {
+        let gw = self.gw.clone();
+        let mut ping = tokio::time::interval(gw.config.ws.ping_interval);
+        ping.tick().await;
+        let expiry = tokio::time::sleep_until(credential_end(
+            self.ctx.expires_at,
+            gw.config.auth.leeway_s,
+            clock::now(),
+        ));
+        tokio::pin!(expiry);
+        loop {
+            let down = self.upstream.is_none();
+            let upstream = &mut self.upstream;
+            let step = tokio::select! {
+                _ = tokio::time::sleep_until(self.retry_at), if down => Event::Retry,
+                msg = next(upstream) => Event::Upstream(msg),
+                msg = client.next() => Event::Client(msg),
+                Some(text) = presence.recv() => Event::Presence(text),
+                _ = ping.tick() => Event::Tick,
+                _ = &mut expiry => Event::End(Denial::new(ErrorCode::TokenExpired)),
+                _ = gw.draining.cancelled() => Event::End(Denial::new(ErrorCode::Draining)),
+            };
+            let handled = match step {
+                Event::Retry => Box::pin(self.on_retry()).await,
+                Event::Upstream(msg) => self.on_upstream(client, msg).await,
+                Event::Client(msg) => self.on_client(client, msg).await,
+                Event::Presence(text) => self.send_client(client, Message::text(text)).await,
+                Event::Tick => self.on_tick(client).await,
+                Event::End(d) => Err(End::Deny(d)),
+            };
+            if let Err(end) = handled {
+                return end;
+            }
+        }
+    }
+
+    /// Time to (re)connect the upstream: on success the held messages go first.
+    async fn on_retry(&mut self) -> Step {
+        let target = self
+            .target
+            .as_ref()
+            .map_err(|c| End::Deny(Denial::new(*c)))?;
+        match target
+            .connect(&self.gw, &self.ctx, self.last_id.as_deref())
+            .await
+        {
+            Ok(mut ws) => {
+                self.reconnect.connected();
+                while let Some(m) = self.held.pop_front() {
+                    if ws.send(m.clone()).await.is_err() {
+                        self.held.push_front(m);
+                        break;
+                    }
+                }
+                self.upstream = Some(ws);
+                Ok(())
+            }
+            Err(Refusal::Gone(code)) => Err(End::Deny(Denial::new(code))),
+            Err(Refusal::Retry) => {
+                self.reconnect.attempt_failed();
+                self.schedule_retry()
+            }
+        }
+    }
+
+    /// Forgets a broken upstream connection and schedules the reconnect.
+    fn broken(&mut self) -> Step {
+        self.upstream = None;
+        self.schedule_retry()
+    }
+
+    fn schedule_retry(&mut self) -> Step {
+        match self.reconnect.next_delay() {
+            Some(delay) => {
+                self.retry_at = Deadline::now() + delay;
+                Ok(())
+            }
+            None => Err(End::Deny(Denial::new(ErrorCode::UpstreamUnavailable))),
+        }
+    }
+
+    /// One message (or the end) from the upstream.
+    async fn on_upstream(
+        &mut self,
+        client: &mut ClientWs,
+        msg: Option<Result<Message, WsError>>,
+    ) -> Step {
+        match msg {
+            Some(Ok(Message::Text(t))) => self.relay_upstream_text(client, t.as_str()).await,
+            Some(Ok(Message::Binary(b))) => self.send_client(client, Message::Binary(b)).await,
+            // A terminal refusal from the upstream (bad cursor, auth): pass it on.
+            Some(Ok(Message::Close(Some(f)))) if (4000..5000).contains(&u16::from(f.code)) => {
+                Err(End::Close(u16::from(f.code), f.reason.as_str().to_owned()))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(()),
+            _ => self.broken(),
+        }
+    }
+
+    /// Upstream → client for one text message.
+    async fn relay_upstream_text(&mut self, client: &mut ClientWs, text: &str) -> Step {
+        if let Some(code) = upstream_error(text) {
+            // The upstream refuses (e.g. a cursor it never issued): answer in our own envelope.
+            return Err(End::Deny(Denial::new(code)));
+        }
+        if let Some(id) = event_id(text, &self.route.ws_event_id) {
+            if !self.dedupe.is_new(&id) {
+                return Ok(());
+            }
+            self.last_id = Some(id);
+        }
+        let out = match stamp(text, &self.stamp) {
+            Stamped::Foreign => {
+                self.gw.metrics.isolation_violations(&self.route.name).inc();
+                tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message names a foreign tenant; dropped");
+                return Ok(());
+            }
+            Stamped::Unchanged => text.to_owned(),
+            Stamped::Rewritten(s) => s,
+        };
+        self.send_client(client, Message::text(out)).await?;
+        self.gw.metrics.forwarded(&self.route.name, Rail::Ws).inc();
+        Ok(())
+    }
+
+    /// One message (or the end) from the client.
+    async fn on_client(
+        &mut self,
+        client: &mut ClientWs,
+        msg: Option<Result<Message, WsError>>,
+    ) -> Step {
+        match msg {
+            Some(Ok(Message::Pong(_))) => {
+                self.heartbeat.last_pong = Instant::now();
+                Ok(())
+            }
+            Some(Ok(Message::Ping(_))) => self.heartbeat.ping(),
+            Some(Ok(Message::Close(_))) | None => {
+                if let Some(u) = self.upstream.as_mut() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), u.close(None)).await;
+                }
+                Err(End::PeerClosed)
+            }
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => self.forward(client, m).await,
+            Some(Ok(Message::Frame(_))) => Ok(()),
+            Some(Err(e)) => Err(read_failure(&e)),
+        }
+    }
+
+    /// Client → upstream, or held while the upstream is away.
+    async fn forward(&mut self, client: &mut ClientWs, m: Message) -> Step {
+        // Whatever the upstream already sent — events, or its close after a crash — is handled
+        // first, so a message is never written into a connection already known to be dead.
+        while let Some(pending) = self.upstream.as_mut().and_then(|u| u.next().now_or_never()) {
+            self.on_upstream(client, pending).await?;
+        }
+        let out = self.for_upstream(m);
+        let sent = match self.upstream.as_mut() {
+            Some(u) => u.send(out.clone()).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        if self.upstream.is_some() {
+            self.broken()?;
+        }
+        if self.held.len() >= self.gw.config.ws.held_messages {
+            return Err(End::Deny(Denial::with_message(
+                ErrorCode::UpstreamUnavailable,
+                "too many messages held while the upstream reconnects",
+            )));
+        }
+        self.held.push_back(out);
+        Ok(())
+    }
+
+    /// Client → upstream: `routing` replaced in JSON objects.
+    fn for_upstream(&self, msg: Message) -> Message {
+        match msg {
+            Message::Text(t) => match overwrite_routing(t.as_str(), &self.stamp.routing) {
+                Some(s) => Message::text(s),
+                None => Message::Text(t),
+            },
+            other => other,
+        }
+    }
+
+    /// The heartbeat: a client that stopped answering pings is closed; otherwise ping it.
+    async fn on_tick(&mut self, client: &mut ClientWs) -> Step {
+        if self.heartbeat.last_pong.elapsed() > self.gw.config.ws.pong_timeout {
+            return Err(End::Close(1001, "heartbeat timeout".into()));
+        }
+        self.send_client(client, Message::Ping(Default::default()))
+            .await
+    }
+
+    async fn send_client(&self, client: &mut ClientWs, msg: Message) -> Step {
+        match tokio::time::timeout(CLIENT_SEND_STALL, client.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::ClientLeft),
+            Err(_) => {
+                self.gw
+                    .metrics
+                    .slow_consumer(&self.route.name, Rail::Ws)
+                    .inc();
+                Err(End::Deny(Denial::new(ErrorCode::SlowConsumer)))
+            }
+        }
+    }
+}
+
+impl Heartbeat {
+    /// A client ping: proof of life, unless there are too many of them.
+    fn ping(&mut self) -> Step {
+        self.last_pong = Instant::now();
+        if self.window_start.elapsed() > PING_WINDOW {
+            self.window_start = Instant::now();
+            self.pings = 0;
+        }
+        self.pings += 1;
+        if self.pings > PING_FLOOD {
+            return Err(End::Deny(Denial::with_message(
+                ErrorCode::RateLimited,
+                "ping flood",
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What woke the relay.
+enum Event {
+    Retry,
+    Upstream(Option<Result<Message, WsError>>),
+    Client(Option<Result<Message, WsError>>),
+    Presence(String),
+    Tick,
+    End(Denial),
+}
+
+/// The upstream's next message; never ready while there is no upstream.
+async fn next(upstream: &mut Option<UpstreamWs>) -> Option<Result<Message, WsError>> {
+    match upstream.as_mut() {
+        Some(u) => u.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a session ends when reading from the client fails (RFC 6455 §7.4.1 codes).
+fn read_failure(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            End::Deny(Denial::new(ErrorCode::TooLarge))
+        }
+        WsError::Capacity(_) => End::Close(1009, "frame too large".into()),
+        WsError::Utf8(_) => End::Close(1007, "invalid UTF-8 in a text message".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::ClientLeft,
+        WsError::Protocol(_) => End::Close(1002, "protocol error".into()),
+        _ => End::ClientLeft,
+    }
+}
+
+fn event_id(text: &str, pointer: &str) -> Option<String> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
+    match v.pointer(pointer)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The code of an upstream error envelope `{"error":{"code":...}}` that railgate knows.
+fn upstream_error(text: &str) -> Option<ErrorCode> {
+    if !text.trim_start().starts_with("{\"error\"") {
+        return None;
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
+    v.get("error")?
+        .get("code")?
+        .as_str()
+        .and_then(ErrorCode::from_wire)
+}

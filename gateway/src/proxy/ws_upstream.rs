@@ -1,0 +1,117 @@
+//! The WebSocket rail's upstream connection: where it is, the handshake, and the hello the
+//! gateway sends on the client's behalf (`hello = "forward"`) or the cursor it passes in the
+//! query (`hello = "consume"`).
+
+use crate::app::Gateway;
+use crate::config::route::Captures;
+use crate::config::{HelloMode, Route};
+use crate::proxy::headers;
+use crate::proxy::reconnect::{classify, Refusal};
+use crate::proxy::upstream::{self, connect_tcp, Scheme};
+use crate::proxy::ws_conn::ws_config;
+use futures_util::SinkExt;
+use http::request::Parts;
+use http::{HeaderMap, Uri};
+use railgate_policy::{ErrorCode, RequestContext};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// The upstream's WebSocket.
+pub type UpstreamWs = WebSocketStream<TcpStream>;
+
+/// Client headers that belong to the client's own upgrade, never forwarded.
+const UPGRADE_HEADERS: &[&str] = &[
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "host",
+    "origin",
+    "cookie",
+];
+
+/// Where and how a session reaches its upstream.
+pub struct Target {
+    uri: Uri,
+    headers: HeaderMap,
+    hello: HelloMode,
+}
+
+impl Target {
+    /// The upstream of a session on `route`: the URI from the shared builder (WebSocket scheme,
+    /// no client query), and the client's headers with hygiene and the verified context.
+    pub fn new(
+        route: &Route,
+        caps: &Captures,
+        parts: &Parts,
+        ctx: &RequestContext,
+    ) -> Result<Target, ErrorCode> {
+        let uri = upstream::uri(route, caps, parts.uri.path(), None, &[], Scheme::WebSocket)
+            .map_err(|d| d.code)?;
+        let mut headers = headers::detached(&parts.headers);
+        for h in UPGRADE_HEADERS {
+            headers.remove(*h);
+        }
+        headers::to_upstream(&mut headers, ctx, None);
+        Ok(Target {
+            uri,
+            headers,
+            hello: route.hello,
+        })
+    }
+
+    /// Opens the upstream WebSocket and greets it, resuming after `last_id`.
+    pub async fn connect(
+        &self,
+        gw: &Gateway,
+        ctx: &RequestContext,
+        last_id: Option<&str>,
+    ) -> Result<UpstreamWs, Refusal> {
+        let gone = Refusal::Gone(ErrorCode::UpstreamUnavailable);
+        let mut uri = self.uri.to_string();
+        if self.hello == HelloMode::Consume {
+            let q = form_urlencoded::Serializer::new(String::new())
+                .append_pair("last_event_id", last_id.unwrap_or_default())
+                .finish();
+            uri = format!("{uri}?{q}");
+        }
+        let authority = self.uri.authority().ok_or(gone)?;
+        let tcp = connect_tcp(authority, gw.config.limits.upstream_connect_timeout)
+            .await
+            .map_err(|_| Refusal::Retry)?;
+        let mut req = uri.as_str().into_client_request().map_err(|_| gone)?;
+        for (k, v) in &self.headers {
+            req.headers_mut().append(k, v.clone());
+        }
+        let config = ws_config(gw.config.ws.max_message_bytes);
+        let handshake = tokio_tungstenite::client_async_with_config(req, tcp, Some(config));
+        let wait = gw.config.limits.upstream_response_timeout;
+        let mut ws = match tokio::time::timeout(wait, handshake).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(WsError::Http(resp))) => return Err(classify(resp.status().as_u16())),
+            _ => return Err(Refusal::Retry),
+        };
+        if self.hello == HelloMode::Forward {
+            let hello = forwarded_hello(ctx, last_id);
+            ws.send(Message::text(hello))
+                .await
+                .map_err(|_| Refusal::Retry)?;
+        }
+        Ok(ws)
+    }
+}
+
+/// The hello the upstream gets: the verified context, the user, the trace id and the cursor.
+fn forwarded_hello(ctx: &RequestContext, last_id: Option<&str>) -> String {
+    let mut context = serde_json::Map::new();
+    for (f, v) in ctx.fields() {
+        context.insert(f.key().into(), v.into());
+    }
+    context.insert("user_id".into(), ctx.user_id.as_str().into());
+    context.insert("request_id".into(), ctx.trace_id.as_str().into());
+    json!({"type": "hello", "context": context, "last_event_id": last_id}).to_string()
+}
