@@ -3,6 +3,8 @@
 //! - [`process`]: spawn a binary on port 0, read its `READY` line, keep its logs, kill on Drop.
 //! - [`bins`]: find (or build) the workspace binaries.
 //! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
+//! - [`stack`]: a gateway in front of a mock on free ports, with tokens, threads and metrics.
+//! - [`chaos`]: a replayable seed, and events parsed from a prefix cut mid-event.
 //! - [`autobahn`]: the header-and-hello relay that lets the Autobahn suite through admission.
 //! - [`eventually!`]: wait for a condition with a deadline instead of sleeping.
 

@@ -1,5 +1,5 @@
 //! The deployment files: every example config passes `railgate check`, the YAML parses, and the
-//! ports in the YAML agree with the configs they run.
+//! ports in the YAML agree with the configs they run, and the image leaves the demo out.
 
 use serde_norway::Value as Yaml;
 use std::path::{Path, PathBuf};
@@ -206,5 +206,34 @@ fn kubernetes_sidecar_ports_and_probes_agree_with_its_config() {
         .collect();
     assert!(
         secret_keys.contains(&"AUTH_JWT_SIGNING") && secret_keys.contains(&"ENGINES_TICKET_SECRET")
+    );
+}
+
+#[test]
+fn the_deployed_gateway_is_built_without_the_demo_backend() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains("cargo build --release --locked -p railgate --no-default-features"),
+        "{dockerfile}"
+    );
+    let tree = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO"))
+            .args(["tree", "-q", "--locked", "-p", "railgate", "-e", "normal"])
+            .args(["--prefix", "none"])
+            .args(extra)
+            .current_dir(root())
+            .output()
+            .expect("cargo tree");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!tree(&["--no-default-features"]).contains("railgate-upstream-mock"));
+    assert!(
+        tree(&[]).contains("railgate-upstream-mock"),
+        "the default build keeps the demo"
     );
 }

@@ -4,12 +4,14 @@
 
 mod reader;
 pub mod route;
+mod sections;
 
 pub use route::{Accepts, HelloMode, Pattern, Rail, Route};
 
 use crate::env::{names, Env};
 use railgate_policy::Field;
 use reader::{Problems, Reader};
+use sections::{read_auth, read_limits, read_registry, read_sse, read_ws, secs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -279,14 +281,6 @@ pub fn check_http_url(url: &str, path: &str, p: &mut Problems) {
     }
 }
 
-fn secs(r: &mut Reader<'_>, key: &'static str, default: u64, p: &mut Problems) -> Duration {
-    Duration::from_secs(r.uint(key, p).unwrap_or(default))
-}
-
-fn millis(r: &mut Reader<'_>, key: &'static str, default: u64, p: &mut Problems) -> Duration {
-    Duration::from_millis(r.uint(key, p).unwrap_or(default))
-}
-
 fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Option<Config> {
     let mut r = Reader::new(root, "");
     let (file_listen, file_admin) = (r.string("listen", p), r.string("admin_listen", p));
@@ -342,168 +336,6 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         tenant_labels,
         routes,
     })
-}
-
-fn read_auth(table: Option<Reader<'_>>, p: &mut Problems) -> Option<AuthConfig> {
-    let mut r = table?;
-    let public_keys = r
-        .tables("public_keys", p)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|mut k| {
-            let pem_file = k.string("pem_file", p);
-            let alg = k.string("alg", p);
-            let kid = k.string("kid", p);
-            if pem_file.is_none() {
-                p.add(&k.path_of("pem_file"), "is required");
-            }
-            match &alg {
-                Some(a)
-                    if railgate_policy::keys::parse_alg(a)
-                        .is_some_and(|x| railgate_policy::keys::ASYMMETRIC_ALGS.contains(&x)) => {}
-                Some(a) => p.add(
-                    &k.path_of("alg"),
-                    format!("{a:?} is not a public-key algorithm (RS256, ES256, EdDSA, ...)"),
-                ),
-                None => p.add(
-                    &k.path_of("alg"),
-                    "is required: every key is pinned to one algorithm",
-                ),
-            }
-            k.finish(p);
-            Some(PemKey {
-                pem_file: PathBuf::from(pem_file?),
-                alg: alg?,
-                kid,
-            })
-        })
-        .collect();
-    let jwks_url = r.string("jwks_url", p);
-    if let Some(u) = &jwks_url {
-        check_http_url(u, &r.path_of("jwks_url"), p);
-    }
-    let config = AuthConfig {
-        jwt_hs256_secret_env: r
-            .string("jwt_hs256_secret_env", p)
-            .unwrap_or_else(|| names::JWT_SIGNING.into()),
-        jwks_file: r.string("jwks_file", p).map(PathBuf::from),
-        jwks_url,
-        jwks_refresh: secs(&mut r, "jwks_refresh_s", 300, p),
-        jwks_min_refresh: secs(&mut r, "jwks_min_refresh_s", 30, p),
-        public_keys,
-        issuer: r.string("issuer", p),
-        audience: r.string("audience", p),
-        leeway_s: r.uint("leeway_s", p).unwrap_or(30),
-        ticket_secret_env: r
-            .string("ticket_secret_env", p)
-            .unwrap_or_else(|| names::TICKET_SECRET.into()),
-        ticket_secret_previous_env: r
-            .string("ticket_secret_previous_env", p)
-            .unwrap_or_else(|| names::TICKET_SECRET_PREVIOUS.into()),
-        cookie_secure: r.boolean("cookie_secure", p).unwrap_or(true),
-        max_used_tickets: r.uint("max_used_tickets", p).unwrap_or(1_000_000) as usize,
-    };
-    r.finish(p);
-    Some(config)
-}
-
-fn read_registry(
-    table: Option<Reader<'_>>,
-    upstream: &str,
-    p: &mut Problems,
-) -> Option<RegistryConfig> {
-    let mut r = table?;
-    let source_name = r.string("source", p).unwrap_or_else(|| "upstream".into());
-    let url = r.string("url", p);
-    let file = r.string("file", p);
-    let source = match source_name.as_str() {
-        "upstream" => {
-            let url = url.unwrap_or_else(|| upstream.to_owned());
-            check_http_url(&url, &r.path_of("url"), p);
-            Some(RegistrySource::Upstream { url })
-        }
-        "file" => match file {
-            Some(f) => Some(RegistrySource::File {
-                path: PathBuf::from(f),
-            }),
-            None => {
-                p.add(&r.path_of("file"), "is required when source = \"file\"");
-                None
-            }
-        },
-        other => {
-            p.add(
-                &r.path_of("source"),
-                format!("{other:?} is not \"upstream\" or \"file\""),
-            );
-            None
-        }
-    };
-    let config = RegistryConfig {
-        source: source?,
-        ttl: secs(&mut r, "ttl_s", 30, p),
-        negative_ttl: secs(&mut r, "negative_ttl_s", 5, p),
-        stale_if_error: secs(&mut r, "stale_if_error_s", 60, p),
-        timeout: millis(&mut r, "timeout_ms", 2000, p),
-        max_entries: r.uint("max_entries", p).unwrap_or(100_000),
-    };
-    r.finish(p);
-    Some(config)
-}
-
-fn read_limits(table: Option<Reader<'_>>, p: &mut Problems) -> Limits {
-    let empty = Table::new();
-    let mut r = table.unwrap_or_else(|| Reader::new(&empty, "limits"));
-    let limits = Limits {
-        max_header_bytes: r.uint("max_header_bytes", p).unwrap_or(16 * 1024) as usize,
-        max_body_bytes: r.uint("max_body_bytes", p).unwrap_or(1024 * 1024),
-        header_read_timeout: secs(&mut r, "header_read_timeout_s", 10, p),
-        upstream_connect_timeout: millis(&mut r, "upstream_connect_timeout_ms", 2000, p),
-        upstream_response_timeout: secs(&mut r, "upstream_response_timeout_s", 30, p),
-        upstream_idle_timeout: secs(&mut r, "upstream_idle_timeout_s", 60, p),
-    };
-    if limits.max_header_bytes < 1024 {
-        p.add("limits.max_header_bytes", "must be at least 1024");
-    }
-    r.finish(p);
-    limits
-}
-
-fn read_sse(table: Option<Reader<'_>>, p: &mut Problems) -> SseConfig {
-    let empty = Table::new();
-    let mut r = table.unwrap_or_else(|| Reader::new(&empty, "sse"));
-    let c = SseConfig {
-        keepalive: secs(&mut r, "keepalive_s", 15, p),
-        client_queue_events: r.uint("client_queue_events", p).unwrap_or(1024) as usize,
-        journal_events: r.uint("journal_events", p).unwrap_or(1024) as usize,
-        journal_bytes: r.uint("journal_bytes", p).unwrap_or(1024 * 1024) as usize,
-        journal_age: secs(&mut r, "journal_age_s", 300, p),
-        max_event_bytes: r.uint("max_event_bytes", p).unwrap_or(1024 * 1024) as usize,
-        batch_window: Duration::from_millis(r.uint("batch_window_ms", p).unwrap_or(2)),
-    };
-    if c.batch_window > Duration::from_secs(1) {
-        p.add("sse.batch_window_ms", "must be at most 1000");
-    }
-    if c.client_queue_events == 0 {
-        p.add("sse.client_queue_events", "must be at least 1");
-    }
-    r.finish(p);
-    c
-}
-
-fn read_ws(table: Option<Reader<'_>>, p: &mut Problems) -> WsConfig {
-    let empty = Table::new();
-    let mut r = table.unwrap_or_else(|| Reader::new(&empty, "ws"));
-    let c = WsConfig {
-        hello_timeout: secs(&mut r, "hello_timeout_s", 5, p),
-        ping_interval: secs(&mut r, "ping_interval_s", 20, p),
-        pong_timeout: secs(&mut r, "pong_timeout_s", 60, p),
-        max_message_bytes: r.uint("max_message_bytes", p).unwrap_or(1024 * 1024) as usize,
-        held_messages: r.uint("held_messages", p).unwrap_or(256) as usize,
-        presence: r.boolean("presence", p).unwrap_or(true),
-    };
-    r.finish(p);
-    c
 }
 
 /// Parses a route's `require` entry list.

@@ -269,29 +269,8 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
     if name.is_none() {
         p.add(&r.path_of("name"), "is required");
     }
-    let pattern = match r.string("path", p).map(|t| Pattern::parse(&t)) {
-        Some(Ok(pat)) => Some(pat),
-        Some(Err(e)) => {
-            p.add(&r.path_of("path"), e);
-            None
-        }
-        None => {
-            p.add(&r.path_of("path"), "is required");
-            None
-        }
-    };
-    let kind = match r.string("kind", p).as_deref() {
-        Some("sse") => Some(Rail::Sse),
-        Some("ws") => Some(Rail::Ws),
-        Some("http") | None => Some(Rail::Http),
-        Some(other) => {
-            p.add(
-                &r.path_of("kind"),
-                format!("{other:?} is not \"sse\", \"ws\" or \"http\""),
-            );
-            None
-        }
-    };
+    let pattern = read_pattern(r, p);
+    let kind = read_kind(r, p);
     let require_path = r.path_of("require");
     let require = fields(
         &r.strings("require", p)
@@ -309,7 +288,79 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         .string("upstream", p)
         .unwrap_or_else(|| default_upstream.to_owned());
     check_http_url(&upstream, &r.path_of("upstream"), p);
-    let hello = match r.string("hello", p).as_deref() {
+    let hello = read_hello(r, p);
+    let kind = kind?;
+    let accepts = read_accepts(r, kind, p);
+    let registers_thread = r.string("registers_thread", p);
+    if registers_thread
+        .as_ref()
+        .is_some_and(|ptr| !ptr.starts_with('/'))
+    {
+        p.add(
+            &r.path_of("registers_thread"),
+            "must be a JSON pointer such as \"/id\"",
+        );
+    }
+    let upstream_path = r.string("upstream_path", p);
+    if let (Some(t), Some(pat)) = (&upstream_path, &pattern) {
+        check_upstream_path(r, t, pat, p);
+    }
+    let route = Route {
+        name: name?,
+        pattern: pattern?,
+        kind,
+        require,
+        registers_thread,
+        upstream,
+        upstream_path,
+        share_upstream: r.boolean("share_upstream", p).unwrap_or(false),
+        resume_deadline: Duration::from_secs(r.uint("resume_deadline_s", p).unwrap_or(30)),
+        hello,
+        ws_event_id: r.string("ws_event_id", p).unwrap_or_else(|| "/id".into()),
+        allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
+        hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
+        accepts,
+    };
+    if route.kind != Rail::Http && route.pattern.vars().all(|v| v != "thread_id") {
+        p.add(
+            &r.path_of("path"),
+            "sse and ws routes need a {thread_id} segment",
+        );
+    }
+    Some(route)
+}
+
+fn read_pattern(r: &mut Reader<'_>, p: &mut Problems) -> Option<Pattern> {
+    match r.string("path", p).map(|t| Pattern::parse(&t)) {
+        Some(Ok(pat)) => Some(pat),
+        Some(Err(e)) => {
+            p.add(&r.path_of("path"), e);
+            None
+        }
+        None => {
+            p.add(&r.path_of("path"), "is required");
+            None
+        }
+    }
+}
+
+fn read_kind(r: &mut Reader<'_>, p: &mut Problems) -> Option<Rail> {
+    match r.string("kind", p).as_deref() {
+        Some("sse") => Some(Rail::Sse),
+        Some("ws") => Some(Rail::Ws),
+        Some("http") | None => Some(Rail::Http),
+        Some(other) => {
+            p.add(
+                &r.path_of("kind"),
+                format!("{other:?} is not \"sse\", \"ws\" or \"http\""),
+            );
+            None
+        }
+    }
+}
+
+fn read_hello(r: &mut Reader<'_>, p: &mut Problems) -> HelloMode {
+    match r.string("hello", p).as_deref() {
         None | Some("forward") => HelloMode::Forward,
         Some("consume") => HelloMode::Consume,
         Some(other) => {
@@ -319,9 +370,12 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
             );
             HelloMode::Forward
         }
-    };
-    let kind_v = kind?;
-    let default_auth: &[&str] = if kind_v == Rail::Http {
+    }
+}
+
+/// `auth`: JWTs only on HTTP routes by default, JWTs and tickets on SSE and WS.
+fn read_accepts(r: &mut Reader<'_>, kind: Rail, p: &mut Problems) -> Accepts {
+    let default_auth: &[&str] = if kind == Rail::Http {
         &["jwt"]
     } else {
         &["jwt", "ticket"]
@@ -337,59 +391,27 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
             );
         }
     }
-    let registers_thread = r.string("registers_thread", p);
-    if let Some(ptr) = &registers_thread {
-        if !ptr.starts_with('/') {
+    Accepts {
+        jwt: auth.iter().any(|a| a == "jwt"),
+        ticket: auth.iter().any(|a| a == "ticket"),
+        resume_grant: kind == Rail::Sse,
+    }
+}
+
+/// An `upstream_path` template parses and uses only variables of the route's path.
+fn check_upstream_path(r: &Reader<'_>, template: &str, pattern: &Pattern, p: &mut Problems) {
+    if let Err(e) = Pattern::parse(template) {
+        p.add(&r.path_of("upstream_path"), e);
+    }
+    for var in template
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|v| v.strip_suffix('}')))
+    {
+        if !pattern.vars().any(|v| v == var) {
             p.add(
-                &r.path_of("registers_thread"),
-                "must be a JSON pointer such as \"/id\"",
+                &r.path_of("upstream_path"),
+                format!("{{{var}}} is not a variable of the route path"),
             );
         }
     }
-    let upstream_path = r.string("upstream_path", p);
-    if let (Some(t), Some(pat)) = (&upstream_path, &pattern) {
-        if let Err(e) = Pattern::parse(t) {
-            p.add(&r.path_of("upstream_path"), e);
-        }
-        for var in t
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|v| v.strip_suffix('}')))
-        {
-            if !pat.vars().any(|v| v == var) {
-                p.add(
-                    &r.path_of("upstream_path"),
-                    format!("{{{var}}} is not a variable of the route path"),
-                );
-            }
-        }
-    }
-    let route = Route {
-        name: name?,
-        pattern: pattern?,
-        kind: kind_v,
-        require,
-        registers_thread,
-        upstream,
-        upstream_path,
-        share_upstream: r.boolean("share_upstream", p).unwrap_or(false),
-        resume_deadline: Duration::from_secs(r.uint("resume_deadline_s", p).unwrap_or(30)),
-        hello,
-        ws_event_id: r.string("ws_event_id", p).unwrap_or_else(|| "/id".into()),
-        allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
-        hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
-        accepts: Accepts {
-            jwt: auth.iter().any(|a| a == "jwt"),
-            ticket: auth.iter().any(|a| a == "ticket"),
-            resume_grant: kind_v == Rail::Sse,
-        },
-    };
-    if (route.kind == Rail::Sse || route.kind == Rail::Ws)
-        && route.pattern.vars().all(|v| v != "thread_id")
-    {
-        p.add(
-            &r.path_of("path"),
-            "sse and ws routes need a {thread_id} segment",
-        );
-    }
-    Some(route)
 }

@@ -2,14 +2,14 @@
 //! [`crate::admission::admit`] as every rail, now with the hello as a source), record the
 //! outcome, then hand over to the relay ([`super::ws_relay`]).
 
-use crate::admission::{admit, Admission, Admitted, Caller};
+use crate::admission::{admit, Admission, Caller};
 use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{record, Outcome};
 use crate::proxy::reconnect::cursor;
 use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End};
-use crate::proxy::ws_relay::WsRelay;
+use crate::proxy::ws_relay::{Greeted, WsRelay};
 use futures_util::StreamExt;
 use http::request::Parts;
 use hyper::upgrade::OnUpgrade;
@@ -28,14 +28,6 @@ pub struct Session {
     caps: Captures,
     parts: Parts,
     out: Outcome,
-}
-
-/// A hello that was admitted, with its resume cursor.
-pub struct Greeted {
-    /// What admission produced.
-    pub admitted: Admitted,
-    /// The hello's `last_event_id`, checked.
-    pub cursor: Option<String>,
 }
 
 impl Session {

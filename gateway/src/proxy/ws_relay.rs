@@ -10,6 +10,7 @@
 //! upstream again with the last delivered id; past `resume_deadline` the client gets
 //! `upstream.unavailable` and close 1011.
 
+use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::clock;
 use crate::config::route::Captures;
@@ -19,7 +20,6 @@ use crate::inject::{overwrite_routing, stamp, Stamp, Stamped};
 use crate::presence::Member;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, ClientWs, End};
-use crate::proxy::ws_hello::Greeted;
 use crate::proxy::ws_upstream::{Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
@@ -43,6 +43,14 @@ const PING_WINDOW: Duration = Duration::from_secs(10);
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 type Step = Result<(), End>;
+
+/// A hello that was admitted, with its resume cursor.
+pub struct Greeted {
+    /// What admission produced.
+    pub admitted: Admitted,
+    /// The hello's `last_event_id`, checked.
+    pub cursor: Option<String>,
+}
 
 /// The relay of one admitted session.
 pub struct WsRelay {
