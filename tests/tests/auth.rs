@@ -65,6 +65,17 @@ fn cases(foreign_thread: &str) -> Vec<(Case, Option<String>)> {
             None,
         ),
         (
+            // Credentials are checked before context headers, on every rail.
+            c(
+                "bad token and a malformed header",
+                Some("x.y.z".into()),
+                ctx(&[("x-tenant-id", "a b")]),
+                "auth.token_invalid",
+                401,
+            ),
+            None,
+        ),
+        (
             c(
                 "no tenant",
                 Some(good.clone()),
