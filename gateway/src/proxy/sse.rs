@@ -72,7 +72,7 @@ pub async fn serve(
     let mut up_headers = headers::detached(req.headers());
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, None);
-    let client = Client::new(gw, route, &thread, admitted);
+    let client = Client::new(gw, &thread, admitted);
     let stream = Opening {
         gw,
         route,
@@ -81,7 +81,7 @@ pub async fn serve(
             uri,
             headers: up_headers,
         },
-        journal: client.journal.clone(),
+        journal: journal(gw, route, &thread),
     };
     let left = stream.open(&client, cursor).await?;
     Ok(response(
@@ -94,6 +94,16 @@ pub async fn serve(
     ))
 }
 
+/// The journal of a thread on a route, with the configured bounds.
+fn journal(gw: &Gateway, route: &Route, thread: &str) -> Arc<Mutex<Journal>> {
+    let limits = Limits {
+        events: gw.config.sse.journal_events,
+        bytes: gw.config.sse.journal_bytes,
+        age: gw.config.sse.journal_age,
+    };
+    gw.hubs.journals.get(&route.name, thread, limits)
+}
+
 /// One client's end of the rail: its queue, final-frame slot and stamp.
 struct Client {
     tx: mpsc::Sender<Chunk>,
@@ -101,24 +111,17 @@ struct Client {
     end: Arc<EndSlot>,
     stamp: Arc<Stamp>,
     trace_id: String,
-    journal: Arc<Mutex<Journal>>,
 }
 
 impl Client {
-    fn new(gw: &Gateway, route: &Route, thread: &str, admitted: &Admitted) -> Client {
+    fn new(gw: &Gateway, thread: &str, admitted: &Admitted) -> Client {
         let (tx, rx) = mpsc::channel(gw.config.sse.client_queue_events);
-        let limits = Limits {
-            events: gw.config.sse.journal_events,
-            bytes: gw.config.sse.journal_bytes,
-            age: gw.config.sse.journal_age,
-        };
         Client {
             tx,
             rx,
             end: Arc::new(EndSlot::default()),
             stamp: Arc::new(Stamp::new(&admitted.ctx, thread)),
             trace_id: admitted.ctx.trace_id.clone(),
-            journal: gw.hubs.journals.get(&route.name, thread, limits),
         }
     }
 
