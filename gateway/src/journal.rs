@@ -1,9 +1,8 @@
 //! The per-thread resume journal: the last events of a thread, bounded by count, bytes and age,
 //! so a client reconnecting with `Last-Event-ID` is served without asking the upstream.
 
-use crate::dedupe::Deduper;
 use crate::sse::Event;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,8 @@ pub struct Journal {
     entries: VecDeque<Entry>,
     bytes: usize,
     limits: Limits,
-    order: Deduper,
+    /// The ids of `entries`, so an event already held is recognised whatever its id looks like.
+    held: HashSet<String>,
     last_used: Instant,
 }
 
@@ -50,7 +50,7 @@ impl Journal {
             entries: VecDeque::new(),
             bytes: 0,
             limits,
-            order: Deduper::default(),
+            held: HashSet::new(),
             last_used: now,
         }
     }
@@ -63,7 +63,7 @@ impl Journal {
         let Some(id) = event.id.as_deref().filter(|i| !i.is_empty()) else {
             return;
         };
-        if !self.order.is_new(id) {
+        if self.held.contains(id) {
             return;
         }
         let follows = match self.entries.back() {
@@ -72,8 +72,10 @@ impl Journal {
         };
         if !follows {
             self.entries.clear();
+            self.held.clear();
             self.bytes = 0;
         }
+        self.held.insert(id.to_owned());
         let size = size_of(event);
         self.entries.push_back(Entry {
             id: id.to_owned(),
@@ -95,6 +97,7 @@ impl Journal {
                 break;
             }
             self.bytes -= front.size;
+            self.held.remove(&front.id);
             self.entries.pop_front();
         }
     }
@@ -246,6 +249,26 @@ mod tests {
         );
         j.append(&ev("2", "b"), Some("1"), t);
         assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2"]);
+    }
+
+    #[test]
+    fn ids_of_any_shape_are_all_held() {
+        let roomy = Limits {
+            events: 16,
+            ..limits()
+        };
+        let mut j = Journal::new(roomy, Instant::now());
+        let style = [
+            "a3f9c1", "905512", "b7e2d0", "118734", "c0ffee", "000042", "7", "ffe001",
+        ];
+        let mut prev: Option<&str> = None;
+        for id in style {
+            j.append(&ev(id, "x"), prev, Instant::now());
+            prev = Some(id);
+        }
+        assert_eq!(j.len(), style.len());
+        let after = j.after("905512", Instant::now()).expect("held");
+        assert_eq!(ids(&after), style[2..].to_vec());
     }
 
     #[test]

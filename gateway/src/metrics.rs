@@ -94,6 +94,8 @@ pub struct Metrics {
     slow_consumer_disconnects_total: IntCounterVec,
     /// Upstream events naming a foreign tenant, dropped.
     isolation_violations_total: IntCounterVec,
+    /// Events not delivered because the client already got them (after a reconnect or replay).
+    events_deduplicated_total: IntCounterVec,
 }
 
 fn counter(
@@ -179,6 +181,12 @@ impl Metrics {
                 "Upstream events naming a foreign tenant, dropped",
                 &["route"],
             )?,
+            events_deduplicated_total: counter(
+                &registry,
+                "events_deduplicated_total",
+                "Events a client already got, not delivered again",
+                &["route", "rail"],
+            )?,
             connections_active,
             event_relay_seconds,
             registry,
@@ -246,6 +254,12 @@ impl Metrics {
     /// Upstream events of a route naming a foreign tenant, dropped.
     pub fn isolation_violations(&self, route: &str) -> IntCounter {
         self.isolation_violations_total.with_label_values(&[route])
+    }
+
+    /// Events of a route not delivered again to a client that already got them.
+    pub fn deduplicated(&self, route: &str, rail: Rail) -> IntCounter {
+        self.events_deduplicated_total
+            .with_label_values(&[route, rail.label()])
     }
 
     /// One registry lookup.

@@ -5,6 +5,7 @@
 //! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
 //! - [`stack`]: a gateway in front of a mock on free ports, with tokens, threads and metrics.
 //! - [`chaos`]: a replayable seed, and events parsed from a prefix cut mid-event.
+//! - [`peer`]: a backend on third-party Python stacks (starlette, sse-starlette, websockets).
 //! - [`autobahn`]: the header-and-hello relay that lets the Autobahn suite through admission.
 //! - [`eventually!`]: wait for a condition with a deadline instead of sleeping.
 
@@ -12,6 +13,7 @@ pub mod autobahn;
 pub mod bins;
 pub mod chaos;
 pub mod client;
+pub mod peer;
 pub mod process;
 pub mod stack;
 

@@ -60,6 +60,7 @@ struct State {
 /// The metrics a hub updates, looked up once for its route.
 struct HubMetrics {
     forwarded: IntCounter,
+    deduplicated: IntCounter,
     slow: IntCounter,
     violations: IntCounter,
     replayed: IntCounter,
@@ -116,6 +117,7 @@ impl Hub {
     ) -> Arc<Hub> {
         let metrics = HubMetrics {
             forwarded: metrics.forwarded(&route.name, Rail::Sse),
+            deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
             slow: metrics.slow_consumer(&route.name, Rail::Sse),
             violations: metrics.isolation_violations(&route.name),
             replayed: metrics.replayed(&route.name, ReplaySource::Journal),
@@ -127,7 +129,10 @@ impl Hub {
             journal,
             state: Mutex::new(State {
                 subs: Vec::new(),
-                dedupe: Deduper::after(cursor),
+                dedupe: match cursor {
+                    Some(c) => Deduper::after(Some(c)),
+                    None => Deduper::watching(),
+                },
                 last_id: cursor.map(str::to_owned),
                 pending_resume: None,
             }),
@@ -273,6 +278,12 @@ impl Hub {
         }
     }
 
+    /// The upstream stream came back after a break: events it repeats are dropped until a new
+    /// one arrives.
+    pub fn reconnected(&self) {
+        self.lock().dedupe.arm();
+    }
+
     /// Called when the upstream answered 200.
     pub fn on_connected(&self) {
         let mut st = self.lock();
@@ -301,7 +312,7 @@ impl Hub {
         let mut forwarded = 0u64;
         let mut subs = std::mem::take(&mut st.subs);
         subs.retain_mut(|sub| {
-            let Some(chunk) = chunk_for(sub, &batch) else {
+            let Some(chunk) = chunk_for(sub, &batch, &self.metrics.deduplicated) else {
                 return true;
             };
             let kept = self.push(sub, chunk);
@@ -330,6 +341,8 @@ impl Hub {
             let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
                 if !st.dedupe.is_new(id) {
+                    self.metrics.deduplicated.inc();
+                    tracing::debug!(route = %self.route.name, thread_id = %self.thread, id, "event already delivered before the reconnect; dropped");
                     continue;
                 }
                 st.last_id = Some(ev.last_event_id.clone());
@@ -362,13 +375,21 @@ impl Hub {
 /// What one client gets of a shared batch: all of it, or — for a client that replayed the
 /// journal — what it did not already get (`None`: nothing). Checking stops once a whole batch
 /// was new.
-fn chunk_for(sub: &mut Sub, batch: &Arc<Batch>) -> Option<Chunk> {
+fn chunk_for(sub: &mut Sub, batch: &Arc<Batch>, deduplicated: &IntCounter) -> Option<Chunk> {
     let Some(d) = sub.dedupe.as_mut() else {
         return Some(Chunk::Events(batch.clone()));
     };
     let keep: Vec<usize> = (0..batch.events.len())
         .filter(|i| batch.events[*i].id.as_deref().is_none_or(|id| d.is_new(id)))
         .collect();
+    let dropped = (batch.events.len() - keep.len()) as u64;
+    if dropped > 0 {
+        deduplicated.inc_by(dropped);
+        tracing::debug!(
+            dropped,
+            "events the client replayed from the journal; dropped"
+        );
+    }
     if keep.len() == batch.events.len() {
         sub.dedupe = None;
         return Some(Chunk::Events(batch.clone()));

@@ -155,6 +155,7 @@ async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Option<Bo
                 Connect::Streaming(b) => {
                     reconnect.connected();
                     parser.reset_stream();
+                    hub.reconnected();
                     hub.on_connected();
                     body = Some(b);
                 }

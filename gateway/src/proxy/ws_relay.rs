@@ -99,7 +99,10 @@ impl WsRelay {
             upstream: None,
             reconnect: Reconnect::new(&gw.metrics, &route.name, Rail::Ws, route.resume_deadline),
             retry_at: Deadline::now(),
-            dedupe: Deduper::after(cursor.as_deref()),
+            dedupe: match &cursor {
+                Some(c) => Deduper::after(Some(c)),
+                None => Deduper::watching(),
+            },
             last_id: cursor,
             held: VecDeque::new(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
@@ -191,6 +194,7 @@ impl WsRelay {
         {
             Ok(mut ws) => {
                 self.reconnect.connected();
+                self.dedupe.arm();
                 while let Some(m) = self.held.pop_front() {
                     if ws.send(m.clone()).await.is_err() {
                         self.held.push_front(m);
@@ -250,6 +254,11 @@ impl WsRelay {
         }
         if let Some(id) = event_id(text, &self.route.ws_event_id) {
             if !self.dedupe.is_new(&id) {
+                self.gw
+                    .metrics
+                    .deduplicated(&self.route.name, Rail::Ws)
+                    .inc();
+                tracing::debug!(route = %self.route.name, thread_id = %self.thread, id, "message already delivered before the reconnect; dropped");
                 return Ok(());
             }
             self.last_id = Some(id);

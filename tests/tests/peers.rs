@@ -1,0 +1,169 @@
+//! railgate in front of a backend nobody here wrote (starlette + sse-starlette + uvicorn's
+//! `websockets`, `tests/peers/backend.py`): opaque and non-monotonic event ids, CRLF, `retry`,
+//! comments, multi-line and non-JSON data, and a durable log that survives `kill -9`.
+
+use futures_util::SinkExt;
+use railgate_tests::client::{ws_connect, ws_next_json, SseEvent, SseStream, Ws};
+use railgate_tests::peer::{PeerOptions, PeerStack};
+use railgate_tests::stack::{full_headers, refs, token};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The id sequence a hex-id backend produced in the field.
+const FIELD_IDS: &str = "a3f9c1,905512,b7e2d0,118734,c0ffee,000042,7,ffe001";
+
+async fn sse(p: &PeerStack, thread: &str) -> SseStream {
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let s = SseStream::open(&p.stack.addr(), &format!("/sse/chat/{thread}"), &refs(&h)).await;
+    assert_eq!(s.status, 200);
+    s
+}
+
+async fn ws(p: &PeerStack, thread: &str) -> Ws {
+    let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
+    let mut ws = ws_connect(
+        &p.stack.addr(),
+        &format!("/ws/chat/{thread}"),
+        &[("authorization", bearer.as_str())],
+    )
+    .await
+    .expect("upgrade");
+    let ctx =
+        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
+    ws.send(Message::text(
+        json!({"type": "hello", "context": ctx}).to_string(),
+    ))
+    .await
+    .expect("hello");
+    ws
+}
+
+/// The next backend event on a WebSocket (presence messages skipped).
+async fn ws_event(ws: &mut Ws) -> Value {
+    loop {
+        let v = ws_next_json(ws).await;
+        if v["type"] != "presence" {
+            return v;
+        }
+    }
+}
+
+/// The next `n` dispatched events (a block with no data, such as the backend's opening `retry`,
+/// dispatches nothing in an EventSource).
+async fn take(stream: &mut SseStream, n: usize) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let ev = stream.next_event().await.expect("stream open");
+        if !ev.data.is_empty() {
+            out.push(ev);
+        }
+    }
+    out
+}
+
+fn ids(events: &[SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e.id.clone().unwrap_or_default())
+        .collect()
+}
+
+async fn ws_ids(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let v = ws_event(ws).await;
+        assert_eq!(v["routing"]["tenant_id"], "t_a", "stamped: {v}");
+        out.push(v["id"].as_str().expect("id").to_owned());
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_event_of_a_stream_that_never_reconnected_arrives_on_sse_and_ws() {
+    let p = PeerStack::start(PeerOptions::ids(&format!("list:{FIELD_IDS}")), "");
+    let thread = p.thread("t_a").await;
+    let mut stream = sse(&p, &thread).await;
+    let mut socket = ws(&p, &thread).await;
+    let published = p.publish(&thread, 8).await;
+    assert_eq!(published.join(","), FIELD_IDS);
+    let got = take(&mut stream, 8).await;
+    assert_eq!(ids(&got), published, "SSE");
+    assert_eq!(got[6].json()["text"], "message 7");
+    assert_eq!(ws_ids(&mut socket, 8).await, published, "WS");
+    // Nothing was counted as a duplicate.
+    assert_eq!(
+        p.stack
+            .metric("railgate_events_deduplicated_total{rail=\"sse\",route=\"chat-sse\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_kill_9_of_the_backend_loses_and_repeats_nothing_whatever_the_id_style() {
+    for style in ["hex", "ulid", "random64", "decreasing", "numeric"] {
+        let mut p = PeerStack::start(PeerOptions::ids(style), "");
+        let thread = p.thread("t_a").await;
+        let mut stream = sse(&p, &thread).await;
+        let mut socket = ws(&p, &thread).await;
+        let mut published = p.publish(&thread, 5).await;
+        assert_eq!(
+            ids(&take(&mut stream, 5).await),
+            published,
+            "{style} SSE before"
+        );
+        assert_eq!(ws_ids(&mut socket, 5).await, published, "{style} WS before");
+        p.crash_and_restart_backend();
+        let after = p.publish(&thread, 5).await;
+        let sentinel = p.publish(&thread, 1).await;
+        published.extend(after.iter().cloned());
+        // The next events are exactly the new ones, then the sentinel: nothing lost, nothing twice.
+        let mut want = after.clone();
+        want.extend(sentinel.iter().cloned());
+        assert_eq!(
+            ids(&take(&mut stream, 6).await),
+            want,
+            "{style} SSE after kill -9"
+        );
+        assert_eq!(
+            ws_ids(&mut socket, 6).await,
+            want,
+            "{style} WS after kill -9"
+        );
+    }
+}
+
+#[tokio::test]
+async fn crlf_retry_comments_multiline_and_non_json_data_pass_through() {
+    let p = PeerStack::start(
+        PeerOptions {
+            ids: "hex".into(),
+            crlf: true,
+        },
+        "",
+    );
+    let thread = p.thread("t_a").await;
+    let mut stream = sse(&p, &thread).await;
+    let data = [
+        "plain text",
+        "line one\nline two",
+        "{\"text\":\"json\"}",
+        "[1,2]",
+    ];
+    let published = p.publish_data(&thread, &data).await;
+    let got = take(&mut stream, 4).await;
+    assert_eq!(ids(&got), published);
+    assert_eq!(got[0].data, "plain text");
+    assert_eq!(got[1].data, "line one\nline two");
+    assert_eq!(got[2].json()["text"], "json");
+    assert_eq!(
+        got[2].json()["routing"]["tenant_id"],
+        "t_a",
+        "JSON objects are stamped"
+    );
+    assert_eq!(got[3].data, "[1,2]");
+    assert!(got.iter().all(|e| e.event == "message"));
+    let raw = String::from_utf8_lossy(&stream.raw);
+    assert!(raw.contains("retry: 1000\n"), "retry passes through: {raw}");
+    assert!(!raw.contains('\r'), "railgate writes LF line ends: {raw:?}");
+}
