@@ -1,7 +1,9 @@
 //! Admission: what every request passes before a rail serves it, in the contract's order
-//! (first failure answers): credentials (401) → context (400, then 403) → ownership (404 / 403)
-//! → the ticket is spent. Each phase is one function below; [`admit`] runs them all, and
-//! [`precheck`] runs the ones a WebSocket upgrade can already fail before its hello arrives.
+//! (first failure answers): credentials (401) → context (400, then 403) → ownership (404 / 403).
+//! Each phase is one function below; [`admit`] runs them all, and [`precheck`] runs the ones a
+//! WebSocket upgrade can already fail before its hello arrives. A first-use ticket is spent by
+//! [`spend_ticket`] once the rail's own checks passed too (an SSE cursor, a hello's cursor), so a
+//! request refused for any reason leaves its ticket usable.
 //!
 //! What a route accepts and demands is an [`Admission`]; what the caller sent is a [`Caller`].
 
@@ -68,7 +70,8 @@ pub struct Admitted {
     pub thread_id: Option<String>,
 }
 
-/// Runs every phase for one request.
+/// Runs every admission phase for one request. The ticket is not spent yet: see
+/// [`spend_ticket`].
 pub async fn admit(
     gw: &Gateway,
     adm: &Admission<'_>,
@@ -80,7 +83,6 @@ pub async fn admit(
     if let Some(thread) = adm.resource {
         ownership(gw, &ctx, thread, adm.hide_foreign).await?;
     }
-    spend_ticket(gw, &verified, now)?;
     Ok(Admitted {
         ctx,
         verified,
@@ -182,10 +184,12 @@ pub async fn ownership(
     check_access(ctx, record.as_ref(), hide_foreign)
 }
 
-/// Phase 4: a first-use ticket is marked used, once every other check passed.
-pub fn spend_ticket(gw: &Gateway, verified: &Verified, now: u64) -> Result<(), Denial> {
+/// The last phase, after the rail's own checks: a first-use ticket is marked used (a second
+/// request racing with it gets `auth.ticket_replayed` here).
+pub fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denial> {
+    let verified = &admitted.verified;
     match verified.ticket.as_ref() {
-        Some(t) if !verified.ticket_resumed => gw.auth.book.consume(&t.tid, t.exp, now),
+        Some(t) if !verified.ticket_resumed => gw.auth.book.consume(t, clock::now()),
         _ => Ok(()),
     }
 }

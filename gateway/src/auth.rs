@@ -163,49 +163,101 @@ impl KeyStore {
     }
 }
 
-/// Tickets already used, remembered until they expire. Bounded: when full of unexpired tickets,
-/// new tickets are refused (`rate.limited`) rather than forgetting a used one.
+/// Tickets already used, remembered until they expire, in memory. Bounded in total and per
+/// tenant: when a tenant has as many live used tickets as its share, its new tickets are refused
+/// (`rate.limited`) rather than forgetting a used one — and other tenants are not affected.
+///
+/// The book does not survive a restart, so tickets issued before this process started count as
+/// used: they are honoured only with a resume grant. [`TicketBook::epoch`] is the first second
+/// whose tickets are fresh; `bind` holds READY until it has begun, so every ticket minted
+/// against this process (by `POST /auth/tickets` or a backend) is fresh, and none used before a
+/// restart is.
 pub struct TicketBook {
-    used: Mutex<HashMap<String, u64>>,
+    used: Mutex<Used>,
     cap: usize,
+    per_tenant: usize,
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Used {
+    tickets: HashMap<String, (u64, String)>,
+    per_tenant: HashMap<String, usize>,
+}
+
+impl Used {
+    fn forget_expired(&mut self, now: u64) {
+        let per_tenant = &mut self.per_tenant;
+        self.tickets.retain(|_, (exp, tenant)| {
+            let live = *exp > now;
+            if !live {
+                if let Some(n) = per_tenant.get_mut(tenant.as_str()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            live
+        });
+        self.per_tenant.retain(|_, n| *n > 0);
+    }
 }
 
 impl TicketBook {
-    /// A book holding at most `cap` tickets.
-    pub fn new(cap: usize) -> TicketBook {
+    /// A book holding at most `cap` tickets, `per_tenant` of one tenant; tickets issued before
+    /// `epoch` (unix seconds) count as used.
+    pub fn new(cap: usize, per_tenant: usize, epoch: u64) -> TicketBook {
         TicketBook {
-            used: Mutex::new(HashMap::new()),
+            used: Mutex::new(Used::default()),
             cap: cap.max(1),
+            per_tenant: per_tenant.max(1),
+            epoch,
         }
     }
 
-    /// Whether `tid` was used.
-    pub fn is_used(&self, tid: &str) -> bool {
-        self.used
-            .lock()
-            .map(|u| u.contains_key(tid))
-            .unwrap_or(true)
+    /// The first second whose tickets this process can vouch for.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
-    /// Marks `tid` (expiring at `exp`) used; fails if it already was.
-    pub fn consume(&self, tid: &str, exp: u64, now: u64) -> Result<(), Denial> {
+    /// Whether the ticket was used (here, or — as far as this process can know — before it
+    /// started).
+    pub fn is_spent(&self, t: &TicketClaims) -> bool {
+        t.iat < self.epoch
+            || self
+                .used
+                .lock()
+                .map(|u| u.tickets.contains_key(&t.tid))
+                .unwrap_or(true)
+    }
+
+    /// Marks the ticket used; fails if it already was, or if its tenant's share is full.
+    pub fn consume(&self, t: &TicketClaims, now: u64) -> Result<(), Denial> {
         let mut used = self
             .used
             .lock()
             .map_err(|_| Denial::new(ErrorCode::TicketReplayed))?;
-        if used.contains_key(tid) {
+        if used.tickets.contains_key(&t.tid) {
             return Err(Denial::new(ErrorCode::TicketReplayed));
         }
-        if used.len() >= self.cap {
-            used.retain(|_, e| *e > now);
-            if used.len() >= self.cap {
+        let tenant_full =
+            |u: &Used| u.per_tenant.get(&t.tenant_id).copied().unwrap_or(0) >= self.per_tenant;
+        if used.tickets.len() >= self.cap || tenant_full(&used) {
+            used.forget_expired(now);
+            if tenant_full(&used) {
+                return Err(Denial::with_message(
+                    ErrorCode::RateLimited,
+                    "too many live tickets for this tenant",
+                ));
+            }
+            if used.tickets.len() >= self.cap {
                 return Err(Denial::with_message(
                     ErrorCode::RateLimited,
                     "too many live tickets",
                 ));
             }
         }
-        used.insert(tid.to_owned(), exp);
+        used.tickets
+            .insert(t.tid.clone(), (t.exp, t.tenant_id.clone()));
+        *used.per_tenant.entry(t.tenant_id.clone()).or_insert(0) += 1;
         Ok(())
     }
 }
@@ -296,7 +348,11 @@ impl Auth {
                 audience: config.audience.clone(),
             },
             tickets,
-            book: TicketBook::new(config.max_used_tickets),
+            book: TicketBook::new(
+                config.max_used_tickets,
+                config.max_used_tickets_per_tenant,
+                crate::clock::now() + 1,
+            ),
         })
     }
 
@@ -310,12 +366,37 @@ impl Auth {
         }
     }
 
-    /// Verifies a ticket's MAC and expiry (single use is checked by the caller).
-    pub fn verify_ticket(&self, raw: &str, now: u64) -> Result<TicketClaims, Denial> {
-        let secrets = self.tickets.as_ref().ok_or_else(|| {
+    fn secrets(&self) -> Result<&TicketSecrets, Denial> {
+        self.tickets.as_ref().ok_or_else(|| {
             Denial::with_message(ErrorCode::TicketInvalid, "tickets are not enabled")
-        })?;
-        ticket::verify(raw, secrets, now)
+        })
+    }
+
+    /// A ticket, checked: a first use (fresh, unexpired, unused) or a resume its grant covers
+    /// until the ticket's session end (`sx`), even past the ticket's own `exp`.
+    fn verify_ticket(
+        &self,
+        raw: &str,
+        grant: Option<&str>,
+        now: u64,
+    ) -> Result<(TicketClaims, bool), Denial> {
+        let secrets = self.secrets()?;
+        let t = ticket::open(raw, secrets, now)?;
+        let expired = now >= t.exp;
+        if !expired && !self.book.is_spent(&t) {
+            return Ok((t, false));
+        }
+        let granted = grant
+            .and_then(|g| ticket::verify_grant(g, secrets, now))
+            .is_some_and(|g| g.covers(&t));
+        match (granted, expired) {
+            (true, _) => Ok((t, true)),
+            (false, true) => Err(Denial::with_message(
+                ErrorCode::TicketInvalid,
+                "ticket has expired",
+            )),
+            (false, false) => Err(Denial::new(ErrorCode::TicketReplayed)),
+        }
     }
 
     /// Verifies whatever was presented that the route accepts.
@@ -330,19 +411,8 @@ impl Auth {
             out.token = Some(self.verify_jwt(raw, now).await?);
         }
         if let (Some(raw), true) = (&presented.ticket, accepts.ticket) {
-            let t = self.verify_ticket(raw, now)?;
-            if self.book.is_used(&t.tid) {
-                let granted = match (&presented.grant, &self.tickets) {
-                    (Some(g), Some(secrets)) => {
-                        ticket::verify_grant(g, secrets, now).is_some_and(|g| g.covers(&t))
-                    }
-                    _ => false,
-                };
-                if !granted {
-                    return Err(Denial::new(ErrorCode::TicketReplayed));
-                }
-                out.ticket_resumed = true;
-            }
+            let (t, resumed) = self.verify_ticket(raw, presented.grant.as_deref(), now)?;
+            out.ticket_resumed = resumed;
             out.ticket = Some(t);
         }
         if out.token.is_none() && out.ticket.is_none() {
@@ -356,30 +426,73 @@ impl Auth {
 mod tests {
     use super::*;
 
+    fn claims(tid: &str, tenant: &str, iat: u64, exp: u64) -> TicketClaims {
+        TicketClaims {
+            tid: tid.into(),
+            sub: "u".into(),
+            tenant_id: tenant.into(),
+            env: "dev".into(),
+            thread_id: "th".into(),
+            exp,
+            iat,
+            sx: exp,
+            mode: None,
+            project_id: None,
+            app_id: None,
+            surface_id: None,
+        }
+    }
+
     #[test]
     fn ticket_book_refuses_a_second_use() {
-        let book = TicketBook::new(10);
-        assert!(book.consume("a", 100, 50).is_ok());
-        assert!(book.is_used("a"));
+        let book = TicketBook::new(10, 10, 0);
+        let a = claims("a", "t1", 40, 100);
+        assert!(book.consume(&a, 50).is_ok());
+        assert!(book.is_spent(&a));
         assert_eq!(
-            book.consume("a", 100, 50).map_err(|d| d.code),
+            book.consume(&a, 50).map_err(|d| d.code),
             Err(ErrorCode::TicketReplayed)
         );
     }
 
     #[test]
     fn ticket_book_forgets_only_expired_tickets_when_full() {
-        let book = TicketBook::new(2);
-        book.consume("a", 100, 50).expect("a");
-        book.consume("b", 200, 50).expect("b");
+        let book = TicketBook::new(2, 10, 0);
+        book.consume(&claims("a", "t1", 40, 100), 50).expect("a");
+        book.consume(&claims("b", "t2", 40, 200), 50).expect("b");
+        let c = claims("c", "t3", 40, 300);
         assert_eq!(
-            book.consume("c", 300, 60).map_err(|d| d.code),
+            book.consume(&c, 60).map_err(|d| d.code),
             Err(ErrorCode::RateLimited)
         );
-        book.consume("c", 300, 150)
-            .expect("a expired and is forgotten");
-        assert!(!book.is_used("a"));
-        assert!(book.is_used("b"));
+        book.consume(&c, 150).expect("a expired and is forgotten");
+        assert!(!book.is_spent(&claims("a", "t1", 40, 100)));
+        assert!(book.is_spent(&claims("b", "t2", 40, 200)));
+    }
+
+    #[test]
+    fn one_tenant_filling_its_share_does_not_refuse_another() {
+        let book = TicketBook::new(100, 3, 0);
+        for i in 0..3 {
+            book.consume(&claims(&format!("a{i}"), "t_flood", 40, 100), 50)
+                .expect("within the share");
+        }
+        assert_eq!(
+            book.consume(&claims("a3", "t_flood", 40, 100), 50)
+                .map_err(|d| d.code),
+            Err(ErrorCode::RateLimited)
+        );
+        book.consume(&claims("b0", "t_other", 40, 100), 50)
+            .expect("another tenant is unaffected");
+        book.consume(&claims("a4", "t_flood", 40, 200), 150)
+            .expect("the flood's expired tickets free its share");
+    }
+
+    #[test]
+    fn tickets_issued_before_the_process_started_count_as_used() {
+        let book = TicketBook::new(10, 10, 1_000);
+        assert!(book.is_spent(&claims("old", "t1", 999, 1_100)));
+        assert!(!book.is_spent(&claims("new", "t1", 1_000, 1_100)));
     }
 
     #[test]

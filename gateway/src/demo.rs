@@ -135,6 +135,7 @@ async fn demo() -> Result<(), String> {
         include_str!("demo_page/index.html").replace("__RAILGATE_DEMO__", &page_config.to_string()),
     );
     let shutdown = crate::cli::shutdown_signal();
+    crate::tickets_epoch(&gw).await;
     println!("READY listen={listen} admin={admin_addr}");
     println!("{}", instructions(listen, admin_addr, &thread.id, &token));
     let listeners = crate::Listeners { main, admin };

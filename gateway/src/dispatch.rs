@@ -1,6 +1,6 @@
 //! The entry of every client request, in phases that run in one direction:
 //! [`early_checks`] (smuggling shapes, header size, drain) → built-in endpoints → [`route`] →
-//! the rail's own checks → admission ([`crate::admission`]) → the rail
+//! admission ([`crate::admission`]) → the rail's own checks → the ticket spent → the rail
 //! ([`crate::proxy`]) → one access log line ([`crate::outcome::record`]).
 
 use crate::admission::{self, early_trace_id, Admission, Admitted, Caller};
@@ -54,6 +54,7 @@ async fn serve(
     if req.method() == Method::POST && req.uri().path() == tickets::PATH {
         out.route = tickets::ROUTE.into();
         let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
+        admission::spend_ticket(gw, &admitted)?;
         let body = req.into_body();
         return tickets::issue(gw, &admitted, body).await.map(Answer::Done);
     }
@@ -70,13 +71,16 @@ async fn serve(
         Rail::Http => {
             within_body_limit(gw, &req)?;
             let admitted = admit(gw, &adm, &req, out).await?;
+            admission::spend_ticket(gw, &admitted)?;
             proxy::http::forward(gw, route, &caps, &admitted, req, peer)
                 .await
                 .map(Answer::Done)
         }
         Rail::Sse => {
             let admitted = admit(gw, &adm, &req, out).await?;
-            proxy::sse::serve(gw, route, &caps, req, &admitted)
+            let cursor = proxy::sse::cursor_of(&req)?;
+            admission::spend_ticket(gw, &admitted)?;
+            proxy::sse::serve(gw, route, &caps, req, &admitted, cursor)
                 .await
                 .map(Answer::Done)
         }

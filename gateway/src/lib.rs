@@ -14,13 +14,14 @@
 //! | credentials (401) | [`admission::credentials`] |
 //! | context (400, 403) | [`admission::context`] |
 //! | ownership (404, 403) | [`admission::ownership`] |
+//! | rail's checks after admission | [`proxy::sse::cursor_of`] (SSE); the hello's cursor (WS) |
 //! | ticket spent | [`admission::spend_ticket`] |
 //! | rail | [`proxy::http::forward`], [`proxy::sse::serve`], [`proxy::ws::upgrade`] → [`proxy::ws_hello`] → [`proxy::ws_relay`] |
 //! | upstream | [`proxy::upstream::uri`], [`proxy::sse_upstream::run`], [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |
 //! | refusal, any transport | [`respond`] |
 //! | log and metrics | [`outcome::record`] |
 //!
-//! [`admission::admit`] runs the four admission phases for HTTP, SSE, the ticket endpoint and a
+//! [`admission::admit`] runs the three admission phases for HTTP, SSE, the ticket endpoint and a
 //! WebSocket's hello; [`admission::precheck`] runs those a WebSocket upgrade can fail before its
 //! hello. Around them: [`config`], [`app`] (the shared state), [`auth`] (keys, JWKS, used
 //! tickets), [`registry`] (ownership cache), [`client`] (the pooled upstream client), [`admin`],
@@ -69,7 +70,17 @@ pub async fn bind(gw: &std::sync::Arc<Gateway>) -> std::io::Result<Listeners> {
             tracing::warn!(error = %e, "initial JWKS fetch failed; tokens signed by its keys are refused until a refresh succeeds");
         }
     }
+    tickets_epoch(gw).await;
     Ok(Listeners { main, admin })
+}
+
+/// Waits until the first second whose tickets this process vouches for has begun (at most a
+/// second): tickets minted before it count as used, since the used-ticket book starts empty.
+pub async fn tickets_epoch(gw: &Gateway) {
+    let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(gw.auth.book.epoch());
+    if let Ok(wait) = epoch.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// The READY line for these listeners.

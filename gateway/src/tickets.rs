@@ -1,6 +1,7 @@
 //! `POST /auth/tickets`: a JWT holder asks for a single-use ticket for one thread it may open.
 //! Admission (JWT, tenant) runs before [`issue`], like on any route; the thread named in the
-//! body goes through the same ownership phase.
+//! body goes through the same ownership phase. Neither the ticket (`exp`) nor the stream it
+//! opens (`sx`) outlives the token, and a token past its `exp` (inside the leeway) mints nothing.
 
 use crate::admission::{ownership, Admission, Admitted};
 use crate::app::Gateway;
@@ -67,6 +68,15 @@ pub async fn issue(
     admitted: &Admitted,
     body: Incoming,
 ) -> Result<Response<Body>, Denial> {
+    let now = clock::now();
+    let token_exp = admitted.verified.token.as_ref().map(|t| t.exp);
+    if token_exp.is_some_and(|exp| exp <= now) {
+        // Accepted within its leeway, but a ticket must not outlive it: nothing left to grant.
+        return Err(Denial::with_message(
+            ErrorCode::TokenExpired,
+            "a token past its exp cannot mint tickets",
+        ));
+    }
     let ask = read_ask(body).await?;
     let ctx = &admitted.ctx;
     ownership(gw, ctx, &ask.thread_id, false).await?;
@@ -82,13 +92,13 @@ pub async fn issue(
         env: ctx.env().to_owned(),
         thread_id: ask.thread_id,
         ttl_s: ask.ttl_s,
-        session_expires_at: admitted.verified.token.as_ref().map(|t| t.exp),
+        session_expires_at: token_exp,
         mode: ctx.get(Field::Mode).map(str::to_owned),
         project_id: ctx.get(Field::Project).map(str::to_owned),
         app_id: ctx.get(Field::App).map(str::to_owned),
         surface_id: ctx.get(Field::Surface).map(str::to_owned),
     };
-    let claims = request.issue(random_hex_id(), clock::now());
+    let claims = request.issue(random_hex_id(), now);
     let body = serde_json::json!({"ticket": encode(&claims, secrets), "expires_at": claims.exp});
     Ok(respond::json(StatusCode::CREATED, &body, &ctx.trace_id))
 }

@@ -86,13 +86,13 @@ impl TicketRequest {
     /// Turns the request into claims issued at `now` with id `tid`, applying the caps.
     pub fn issue(self, tid: String, now: u64) -> TicketClaims {
         let ttl = self.ttl_s.unwrap_or(DEFAULT_TTL_S).clamp(1, MAX_TTL_S);
-        let exp = now + ttl;
         let session_cap = now + MAX_SESSION_S;
+        // Neither the ticket nor the stream it opens outlives the credential that minted it.
         let sx = self
             .session_expires_at
             .unwrap_or(session_cap)
-            .min(session_cap)
-            .max(exp);
+            .min(session_cap);
+        let exp = (now + ttl).min(sx);
         TicketClaims {
             tid,
             sub: self.sub,
@@ -178,6 +178,19 @@ pub fn encode(claims: &TicketClaims, secrets: &TicketSecrets) -> String {
 /// Verifies MAC (current, then previous secret; constant-time), format and expiry at `now`.
 /// Returns the claims; the caller enforces single use by `tid`.
 pub fn verify(raw: &str, secrets: &TicketSecrets, now: u64) -> Result<TicketClaims, Denial> {
+    let claims = open(raw, secrets, now)?;
+    if now >= claims.exp {
+        return Err(Denial::with_message(
+            ErrorCode::TicketInvalid,
+            "ticket has expired",
+        ));
+    }
+    Ok(claims)
+}
+
+/// Like [`verify`], but a ticket past its own `exp` is returned as long as its session (`sx`)
+/// lasts: a stream it opened may resume with a grant until then. The caller decides.
+pub fn open(raw: &str, secrets: &TicketSecrets, now: u64) -> Result<TicketClaims, Denial> {
     let invalid = |why: &'static str| Denial::with_message(ErrorCode::TicketInvalid, why);
     if raw.len() > MAX_TICKET_BYTES {
         return Err(invalid("ticket is too large"));
@@ -215,7 +228,7 @@ fn check_claims(c: &TicketClaims, now: u64) -> Result<(), Denial> {
     if c.iat > now + IAT_SKEW_S {
         return Err(invalid("ticket is not yet valid"));
     }
-    if now >= c.exp {
+    if now >= c.sx {
         return Err(invalid("ticket has expired"));
     }
     Ok(())

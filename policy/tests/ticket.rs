@@ -134,7 +134,7 @@ fn ttl_is_capped_at_300_seconds() {
 }
 
 #[test]
-fn session_expiry_is_capped_at_one_hour_and_never_before_exp() {
+fn session_expiry_is_capped_at_one_hour_and_never_after_the_minting_credential() {
     let mut r = request();
     r.session_expires_at = Some(NOW + 10 * 3600);
     assert_eq!(r.issue("t".into(), NOW).sx, NOW + 3600);
@@ -143,7 +143,12 @@ fn session_expiry_is_capped_at_one_hour_and_never_before_exp() {
     assert_eq!(r.issue("t".into(), NOW).sx, NOW + 3600);
     let mut r = request();
     r.session_expires_at = Some(NOW + 5);
-    assert_eq!(r.issue("t".into(), NOW).sx, NOW + 60);
+    let c = r.issue("t".into(), NOW);
+    assert_eq!(
+        (c.exp, c.sx),
+        (NOW + 5, NOW + 5),
+        "a token ending in 5 s: so do both"
+    );
     let mut c = claims();
     c.sx = NOW + 3601;
     let t = encode(&c, &secrets());

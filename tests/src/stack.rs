@@ -52,20 +52,26 @@ impl Stack {
             "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{}",
             extra_toml.replace("{upstream}", &upstream).replace("{dir}", &dir.path().display().to_string())
         );
-        let path = dir.path().join("railgate.toml");
-        std::fs::write(&path, config).expect("write config");
-        let gw = Proc::spawn(
-            &bins::path("railgate"),
-            &["serve", "--config", path.to_str().expect("utf8")],
-            &[
-                ("AUTH_JWT_SIGNING", JWT_SECRET),
-                ("ENGINES_TICKET_SECRET", TICKET_SECRET),
-                ("RAILGATE_ADMIN_TOKEN", ADMIN_TOKEN),
-                ("ENV", "dev"),
-                ("RUST_LOG", "info"),
-            ],
-        );
+        std::fs::write(dir.path().join("railgate.toml"), config).expect("write config");
+        let gw = spawn_gateway(dir.path());
         Stack { mock, gw, dir }
+    }
+
+    /// Ends the gateway (`kill -9` when `kill9`, else SIGTERM and its drain) and starts a new one
+    /// with the same config (on a new port).
+    pub fn restart_gateway(&mut self, kill9: bool) {
+        if kill9 {
+            self.gw.kill9();
+        } else {
+            self.gw.signal(15);
+            assert!(
+                self.gw
+                    .wait_exit(std::time::Duration::from_secs(30))
+                    .is_some(),
+                "gateway did not exit after SIGTERM"
+            );
+        }
+        self.gw = spawn_gateway(self.dir.path());
     }
 
     /// Gateway address.
@@ -143,6 +149,21 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn spawn_gateway(dir: &std::path::Path) -> Proc {
+    let path = dir.join("railgate.toml");
+    Proc::spawn(
+        &bins::path("railgate"),
+        &["serve", "--config", path.to_str().expect("utf8")],
+        &[
+            ("AUTH_JWT_SIGNING", JWT_SECRET),
+            ("ENGINES_TICKET_SECRET", TICKET_SECRET),
+            ("RAILGATE_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ENV", "dev"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+}
+
 /// An HS256 token for `tenant` / `sub` valid for an hour, plus `extra` claims.
 pub fn token(tenant: &str, sub: &str, extra: Value) -> String {
     let mut claims = json!({"sub": sub, "tenant_id": tenant, "exp": now() + 3600, "iat": now()});
@@ -159,8 +180,13 @@ pub fn token(tenant: &str, sub: &str, extra: Value) -> String {
     .expect("sign")
 }
 
-/// A ticket for `thread`, signed with the stack's ticket secret.
+/// A ticket for `thread`, signed with the stack's ticket secret (the default 60 s lifetime).
 pub fn ticket(tenant: &str, sub: &str, thread: &str, tid: &str) -> String {
+    ticket_for(tenant, sub, thread, tid, None)
+}
+
+/// A ticket for `thread` living `ttl_s` seconds (its session: an hour).
+pub fn ticket_for(tenant: &str, sub: &str, thread: &str, tid: &str, ttl_s: Option<u64>) -> String {
     let secrets = TicketSecrets::new(TICKET_SECRET.as_bytes(), None).expect("secret");
     let req = TicketRequest {
         sub: sub.into(),
@@ -170,6 +196,7 @@ pub fn ticket(tenant: &str, sub: &str, thread: &str, tid: &str) -> String {
         mode: Some("lab".into()),
         project_id: Some("p_chat".into()),
         app_id: Some("app-chat".into()),
+        ttl_s,
         ..Default::default()
     };
     encode_ticket(&req.issue(tid.into(), now()), &secrets)

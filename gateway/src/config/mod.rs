@@ -114,6 +114,8 @@ pub struct AuthConfig {
     pub cookie_secure: bool,
     /// Most tickets remembered as used at once (older expired ones are forgotten first).
     pub max_used_tickets: usize,
+    /// Used tickets remembered for one tenant at most.
+    pub max_used_tickets_per_tenant: usize,
 }
 
 /// Where ownership records come from.

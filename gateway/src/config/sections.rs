@@ -55,6 +55,8 @@ pub(super) fn read_auth(table: Option<Reader<'_>>, p: &mut Problems) -> Option<A
             .unwrap_or_else(|| names::TICKET_SECRET_PREVIOUS.into()),
         cookie_secure: r.boolean("cookie_secure", p).unwrap_or(true),
         max_used_tickets: r.uint("max_used_tickets", p).unwrap_or(1_000_000) as usize,
+        max_used_tickets_per_tenant: r.uint("max_used_tickets_per_tenant", p).unwrap_or(100_000)
+            as usize,
     };
     r.finish(p);
     Some(config)

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
 /// The client's cursor: one `Last-Event-ID` header, else the `last_event_id` query parameter.
-fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
+pub fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
     let mut values = req.headers().get_all("last-event-id").iter();
     let raw = match (values.next(), values.next()) {
         (Some(_), Some(_)) => return Err(malformed()),
@@ -48,15 +48,15 @@ fn malformed() -> Denial {
     Denial::with_message(ErrorCode::CursorInvalid, "Last-Event-ID is malformed")
 }
 
-/// Serves one admitted SSE request.
+/// Serves one admitted SSE request whose cursor was checked (`cursor_of`).
 pub async fn serve(
     gw: &Arc<Gateway>,
     route: &Route,
     caps: &Captures,
     req: Request<Incoming>,
     admitted: &Admitted,
+    cursor: Option<String>,
 ) -> Result<Response<Body>, Denial> {
-    let cursor = cursor_of(&req)?;
     let thread = admitted
         .thread_id
         .clone()

@@ -2,7 +2,7 @@
 //! [`crate::admission::admit`] as every rail, now with the hello as a source), record the
 //! outcome, then hand over to the relay ([`super::ws_relay`]).
 
-use crate::admission::{admit, Admission, Caller};
+use crate::admission::{admit, spend_ticket, Admission, Caller};
 use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
@@ -96,6 +96,7 @@ impl Session {
             .await
             .map_err(End::Deny)?;
         let cursor = cursor(hello.last_event_id.as_deref(), "last_event_id").map_err(End::Deny)?;
+        spend_ticket(&self.gw, &admitted).map_err(End::Deny)?;
         Ok(Greeted { admitted, cursor })
     }
 
