@@ -93,10 +93,14 @@ async fn serve(
     }
 }
 
-/// Refusals that need no route: smuggling shapes, an oversized head, a draining gateway.
+/// Refusals that need no route: smuggling shapes, an oversized head, a path with encoded dot
+/// segments or separators, a draining gateway.
 pub fn early_checks(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial> {
     if let Some(why) = smuggling_shape(req) {
         return Err(Denial::with_message(ErrorCode::HeaderInvalid, why));
+    }
+    if !path_is_safe(req.uri().path()) {
+        return Err(Denial::new(ErrorCode::PathInvalid));
     }
     if header_bytes(req) > gw.config.limits.max_header_bytes {
         return Err(Denial::new(ErrorCode::HeadersTooLarge));
@@ -164,6 +168,36 @@ fn within_body_limit(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial
     }
 }
 
+/// How many layers of percent-encoding a path may carry before it is refused outright.
+const MAX_ENCODING_DEPTH: usize = 3;
+
+/// Whether a path is routed at all: no backslash, no encoded `/` or `\`, and no `.` or `..`
+/// segment (also as `..;params`) — at any depth of percent-encoding, since the upstream (or a
+/// proxy behind it) may decode once more than the route matcher did. The ownership check and
+/// the upstream must see the same path.
+pub fn path_is_safe(path: &str) -> bool {
+    let mut current = std::borrow::Cow::Borrowed(path);
+    for _ in 0..=MAX_ENCODING_DEPTH {
+        let lower = current.to_ascii_lowercase();
+        if current.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+            return false;
+        }
+        let dot_segment = current.split('/').any(|seg| {
+            let name = seg.split(';').next().unwrap_or_default();
+            name == "." || name == ".."
+        });
+        if dot_segment {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(&current).decode_utf8_lossy();
+        if decoded == current {
+            return true;
+        }
+        current = std::borrow::Cow::Owned(decoded.into_owned());
+    }
+    false
+}
+
 fn smuggling_shape(req: &Request<Incoming>) -> Option<&'static str> {
     let h = req.headers();
     let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
@@ -182,4 +216,39 @@ fn header_bytes(req: &Request<Incoming>) -> usize {
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + req.uri().to_string().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_is_safe;
+
+    #[test]
+    fn encoded_dot_segments_and_separators_are_refused_at_any_depth() {
+        for bad in [
+            "/chat/threads/A/%2e%2e/B/messages",
+            "/chat/threads/A/%2E%2E/B/messages",
+            "/chat/threads/A/..%2FB/messages",
+            "/chat/threads/A/%2F..%2FB",
+            "/chat/threads/A/..;/B/messages",
+            "/chat/threads/A/.;x/B",
+            "/chat/threads/A/..\\B",
+            "/chat/threads/A/%5c..%5cB",
+            "/chat/threads/A/%252e%252e/B",
+            "/chat/threads/A/%25252e%25252e/B",
+            "/chat/threads/A/%2525252e/B",
+            "/chat/threads/A/../B",
+            "/chat/threads/A/./B",
+        ] {
+            assert!(!path_is_safe(bad), "{bad}");
+        }
+        for good in [
+            "/chat/threads/A/messages",
+            "/chat/threads/A/messages/..x/y",
+            "/chat/threads/A/a.b/c..d/...",
+            "/chat/threads/A/%20space",
+            "/",
+        ] {
+            assert!(path_is_safe(good), "{good}");
+        }
+    }
 }

@@ -37,6 +37,28 @@ pub enum ReplaySource {
     Journal,
 }
 
+/// Why data was kept from crossing a tenant boundary (`reason` label of
+/// `isolation_violations_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// An upstream event names another tenant or env in its `routing`.
+    ForeignTenant,
+    /// Data that looks like JSON but is not strict JSON, so its routing cannot be checked.
+    NotStrictJson,
+    /// A `registers_thread` answer names a thread another tenant owns.
+    ThreadTakeover,
+}
+
+impl Violation {
+    fn label(self) -> &'static str {
+        match self {
+            Violation::ForeignTenant => "foreign_tenant",
+            Violation::NotStrictJson => "not_strict_json",
+            Violation::ThreadTakeover => "thread_takeover",
+        }
+    }
+}
+
 /// A registry lookup's result (`result` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -178,8 +200,8 @@ impl Metrics {
             isolation_violations_total: counter(
                 &registry,
                 "isolation_violations_total",
-                "Upstream events naming a foreign tenant, dropped",
-                &["route"],
+                "Data kept from crossing a tenant boundary, by reason",
+                &["route", "reason"],
             )?,
             events_deduplicated_total: counter(
                 &registry,
@@ -251,9 +273,10 @@ impl Metrics {
             .with_label_values(&[route, rail.label()])
     }
 
-    /// Upstream events of a route naming a foreign tenant, dropped.
-    pub fn isolation_violations(&self, route: &str) -> IntCounter {
-        self.isolation_violations_total.with_label_values(&[route])
+    /// Data of a route kept from crossing a tenant boundary, by reason.
+    pub fn isolation_violations(&self, route: &str, reason: Violation) -> IntCounter {
+        self.isolation_violations_total
+            .with_label_values(&[route, reason.label()])
     }
 
     /// Events of a route not delivered again to a client that already got them.

@@ -228,8 +228,18 @@ impl Registry {
         }
     }
 
-    /// Records that `thread_id` belongs to `record` (learned from a `registers_thread` route).
-    pub async fn learn(&self, thread_id: &str, record: ThreadRecord) {
+    /// Records that `thread_id` belongs to `record` (learned from a `registers_thread` route) —
+    /// unless it already belongs to another tenant or env: an owner is never replaced
+    /// (`chat.thread_forbidden`). Fails closed when the owner cannot be looked up.
+    pub async fn learn(&self, thread_id: &str, record: ThreadRecord) -> Result<(), Denial> {
+        if let Some(owner) = self.lookup(thread_id).await? {
+            if owner.tenant_id != record.tenant_id || owner.env != record.env {
+                return Err(Denial::with_message(
+                    ErrorCode::ThreadForbidden,
+                    "the thread already belongs to another tenant",
+                ));
+            }
+        }
         self.count(Lookup::Learned);
         self.stale
             .insert(thread_id.to_owned(), record.clone())
@@ -237,6 +247,7 @@ impl Registry {
         self.fresh
             .insert(thread_id.to_owned(), Answer::Found(record))
             .await;
+        Ok(())
     }
 
     /// Drops a cached entry (`DELETE /admin/registry/{id}`). Returns whether one was cached.

@@ -235,6 +235,19 @@ fn hello_value(hello: Option<&Hello>, key: &str) -> Result<Option<String>, Denia
     }
 }
 
+/// A context value a credential carries: the same syntax rule as a header, or the credential is
+/// invalid (`code`).
+fn credential_value(v: &str, key: &str, code: ErrorCode) -> Result<String, Denial> {
+    if valid_value(v.as_bytes()) {
+        Ok(v.to_owned())
+    } else {
+        Err(Denial::with_message(
+            code,
+            format!("{key} in the credential is malformed"),
+        ))
+    }
+}
+
 fn ticket_value(ticket: &TicketClaims, field: Field) -> Option<&str> {
     match field {
         Field::Tenant => Some(&ticket.tenant_id),
@@ -254,12 +267,12 @@ fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
         slot.extend(header_value(src.headers, f.header())?);
         slot.extend(hello_value(src.hello, f.key())?);
         if let Some(v) = src.ticket.and_then(|t| ticket_value(t, f)) {
-            slot.push(v.to_owned());
+            slot.push(credential_value(v, f.key(), ErrorCode::TicketInvalid)?);
         }
         // A token bounds the tenant and env (membership) rather than supplying them.
         if !matches!(f, Field::Tenant | Field::Env) {
             if let Some(v) = src.token.and_then(|t| t.str(f.key())) {
-                slot.push(v.to_owned());
+                slot.push(credential_value(v, f.key(), ErrorCode::TokenInvalid)?);
             }
         }
     }
@@ -297,8 +310,8 @@ fn user_id(src: &Sources<'_>) -> Result<String, Denial> {
         (Some(t), Some(k)) if t.sub != k.sub => {
             return Err(mismatch("ticket subject differs from token"))
         }
-        (Some(t), _) => t.sub.clone(),
-        (None, Some(k)) => k.sub.clone(),
+        (Some(t), _) => credential_value(&t.sub, "sub", ErrorCode::TokenInvalid)?,
+        (None, Some(k)) => credential_value(&k.sub, "sub", ErrorCode::TicketInvalid)?,
         (None, None) => return Err(Denial::new(ErrorCode::TokenMissing)),
     };
     if let Some(claimed) = hello_value(src.hello, "user_id")? {

@@ -93,6 +93,8 @@ codes! {
     ContextMismatch => ("auth.context_mismatch", 403, false, 4003, true, "request context disagrees between its sources"),
     /// Malformed or duplicated context header.
     HeaderInvalid => ("request.header_invalid", 400, false, 4003, true, "a context header is malformed or repeated"),
+    /// Encoded dot segments, encoded slashes or backslashes in the path.
+    PathInvalid => ("request.path_invalid", 400, false, 4003, false, "path has encoded dot segments or separators"),
     /// WebSocket `Origin` not allowed.
     OriginForbidden => ("request.origin_forbidden", 403, false, 4003, false, "origin is not allowed"),
     /// Body or message over its limit.

@@ -560,3 +560,31 @@ fn thread_access_decisions() {
         Err(ErrorCode::ThreadNotFound)
     );
 }
+
+#[test]
+fn context_values_from_credentials_follow_the_header_syntax() {
+    let mut c = Case::jwt(vec![("X-Tenant-Id", "t_demo")]);
+    c.require = &[Field::Tenant];
+    c.token = Some(token(json!({"project_id": "p 1<script>"})));
+    assert_eq!(c.run(), Err(ErrorCode::TokenInvalid), "a malformed claim");
+    c.token = Some(token(json!({"sub": "user\r\nX-Injected: 1"})));
+    assert_eq!(c.run(), Err(ErrorCode::TokenInvalid), "a malformed sub");
+    c.token = None;
+    let mut t = ticket();
+    t.project_id = Some("p 1".into());
+    c.ticket = Some(t);
+    c.headers = vec![];
+    assert_eq!(
+        c.run(),
+        Err(ErrorCode::TicketInvalid),
+        "a malformed ticket field"
+    );
+    let mut t = ticket();
+    t.sub = "a b".into();
+    c.ticket = Some(t);
+    assert_eq!(
+        c.run(),
+        Err(ErrorCode::TicketInvalid),
+        "a malformed ticket subject"
+    );
+}

@@ -32,6 +32,7 @@ fn every_code_has_its_contract_status_retry_flag_and_close_code() {
         (EnvMismatch, "auth.env_mismatch", 403, false, 4003),
         (ContextMismatch, "auth.context_mismatch", 403, false, 4003),
         (HeaderInvalid, "request.header_invalid", 400, false, 4003),
+        (PathInvalid, "request.path_invalid", 400, false, 4003),
         (
             OriginForbidden,
             "request.origin_forbidden",

@@ -23,6 +23,8 @@ HTTP API (test levers under /_peer):
   POST /_peer/threads          {"tenant_id","env","project_id"?} -> {"id"}
   POST /_peer/publish          {"thread_id","count"} or {"thread_id","data":[str,...]} -> {"ids"}
   GET  /registry/threads/{id}  owner, or 404
+  POST /chat/threads           a new thread of X-Tenant-Id, or — naively — echoes {"id"} it is sent
+  *    /chat/threads/{id}/...  echoes the thread and path it was asked for
   GET  /sse/chat/{id}          events after Last-Event-ID (410 if unknown), then live
   WS   /ws/chat/{id}           hello {"type":"hello","last_event_id"}, then events as
                                {"id","data"}; a client's text message is published as an event
@@ -175,6 +177,17 @@ def build_app(store, crlf):
             datas = [json.dumps({"text": f"message {start + i + 1}"}) for i in range(body["count"])]
         return JSONResponse({"ids": store.publish(thread, datas)})
 
+    async def create_chat_thread(request: Request):
+        # A naive backend: it echoes an id the client names instead of checking who owns it.
+        body = await request.json()
+        if "id" in body:
+            return JSONResponse({"id": body["id"]}, status_code=201)
+        owner = {"tenant_id": request.headers.get("x-tenant-id"), "env": request.headers.get("x-env")}
+        return JSONResponse({"id": store.create_thread(owner)}, status_code=201)
+
+    async def messages(request: Request):
+        return JSONResponse({"thread_id": request.path_params["id"], "path": request.url.path})
+
     async def registry(request: Request):
         rec = store.threads.get(request.path_params["id"])
         if rec is None:
@@ -245,6 +258,8 @@ def build_app(store, crlf):
             Route("/_peer/threads", create_thread, methods=["POST"]),
             Route("/_peer/publish", publish, methods=["POST"]),
             Route("/registry/threads/{id}", registry),
+            Route("/chat/threads", create_chat_thread, methods=["POST"]),
+            Route("/chat/threads/{id}/{rest:path}", messages, methods=["GET", "POST"]),
             Route("/sse/chat/{id}", sse),
             WebSocketRoute("/ws/chat/{id}", ws),
         ]

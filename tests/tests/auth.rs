@@ -77,6 +77,26 @@ fn cases(foreign_thread: &str) -> Vec<(Case, Option<String>)> {
         ),
         (
             c(
+                "malformed context claim",
+                Some(token("t_a", "u1", json!({"project_id": "p 1<script>"}))),
+                ctx(&[]),
+                "auth.token_invalid",
+                401,
+            ),
+            None,
+        ),
+        (
+            c(
+                "malformed subject",
+                Some(token("t_a", "u1\r\nX-Injected: 1", json!({}))),
+                ctx(&[]),
+                "auth.token_invalid",
+                401,
+            ),
+            None,
+        ),
+        (
+            c(
                 "no tenant",
                 Some(good.clone()),
                 ctx(&[("x-tenant-id", "")]),

@@ -118,10 +118,12 @@ async fn tenants_times_threads_on_both_rails_never_see_foreign_events() {
         assert_eq!(seqs, expected, "WS {tenant}/{th}");
     }
     let violations = s
-        .metric("railgate_isolation_violations_total{route=\"chat-sse\"}")
+        .metric("railgate_isolation_violations_total{reason=\"foreign_tenant\",route=\"chat-sse\"}")
         .await
-        + s.metric("railgate_isolation_violations_total{route=\"chat-ws\"}")
-            .await;
+        + s.metric(
+            "railgate_isolation_violations_total{reason=\"foreign_tenant\",route=\"chat-ws\"}",
+        )
+        .await;
     assert_eq!(
         violations,
         (2 * TENANTS * THREADS) as f64,

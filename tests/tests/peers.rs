@@ -3,9 +3,9 @@
 //! comments, multi-line and non-JSON data, and a durable log that survives `kill -9`.
 
 use futures_util::SinkExt;
-use railgate_tests::client::{ws_connect, ws_next_json, SseEvent, SseStream, Ws};
+use railgate_tests::client::{get, post_json, ws_connect, ws_next_json, SseEvent, SseStream, Ws};
 use railgate_tests::peer::{PeerOptions, PeerStack};
-use railgate_tests::stack::{full_headers, refs, token};
+use railgate_tests::stack::{assert_envelope, full_headers, refs, token};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -166,4 +166,83 @@ async fn crlf_retry_comments_multiline_and_non_json_data_pass_through() {
     let raw = String::from_utf8_lossy(&stream.raw);
     assert!(raw.contains("retry: 1000\n"), "retry passes through: {raw}");
     assert!(!raw.contains('\r'), "railgate writes LF line ends: {raw:?}");
+}
+
+#[tokio::test]
+async fn a_backend_echoing_another_tenants_thread_cannot_hand_it_over() {
+    let p = PeerStack::start(PeerOptions::ids("numeric"), "");
+    let victim = p.thread("t_a").await;
+    let attacker = format!("Bearer {}", token("t_b", "u2", json!({})));
+    let h = [("authorization", attacker.as_str()), ("x-tenant-id", "t_b")];
+    let r = post_json(&p.stack.addr(), "/chat/threads", &h, &json!({"id": victim})).await;
+    assert_envelope(&r, 403, "chat.thread_forbidden");
+    assert_eq!(
+        p.stack
+            .metric("railgate_isolation_violations_total{reason=\"thread_takeover\",route=\"chat-create\"}")
+            .await,
+        1.0
+    );
+    // The thread is still t_a's: t_b cannot read it, t_a can.
+    let as_b = get(
+        &p.stack.addr(),
+        &format!("/chat/threads/{victim}/messages"),
+        &h,
+    )
+    .await;
+    assert_envelope(&as_b, 403, "chat.thread_forbidden");
+    let owner = format!("Bearer {}", token("t_a", "u1", json!({})));
+    let ha = [("authorization", owner.as_str()), ("x-tenant-id", "t_a")];
+    let as_a = get(
+        &p.stack.addr(),
+        &format!("/chat/threads/{victim}/messages"),
+        &ha,
+    )
+    .await;
+    assert_eq!(as_a.status, 200);
+    // A thread the backend really creates for t_b is learned as t_b's.
+    let r = post_json(
+        &p.stack.addr(),
+        "/chat/threads",
+        &h,
+        &json!({"title": "mine"}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let mine = r.json()["id"].as_str().expect("id").to_owned();
+    let as_b = get(
+        &p.stack.addr(),
+        &format!("/chat/threads/{mine}/messages"),
+        &h,
+    )
+    .await;
+    assert_eq!(as_b.status, 200);
+}
+
+#[tokio::test]
+async fn encoded_dot_segments_never_reach_the_backend() {
+    let p = PeerStack::start(PeerOptions::ids("numeric"), "");
+    let own = p.thread("t_a").await;
+    let other = p.thread("t_b").await;
+    let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
+    let h = [("authorization", bearer.as_str()), ("x-tenant-id", "t_a")];
+    for tail in [
+        format!("%2e%2e/{other}/messages"),
+        format!("..%2F{other}/messages"),
+        format!("%2F..%2F{other}/messages"),
+        format!("..;/{other}/messages"),
+        format!("%252e%252e/{other}/messages"),
+        format!("..%5C{other}/messages"),
+    ] {
+        let path = format!("/chat/threads/{own}/{tail}");
+        let r = get(&p.stack.addr(), &path, &h).await;
+        assert_envelope(&r, 400, "request.path_invalid");
+    }
+    let ok = get(
+        &p.stack.addr(),
+        &format!("/chat/threads/{own}/messages"),
+        &h,
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json()["thread_id"], own.as_str());
 }

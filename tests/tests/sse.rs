@@ -242,8 +242,10 @@ async fn tenants_never_see_each_other_and_foreign_upstream_events_are_dropped() 
         assert_eq!(e.json()["thread_id"], tb.as_str());
     }
     assert_eq!(
-        s.metric("railgate_isolation_violations_total{route=\"chat-sse\"}")
-            .await,
+        s.metric(
+            "railgate_isolation_violations_total{reason=\"foreign_tenant\",route=\"chat-sse\"}"
+        )
+        .await,
         1.0
     );
 }

@@ -180,8 +180,10 @@ async fn foreign_upstream_messages_are_dropped_and_counted() {
         "seq 1 named another tenant"
     );
     assert_eq!(
-        s.metric("railgate_isolation_violations_total{route=\"chat-ws\"}")
-            .await,
+        s.metric(
+            "railgate_isolation_violations_total{reason=\"foreign_tenant\",route=\"chat-ws\"}"
+        )
+        .await,
         1.0
     );
 }

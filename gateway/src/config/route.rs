@@ -301,6 +301,13 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
             "must be a JSON pointer such as \"/id\"",
         );
     }
+    let ws_event_id = r.string("ws_event_id", p).unwrap_or_else(|| "/id".into());
+    if !ws_event_id.starts_with('/') {
+        p.add(
+            &r.path_of("ws_event_id"),
+            format!("{ws_event_id:?} is not a JSON pointer such as \"/id\" or \"/event/id\""),
+        );
+    }
     let upstream_path = r.string("upstream_path", p);
     if let (Some(t), Some(pat)) = (&upstream_path, &pattern) {
         check_upstream_path(r, t, pat, p);
@@ -316,7 +323,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         share_upstream: r.boolean("share_upstream", p).unwrap_or(false),
         resume_deadline: Duration::from_secs(r.uint("resume_deadline_s", p).unwrap_or(30)),
         hello,
-        ws_event_id: r.string("ws_event_id", p).unwrap_or_else(|| "/id".into()),
+        ws_event_id,
         allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
         hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
         accepts,

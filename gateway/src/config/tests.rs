@@ -183,3 +183,19 @@ fn templates_render_from_captures() {
         "/backend/t1/a/b"
     );
 }
+
+#[test]
+fn ws_event_id_must_be_a_json_pointer() {
+    let route = |ptr: &str| {
+        format!("[[routes]]\nname = \"w\"\npath = \"/ws/{{thread_id}}\"\nkind = \"ws\"\nws_event_id = \"{ptr}\"\n")
+    };
+    let errs = load(Some(&route("event_id")), &env(&[]), &Overrides::default())
+        .expect_err("not a pointer")
+        .0;
+    assert_eq!(
+        errs,
+        vec!["routes[0].ws_event_id: \"event_id\" is not a JSON pointer such as \"/id\" or \"/event/id\""]
+    );
+    let c = load(Some(&route("/event/id")), &env(&[]), &Overrides::default()).expect("pointer");
+    assert_eq!(c.routes[0].ws_event_id, "/event/id");
+}

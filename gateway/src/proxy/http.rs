@@ -5,6 +5,7 @@ use crate::app::Gateway;
 use crate::body::{full, Body, BoxError};
 use crate::config::route::Captures;
 use crate::config::Route;
+use crate::metrics::Violation;
 use crate::proxy::{headers, upstream};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -148,7 +149,19 @@ async fn learn_and_return(
                 env: admitted.ctx.env().to_owned(),
                 project_id: admitted.ctx.get(Field::Project).map(str::to_owned),
             };
-            gw.registry.learn(&id, record).await;
+            match gw.registry.learn(&id, record).await {
+                Ok(()) => {}
+                Err(d) if d.code == ErrorCode::ThreadForbidden => {
+                    gw.metrics
+                        .isolation_violations(&route.name, Violation::ThreadTakeover)
+                        .inc();
+                    tracing::warn!(route = %route.name, trace_id = trace, thread_id = %id, tenant_id = admitted.ctx.tenant_id(), "registers_thread answer names a thread of another tenant; refused");
+                    return Err(d);
+                }
+                Err(d) => {
+                    tracing::warn!(route = %route.name, trace_id = trace, thread_id = %id, error = %d, "owner of a registered thread not learned")
+                }
+            }
         }
         _ => {
             tracing::warn!(route = %route.name, trace_id = trace, "registers_thread answer has no usable id")

@@ -9,7 +9,7 @@ use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Prepared, Stamp};
 use crate::journal::Journal;
-use crate::metrics::{Metrics, ReplaySource};
+use crate::metrics::{Metrics, ReplaySource, Violation};
 use crate::proxy::sse_body::{Batch, Chunk, EndSlot};
 use crate::respond;
 use crate::sse::frames::{render, resume_frame};
@@ -119,7 +119,7 @@ impl Hub {
             forwarded: metrics.forwarded(&route.name, Rail::Sse),
             deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
             slow: metrics.slow_consumer(&route.name, Rail::Sse),
-            violations: metrics.isolation_violations(&route.name),
+            violations: metrics.isolation_violations(&route.name, Violation::ForeignTenant),
             replayed: metrics.replayed(&route.name, ReplaySource::Journal),
             latency: metrics.relay_latency().clone(),
         };

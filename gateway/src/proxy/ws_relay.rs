@@ -17,6 +17,7 @@ use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{overwrite_routing, stamp, Stamp, Stamped};
+use crate::metrics::Violation;
 use crate::presence::Member;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, ClientWs, End};
@@ -265,7 +266,10 @@ impl WsRelay {
         }
         let out = match stamp(text, &self.stamp) {
             Stamped::Foreign => {
-                self.gw.metrics.isolation_violations(&self.route.name).inc();
+                self.gw
+                    .metrics
+                    .isolation_violations(&self.route.name, Violation::ForeignTenant)
+                    .inc();
                 tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message names a foreign tenant; dropped");
                 return Ok(());
             }
