@@ -2,9 +2,12 @@
 //!
 //! When an event's data is a JSON object, `routing` is replaced by the verified context and
 //! `meta.trace_id` is set; every other member keeps its position and its exact bytes (numbers such
-//! as `1e2` or `123456789012345678901234`, escapes, nested objects). Data that is not a JSON
-//! object passes through untouched. An upstream event whose `routing` names another tenant or env
-//! is reported as foreign and must be dropped.
+//! as `1e2` or `123456789012345678901234`, escapes, nested objects). Data that is not JSON at all
+//! passes through untouched. An upstream event whose `routing` names another tenant or env is
+//! reported as foreign, and data that looks like JSON (it starts with `{` or `[`) but is not
+//! strict JSON — `NaN`, `Infinity`, a lone surrogate escape in a key, trailing bytes — as
+//! malformed: other parsers (Python's, JavaScript's) read such text and could find a routing in
+//! it that this guard could not check, so both must be dropped.
 
 use railgate_policy::{Field, RequestContext};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -55,6 +58,18 @@ impl Stamp {
     }
 }
 
+/// The verified context as a compact JSON object — every present field, `user_id` and
+/// `request_id` — as the upstream gets it in a forwarded hello and in every client message.
+pub fn verified_context(ctx: &RequestContext) -> String {
+    let mut context = serde_json::Map::new();
+    for (f, v) in ctx.fields() {
+        context.insert(f.key().into(), v.into());
+    }
+    context.insert("user_id".into(), ctx.user_id.as_str().into());
+    context.insert("request_id".into(), ctx.trace_id.as_str().into());
+    serde_json::Value::Object(context).to_string()
+}
+
 /// What stamping did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stamped {
@@ -64,6 +79,8 @@ pub enum Stamped {
     Rewritten(String),
     /// `routing` names another tenant or env: drop the event.
     Foreign,
+    /// Looks like JSON but is not strict JSON: drop the event (it cannot be checked).
+    Malformed,
 }
 
 /// One member of a JSON object, as slices of the original text.
@@ -162,10 +179,22 @@ fn merged_meta(meta: Option<&RawValue>, trace_json: &str) -> String {
     out
 }
 
+/// Whether `text` looks like JSON — its first byte after JSON whitespace is `{` or `[` — but is
+/// not strict JSON (`members` is its parse as an object, done by the caller).
+fn malformed(text: &str, members: Option<&[Member<'_>]>) -> bool {
+    match text.trim_start_matches(is_ws).as_bytes().first() {
+        Some(b'{') => members.is_none(),
+        Some(b'[') => serde_json::from_str::<serde::de::IgnoredAny>(text).is_err(),
+        _ => false,
+    }
+}
+
 /// An event's data parsed once, ready to be stamped for any number of streams.
 pub struct Prepared<'a> {
     /// `None` when the data is not a JSON object.
     members: Option<Vec<Member<'a>>>,
+    /// Looks like JSON, is not strict JSON.
+    malformed: bool,
     /// Every `routing.tenant_id` / `routing.env` value the upstream wrote (`None`: not a string).
     claimed_tenants: Vec<Option<String>>,
     claimed_envs: Vec<Option<String>>,
@@ -187,6 +216,7 @@ pub fn prepare(data: &str) -> Prepared<'_> {
         }
     }
     Prepared {
+        malformed: malformed(data, members.as_deref()),
         members,
         claimed_tenants,
         claimed_envs,
@@ -199,6 +229,11 @@ fn members_of_value(v: &RawValue) -> Vec<Member<'_>> {
 }
 
 impl Prepared<'_> {
+    /// Whether the data looks like JSON but is not strict JSON (it must be dropped).
+    pub fn is_malformed(&self) -> bool {
+        self.malformed
+    }
+
     /// Whether the upstream's `routing` names a tenant or env other than these.
     pub fn is_foreign(&self, tenant: &str, env: &str) -> bool {
         let foreign = |claims: &[Option<String>], owner: &str| {
@@ -234,6 +269,9 @@ impl Prepared<'_> {
 
     /// Stamps for one stream.
     pub fn stamp(&self, stamp: &Stamp) -> Stamped {
+        if self.malformed {
+            return Stamped::Malformed;
+        }
         let Some(list) = &self.members else {
             return Stamped::Unchanged;
         };
@@ -292,29 +330,49 @@ pub fn stamp(data: &str, st: &Stamp) -> Stamped {
     prepare(data).stamp(st)
 }
 
-/// Overwrites `routing` in a client → upstream JSON object with the verified one (no guard: the
-/// client's own claim is simply replaced). `None` when `data` is not a JSON object.
-pub fn overwrite_routing(data: &str, routing: &str) -> Option<String> {
-    let list = members(data)?;
-    let mut out = String::with_capacity(data.len() + routing.len() + 16);
+/// A client → upstream text message, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientText {
+    /// Not JSON: forwarded as it is.
+    Plain,
+    /// A JSON object, with `routing` and `context` replaced by the verified ones.
+    Object(String),
+    /// A second hello (`"type":"hello"`): refused.
+    Hello,
+    /// Looks like JSON but is not strict JSON: refused.
+    Malformed,
+}
+
+/// Checks a client's text message and gives a JSON object the verified `routing` and `context`
+/// (both compact JSON objects), whatever the client put there.
+pub fn client_text(data: &str, routing: &str, context: &str) -> ClientText {
+    let list = members(data);
+    if malformed(data, list.as_deref()) {
+        return ClientText::Malformed;
+    }
+    let Some(list) = list else {
+        return ClientText::Plain;
+    };
+    let is_hello = list.iter().any(|m| {
+        m.name == "type"
+            && serde_json::from_str::<String>(m.value.get()).is_ok_and(|t| t == "hello")
+    });
+    if is_hello {
+        return ClientText::Hello;
+    }
+    let mut out = String::with_capacity(data.len() + routing.len() + context.len() + 24);
     out.push('{');
     let mut first = true;
-    let mut done = false;
-    for m in &list {
-        if m.name == "routing" {
-            if !done {
-                push_member(&mut out, &mut first, "\"routing\"", routing);
-                done = true;
-            }
-        } else {
-            push_member(&mut out, &mut first, m.key_raw, m.value.get());
-        }
+    for m in list
+        .iter()
+        .filter(|m| m.name != "routing" && m.name != "context")
+    {
+        push_member(&mut out, &mut first, m.key_raw, m.value.get());
     }
-    if !done {
-        push_member(&mut out, &mut first, "\"routing\"", routing);
-    }
+    push_member(&mut out, &mut first, "\"routing\"", routing);
+    push_member(&mut out, &mut first, "\"context\"", context);
     out.push('}');
-    Some(out)
+    ClientText::Object(out)
 }
 
 #[cfg(test)]

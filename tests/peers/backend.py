@@ -21,7 +21,9 @@ ID styles (the n-th event of a thread, n from 1; the same after a restart):
 
 HTTP API (test levers under /_peer):
   POST /_peer/threads          {"tenant_id","env","project_id"?} -> {"id"}
-  POST /_peer/publish          {"thread_id","count"} or {"thread_id","data":[str,...]} -> {"ids"}
+  POST /_peer/publish          {"thread_id","count"} or {"thread_id","data":[str,...]} -> {"ids"};
+                               with "raw": true a WebSocket gets each data as the message itself
+  GET  /_peer/events/{id}      every event's data, as stored (what clients sent included)
   GET  /registry/threads/{id}  owner, or 404
   POST /chat/threads           a new thread of X-Tenant-Id, or — naively — echoes {"id"} it is sent
   *    /chat/threads/{id}/...  echoes the thread and path it was asked for
@@ -111,12 +113,12 @@ class Store:
         self.events[thread] = []
         return thread
 
-    def publish(self, thread, datas):
+    def publish(self, thread, datas, raw=False):
         log = self.events[thread]
         recs = []
         for data in datas:
             n = len(log) + len(recs) + 1
-            recs.append({"id": event_id(self.style, thread, n), "data": data})
+            recs.append({"id": event_id(self.style, thread, n), "data": data, "raw": raw})
         self._append(f"events-{thread}.jsonl", recs)
         log.extend(recs)
         self.condition(thread).notify_all_soon()
@@ -175,7 +177,11 @@ def build_app(store, crlf):
         if datas is None:
             start = len(store.events[thread])
             datas = [json.dumps({"text": f"message {start + i + 1}"}) for i in range(body["count"])]
-        return JSONResponse({"ids": store.publish(thread, datas)})
+        return JSONResponse({"ids": store.publish(thread, datas, raw=body.get("raw", False))})
+
+    async def events(request: Request):
+        thread = request.path_params["id"]
+        return JSONResponse([rec["data"] for rec in store.events.get(thread, [])])
 
     async def create_chat_thread(request: Request):
         # A naive backend: it echoes an id the client names instead of checking who owns it.
@@ -240,7 +246,10 @@ def build_app(store, crlf):
                 log = store.events[thread]
                 while i < len(log):
                     rec = log[i]
-                    await websocket.send_text(json.dumps({"id": rec["id"], "data": rec["data"]}))
+                    if rec.get("raw"):
+                        await websocket.send_text(rec["data"])
+                    else:
+                        await websocket.send_text(json.dumps({"id": rec["id"], "data": rec["data"]}))
                     i += 1
                 await Changed.wait(changed, 0.5)
 
@@ -257,6 +266,7 @@ def build_app(store, crlf):
         routes=[
             Route("/_peer/threads", create_thread, methods=["POST"]),
             Route("/_peer/publish", publish, methods=["POST"]),
+            Route("/_peer/events/{id}", events),
             Route("/registry/threads/{id}", registry),
             Route("/chat/threads", create_chat_thread, methods=["POST"]),
             Route("/chat/threads/{id}/{rest:path}", messages, methods=["GET", "POST"]),

@@ -120,6 +120,24 @@ impl PeerStack {
             .await
     }
 
+    /// Publishes events whose data a WebSocket gets as the message itself (not wrapped).
+    pub async fn publish_raw(&self, thread: &str, data: &[&str]) -> Vec<String> {
+        self.publish_body(json!({"thread_id": thread, "data": data, "raw": true}))
+            .await
+    }
+
+    /// Every event's data the backend stored for a thread (client messages included).
+    pub async fn stored(&self, thread: &str) -> Vec<String> {
+        let r = crate::client::get(&self.backend(), &format!("/_peer/events/{thread}"), &[]).await;
+        assert_eq!(r.status, 200);
+        r.json()
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| v.as_str().expect("data").to_owned())
+            .collect()
+    }
+
     async fn publish_body(&self, body: Value) -> Vec<String> {
         let r = post_json(&self.backend(), "/_peer/publish", &[], &body).await;
         assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));

@@ -52,7 +52,7 @@ const SUITE: &str = "autobahntestsuite==25.10.1";
 
 const ROUTES: &str = "[ws]\nmax_message_bytes = 16777216\npresence = false\n\
     [[routes]]\nname = \"echo\"\npath = \"/ws/echo/{thread_id}\"\nkind = \"ws\"\n\
-    upstream_path = \"/ws/echo\"\nhello = \"consume\"\n\
+    upstream_path = \"/ws/echo\"\nhello = \"consume\"\nws_allow_binary = true\n\
     require = [\"tenant\", \"mode\", \"project\", \"app\"]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

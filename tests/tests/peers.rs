@@ -3,7 +3,9 @@
 //! comments, multi-line and non-JSON data, and a durable log that survives `kill -9`.
 
 use futures_util::SinkExt;
-use railgate_tests::client::{get, post_json, ws_connect, ws_next_json, SseEvent, SseStream, Ws};
+use railgate_tests::client::{
+    get, post_json, ws_connect, ws_next, ws_next_json, SseEvent, SseStream, Ws, WsEvent,
+};
 use railgate_tests::peer::{PeerOptions, PeerStack};
 use railgate_tests::stack::{assert_envelope, full_headers, refs, token};
 use serde_json::{json, Value};
@@ -245,4 +247,103 @@ async fn encoded_dot_segments_never_reach_the_backend() {
     .await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()["thread_id"], own.as_str());
+}
+
+#[tokio::test]
+async fn json_that_is_not_strict_is_dropped_going_down() {
+    let p = PeerStack::start(PeerOptions::ids("numeric"), "");
+    let thread = p.thread("t_a").await;
+    let mut stream = sse(&p, &thread).await;
+    let mut socket = ws(&p, &thread).await;
+    let hostile = [
+        r#"{"routing":{"tenant_id":"t_b"},"x":NaN}"#,
+        r#"{"\ud800":1,"routing":{"tenant_id":"t_b"}}"#,
+        r#"{"x":-Infinity,"routing":{"tenant_id":"t_b"}}"#,
+    ];
+    p.publish_raw(&thread, &hostile).await;
+    let good = p.publish_raw(&thread, &[r#"{"text":"fine"}"#]).await;
+    let got = take(&mut stream, 1).await;
+    assert_eq!(ids(&got), good, "SSE: only the strict event");
+    assert_eq!(got[0].json()["routing"]["tenant_id"], "t_a");
+    let v = ws_event(&mut socket).await;
+    assert_eq!(v["text"], "fine", "WS: only the strict message: {v}");
+    assert_eq!(v["routing"]["tenant_id"], "t_a");
+    for route in ["chat-sse", "chat-ws"] {
+        let sample = format!(
+            "railgate_isolation_violations_total{{reason=\"not_strict_json\",route=\"{route}\"}}"
+        );
+        assert_eq!(p.stack.metric(&sample).await, 3.0, "{route}");
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_client_speaks_only_for_its_own_tenant() {
+    let p = PeerStack::start(PeerOptions::ids("numeric"), "");
+    let thread = p.thread("t_a").await;
+    let mut socket = ws(&p, &thread).await;
+    let forged = json!({"type": "message", "text": "hi",
+        "routing": {"tenant_id": "t_b"}, "context": {"tenant_id": "t_b", "user_id": "u9"}});
+    socket
+        .send(Message::text(forged.to_string()))
+        .await
+        .expect("send");
+    let echoed = ws_event(&mut socket).await;
+    let received: Value =
+        serde_json::from_str(echoed["data"].as_str().expect("data")).expect("json");
+    assert_eq!(received["text"], "hi");
+    assert_eq!(received["routing"]["tenant_id"], "t_a", "{received}");
+    assert_eq!(received["context"]["tenant_id"], "t_a", "{received}");
+    assert_eq!(received["context"]["user_id"], "u1", "{received}");
+    // Not strict JSON going up: refused, never delivered.
+    socket
+        .send(Message::text(r#"{"routing":{"tenant_id":"t_b"},"x":NaN}"#))
+        .await
+        .expect("send");
+    expect_refusal(&mut socket, "request.header_invalid", 4003).await;
+    // A second hello: refused.
+    let mut again = ws(&p, &thread).await;
+    let hello = json!({"type": "hello", "context": {"tenant_id": "t_b"}});
+    again
+        .send(Message::text(hello.to_string()))
+        .await
+        .expect("send");
+    expect_refusal(&mut again, "request.header_invalid", 4003).await;
+    // Binary: refused by default (close 1003).
+    let mut binary = ws(&p, &thread).await;
+    binary
+        .send(Message::binary(
+            b"{\"routing\":{\"tenant_id\":\"t_b\"}}".to_vec(),
+        ))
+        .await
+        .expect("send");
+    loop {
+        match ws_next(&mut binary).await {
+            WsEvent::Close(code, _) => {
+                assert_eq!(code, 1003);
+                break;
+            }
+            WsEvent::Text(_) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    let stored = p.stored(&thread).await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the rewritten message reached the backend: {stored:?}"
+    );
+    assert!(!stored[0].contains("t_b"), "{stored:?}");
+}
+
+/// The refusal envelope, then the close frame (history and presence messages before it skipped).
+async fn expect_refusal(ws: &mut Ws, code: &str, close: u16) {
+    loop {
+        let v = ws_next_json(ws).await;
+        if v.get("error").is_none() {
+            continue;
+        }
+        assert_eq!(v["error"]["code"], code, "{v}");
+        break;
+    }
+    assert_eq!(ws_next(ws).await, WsEvent::Close(close, code.into()));
 }

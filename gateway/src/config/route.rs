@@ -205,6 +205,8 @@ pub struct Route {
     pub hello: HelloMode,
     /// JSON pointer to the event id in WS messages.
     pub ws_event_id: String,
+    /// Binary messages from WS clients are forwarded (unguarded) instead of refused.
+    pub ws_allow_binary: bool,
     /// Allowed WS `Origin` values (empty: any).
     pub allowed_origins: Vec<String>,
     /// Answer 404 for foreign threads too.
@@ -324,6 +326,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         resume_deadline: Duration::from_secs(r.uint("resume_deadline_s", p).unwrap_or(30)),
         hello,
         ws_event_id,
+        ws_allow_binary: r.boolean("ws_allow_binary", p).unwrap_or(false),
         allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
         hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
         accepts,

@@ -73,12 +73,28 @@ fn non_object_data_is_unchanged() {
         "[1,2]",
         "\"text\"",
         "plain words",
-        "{broken",
         "",
         "42",
-        "{\"a\":1} trailing",
+        "[1,2]",
+        " [{\"routing\":{\"tenant_id\":\"t_a\"}}]",
     ] {
         assert_eq!(stamp(data, &st()), Stamped::Unchanged, "{data}");
+    }
+}
+
+#[test]
+fn json_looking_data_that_is_not_strict_json_is_malformed() {
+    for data in [
+        "{broken",
+        "{\"a\":1} trailing",
+        r#"{"routing":{"tenant_id":"t_b"},"x":NaN}"#,
+        r#"{"x":Infinity,"routing":{"tenant_id":"t_b"}}"#,
+        r#"{"x":-Infinity}"#,
+        r#"{"\ud800":1,"routing":{"tenant_id":"t_b"}}"#,
+        r#"  [1, NaN]"#,
+        "[1,",
+    ] {
+        assert_eq!(stamp(data, &st()), Stamped::Malformed, "{data}");
     }
 }
 
@@ -129,21 +145,38 @@ fn stamped_output_is_valid_json_with_the_same_other_values() {
 }
 
 #[test]
-fn client_routing_is_overwritten() {
+fn client_routing_and_context_are_replaced() {
     let r = r#"{"tenant_id":"t_a"}"#;
+    let c = r#"{"tenant_id":"t_a","user_id":"u1"}"#;
     assert_eq!(
-        overwrite_routing(
-            r#"{"type":"message","routing":{"tenant_id":"t_evil"},"text":"hi"}"#,
-            r
+        client_text(
+            r#"{"type":"message","routing":{"tenant_id":"t_evil"},"context":{"tenant_id":"t_evil"},"text":"hi"}"#,
+            r,
+            c
+        ),
+        ClientText::Object(
+            r#"{"type":"message","text":"hi","routing":{"tenant_id":"t_a"},"context":{"tenant_id":"t_a","user_id":"u1"}}"#.into()
         )
-        .as_deref(),
-        Some(r#"{"type":"message","routing":{"tenant_id":"t_a"},"text":"hi"}"#)
     );
     assert_eq!(
-        overwrite_routing(r#"{"type":"message"}"#, r).as_deref(),
-        Some(r#"{"type":"message","routing":{"tenant_id":"t_a"}}"#)
+        client_text(r#"{"type":"message"}"#, r, c),
+        ClientText::Object(
+            r#"{"type":"message","routing":{"tenant_id":"t_a"},"context":{"tenant_id":"t_a","user_id":"u1"}}"#.into()
+        )
     );
-    assert_eq!(overwrite_routing("not json", r), None);
+    assert_eq!(client_text("not json", r, c), ClientText::Plain);
+    assert_eq!(
+        client_text(r#"{"type":"hello","context":{}}"#, r, c),
+        ClientText::Hello
+    );
+    assert_eq!(
+        client_text(r#"{"type":"hell\u006f"}"#, r, c),
+        ClientText::Hello
+    );
+    assert_eq!(
+        client_text(r#"{"routing":{"tenant_id":"t_b"},"x":NaN}"#, r, c),
+        ClientText::Malformed
+    );
 }
 
 #[test]

@@ -63,6 +63,7 @@ struct HubMetrics {
     deduplicated: IntCounter,
     slow: IntCounter,
     violations: IntCounter,
+    malformed: IntCounter,
     replayed: IntCounter,
     latency: Histogram,
 }
@@ -120,6 +121,7 @@ impl Hub {
             deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
             slow: metrics.slow_consumer(&route.name, Rail::Sse),
             violations: metrics.isolation_violations(&route.name, Violation::ForeignTenant),
+            malformed: metrics.isolation_violations(&route.name, Violation::NotStrictJson),
             replayed: metrics.replayed(&route.name, ReplaySource::Journal),
             latency: metrics.relay_latency().clone(),
         };
@@ -336,7 +338,7 @@ impl Hub {
             events: Vec::with_capacity(events.len()),
             heads: Vec::with_capacity(events.len()),
         };
-        let mut violations = 0u64;
+        let (mut violations, mut malformed) = (0u64, 0u64);
         for ev in events {
             let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
@@ -348,6 +350,10 @@ impl Hub {
                 st.last_id = Some(ev.last_event_id.clone());
             }
             let prepared = ev.data.as_deref().map(prepare);
+            if prepared.as_ref().is_some_and(Prepared::is_malformed) {
+                malformed += 1;
+                continue;
+            }
             if prepared
                 .as_ref()
                 .is_some_and(|p| p.is_foreign(&owner.tenant, &owner.env))
@@ -367,6 +373,10 @@ impl Hub {
         if violations > 0 {
             self.metrics.violations.inc_by(violations);
             tracing::warn!(route = %self.route.name, thread_id = %self.thread, violations, "upstream events name a foreign tenant; dropped");
+        }
+        if malformed > 0 {
+            self.metrics.malformed.inc_by(malformed);
+            tracing::warn!(route = %self.route.name, thread_id = %self.thread, malformed, "upstream events look like JSON but are not strict JSON; dropped");
         }
         batch
     }

@@ -3,9 +3,12 @@
 //! a heartbeat tick ([`WsRelay::on_tick`]) and a reconnect attempt ([`WsRelay::on_retry`]).
 //!
 //! Upstream → client: JSON objects are stamped (routing, `meta.trace_id`) and checked by the
-//! isolation guard, events already delivered are dropped (id at `ws_event_id`). Client →
-//! upstream: JSON objects get `routing` overwritten with the verified context. Binary and
-//! non-JSON messages pass unchanged. When the upstream breaks, the client stays connected, its
+//! isolation guard (foreign routing, or JSON-looking text that is not strict JSON: dropped),
+//! events already delivered after a reconnect are dropped (id at `ws_event_id`). Client →
+//! upstream: JSON objects get `routing` and `context` replaced with the verified ones; a second
+//! hello and JSON-looking text that is not strict JSON end the session (`request.header_invalid`,
+//! 4003); binary messages are refused (close 1003) unless the route sets `ws_allow_binary`.
+//! Plain text passes unchanged. When the upstream breaks, the client stays connected, its
 //! messages are held (bounded) and delivered in order after the reconnect, which greets the
 //! upstream again with the last delivered id; past `resume_deadline` the client gets
 //! `upstream.unavailable` and close 1011.
@@ -16,7 +19,7 @@ use crate::clock;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
-use crate::inject::{overwrite_routing, stamp, Stamp, Stamped};
+use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Stamped};
 use crate::metrics::Violation;
 use crate::presence::Member;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
@@ -60,6 +63,8 @@ pub struct WsRelay {
     thread: String,
     ctx: RequestContext,
     stamp: Stamp,
+    /// The verified context every client message carries upstream.
+    context: String,
     target: Result<Target, ErrorCode>,
     upstream: Option<UpstreamWs>,
     reconnect: Reconnect,
@@ -94,6 +99,7 @@ impl WsRelay {
             gw: gw.clone(),
             route: route.clone(),
             stamp: Stamp::new(&admitted.ctx, &thread),
+            context: verified_context(&admitted.ctx),
             target: Target::new(route, caps, parts, &admitted.ctx),
             thread,
             ctx: admitted.ctx,
@@ -266,11 +272,13 @@ impl WsRelay {
         }
         let out = match stamp(text, &self.stamp) {
             Stamped::Foreign => {
-                self.gw
-                    .metrics
-                    .isolation_violations(&self.route.name, Violation::ForeignTenant)
-                    .inc();
+                self.violation(Violation::ForeignTenant);
                 tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message names a foreign tenant; dropped");
+                return Ok(());
+            }
+            Stamped::Malformed => {
+                self.violation(Violation::NotStrictJson);
+                tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message looks like JSON but is not strict JSON; dropped");
                 return Ok(());
             }
             Stamped::Unchanged => text.to_owned(),
@@ -312,7 +320,7 @@ impl WsRelay {
         while let Some(pending) = self.upstream.as_mut().and_then(|u| u.next().now_or_never()) {
             self.on_upstream(client, pending).await?;
         }
-        let out = self.for_upstream(m);
+        let out = self.for_upstream(m)?;
         let sent = match self.upstream.as_mut() {
             Some(u) => u.send(out.clone()).await.is_ok(),
             None => false,
@@ -333,14 +341,34 @@ impl WsRelay {
         Ok(())
     }
 
-    /// Client → upstream: `routing` replaced in JSON objects.
-    fn for_upstream(&self, msg: Message) -> Message {
+    fn violation(&self, reason: Violation) {
+        self.gw
+            .metrics
+            .isolation_violations(&self.route.name, reason)
+            .inc();
+    }
+
+    /// Client → upstream: JSON objects get the verified `routing` and `context`; a second hello,
+    /// JSON-looking text that is not strict JSON, and (unless the route allows them) binary
+    /// messages are refused.
+    fn for_upstream(&self, msg: Message) -> Result<Message, End> {
+        let refuse =
+            |why: &'static str| End::Deny(Denial::with_message(ErrorCode::HeaderInvalid, why));
         match msg {
-            Message::Text(t) => match overwrite_routing(t.as_str(), &self.stamp.routing) {
-                Some(s) => Message::text(s),
-                None => Message::Text(t),
+            Message::Text(t) => match client_text(t.as_str(), &self.stamp.routing, &self.context) {
+                ClientText::Object(s) => Ok(Message::text(s)),
+                ClientText::Plain => Ok(Message::Text(t)),
+                ClientText::Hello => Err(refuse("the hello was already sent")),
+                ClientText::Malformed => {
+                    self.violation(Violation::NotStrictJson);
+                    Err(refuse("the message looks like JSON but is not strict JSON"))
+                }
             },
-            other => other,
+            Message::Binary(_) if !self.route.ws_allow_binary => Err(End::Close(
+                1003,
+                "binary messages are not accepted on this route".into(),
+            )),
+            other => Ok(other),
         }
     }
 

@@ -5,6 +5,7 @@
 use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{HelloMode, Route};
+use crate::inject::verified_context;
 use crate::proxy::headers;
 use crate::proxy::reconnect::{classify, Refusal};
 use crate::proxy::upstream::{self, connect_tcp, Scheme};
@@ -13,7 +14,6 @@ use futures_util::SinkExt;
 use http::request::Parts;
 use http::{HeaderMap, Uri};
 use railgate_policy::{ErrorCode, RequestContext};
-use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
@@ -105,13 +105,12 @@ impl Target {
     }
 }
 
-/// The hello the upstream gets: the verified context, the user, the trace id and the cursor.
+/// The hello the upstream gets: the verified context (with the user and the trace id) and the
+/// cursor.
 fn forwarded_hello(ctx: &RequestContext, last_id: Option<&str>) -> String {
-    let mut context = serde_json::Map::new();
-    for (f, v) in ctx.fields() {
-        context.insert(f.key().into(), v.into());
-    }
-    context.insert("user_id".into(), ctx.user_id.as_str().into());
-    context.insert("request_id".into(), ctx.trace_id.as_str().into());
-    json!({"type": "hello", "context": context, "last_event_id": last_id}).to_string()
+    let cursor = serde_json::to_string(&last_id).unwrap_or_else(|_| "null".into());
+    format!(
+        "{{\"type\":\"hello\",\"context\":{},\"last_event_id\":{cursor}}}",
+        verified_context(ctx)
+    )
 }

@@ -12,7 +12,7 @@ pub fn resume_frame(cursor: &str, source: &str) -> Bytes {
     Bytes::from(format!("event: resume_cursor\ndata: {data}\n\n"))
 }
 
-/// Renders one event for one stamp; `None` for a foreign event.
+/// Renders one event for one stamp; `None` for a foreign or malformed one.
 pub fn render(ev: &Event, st: &Stamp) -> Option<Bytes> {
     render_prepared(ev, ev.data.as_deref().map(prepare).as_ref(), st)
 }
@@ -25,7 +25,7 @@ pub fn render_prepared(ev: &Event, prepared: Option<&Prepared<'_>>, st: &Stamp) 
         .map_or(16, |d| d.len() + st.routing.len() + 64);
     let mut out = Vec::with_capacity(capacity);
     match prepared.map(|p| p.stamp(st)) {
-        Some(Stamped::Foreign) => return None,
+        Some(Stamped::Foreign | Stamped::Malformed) => return None,
         Some(Stamped::Rewritten(s)) => write_event(ev, Some(&s), &mut out),
         Some(Stamped::Unchanged) | None => write_event(ev, None, &mut out),
     }
