@@ -491,3 +491,54 @@ async fn sse_credential_and_context_failures_answer_before_the_stream() {
     let text = s.metrics().await;
     assert_eq!(metric_value(&text, "railgate_requests_total{code=\"auth.mode_missing\",route=\"chat-sse\",transport=\"sse\"}"), 1.0);
 }
+
+async fn open_as(s: &Stack, thread: &str, user: &str, extra: &[(&str, &str)]) -> SseStream {
+    let tok = token("t_a", user, json!({}));
+    let mut h = full_headers(&tok, "t_a");
+    h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let st = SseStream::open(&s.addr(), &format!("/sse/chat/{thread}"), &refs(&h)).await;
+    assert_eq!(st.status, 200, "stream refused");
+    st
+}
+
+#[tokio::test]
+async fn per_user_streams_get_their_own_upstream_stream_and_journal() {
+    let s = Stack::start(
+        "[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{thread_id}\"\nkind = \"sse\"\nshare_upstream = true\nstream_scope = \"user\"\nrequire = [\"tenant\", \"mode\", \"project\", \"app\"]\n",
+    );
+    let th = s.thread("t_a").await;
+    let mut u1 = open_as(&s, &th, "u1", &[]).await;
+    let mut u1b = open_as(&s, &th, "u1", &[]).await;
+    let mut u2 = open_as(&s, &th, "u2", &[]).await;
+    let mock = s.mock_addr();
+    eventually!(
+        10,
+        "one upstream stream per user",
+        get(&mock, "/_mock/stats", &[]).await.json()["streams_active"] == 2
+    );
+    s.publish(&th, 3).await;
+    for c in [&mut u1, &mut u1b, &mut u2] {
+        assert_eq!(seqs(&take_messages(c, 3).await), vec![1, 2, 3]);
+    }
+    let users: Vec<String> = s
+        .mock_requests()
+        .await
+        .iter()
+        .filter(|r| r["path"] == format!("/sse/chat/{th}"))
+        .map(|r| r["headers"]["x-user-id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+    assert!(users.contains(&"u1".to_owned()) && users.contains(&"u2".to_owned()));
+    // u1's journal serves u1; another user's resume is never served from it.
+    let mut again = open_as(&s, &th, "u1", &[("last-event-id", "1")]).await;
+    assert_eq!(
+        again.next_event().await.expect("cursor").json()["source"],
+        "journal"
+    );
+    let mut other = open_as(&s, &th, "u3", &[("last-event-id", "1")]).await;
+    assert_eq!(
+        other.next_event().await.expect("cursor").json()["source"],
+        "upstream"
+    );
+    assert_eq!(seqs(&take_messages(&mut other, 2).await), vec![2, 3]);
+}

@@ -6,7 +6,7 @@ mod reader;
 pub mod route;
 mod sections;
 
-pub use route::{Accepts, HelloMode, Pattern, Rail, Route};
+pub use route::{Accepts, HelloMode, Pattern, Rail, Route, StreamScope};
 
 use crate::env::{names, Env};
 use railgate_policy::Field;

@@ -27,6 +27,16 @@ impl Rail {
     }
 }
 
+/// Whose stream an SSE route's upstream stream is (the `stream_scope` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamScope {
+    /// The same for every member of the thread: one journal and (with `share_upstream`) one
+    /// upstream stream per thread.
+    Thread,
+    /// Personal to each user: journals and shared upstream streams per (thread, user).
+    User,
+}
+
 /// What the gateway does with the client's WS hello towards the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HelloMode {
@@ -199,6 +209,8 @@ pub struct Route {
     pub upstream_path: Option<String>,
     /// All clients of one thread share one upstream stream.
     pub share_upstream: bool,
+    /// Whether the stream is the thread's or each user's.
+    pub stream_scope: StreamScope,
     /// How long a broken upstream stream may take to come back.
     pub resume_deadline: Duration,
     /// WS hello handling.
@@ -239,6 +251,15 @@ impl Route {
     /// The route's thread id, if its pattern has `{thread_id}`.
     pub fn thread_id<'c>(&self, caps: &'c Captures) -> Option<&'c str> {
         caps.get("thread_id")
+    }
+
+    /// The key of a stream's journal and shared upstream stream: the thread, or the thread and
+    /// the user for `stream_scope = "user"` (neither can hold a `/`).
+    pub fn stream_key(&self, thread: &str, user: &str) -> String {
+        match self.stream_scope {
+            StreamScope::Thread => thread.to_owned(),
+            StreamScope::User => format!("{thread}/{user}"),
+        }
     }
 }
 
@@ -323,6 +344,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         upstream,
         upstream_path,
         share_upstream: r.boolean("share_upstream", p).unwrap_or(false),
+        stream_scope: read_scope(r, p),
         resume_deadline: Duration::from_secs(r.uint("resume_deadline_s", p).unwrap_or(30)),
         hello,
         ws_event_id,
@@ -365,6 +387,20 @@ fn read_kind(r: &mut Reader<'_>, p: &mut Problems) -> Option<Rail> {
                 format!("{other:?} is not \"sse\", \"ws\" or \"http\""),
             );
             None
+        }
+    }
+}
+
+fn read_scope(r: &mut Reader<'_>, p: &mut Problems) -> StreamScope {
+    match r.string("stream_scope", p).as_deref() {
+        None | Some("thread") => StreamScope::Thread,
+        Some("user") => StreamScope::User,
+        Some(other) => {
+            p.add(
+                &r.path_of("stream_scope"),
+                format!("{other:?} is not \"thread\" or \"user\""),
+            );
+            StreamScope::Thread
         }
     }
 }

@@ -73,15 +73,17 @@ pub async fn serve(
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, None);
     let client = Client::new(gw, &thread, admitted);
+    let key = route.stream_key(&thread, &admitted.ctx.user_id);
     let stream = Opening {
         gw,
         route,
         thread: &thread,
+        journal: journal(gw, route, &key),
+        key,
         spec: UpstreamSpec {
             uri,
             headers: up_headers,
         },
-        journal: journal(gw, route, &thread),
     };
     let left = stream.open(&client, cursor).await?;
     Ok(response(
@@ -94,14 +96,14 @@ pub async fn serve(
     ))
 }
 
-/// The journal of a thread on a route, with the configured bounds.
-fn journal(gw: &Gateway, route: &Route, thread: &str) -> Arc<Mutex<Journal>> {
+/// The journal of a stream on a route, with the configured bounds.
+fn journal(gw: &Gateway, route: &Route, key: &str) -> Arc<Mutex<Journal>> {
     let limits = Limits {
         events: gw.config.sse.journal_events,
         bytes: gw.config.sse.journal_bytes,
         age: gw.config.sse.journal_age,
     };
-    gw.hubs.journals.get(&route.name, thread, limits)
+    gw.hubs.journals.get(&route.name, key, limits)
 }
 
 /// One client's end of the rail: its queue, final-frame slot and stamp.
@@ -146,6 +148,8 @@ struct Opening<'a> {
     gw: &'a Arc<Gateway>,
     route: &'a Route,
     thread: &'a str,
+    /// The stream's key (`Route::stream_key`): journal and shared hub.
+    key: String,
     spec: UpstreamSpec,
     journal: Arc<Mutex<Journal>>,
 }
@@ -171,6 +175,7 @@ impl Opening<'_> {
             &self.gw.metrics,
             self.route.clone(),
             self.thread.to_owned(),
+            self.key.clone(),
             self.journal.clone(),
             cursor,
             sharing,
@@ -189,7 +194,7 @@ impl Opening<'_> {
             // Registered as joining under the registry lock, so the hub cannot stop meanwhile.
             let joined = self.gw.hubs.join_shared(
                 &self.route.name,
-                self.thread,
+                &self.key,
                 || self.hub(None, Sharing::Shared),
                 Joining::new,
             );
@@ -217,7 +222,7 @@ impl Opening<'_> {
     fn shared_live(&self, client: &Client) -> Arc<Notify> {
         let joined = self.gw.hubs.join_shared(
             &self.route.name,
-            self.thread,
+            &self.key,
             || self.hub(None, Sharing::Shared),
             |h| h.subscribe(client.sub(h)),
         );

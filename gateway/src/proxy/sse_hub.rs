@@ -74,6 +74,8 @@ pub struct Hub {
     pub route: Route,
     /// The thread.
     pub thread: String,
+    /// The stream's key: the thread, or thread and user (`stream_scope`).
+    pub key: String,
     journal: Arc<Mutex<Journal>>,
     state: Mutex<State>,
     /// Signalled when a client leaves, so an idle hub can stop.
@@ -107,11 +109,12 @@ impl Drop for Joining {
 pub const REPLAY_STALL: Duration = Duration::from_secs(30);
 
 impl Hub {
-    /// A hub for `thread` on `route`, resuming after `cursor` if given.
+    /// A hub for `thread` (stream `key`) on `route`, resuming after `cursor` if given.
     pub fn new(
         metrics: &Metrics,
         route: Route,
         thread: String,
+        key: String,
         journal: Arc<Mutex<Journal>>,
         cursor: Option<&str>,
         sharing: Sharing,
@@ -128,6 +131,7 @@ impl Hub {
         Arc::new(Hub {
             route,
             thread,
+            key,
             journal,
             state: Mutex::new(State {
                 subs: Vec::new(),

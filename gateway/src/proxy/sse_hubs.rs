@@ -1,5 +1,5 @@
-//! The registry of shared SSE hubs (one per route and thread with `share_upstream`) and the
-//! journals of every thread.
+//! The registry of shared SSE hubs (one per route and stream key — the thread, or thread and
+//! user — with `share_upstream`) and the journals of every stream.
 
 use crate::journal::Journals;
 use crate::proxy::sse_hub::Hub;
@@ -25,17 +25,17 @@ pub struct Joined<T> {
 }
 
 impl Hubs {
-    /// Attaches a client to the shared hub of a thread, creating the hub if needed. `attach` runs
+    /// Attaches a client to the shared hub of a stream, creating the hub if needed. `attach` runs
     /// under the registry lock, so a hub is never removed between being found and being joined.
     pub fn join_shared<T>(
         &self,
         route: &str,
-        thread: &str,
+        stream: &str,
         make: impl FnOnce() -> Arc<Hub>,
         attach: impl FnOnce(&Arc<Hub>) -> T,
     ) -> Joined<T> {
         let mut hubs = self.shared.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (route.to_owned(), thread.to_owned());
+        let key = (route.to_owned(), stream.to_owned());
         let (hub, created) = match hubs.get(&key) {
             Some(h) => (h.clone(), false),
             None => (make(), true),
@@ -57,7 +57,7 @@ impl Hubs {
         if !hub.is_empty() {
             return false;
         }
-        let key = (hub.route.name.clone(), hub.thread.clone());
+        let key = (hub.route.name.clone(), hub.key.clone());
         if hubs.get(&key).is_some_and(|h| Arc::ptr_eq(h, hub)) {
             hubs.remove(&key);
         }
