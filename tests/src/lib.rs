@@ -2,6 +2,7 @@
 //!
 //! - [`process`]: spawn a binary on port 0, read its `READY` line, keep its logs, kill on Drop.
 //! - [`bins`]: find (or build) the workspace binaries.
+//! - [`browser`]: headless Chromium over the DevTools protocol, in real time.
 //! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
 //! - [`stack`]: a gateway in front of a mock on free ports, with tokens, threads and metrics.
 //! - [`chaos`]: a replayable seed, and events parsed from a prefix cut mid-event.
@@ -11,6 +12,7 @@
 
 pub mod autobahn;
 pub mod bins;
+pub mod browser;
 pub mod chaos;
 pub mod client;
 pub mod peer;

@@ -53,13 +53,14 @@ impl Stack {
             extra_toml.replace("{upstream}", &upstream).replace("{dir}", &dir.path().display().to_string())
         );
         std::fs::write(dir.path().join("railgate.toml"), config).expect("write config");
-        let gw = spawn_gateway(dir.path());
+        let gw = spawn_gateway(dir.path(), None);
         Stack { mock, gw, dir }
     }
 
     /// Ends the gateway (`kill -9` when `kill9`, else SIGTERM and its drain) and starts a new one
-    /// with the same config (on a new port).
+    /// with the same config on the same client address (clients reconnect to the same URL).
     pub fn restart_gateway(&mut self, kill9: bool) {
+        let addr = self.addr();
         if kill9 {
             self.gw.kill9();
         } else {
@@ -71,7 +72,7 @@ impl Stack {
                 "gateway did not exit after SIGTERM"
             );
         }
-        self.gw = spawn_gateway(self.dir.path());
+        self.gw = spawn_gateway(self.dir.path(), Some(&addr));
     }
 
     /// Gateway address.
@@ -149,11 +150,15 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn spawn_gateway(dir: &std::path::Path) -> Proc {
+fn spawn_gateway(dir: &std::path::Path, listen: Option<&str>) -> Proc {
     let path = dir.join("railgate.toml");
+    let mut args = vec!["serve", "--config", path.to_str().expect("utf8")];
+    if let Some(addr) = listen {
+        args.extend(["--listen", addr]);
+    }
     Proc::spawn(
         &bins::path("railgate"),
-        &["serve", "--config", path.to_str().expect("utf8")],
+        &args,
         &[
             ("AUTH_JWT_SIGNING", JWT_SECRET),
             ("ENGINES_TICKET_SECRET", TICKET_SECRET),

@@ -1,9 +1,74 @@
-//! The demo's browser example in headless Chromium (Debian's `chromium`): tickets from the page,
-//! an `EventSource` and a `WebSocket`, and stamped events arriving on both. Long run only.
+//! Headless Chromium (Debian's `chromium`) against the gateway. The demo's browser example:
+//! tickets from the page, an `EventSource` and a `WebSocket`, and stamped events arriving on
+//! both. And Chromium's own `EventSource` reconnecting — after its ticket's TTL, across a gateway
+//! SIGTERM and a gateway SIGKILL — with no gap and no duplicate. Long run only.
 
+use railgate_tests::browser::Browser;
 use railgate_tests::process::Proc;
+use railgate_tests::stack::{now, ticket_for, Stack};
+use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// Waits (in real time, bounded) until the page's `got` array has `n` ids; returns them.
+async fn wait_for_ids(b: &mut Browser, page: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = b.eval(page, "window.got").await;
+        let ids = got.as_array().cloned().unwrap_or_default();
+        if ids.len() >= n {
+            return ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "EventSource got {ids:?}, wanted {n}; state {}",
+            b.eval(page, "[es.readyState, window.errors]").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium (apt-get install chromium); part of the long run"]
+async fn eventsource_resumes_after_its_ticket_ttl_and_across_gateway_restarts() {
+    let mut s = Stack::start("[auth]\ncookie_secure = false\n");
+    let th = s.thread("t_a").await;
+    let t = ticket_for("t_a", "u1", &th, "tid-browser", Some(2));
+    let expires = now() + 2;
+    let origin = format!("http://{}", s.addr());
+    let mut b = Browser::launch().await;
+    let page = b.open(&format!("{origin}/"), &origin).await;
+    let script = format!(
+        "window.got = []; window.errors = 0; \
+         window.es = new EventSource('/sse/chat/{th}?ticket={t}'); \
+         es.addEventListener('chat_message', e => got.push(e.lastEventId)); \
+         es.onerror = () => {{ window.errors += 1; }}; 'started'"
+    );
+    assert_eq!(b.eval(&page, &script).await, json!("started"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.eval(&page, "es.readyState").await != json!(1) {
+        assert!(Instant::now() < deadline, "EventSource never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.publish(&th, 3).await;
+    wait_for_ids(&mut b, &page, 3).await;
+    // The ticket's own lifetime is over; its stream's session is not.
+    while now() <= expires {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.restart_gateway(false);
+    s.publish(&th, 2).await;
+    wait_for_ids(&mut b, &page, 5).await;
+    s.restart_gateway(true);
+    s.publish(&th, 2).await;
+    let ids = wait_for_ids(&mut b, &page, 7).await;
+    let want: Vec<Value> = (1..=7).map(|i| json!(i.to_string())).collect();
+    assert_eq!(ids, want, "every event once, in order");
+    assert!(
+        b.eval(&page, "window.errors").await.as_u64() >= Some(2),
+        "the stream really was cut twice"
+    );
+}
 
 #[test]
 #[ignore = "needs Debian's chromium (apt-get install chromium); part of the long run"]

@@ -6,7 +6,9 @@ use futures_util::SinkExt;
 use railgate_tests::client::{
     get, post_json, ws_connect, ws_next, ws_next_json, SseEvent, SseStream, Ws, WsEvent,
 };
-use railgate_tests::peer::{PeerOptions, PeerStack};
+use railgate_tests::eventually;
+use railgate_tests::peer::{python, PeerOptions, PeerStack};
+use railgate_tests::process::Proc;
 use railgate_tests::stack::{assert_envelope, full_headers, refs, token};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -346,4 +348,62 @@ async fn expect_refusal(ws: &mut Ws, code: &str, close: u16) {
         break;
     }
     assert_eq!(ws_next(ws).await, WsEvent::Close(close, code.into()));
+}
+
+#[tokio::test]
+async fn a_python_client_resumes_across_a_gateway_kill_9_with_nothing_lost_or_repeated() {
+    let mut p = PeerStack::start(PeerOptions::ids("ulid"), "");
+    let thread = p.thread("t_a").await;
+    let headers: Vec<String> = full_headers(&token("t_a", "u1", json!({})), "t_a")
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let url = format!("http://{}/sse/chat/{thread}", p.stack.addr());
+    let mut client = python_client(&url, &headers, 6);
+    let mut published = p.publish(&thread, 3).await;
+    wait_for_lines(&client, 3).await;
+    p.stack.restart_gateway(true);
+    published.extend(p.publish(&thread, 3).await);
+    let status = client
+        .wait_exit(std::time::Duration::from_secs(60))
+        .expect("the client finishes");
+    assert!(status.success(), "{:?}", client.logs());
+    let got: Vec<String> = event_lines(&client)
+        .iter()
+        .map(|v| v["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(got, published);
+}
+
+fn python_client(url: &str, headers: &[String], count: usize) -> Proc {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/client.py");
+    let count = count.to_string();
+    let mut args = vec![
+        script.to_str().expect("utf8"),
+        "--url",
+        url,
+        "--count",
+        &count,
+    ];
+    for h in headers {
+        args.extend(["--header", h.as_str()]);
+    }
+    Proc::spawn(&python(), &args, &[("PYTHONUNBUFFERED", "1")])
+}
+
+fn event_lines(client: &Proc) -> Vec<Value> {
+    client
+        .logs()
+        .iter()
+        .filter_map(|l| l.split_once("EVENT ").map(|(_, j)| j.to_owned()))
+        .map(|j| serde_json::from_str(&j).expect("event json"))
+        .collect()
+}
+
+async fn wait_for_lines(client: &Proc, n: usize) {
+    eventually!(
+        30,
+        "the Python client read its events",
+        event_lines(client).len() >= n
+    );
 }
