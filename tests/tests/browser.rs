@@ -118,3 +118,65 @@ fn the_demo_page_receives_stamped_events_over_sse_and_websocket() {
     assert!(sse_lines >= 1, "no stamped event over EventSource:\n{dom}");
     assert!(ws_lines >= 1, "no stamped event over WebSocket:\n{dom}");
 }
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium (apt-get install chromium); part of the long run"]
+async fn chromium_websocket_gets_stamped_events_and_cannot_speak_for_another_tenant() {
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    s.publish(&th, 2).await;
+    let t = ticket_for("t_a", "u1", &th, "tid-browser-ws", None);
+    let origin = format!("http://{}", s.addr());
+    let mut b = Browser::launch().await;
+    let page = b.open(&format!("{origin}/"), &origin).await;
+    let script = format!(
+        "window.got = []; window.closed = null; \
+         window.ws = new WebSocket('ws://{addr}/ws/chat/{th}?ticket={t}'); \
+         ws.onopen = () => ws.send(JSON.stringify({{type: 'hello', context: {{tenant_id: 't_a'}}, last_event_id: '0'}})); \
+         ws.onmessage = e => got.push(JSON.parse(e.data)); \
+         ws.onclose = e => {{ window.closed = e.code; }}; 'started'",
+        addr = s.addr()
+    );
+    assert_eq!(b.eval(&page, &script).await, json!("started"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let got = b
+            .eval(&page, "window.got.filter(m => m.type !== 'presence')")
+            .await;
+        if got.as_array().is_some_and(|a| a.len() >= 2) {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "WebSocket got {got}; closed {}",
+            b.eval(&page, "window.closed").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first[0]["seq"], 1);
+    assert_eq!(first[1]["routing"]["tenant_id"], "t_a", "{first}");
+    assert_eq!(first[1]["routing"]["actor_id"], "u1");
+    let spoof = "ws.send(JSON.stringify({type: 'message', text: 'from chromium', \
+                 routing: {tenant_id: 't_b'}, context: {tenant_id: 't_b'}})); 'sent'";
+    assert_eq!(b.eval(&page, spoof).await, json!("sent"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let stored = railgate_tests::client::get(
+            &s.mock_addr(),
+            &format!("/chat/threads/{th}/messages?after=2"),
+            &[],
+        )
+        .await
+        .json();
+        if stored.as_array().is_some_and(|a| !a.is_empty()) {
+            break stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stored[0]["text"], "from chromium");
+    assert_eq!(stored[0]["routing"]["tenant_id"], "t_a", "{stored}");
+}
