@@ -131,6 +131,20 @@ fn counter(
     Ok(c)
 }
 
+fn relay_histogram(reg: &Registry) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(
+            "railgate_event_relay_seconds",
+            "Upstream read to client write",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]),
+    )?;
+    reg.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
 impl Metrics {
     /// Registers every metric.
     pub fn new(tenant_labels: Vec<String>) -> prometheus::Result<Metrics> {
@@ -144,67 +158,46 @@ impl Metrics {
         if !tenant_labels.is_empty() {
             request_labels.push("tenant");
         }
-        let event_relay_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "railgate_event_relay_seconds",
-                "Upstream read to client write",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
-        )?;
-        registry.register(Box::new(event_relay_seconds.clone()))?;
+        let event_relay_seconds = relay_histogram(&registry)?;
+        let c = |name, help, labels: &[&str]| counter(&registry, name, help, labels);
         Ok(Metrics {
-            requests_total: counter(
-                &registry,
-                "requests_total",
-                "Requests by outcome",
-                &request_labels,
-            )?,
-            auth_rejections_total: counter(
-                &registry,
+            requests_total: c("requests_total", "Requests by outcome", &request_labels)?,
+            auth_rejections_total: c(
                 "auth_rejections_total",
                 "Credential and context rejections",
                 &["code"],
             )?,
-            events_forwarded_total: counter(
-                &registry,
+            events_forwarded_total: c(
                 "events_forwarded_total",
                 "Events delivered to clients",
                 &["route", "transport"],
             )?,
-            upstream_reconnects_total: counter(
-                &registry,
+            upstream_reconnects_total: c(
                 "upstream_reconnects_total",
                 "Upstream stream reconnects",
                 &["route", "transport", "outcome"],
             )?,
-            replayed_events_total: counter(
-                &registry,
+            replayed_events_total: c(
                 "replayed_events_total",
                 "Events replayed on resume",
                 &["route", "source"],
             )?,
-            registry_lookups_total: counter(
-                &registry,
+            registry_lookups_total: c(
                 "registry_lookups_total",
                 "Thread registry lookups",
                 &["result"],
             )?,
-            slow_consumer_disconnects_total: counter(
-                &registry,
+            slow_consumer_disconnects_total: c(
                 "slow_consumer_disconnects_total",
                 "Clients cut for falling behind",
                 &["route", "transport"],
             )?,
-            isolation_violations_total: counter(
-                &registry,
+            isolation_violations_total: c(
                 "isolation_violations_total",
                 "Data kept from crossing a tenant boundary, by reason",
                 &["route", "reason"],
             )?,
-            events_deduplicated_total: counter(
-                &registry,
+            events_deduplicated_total: c(
                 "events_deduplicated_total",
                 "Events a client already got, not delivered again",
                 &["route", "rail"],

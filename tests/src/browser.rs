@@ -22,6 +22,19 @@ pub struct Browser {
     next_id: u64,
 }
 
+/// Flags for headless Chromium on a machine with no network beyond loopback (background
+/// networking would fail against the closed network, many connections at a time).
+pub const FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// Path of Debian's Chromium; panics saying how to install it.
 pub fn chromium() -> &'static str {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -35,15 +48,8 @@ impl Browser {
     pub async fn launch() -> Browser {
         let profile = tempfile::tempdir().expect("profile");
         let mut child = Command::new(chromium())
+            .args(FLAGS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--remote-debugging-port=0",
                 &format!("--user-data-dir={}", profile.path().display()),
                 "about:blank",

@@ -73,10 +73,6 @@ async fn eventsource_resumes_after_its_ticket_ttl_and_across_gateway_restarts() 
 #[test]
 #[ignore = "needs Debian's chromium (apt-get install chromium); part of the long run"]
 fn the_demo_page_receives_stamped_events_over_sse_and_websocket() {
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let chromium = chromium.expect("chromium not found: apt-get install chromium");
     let demo = Proc::spawn(&railgate_tests::bins::path("railgate"), &["demo"], &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !demo.logs().iter().any(|l| l.contains("/demo")) {
@@ -84,16 +80,9 @@ fn the_demo_page_receives_stamped_events_over_sse_and_websocket() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let profile = tempfile::tempdir().expect("profile");
-    let out = Command::new(chromium)
+    let out = Command::new(railgate_tests::browser::chromium())
+        .args(railgate_tests::browser::FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             &format!("--user-data-dir={}", profile.path().display()),
             "--virtual-time-budget=15000",
             "--dump-dom",

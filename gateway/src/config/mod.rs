@@ -2,6 +2,7 @@
 //! TOML file, then the environment, then command-line flags. Reading collects every problem with
 //! its key path, so `railgate check` can print them all at once.
 
+mod pattern;
 mod reader;
 pub mod route;
 mod sections;

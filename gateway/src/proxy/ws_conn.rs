@@ -6,7 +6,9 @@ use futures_util::SinkExt;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use railgate_policy::Denial;
-use std::time::Duration;
+use railgate_policy::ErrorCode;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -14,6 +16,10 @@ use tokio_tungstenite::WebSocketStream;
 
 /// The client's WebSocket.
 pub type ClientWs = WebSocketStream<TokioIo<Upgraded>>;
+
+/// More client pings than this within [`PING_WINDOW`] closes the connection.
+const PING_FLOOD: u32 = 100;
+const PING_WINDOW: Duration = Duration::from_secs(10);
 
 /// How long a closing write may take.
 const CLOSE_WRITE: Duration = Duration::from_secs(2);
@@ -66,4 +72,55 @@ async fn close_plain(ws: &mut ClientWs, code: u16, reason: &str) {
     };
     let _ = tokio::time::timeout(CLOSE_WRITE, ws.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(CLOSE_WRITE, ws.flush()).await;
+}
+
+/// The client's liveness: when it last answered, and how often it pings.
+pub struct Heartbeat {
+    /// When the client last showed it is alive (a pong or a ping).
+    pub last_pong: Instant,
+    window_start: Instant,
+    pings: u32,
+}
+
+impl Heartbeat {
+    /// A client that has just connected.
+    pub fn new() -> Heartbeat {
+        let now = Instant::now();
+        Heartbeat {
+            last_pong: now,
+            window_start: now,
+            pings: 0,
+        }
+    }
+
+    /// A client ping: proof of life, unless there are too many of them.
+    pub fn ping(&mut self) -> Result<(), End> {
+        self.last_pong = Instant::now();
+        if self.window_start.elapsed() > PING_WINDOW {
+            self.window_start = Instant::now();
+            self.pings = 0;
+        }
+        self.pings += 1;
+        if self.pings > PING_FLOOD {
+            return Err(End::Deny(Denial::with_message(
+                ErrorCode::RateLimited,
+                "ping flood",
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How a session ends when reading from the client fails (RFC 6455 §7.4.1 codes).
+pub fn read_failure(e: &WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            End::Deny(Denial::new(ErrorCode::TooLarge))
+        }
+        WsError::Capacity(_) => End::Close(1009, "frame too large".into()),
+        WsError::Utf8(_) => End::Close(1007, "invalid UTF-8 in a text message".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::ClientLeft,
+        WsError::Protocol(_) => End::Close(1002, "protocol error".into()),
+        _ => End::ClientLeft,
+    }
 }

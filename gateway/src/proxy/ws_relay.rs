@@ -23,26 +23,22 @@ use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Sta
 use crate::metrics::Violation;
 use crate::presence::Member;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
-use crate::proxy::ws_conn::{finish, ClientWs, End};
-use crate::proxy::ws_upstream::{Target, UpstreamWs};
+use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
+use crate::proxy::ws_upstream::{event_id, upstream_error, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
 use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::Instant as Deadline;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Longest a write to the client may stall before it counts as a slow consumer.
 const CLIENT_SEND_STALL: Duration = Duration::from_secs(10);
-/// More client pings than this within [`PING_WINDOW`] closes the connection.
-const PING_FLOOD: u32 = 100;
-const PING_WINDOW: Duration = Duration::from_secs(10);
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -76,13 +72,6 @@ pub struct WsRelay {
     heartbeat: Heartbeat,
 }
 
-/// The client's liveness: when it last answered, and how often it pings.
-struct Heartbeat {
-    last_pong: Instant,
-    window_start: Instant,
-    pings: u32,
-}
-
 impl WsRelay {
     /// The relay of a session whose hello was admitted.
     pub fn new(
@@ -94,7 +83,6 @@ impl WsRelay {
     ) -> WsRelay {
         let Greeted { admitted, cursor } = greeted;
         let thread = admitted.thread_id.clone().unwrap_or_default();
-        let now = Instant::now();
         WsRelay {
             gw: gw.clone(),
             route: route.clone(),
@@ -113,11 +101,7 @@ impl WsRelay {
             last_id: cursor,
             held: VecDeque::new(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
-            heartbeat: Heartbeat {
-                last_pong: now,
-                window_start: now,
-                pings: 0,
-            },
+            heartbeat: Heartbeat::new(),
         }
     }
 
@@ -396,25 +380,6 @@ impl WsRelay {
     }
 }
 
-impl Heartbeat {
-    /// A client ping: proof of life, unless there are too many of them.
-    fn ping(&mut self) -> Step {
-        self.last_pong = Instant::now();
-        if self.window_start.elapsed() > PING_WINDOW {
-            self.window_start = Instant::now();
-            self.pings = 0;
-        }
-        self.pings += 1;
-        if self.pings > PING_FLOOD {
-            return Err(End::Deny(Denial::with_message(
-                ErrorCode::RateLimited,
-                "ping flood",
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// What woke the relay.
 enum Event {
     Retry,
@@ -431,42 +396,4 @@ async fn next(upstream: &mut Option<UpstreamWs>) -> Option<Result<Message, WsErr
         Some(u) => u.next().await,
         None => std::future::pending().await,
     }
-}
-
-/// How a session ends when reading from the client fails (RFC 6455 §7.4.1 codes).
-fn read_failure(e: &WsError) -> End {
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            End::Deny(Denial::new(ErrorCode::TooLarge))
-        }
-        WsError::Capacity(_) => End::Close(1009, "frame too large".into()),
-        WsError::Utf8(_) => End::Close(1007, "invalid UTF-8 in a text message".into()),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::ClientLeft,
-        WsError::Protocol(_) => End::Close(1002, "protocol error".into()),
-        _ => End::ClientLeft,
-    }
-}
-
-fn event_id(text: &str, pointer: &str) -> Option<String> {
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    let v: Value = serde_json::from_str(text).ok()?;
-    match v.pointer(pointer)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// The code of an upstream error envelope `{"error":{"code":...}}` that railgate knows.
-fn upstream_error(text: &str) -> Option<ErrorCode> {
-    if !text.trim_start().starts_with("{\"error\"") {
-        return None;
-    }
-    let v: Value = serde_json::from_str(text).ok()?;
-    v.get("error")?
-        .get("code")?
-        .as_str()
-        .and_then(ErrorCode::from_wire)
 }

@@ -14,6 +14,7 @@ use futures_util::SinkExt;
 use http::request::Parts;
 use http::{HeaderMap, Uri};
 use railgate_policy::{ErrorCode, RequestContext};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
@@ -113,4 +114,29 @@ fn forwarded_hello(ctx: &RequestContext, last_id: Option<&str>) -> String {
         "{{\"type\":\"hello\",\"context\":{},\"last_event_id\":{cursor}}}",
         verified_context(ctx)
     )
+}
+
+/// The event id of an upstream message at `pointer` (`ws_event_id`), if it has one.
+pub fn event_id(text: &str, pointer: &str) -> Option<String> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
+    match v.pointer(pointer)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The code of an upstream error envelope `{"error":{"code":...}}` that railgate knows.
+pub fn upstream_error(text: &str) -> Option<ErrorCode> {
+    if !text.trim_start().starts_with("{\"error\"") {
+        return None;
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
+    v.get("error")?
+        .get("code")?
+        .as_str()
+        .and_then(ErrorCode::from_wire)
 }
