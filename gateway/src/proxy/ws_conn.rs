@@ -82,6 +82,12 @@ pub struct Heartbeat {
     pings: u32,
 }
 
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat::new()
+    }
+}
+
 impl Heartbeat {
     /// A client that has just connected.
     pub fn new() -> Heartbeat {
