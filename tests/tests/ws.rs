@@ -549,3 +549,44 @@ async fn hello_consume_mode_passes_the_cursor_as_a_query_parameter() {
         .expect("upgrade");
     assert_eq!(up["path"], format!("/ws/chat/{th}?last_event_id=2"));
 }
+
+/// Pings every 200 ms until a text message (the refusal envelope) arrives; `None` if none does
+/// within `limit`.
+async fn ping_until_refused(ws: &mut Ws, limit: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let _ = ws.send(Message::Ping(Default::default())).await;
+        let next_ping = tokio::time::Instant::now() + Duration::from_millis(200);
+        // Pongs are read and ignored until the next ping is due.
+        while let Ok(msg) =
+            tokio::time::timeout_at(next_ping, futures_util::StreamExt::next(ws)).await
+        {
+            match msg {
+                Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).ok(),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn pings_before_the_hello_neither_extend_its_deadline_nor_escape_the_flood_limit() {
+    let s = Stack::start("[ws]\nhello_timeout_s = 1\n");
+    let th = s.thread("t_a").await;
+    let mut ws = connect(&s, &th, "t_a").await;
+    let env = ping_until_refused(&mut ws, Duration::from_secs(10))
+        .await
+        .expect("refused at the hello deadline although the client kept pinging");
+    assert_eq!(env["error"]["code"], "auth.token_missing");
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    let mut ws = connect(&s, &th, "t_a").await;
+    for _ in 0..150 {
+        ws.send(Message::Ping(Default::default()))
+            .await
+            .expect("ping");
+    }
+    expect_refusal(&mut ws, "rate.limited", 429, 1013).await;
+}

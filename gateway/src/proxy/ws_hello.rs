@@ -8,7 +8,7 @@ use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{record, Outcome};
 use crate::proxy::reconnect::cursor;
-use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End};
+use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End, Heartbeat};
 use crate::proxy::ws_relay::{Greeted, WsRelay};
 use futures_util::StreamExt;
 use http::request::Parts;
@@ -100,11 +100,13 @@ impl Session {
         Ok(Greeted { admitted, cursor })
     }
 
-    /// The first text message, within the hello timeout.
+    /// The first text message, within the hello timeout counted from the upgrade: control frames
+    /// before it neither extend the deadline nor escape the ping-flood limit.
     async fn first_text(&self, ws: &mut ClientWs) -> Result<String, End> {
-        let wait = self.gw.config.ws.hello_timeout;
+        let deadline = tokio::time::Instant::now() + self.gw.config.ws.hello_timeout;
+        let mut heartbeat = Heartbeat::new();
         loop {
-            match tokio::time::timeout(wait, ws.next()).await {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
                 Err(_) => {
                     return Err(End::Deny(Denial::with_message(
                         ErrorCode::TokenMissing,
@@ -121,6 +123,7 @@ impl Session {
                         "the first message must be a JSON hello",
                     )))
                 }
+                Ok(Some(Ok(Message::Ping(_)))) => heartbeat.ping()?,
                 Ok(Some(Ok(_))) => continue,
             }
         }
