@@ -590,3 +590,32 @@ async fn pings_before_the_hello_neither_extend_its_deadline_nor_escape_the_flood
     }
     expect_refusal(&mut ws, "rate.limited", 429, 1013).await;
 }
+
+#[tokio::test]
+async fn messages_held_while_the_upstream_is_down_are_bounded_by_bytes() {
+    let mut s = Stack::start("[ws]\nheld_bytes = 1000\n");
+    let th = s.thread("t_a").await;
+    let mut ws = open(&s, &th, "t_a", Some("0")).await;
+    s.publish(&th, 1).await;
+    assert_eq!(
+        next_message(&mut ws).await["seq"],
+        1,
+        "admitted and relaying"
+    );
+    s.mock.kill9();
+    eventually!(
+        10,
+        "the gateway sees the upstream down",
+        s.metric("railgate_upstream_reconnects_total{outcome=\"failed\",route=\"chat-ws\",transport=\"ws\"}")
+            .await
+            >= 1.0
+    );
+    let big = json!({"type": "message", "text": "x".repeat(600)}).to_string();
+    ws.send(Message::text(big.clone()))
+        .await
+        .expect("first: held");
+    ws.send(Message::text(big))
+        .await
+        .expect("second: over 1,000 bytes held");
+    expect_refusal(&mut ws, "upstream.unavailable", 503, 1011).await;
+}

@@ -202,6 +202,8 @@ pub struct WsConfig {
     pub max_message_bytes: usize,
     /// Client messages held while the upstream reconnects.
     pub held_messages: usize,
+    /// Bytes of client messages held while the upstream reconnects, at most.
+    pub held_bytes: usize,
     /// Presence join/leave events.
     pub presence: bool,
 }

@@ -155,6 +155,7 @@ pub(super) fn read_ws(table: Option<Reader<'_>>, p: &mut Problems) -> WsConfig {
         pong_timeout: secs(&mut r, "pong_timeout_s", 60, p),
         max_message_bytes: r.uint("max_message_bytes", p).unwrap_or(1024 * 1024) as usize,
         held_messages: r.uint("held_messages", p).unwrap_or(256) as usize,
+        held_bytes: r.uint("held_bytes", p).unwrap_or(1024 * 1024) as usize,
         presence: r.boolean("presence", p).unwrap_or(true),
     };
     r.finish(p);

@@ -24,11 +24,10 @@ use crate::metrics::Violation;
 use crate::presence::Member;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
-use crate::proxy::ws_upstream::{event_id, upstream_error, Target, UpstreamWs};
+use crate::proxy::ws_upstream::{event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
 use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +66,7 @@ pub struct WsRelay {
     retry_at: Deadline,
     dedupe: Deduper,
     last_id: Option<String>,
-    held: VecDeque<Message>,
+    held: Held,
     session: u64,
     heartbeat: Heartbeat,
 }
@@ -99,7 +98,7 @@ impl WsRelay {
                 None => Deduper::watching(),
             },
             last_id: cursor,
-            held: VecDeque::new(),
+            held: Held::new(gw.config.ws.held_messages, gw.config.ws.held_bytes),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             heartbeat: Heartbeat::new(),
         }
@@ -186,9 +185,9 @@ impl WsRelay {
             Ok(mut ws) => {
                 self.reconnect.connected();
                 self.dedupe.arm();
-                while let Some(m) = self.held.pop_front() {
+                while let Some(m) = self.held.pop() {
                     if ws.send(m.clone()).await.is_err() {
-                        self.held.push_front(m);
+                        self.held.unpop(m);
                         break;
                     }
                 }
@@ -315,14 +314,7 @@ impl WsRelay {
         if self.upstream.is_some() {
             self.broken()?;
         }
-        if self.held.len() >= self.gw.config.ws.held_messages {
-            return Err(End::Deny(Denial::with_message(
-                ErrorCode::UpstreamUnavailable,
-                "too many messages held while the upstream reconnects",
-            )));
-        }
-        self.held.push_back(out);
-        Ok(())
+        self.held.push(out).map_err(End::Deny)
     }
 
     fn violation(&self, reason: Violation) {

@@ -13,8 +13,9 @@ use crate::proxy::ws_conn::ws_config;
 use futures_util::SinkExt;
 use http::request::Parts;
 use http::{HeaderMap, Uri};
-use railgate_policy::{ErrorCode, RequestContext};
+use railgate_policy::{Denial, ErrorCode, RequestContext};
 use serde_json::Value;
+use std::collections::VecDeque;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
@@ -139,4 +140,51 @@ pub fn upstream_error(text: &str) -> Option<ErrorCode> {
         .get("code")?
         .as_str()
         .and_then(ErrorCode::from_wire)
+}
+
+/// Client messages held while the upstream reconnects, bounded by count and by bytes.
+pub struct Held {
+    queue: VecDeque<Message>,
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Held {
+    /// An empty hold with these bounds (`ws.held_messages`, `ws.held_bytes`).
+    pub fn new(max_messages: usize, max_bytes: usize) -> Held {
+        Held {
+            queue: VecDeque::new(),
+            bytes: 0,
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    /// Holds a message; `upstream.unavailable` when either bound would be passed.
+    pub fn push(&mut self, m: Message) -> Result<(), Denial> {
+        let len = m.len();
+        if self.queue.len() >= self.max_messages || self.bytes + len > self.max_bytes {
+            return Err(Denial::with_message(
+                ErrorCode::UpstreamUnavailable,
+                "too many messages held while the upstream reconnects",
+            ));
+        }
+        self.bytes += len;
+        self.queue.push_back(m);
+        Ok(())
+    }
+
+    /// The oldest held message.
+    pub fn pop(&mut self) -> Option<Message> {
+        let m = self.queue.pop_front()?;
+        self.bytes -= m.len();
+        Some(m)
+    }
+
+    /// Puts back a message `pop` returned (its send failed).
+    pub fn unpop(&mut self, m: Message) {
+        self.bytes += m.len();
+        self.queue.push_front(m);
+    }
 }
