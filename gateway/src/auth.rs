@@ -121,10 +121,17 @@ impl KeyStore {
 
     /// Fetches the JWKS URL now. On failure the previous keys stay in force.
     pub async fn refresh(&self) -> Result<usize, String> {
+        let mut last = self.last_fetch.lock().await;
+        self.fetch(&mut last).await
+    }
+
+    /// Fetches with the fetch gate held (`last` is its guarded time), so no other fetch starts
+    /// before this one is recorded.
+    async fn fetch(&self, last: &mut Option<Instant>) -> Result<usize, String> {
         let Some(url) = &self.jwks_url else {
             return Ok(0);
         };
-        *self.last_fetch.lock().await = Some(Instant::now());
+        *last = Some(Instant::now());
         let (status, body) = self
             .client
             .get_small(url, Duration::from_secs(5), MAX_JWKS_BYTES)
@@ -142,18 +149,22 @@ impl KeyStore {
         Ok(n)
     }
 
-    /// On an unknown `kid`: refetch, at most once per `jwks_min_refresh`. Returns whether it did.
+    /// On an unknown `kid`: refetch, at most once per `jwks_min_refresh`. Returns whether the
+    /// keys may have changed since the caller looked (it fetched, or another caller fetched while
+    /// this one waited at the gate): then verification is worth retrying. A burst of unknown kids
+    /// makes one fetch: the gate is held from the check until the fetch is recorded and done.
     async fn refresh_for_unknown_kid(&self) -> bool {
         if self.jwks_url.is_none() {
             return false;
         }
-        {
-            let last = self.last_fetch.lock().await;
-            if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
-                return false;
-            }
+        let asked = Instant::now();
+        let mut last = self.last_fetch.lock().await;
+        match *last {
+            Some(t) if t >= asked => return true,
+            Some(t) if t.elapsed() < self.min_refresh => return false,
+            _ => {}
         }
-        match self.refresh().await {
+        match self.fetch(&mut last).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "JWKS refetch for an unknown kid failed; keeping the previous keys");
@@ -493,6 +504,78 @@ mod tests {
         let book = TicketBook::new(10, 10, 1_000);
         assert!(book.is_spent(&claims("old", "t1", 999, 1_100)));
         assert!(!book.is_spent(&claims("new", "t1", 1_000, 1_100)));
+    }
+
+    /// A JWKS endpoint that answers `{"keys":[]}` after 50 ms and counts its requests.
+    async fn slow_jwks() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let body = r#"{"keys":[]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (addr, fetches)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_unknown_kids_makes_exactly_one_refetch() {
+        let (addr, fetches) = slow_jwks().await;
+        let text =
+            format!("[auth]\njwks_url = \"http://{addr}/jwks.json\"\njwks_min_refresh_s = 30\n");
+        let env = std::collections::HashMap::<String, String>::new();
+        let config = crate::config::load(Some(&text), &env, &Default::default()).expect("config");
+        let keys = KeyStore::new(&config.auth, &env, HttpClient::new(&config.limits))
+            .map_err(|e| e.0)
+            .expect("keys");
+        let auth = Arc::new(Auth::new(&config.auth, &env, keys).expect("auth"));
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("not-published".into());
+        let claims = serde_json::json!({"sub": "u", "tenant_id": "t", "exp": 4_000_000_000u64});
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+        )
+        .expect("token");
+        let burst: Vec<_> = (0..500)
+            .map(|_| {
+                let (auth, token) = (auth.clone(), token.clone());
+                tokio::spawn(async move { auth.verify_jwt(&token, 1_000).await })
+            })
+            .collect();
+        for r in burst {
+            assert!(r.await.expect("task").is_err(), "the kid stays unknown");
+        }
+        assert_eq!(
+            fetches.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one refetch for the whole burst"
+        );
     }
 
     #[test]
