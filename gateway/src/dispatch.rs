@@ -9,6 +9,7 @@ use crate::body::Body;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{record, Outcome};
+use crate::proxy::headers::{Forwarding, Peer};
 use crate::{proxy, respond, tickets};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -67,12 +68,13 @@ async fn serve(
     out.route = route.name.clone();
     out.rail = route.kind;
     let adm = Admission::for_route(route, &caps);
+    let fwd = forwarding(gw, route, peer);
     match route.kind {
         Rail::Http => {
             within_body_limit(gw, &req)?;
             let admitted = admit(gw, &adm, &req, out).await?;
             admission::spend_ticket(gw, &admitted)?;
-            proxy::http::forward(gw, route, &caps, &admitted, req, peer)
+            proxy::http::forward(gw, route, &caps, &admitted, req, &fwd)
                 .await
                 .map(Answer::Done)
         }
@@ -80,16 +82,29 @@ async fn serve(
             let admitted = admit(gw, &adm, &req, out).await?;
             let cursor = proxy::sse::cursor_of(&req)?;
             admission::spend_ticket(gw, &admitted)?;
-            proxy::sse::serve(gw, route, &caps, req, &admitted, cursor)
+            proxy::sse::serve(gw, route, &caps, req, &admitted, cursor, &fwd)
                 .await
                 .map(Answer::Done)
         }
         Rail::Ws => {
             let accept = proxy::ws::check_upgrade(route, &req)?;
             admission::precheck(gw, &adm, &caller(&req, out)).await?;
-            let resp = proxy::ws::upgrade(gw, route, &caps, req, &accept, out.clone());
+            let resp = proxy::ws::upgrade(gw, route, &caps, req, &accept, out.clone(), fwd);
             Ok(Answer::Upgraded(resp))
         }
+    }
+}
+
+/// What the upstream learns of who sent the request: the peer (trusted when it is a listed
+/// front proxy) and whether the client's `Authorization` goes on.
+fn forwarding(gw: &Gateway, route: &Route, peer: SocketAddr) -> Forwarding {
+    let ip = peer.ip().to_canonical();
+    Forwarding {
+        peer: Peer {
+            ip,
+            trusted: gw.config.trusted_proxies.iter().any(|n| n.contains(&ip)),
+        },
+        authorization: route.forward_authorization,
     }
 }
 

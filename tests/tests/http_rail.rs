@@ -644,3 +644,63 @@ async fn check_reports_every_problem_and_exits_64() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+#[tokio::test]
+async fn forwarding_headers_are_the_gateways_unless_a_trusted_front_proxy_sent_them() {
+    let forged = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "admin.internal"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6;host=admin.internal"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+    ];
+    for trusted in [false, true] {
+        let config = if trusted {
+            "trusted_proxies = [\"127.0.0.1/32\"]\n"
+        } else {
+            "[[routes]]\nname = \"chat-http\"\npath = \"/chat/threads/{thread_id}/**\"\nforward_authorization = false\n"
+        };
+        let s = Stack::start(config);
+        let th = s.thread("t_a").await;
+        let tok = token("t_a", "u1", json!({}));
+        let r = get_as(
+            &s.addr(),
+            &format!("/chat/threads/{th}/messages"),
+            &tok,
+            "t_a",
+            &forged,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let seen = s
+            .mock_requests()
+            .await
+            .into_iter()
+            .rev()
+            .find(|r| r["path"] == format!("/chat/threads/{th}/messages"))
+            .expect("forwarded");
+        let h = &seen["headers"];
+        if trusted {
+            assert_eq!(h["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{h}");
+            assert_eq!(h["x-forwarded-host"], "admin.internal");
+            assert_eq!(h["x-original-url"], "/admin");
+            assert!(h["authorization"].is_string(), "forwarded by default");
+        } else {
+            assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{h}");
+            assert_eq!(h["x-real-ip"], "127.0.0.1");
+            assert_eq!(h["x-forwarded-proto"], "http");
+            assert_eq!(h["x-forwarded-host"], s.addr().as_str());
+            assert!(
+                h["forwarded"]
+                    .as_str()
+                    .is_some_and(|f| f.starts_with("for=127.0.0.1;")),
+                "{h}"
+            );
+            for gone in ["x-original-url", "x-rewrite-url", "authorization"] {
+                assert!(h.get(gone).is_none(), "{gone} reached the upstream: {h}");
+            }
+        }
+    }
+}

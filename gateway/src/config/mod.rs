@@ -50,6 +50,8 @@ pub struct Config {
     pub ws: WsConfig,
     /// Metric labels allowed per tenant.
     pub tenant_labels: Vec<String>,
+    /// Front proxies whose forwarding headers (`X-Forwarded-*`, `Forwarded`, …) are kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Routes, matched in order.
     pub routes: Vec<Route>,
 }
@@ -323,6 +325,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         }
         None => Vec::new(),
     };
+    let trusted_proxies = read_cidrs(r.strings("trusted_proxies", p).unwrap_or_default(), p);
     let routes = route::read_routes(r.tables("routes", p).unwrap_or_default(), &upstream, p);
     r.finish(p);
     Some(Config {
@@ -339,8 +342,27 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         sse,
         ws,
         tenant_labels,
+        trusted_proxies,
         routes,
     })
+}
+
+/// Parses `trusted_proxies`: CIDRs, or single addresses (a /32 or /128).
+fn read_cidrs(texts: Vec<String>, p: &mut Problems) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        let parsed = t
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => out.push(net),
+            Err(_) => p.add(
+                &format!("trusted_proxies[{i}]"),
+                format!("{t:?} is not a CIDR such as \"10.0.0.0/8\" or an IP address"),
+            ),
+        }
+    }
+    out
 }
 
 /// Parses a route's `require` entry list.

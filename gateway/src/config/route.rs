@@ -82,6 +82,8 @@ pub struct Route {
     pub hide_foreign_threads: bool,
     /// Credentials accepted (`auth`).
     pub accepts: Accepts,
+    /// The client's `Authorization` goes to the upstream (HTTP rail).
+    pub forward_authorization: bool,
 }
 
 /// Which credentials a route accepts (the `auth` key).
@@ -209,6 +211,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         allowed_origins: r.strings("allowed_origins", p).unwrap_or_default(),
         hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
         accepts,
+        forward_authorization: r.boolean("forward_authorization", p).unwrap_or(true),
     };
     if route.kind != Rail::Http && route.pattern.vars().all(|v| v != "thread_id") {
         p.add(

@@ -1,6 +1,7 @@
 //! Header hygiene both ways: hop-by-hop headers (and every header `Connection` names) are
-//! stripped, the verified context replaces anything the client sent, and `X-Railgate-*` from
-//! clients is dropped.
+//! stripped, the verified context replaces anything the client sent, `X-Railgate-*` from
+//! clients is dropped, and forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
+//! `X-Original-URL`, …) are the gateway's own unless the peer is a trusted front proxy.
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -21,13 +22,40 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Headers the gateway owns towards the upstream; client copies are always removed.
-const CONTEXT_HEADERS: &[&str] = &[
-    "x-user-id",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
+const CONTEXT_HEADERS: &[&str] = &["x-user-id", "x-request-id", "traceparent", "tracestate"];
+
+/// Headers that say where a request came from or what it asked for before a proxy rewrote it.
+/// From a client they are lies a backend may believe; only a trusted front proxy may send them.
+const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "forwarded",
+    "x-real-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
 ];
+
+/// Who sent a request, as the upstream should learn it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The connection's peer address.
+    pub ip: std::net::IpAddr,
+    /// The peer is a front proxy listed in `trusted_proxies`: its forwarding headers stand.
+    pub trusted: bool,
+}
+
+/// What the upstream learns of a request besides its verified context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Who sent the request.
+    pub peer: Peer,
+    /// Whether the client's `Authorization` goes on (the route's `forward_authorization`).
+    pub authorization: bool,
+}
 
 /// A copy of `headers` that owns its values. Values hyper parsed point into the connection's
 /// read buffer; a long-lived copy of them (an upstream stream's reconnect headers) would keep
@@ -60,10 +88,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Prepares the client's headers for the upstream: hygiene, then the verified context.
-pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, client_ip: Option<&str>) {
+/// Prepares the client's headers for the upstream: hygiene, the verified context, forwarding.
+pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) {
     let client_traceparent = single(headers, "traceparent");
+    let host = single(headers, "host");
     strip_hop_by_hop(headers);
+    if !fwd.authorization {
+        headers.remove(http::header::AUTHORIZATION);
+    }
+    forwarding(headers, fwd.peer, host.as_deref());
     let railgate: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("x-railgate-"))
@@ -88,8 +121,43 @@ pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, client_ip: Opt
         "traceparent",
         &traceparent(&ctx.trace_id, client_traceparent.as_deref()),
     );
-    if let Some(ip) = client_ip {
-        set(headers, "x-forwarded-for", ip);
+}
+
+/// Forwarding headers: a trusted front proxy's stand, with this hop appended to
+/// `X-Forwarded-For`; anyone else's are replaced by the gateway's own account of the request.
+fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
+    let ip = peer.ip.to_string();
+    if peer.trusted {
+        let chain: Vec<String> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .chain([ip])
+            .collect();
+        set(headers, "x-forwarded-for", &chain.join(", "));
+        return;
+    }
+    for name in FORWARDING_HEADERS {
+        headers.remove(*name);
+    }
+    set(headers, "x-forwarded-for", &ip);
+    set(headers, "x-real-ip", &ip);
+    set(headers, "x-forwarded-proto", "http");
+    let node = match peer.ip {
+        std::net::IpAddr::V6(_) => format!("\"[{ip}]\""),
+        std::net::IpAddr::V4(_) => ip.clone(),
+    };
+    match host.filter(|h| HeaderValue::from_str(h).is_ok()) {
+        Some(h) => {
+            set(headers, "x-forwarded-host", h);
+            let quoted = serde_json::Value::String(h.to_owned()).to_string();
+            set(
+                headers,
+                "forwarded",
+                &format!("for={node};host={quoted};proto=http"),
+            );
+        }
+        None => set(headers, "forwarded", &format!("for={node};proto=http")),
     }
 }
 
@@ -156,6 +224,16 @@ mod tests {
         assert!(d["authorization"].is_sensitive());
     }
 
+    fn direct(ip: &str) -> Forwarding {
+        Forwarding {
+            peer: Peer {
+                ip: ip.parse().expect("ip"),
+                trusted: false,
+            },
+            authorization: true,
+        }
+    }
+
     fn ctx() -> RequestContext {
         RequestContext::from_parts(
             &[
@@ -180,7 +258,7 @@ mod tests {
         h.insert("keep-alive", "timeout=5".parse().expect("v"));
         h.insert("x-project-id", "p_evil".parse().expect("v"));
         h.insert("accept", "text/plain".parse().expect("v"));
-        to_upstream(&mut h, &ctx(), Some("127.0.0.1"));
+        to_upstream(&mut h, &ctx(), &direct("127.0.0.1"));
         assert_eq!(
             h.get_all("x-tenant-id").iter().collect::<Vec<_>>(),
             vec!["t_a"]
@@ -211,9 +289,66 @@ mod tests {
             "connection",
             "close, X-Tenant-Id, X-User-Id".parse().expect("v"),
         );
-        to_upstream(&mut h, &ctx(), None);
+        to_upstream(&mut h, &ctx(), &direct("127.0.0.1"));
         assert_eq!(h["x-tenant-id"], "t_a");
         assert_eq!(h["x-user-id"], "u1");
+    }
+
+    fn forged() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("host", "gw.example:8000".parse().expect("v"));
+        h.insert("authorization", "Bearer t".parse().expect("v"));
+        for (k, v) in [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "admin.internal"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6;host=admin.internal"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-original-url", "/admin/registry/th"),
+            ("x-rewrite-url", "/admin"),
+        ] {
+            h.insert(k, v.parse().expect("v"));
+        }
+        h
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_client_are_replaced_by_the_gateways() {
+        let mut h = forged();
+        to_upstream(&mut h, &ctx(), &direct("203.0.113.7"));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "gw.example:8000");
+        assert_eq!(
+            h["forwarded"],
+            "for=203.0.113.7;host=\"gw.example:8000\";proto=http"
+        );
+        assert!(h.get("x-original-url").is_none() && h.get("x-rewrite-url").is_none());
+        assert_eq!(
+            h["authorization"], "Bearer t",
+            "forwarded unless the route says not"
+        );
+        let mut h = forged();
+        let mut fwd = direct("2001:db8::1");
+        fwd.authorization = false;
+        to_upstream(&mut h, &ctx(), &fwd);
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";host=\"gw.example:8000\";proto=http"
+        );
+        assert!(h.get("authorization").is_none());
+    }
+
+    #[test]
+    fn a_trusted_front_proxy_keeps_its_forwarding_headers() {
+        let mut h = forged();
+        let mut fwd = direct("10.0.0.2");
+        fwd.peer.trusted = true;
+        to_upstream(&mut h, &ctx(), &fwd);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-original-url"], "/admin/registry/th");
     }
 
     #[test]

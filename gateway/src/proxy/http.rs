@@ -6,7 +6,8 @@ use crate::body::{full, Body, BoxError};
 use crate::config::route::Captures;
 use crate::config::Route;
 use crate::metrics::Violation;
-use crate::proxy::{headers, upstream};
+use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::upstream;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Frame;
@@ -14,7 +15,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use railgate_policy::thread::ThreadRecord;
 use railgate_policy::{Denial, ErrorCode, Field};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -29,7 +29,7 @@ pub async fn forward(
     caps: &Captures,
     admitted: &Admitted,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    fwd: &Forwarding,
 ) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
     let (mut parts, body) = req.into_parts();
@@ -41,8 +41,7 @@ pub async fn forward(
         &[],
         upstream::Scheme::Http,
     )?;
-    let client_ip = peer.ip().to_string();
-    headers::to_upstream(&mut parts.headers, &admitted.ctx, Some(&client_ip));
+    headers::to_upstream(&mut parts.headers, &admitted.ctx, fwd);
     if let Some(authority) = uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())

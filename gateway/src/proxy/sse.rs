@@ -14,11 +14,12 @@ use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
+use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{credential_end, cursor};
 use crate::proxy::sse_body::{Chunk, EndSlot, Finish, OwnFrames, SseBody, Timers};
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
-use crate::proxy::{headers, upstream};
+use crate::proxy::upstream;
 use crate::respond;
 use crate::sse::frames::resume_frame;
 use http::{header, HeaderValue, Request, Response};
@@ -56,6 +57,7 @@ pub async fn serve(
     req: Request<Incoming>,
     admitted: &Admitted,
     cursor: Option<String>,
+    fwd: &Forwarding,
 ) -> Result<Response<Body>, Denial> {
     let thread = admitted
         .thread_id
@@ -71,7 +73,7 @@ pub async fn serve(
     )?;
     let mut up_headers = headers::detached(req.headers());
     up_headers.remove(header::COOKIE);
-    headers::to_upstream(&mut up_headers, &admitted.ctx, None);
+    headers::to_upstream(&mut up_headers, &admitted.ctx, fwd);
     let client = Client::new(gw, &thread, admitted);
     let key = route.stream_key(&thread, &admitted.ctx.user_id);
     let stream = Opening {

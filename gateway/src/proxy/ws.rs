@@ -7,6 +7,7 @@ use crate::body::{empty, Body};
 use crate::config::route::Captures;
 use crate::config::Route;
 use crate::outcome::Outcome;
+use crate::proxy::headers::Forwarding;
 use crate::proxy::ws_hello::Session;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -73,10 +74,11 @@ pub fn upgrade(
     mut req: Request<Incoming>,
     accept: &str,
     out: Outcome,
+    fwd: Forwarding,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let session = Session::new(gw.clone(), route.clone(), caps.clone(), parts, out);
+    let session = Session::new(gw.clone(), route.clone(), caps.clone(), parts, out, fwd);
     gw.streams.spawn(session.run(on_upgrade));
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -7,6 +7,7 @@ use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{record, Outcome};
+use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::cursor;
 use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End, Heartbeat};
 use crate::proxy::ws_relay::{Greeted, WsRelay};
@@ -23,11 +24,17 @@ use tokio_tungstenite::WebSocketStream;
 
 /// An upgraded session before its hello.
 pub struct Session {
-    gw: Arc<Gateway>,
-    route: Route,
-    caps: Captures,
-    parts: Parts,
+    /// The gateway.
+    pub gw: Arc<Gateway>,
+    /// The route.
+    pub route: Route,
+    /// What the path captured.
+    pub caps: Captures,
+    /// The upgrade request's head.
+    pub parts: Parts,
     out: Outcome,
+    /// What the upstream learns of who sent the request.
+    pub fwd: Forwarding,
 }
 
 impl Session {
@@ -38,6 +45,7 @@ impl Session {
         caps: Captures,
         parts: Parts,
         out: Outcome,
+        fwd: Forwarding,
     ) -> Session {
         Session {
             gw,
@@ -45,6 +53,7 @@ impl Session {
             caps,
             parts,
             out,
+            fwd,
         }
     }
 
@@ -66,7 +75,7 @@ impl Session {
             Ok(greeted) => {
                 self.out.admitted(&greeted.admitted.ctx);
                 record(&self.gw.metrics, &self.out, 101);
-                let relay = WsRelay::new(&self.gw, &self.route, &self.caps, &self.parts, greeted);
+                let relay = WsRelay::new(&self, greeted);
                 // The request's parts point into the connection's read buffer; let it go.
                 drop(self);
                 relay.run(ws).await;

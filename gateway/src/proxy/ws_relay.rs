@@ -16,7 +16,6 @@
 use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::clock;
-use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Stamped};
@@ -24,9 +23,9 @@ use crate::metrics::Violation;
 use crate::presence::Member;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
+use crate::proxy::ws_hello::Session;
 use crate::proxy::ws_upstream::{event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use http::request::Parts;
 use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,21 +72,22 @@ pub struct WsRelay {
 
 impl WsRelay {
     /// The relay of a session whose hello was admitted.
-    pub fn new(
-        gw: &Arc<Gateway>,
-        route: &Route,
-        caps: &Captures,
-        parts: &Parts,
-        greeted: Greeted,
-    ) -> WsRelay {
+    pub fn new(session: &Session, greeted: Greeted) -> WsRelay {
         let Greeted { admitted, cursor } = greeted;
+        let (gw, route) = (&session.gw, &session.route);
         let thread = admitted.thread_id.clone().unwrap_or_default();
         WsRelay {
             gw: gw.clone(),
             route: route.clone(),
             stamp: Stamp::new(&admitted.ctx, &thread),
             context: verified_context(&admitted.ctx),
-            target: Target::new(route, caps, parts, &admitted.ctx),
+            target: Target::new(
+                route,
+                &session.caps,
+                &session.parts,
+                &admitted.ctx,
+                &session.fwd,
+            ),
             thread,
             ctx: admitted.ctx,
             upstream: None,

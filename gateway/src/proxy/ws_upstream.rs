@@ -6,7 +6,7 @@ use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{HelloMode, Route};
 use crate::inject::verified_context;
-use crate::proxy::headers;
+use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{classify, Refusal};
 use crate::proxy::upstream::{self, connect_tcp, Scheme};
 use crate::proxy::ws_conn::ws_config;
@@ -51,14 +51,15 @@ impl Target {
         caps: &Captures,
         parts: &Parts,
         ctx: &RequestContext,
+        fwd: &Forwarding,
     ) -> Result<Target, ErrorCode> {
         let uri = upstream::uri(route, caps, parts.uri.path(), None, &[], Scheme::WebSocket)
             .map_err(|d| d.code)?;
         let mut headers = headers::detached(&parts.headers);
+        headers::to_upstream(&mut headers, ctx, fwd);
         for h in UPGRADE_HEADERS {
             headers.remove(*h);
         }
-        headers::to_upstream(&mut headers, ctx, None);
         Ok(Target {
             uri,
             headers,
