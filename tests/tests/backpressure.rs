@@ -200,3 +200,51 @@ async fn slow_consumers_beside_fast_ones() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_reader_is_cut_by_the_byte_bound_of_its_queue() {
+    let s = Stack::start("[sse]\nclient_queue_bytes = 65536\n");
+    let th = s.thread("t_a").await;
+    let tok = token("t_a", "u1", json!({}));
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut conn = socket
+        .connect(s.addr().parse().expect("addr"))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET /sse/chat/{th} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\nX-Mode: lab\r\nX-Project-Id: p_chat\r\nX-App-Id: app-chat\r\nLast-Event-ID: 0\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.expect("request");
+    // 2,000 × 4 KiB while the reader reads nothing: far more than 64 KiB plus socket buffers.
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 2000, "payload_bytes": 4096}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let slow = "railgate_slow_consumer_disconnects_total{route=\"chat-sse\",transport=\"sse\"}";
+    railgate_tests::eventually!(30, "the paused reader is cut", s.metric(slow).await >= 1.0);
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut raw))
+        .await
+        .expect("the cut stream ends")
+        .expect("read");
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    let events = complete_events(&dechunk(&raw[head_end..]));
+    let seen: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event == "chat_message")
+        .map(|e| e.json()["seq"].as_u64().expect("seq"))
+        .collect();
+    let last = events.last().expect("events");
+    assert_eq!(last.json()["error"]["code"], "stream.slow_consumer");
+    assert!(seen.len() < 2000, "cut before the end");
+    assert_eq!(
+        seen,
+        (1..=seen.len() as u64).collect::<Vec<_>>(),
+        "nothing skipped"
+    );
+}

@@ -178,6 +178,8 @@ pub struct SseConfig {
     /// Per-client queue length, in deliveries (one read's or one batch window's events), before
     /// `stream.slow_consumer`.
     pub client_queue_events: usize,
+    /// Per-client queue, in bytes.
+    pub client_queue_bytes: usize,
     /// Journal bound per thread: events.
     pub journal_events: usize,
     /// Journal bound per thread: bytes.

@@ -130,6 +130,7 @@ pub(super) fn read_sse(table: Option<Reader<'_>>, p: &mut Problems) -> SseConfig
     let c = SseConfig {
         keepalive: secs(&mut r, "keepalive_s", 15, p),
         client_queue_events: r.uint("client_queue_events", p).unwrap_or(1024) as usize,
+        client_queue_bytes: r.uint("client_queue_bytes", p).unwrap_or(4 * 1024 * 1024) as usize,
         journal_events: r.uint("journal_events", p).unwrap_or(1024) as usize,
         journal_bytes: r.uint("journal_bytes", p).unwrap_or(1024 * 1024) as usize,
         journal_age: secs(&mut r, "journal_age_s", 300, p),

@@ -1,7 +1,8 @@
 //! The rails that relay admitted traffic to the upstream, and what they share.
 //!
 //! - HTTP: [`http`]. SSE: [`sse`] (entry) → [`sse_hub`] (one stream's clients, registered in
-//!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects), delivered through [`sse_body`].
+//!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects), delivered through [`sse_queue`]
+//!   to [`sse_body`].
 //! - WebSocket: [`ws`] (before the 101) → [`ws_hello`] → [`ws_relay`] ↔ [`ws_upstream`], on the
 //!   client connection of [`ws_conn`].
 //! - Shared: [`upstream`] (the URI builder, TCP connect), [`reconnect`] (backoff, deadline,
@@ -14,6 +15,7 @@ pub mod sse;
 pub mod sse_body;
 pub mod sse_hub;
 pub mod sse_hubs;
+pub mod sse_queue;
 pub mod sse_upstream;
 pub mod upstream;
 pub mod ws;

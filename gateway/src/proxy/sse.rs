@@ -16,8 +16,9 @@ use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{credential_end, cursor};
-use crate::proxy::sse_body::{Chunk, EndSlot, Finish, OwnFrames, SseBody, Timers};
+use crate::proxy::sse_body::{EndSlot, Finish, OwnFrames, SseBody, Timers};
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
+use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
 use crate::respond;
@@ -28,7 +29,7 @@ use hyper::body::Incoming;
 use railgate_policy::ticket::{encode_grant, Grant};
 use railgate_policy::{Denial, ErrorCode};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// The client's cursor: one `Last-Event-ID` header, else the `last_event_id` query parameter.
 pub fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
@@ -110,8 +111,8 @@ fn journal(gw: &Gateway, route: &Route, key: &str) -> Arc<Mutex<Journal>> {
 
 /// One client's end of the rail: its queue, final-frame slot and stamp.
 struct Client {
-    tx: mpsc::Sender<Chunk>,
-    rx: mpsc::Receiver<Chunk>,
+    tx: ClientTx,
+    rx: ClientRx,
     end: Arc<EndSlot>,
     stamp: Arc<Stamp>,
     trace_id: String,
@@ -119,7 +120,10 @@ struct Client {
 
 impl Client {
     fn new(gw: &Gateway, thread: &str, admitted: &Admitted) -> Client {
-        let (tx, rx) = mpsc::channel(gw.config.sse.client_queue_events);
+        let (tx, rx) = client_queue(
+            gw.config.sse.client_queue_events,
+            gw.config.sse.client_queue_bytes,
+        );
         Client {
             tx,
             rx,
@@ -141,7 +145,7 @@ impl Client {
     }
 
     fn announce(&self, cursor: &str, source: &str) {
-        let _ = self.tx.try_send(resume_frame(cursor, source).into());
+        let _ = self.tx.try_send(Chunk::Raw(resume_frame(cursor, source)));
     }
 }
 

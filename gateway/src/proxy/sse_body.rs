@@ -8,8 +8,8 @@
 
 use crate::body::BoxError;
 use crate::inject::Stamp;
+use crate::proxy::sse_queue::{Chunk, ClientRx};
 use crate::sse::frames::render;
-use crate::sse::Event;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use prometheus::IntGauge;
@@ -18,36 +18,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-
-/// Events of one upstream read, shared by every client of a hub. Each client's body finishes
-/// them with its own stamp, on its own task — the hub does no per-client rendering.
-#[derive(Debug)]
-pub struct Batch {
-    /// The events, foreign ones already removed.
-    pub events: Vec<Arc<Event>>,
-    /// Per event: its fields plus `data: {members,` — the client appends its tail and `\n\n`.
-    /// `None`: the event needs a full per-client render (it has `routing`/`meta`, is not a
-    /// one-line object, or carries no JSON object).
-    pub heads: Vec<Option<Bytes>>,
-}
-
-/// One queue slot.
-#[derive(Debug, Clone)]
-pub enum Chunk {
-    /// Ready bytes (comments, `resume_cursor`, replayed events).
-    Raw(Bytes),
-    /// Live events to finish with this client's stamp.
-    Events(Arc<Batch>),
-}
-
-impl From<Bytes> for Chunk {
-    fn from(b: Bytes) -> Chunk {
-        Chunk::Raw(b)
-    }
-}
 
 /// What a body needs to finish [`Chunk::Events`].
 pub struct Finish {
@@ -122,7 +94,7 @@ pub struct Timers {
 
 /// One client's SSE body.
 pub struct SseBody {
-    rx: mpsc::Receiver<Chunk>,
+    rx: ClientRx,
     finish: Finish,
     end: Arc<EndSlot>,
     own: OwnFrames,
@@ -138,7 +110,7 @@ pub struct SseBody {
 impl SseBody {
     /// A body reading `rx`; it ends on its own at expiry or drain.
     pub fn new(
-        rx: mpsc::Receiver<Chunk>,
+        rx: ClientRx,
         end: Arc<EndSlot>,
         own: OwnFrames,
         timers: Timers,
@@ -206,8 +178,8 @@ impl HttpBody for SseBody {
                 self.finish.render_into(first, &mut buf);
                 while buf.len() < COALESCE_BYTES {
                     match self.rx.try_recv() {
-                        Ok(more) => self.finish.render_into(more, &mut buf),
-                        Err(_) => break,
+                        Some(more) => self.finish.render_into(more, &mut buf),
+                        None => break,
                     }
                 }
                 let every = self.keepalive_every;

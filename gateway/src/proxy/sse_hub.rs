@@ -10,7 +10,8 @@ use crate::dedupe::Deduper;
 use crate::inject::{prepare, Prepared, Stamp};
 use crate::journal::Journal;
 use crate::metrics::{Metrics, ReplaySource, Violation};
-use crate::proxy::sse_body::{Batch, Chunk, EndSlot};
+use crate::proxy::sse_body::EndSlot;
+use crate::proxy::sse_queue::{wire_size, Batch, Chunk, ClientTx, Refused};
 use crate::respond;
 use crate::sse::frames::{render, resume_frame};
 use crate::sse::write::write_fields;
@@ -21,14 +22,14 @@ use railgate_policy::ErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// One client of a hub.
 pub struct Sub {
     /// Hub-local id.
     pub id: u64,
     /// The client's queue.
-    pub tx: mpsc::Sender<Chunk>,
+    pub tx: ClientTx,
     /// Where a final frame goes when the hub ends this client.
     pub end: Arc<EndSlot>,
     /// The client's stamp.
@@ -210,7 +211,7 @@ impl Hub {
             }
             for ev in &batch {
                 if let Some(b) = render(ev, &sub.stamp) {
-                    match tokio::time::timeout(REPLAY_STALL, sub.tx.send(b.into())).await {
+                    match tokio::time::timeout(REPLAY_STALL, sub.tx.send(Chunk::Raw(b))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return,
                         Err(_) => return self.cut_slow(&sub),
@@ -253,11 +254,11 @@ impl Hub {
     fn push(&self, sub: &mut Sub, frame: impl Into<Chunk>) -> bool {
         match sub.tx.try_send(frame.into()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.cut_slow(sub);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 
@@ -338,10 +339,7 @@ impl Hub {
     /// each journaled, with its shared head rendered once.
     fn admit_events(&self, st: &mut State, events: Vec<Event>, owner: &Stamp) -> Batch {
         let now = Instant::now();
-        let mut batch = Batch {
-            events: Vec::with_capacity(events.len()),
-            heads: Vec::with_capacity(events.len()),
-        };
+        let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
         let (mut violations, mut malformed) = (0u64, 0u64);
         for ev in events {
             let prev = st.last_id.clone();
@@ -371,6 +369,7 @@ impl Hub {
             if let Ok(mut j) = self.journal.lock() {
                 j.append(&ev, prev.as_deref(), now);
             }
+            batch.bytes += wire_size(&ev);
             batch.events.push(ev);
             batch.heads.push(head);
         }
@@ -411,10 +410,10 @@ fn chunk_for(sub: &mut Sub, batch: &Arc<Batch>, deduplicated: &IntCounter) -> Op
     if keep.is_empty() {
         return None;
     }
-    Some(Chunk::Events(Arc::new(Batch {
-        events: keep.iter().map(|i| batch.events[*i].clone()).collect(),
-        heads: keep.iter().map(|i| batch.heads[*i].clone()).collect(),
-    })))
+    Some(Chunk::Events(Arc::new(Batch::new(
+        keep.iter().map(|i| batch.events[*i].clone()).collect(),
+        keep.iter().map(|i| batch.heads[*i].clone()).collect(),
+    ))))
 }
 
 /// An event's fields plus `data: {members,` when its data allows a shared prefix.
