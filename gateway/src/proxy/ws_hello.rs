@@ -24,17 +24,12 @@ use tokio_tungstenite::WebSocketStream;
 
 /// An upgraded session before its hello.
 pub struct Session {
-    /// The gateway.
-    pub gw: Arc<Gateway>,
-    /// The route.
-    pub route: Route,
-    /// What the path captured.
-    pub caps: Captures,
-    /// The upgrade request's head.
-    pub parts: Parts,
+    gw: Arc<Gateway>,
+    route: Route,
+    caps: Captures,
+    parts: Parts,
     out: Outcome,
-    /// What the upstream learns of who sent the request.
-    pub fwd: Forwarding,
+    fwd: Forwarding,
 }
 
 impl Session {
@@ -75,7 +70,14 @@ impl Session {
             Ok(greeted) => {
                 self.out.admitted(&greeted.admitted.ctx);
                 record(&self.gw.metrics, &self.out, 101);
-                let relay = WsRelay::new(&self, greeted);
+                let relay = WsRelay::new(
+                    &self.gw,
+                    &self.route,
+                    &self.caps,
+                    &self.parts,
+                    &self.fwd,
+                    greeted,
+                );
                 // The request's parts point into the connection's read buffer; let it go.
                 drop(self);
                 relay.run(ws).await;

@@ -16,16 +16,18 @@
 use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::clock;
+use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Stamped};
 use crate::metrics::Violation;
 use crate::presence::Member;
+use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
-use crate::proxy::ws_hello::Session;
 use crate::proxy::ws_upstream::{event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::request::Parts;
 use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -72,9 +74,15 @@ pub struct WsRelay {
 
 impl WsRelay {
     /// The relay of a session whose hello was admitted.
-    pub fn new(session: &Session, greeted: Greeted) -> WsRelay {
+    pub fn new(
+        gw: &Arc<Gateway>,
+        route: &Route,
+        caps: &Captures,
+        parts: &Parts,
+        fwd: &Forwarding,
+        greeted: Greeted,
+    ) -> WsRelay {
         let Greeted { admitted, cursor } = greeted;
-        let (gw, route) = (&session.gw, &session.route);
         let thread = admitted.thread_id.clone().unwrap_or_default();
         WsRelay {
             gw: gw.clone(),
