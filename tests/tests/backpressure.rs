@@ -95,13 +95,11 @@ async fn drain_until(st: &mut SseStream, total: usize) -> (Vec<u64>, bool) {
     (seqs, false)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
-    let s = Stack::start(CONFIG);
-    let th = s.thread("t_a").await;
+/// An SSE request on a raw socket with a small receive buffer (from the start of the thread).
+async fn raw_stream(s: &Stack, th: &str, rcvbuf: u32) -> tokio::net::TcpStream {
     let tok = token("t_a", "u1", json!({}));
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    socket.set_recv_buffer_size(rcvbuf).expect("rcvbuf");
     let mut conn = socket
         .connect(s.addr().parse().expect("addr"))
         .await
@@ -110,6 +108,35 @@ async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
         "GET /sse/chat/{th} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\nX-Mode: lab\r\nX-Project-Id: p_chat\r\nX-App-Id: app-chat\r\nLast-Event-ID: 0\r\n\r\n"
     );
     conn.write_all(req.as_bytes()).await.expect("request");
+    conn
+}
+
+/// A raw 200 response's complete events, and the seqs of its chat messages.
+fn stream_of(raw: &[u8]) -> (Vec<SseEvent>, Vec<u64>) {
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw[..raw.len().min(200)])
+    );
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head")
+        + 4;
+    let events = complete_events(&dechunk(&raw[head_end..]));
+    let seen = events
+        .iter()
+        .filter(|e| e.event == "chat_message")
+        .map(|e| e.json()["seq"].as_u64().expect("seq"))
+        .collect();
+    (events, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
+    let s = Stack::start(CONFIG);
+    let th = s.thread("t_a").await;
+    let mut conn = raw_stream(&s, &th, 2048).await;
     let r = post_json(
         &s.mock_addr(),
         "/_mock/publish",
@@ -133,18 +160,7 @@ async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
         .expect("the cut stream ends")
         .expect("read");
     raw.extend(rest);
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head")
-        + 4;
-    assert!(raw.starts_with(b"HTTP/1.1 200"));
-    let events = complete_events(&dechunk(&raw[head_end..]));
-    let seen: Vec<u64> = events
-        .iter()
-        .filter(|e| e.event == "chat_message")
-        .map(|e| e.json()["seq"].as_u64().expect("seq"))
-        .collect();
+    let (events, seen) = stream_of(&raw);
     let last = events.last().expect("events");
     assert_eq!(last.event, "error", "the stream ends with an error event");
     assert_eq!(last.json()["error"]["code"], "stream.slow_consumer");
@@ -205,17 +221,7 @@ async fn slow_consumers_beside_fast_ones() {
 async fn a_paused_reader_is_cut_by_the_byte_bound_of_its_queue() {
     let s = Stack::start("[sse]\nclient_queue_bytes = 65536\n");
     let th = s.thread("t_a").await;
-    let tok = token("t_a", "u1", json!({}));
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let mut conn = socket
-        .connect(s.addr().parse().expect("addr"))
-        .await
-        .expect("connect");
-    let req = format!(
-        "GET /sse/chat/{th} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\nX-Mode: lab\r\nX-Project-Id: p_chat\r\nX-App-Id: app-chat\r\nLast-Event-ID: 0\r\n\r\n"
-    );
-    conn.write_all(req.as_bytes()).await.expect("request");
+    let mut conn = raw_stream(&s, &th, 4096).await;
     // 2,000 × 4 KiB while the reader reads nothing: far more than 64 KiB plus socket buffers.
     let r = post_json(
         &s.mock_addr(),
@@ -232,13 +238,7 @@ async fn a_paused_reader_is_cut_by_the_byte_bound_of_its_queue() {
         .await
         .expect("the cut stream ends")
         .expect("read");
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
-    let events = complete_events(&dechunk(&raw[head_end..]));
-    let seen: Vec<u64> = events
-        .iter()
-        .filter(|e| e.event == "chat_message")
-        .map(|e| e.json()["seq"].as_u64().expect("seq"))
-        .collect();
+    let (events, seen) = stream_of(&raw);
     let last = events.last().expect("events");
     assert_eq!(last.json()["error"]["code"], "stream.slow_consumer");
     assert!(seen.len() < 2000, "cut before the end");
