@@ -1,6 +1,7 @@
 //! The gateway's shared state, built once from the configuration.
 
 use crate::auth::{Auth, KeyStore};
+use crate::caps::{Caps, StreamSlot};
 use crate::client::HttpClient;
 use crate::config::Config;
 use crate::env::Env;
@@ -8,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::proxy::sse_hubs::Hubs;
 use crate::registry::Registry;
+use railgate_policy::Denial;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,12 +36,22 @@ pub struct Gateway {
     pub hubs: Hubs,
     /// WebSocket presence.
     pub presence: Arc<Presence>,
+    /// Open connections and streams, capped.
+    pub caps: Arc<Caps>,
     /// `GET /demo`: the browser example, set by `railgate demo` only.
     #[cfg(feature = "demo")]
     pub demo_page: std::sync::OnceLock<String>,
 }
 
 impl Gateway {
+    /// A slot among a tenant's open streams; `gateway.overloaded` (counted) when all are taken.
+    pub fn stream_slot(&self, tenant: &str) -> Result<StreamSlot, Denial> {
+        self.caps.stream(tenant).map_err(|cap| {
+            self.metrics.capacity_refusal(cap);
+            cap.denial()
+        })
+    }
+
     /// Builds the state. Errors are start-up problems (bad key files, bad registry file).
     pub fn new(config: Config, env: &dyn Env) -> Result<Arc<Gateway>, Vec<String>> {
         let metrics = Arc::new(
@@ -54,6 +66,7 @@ impl Gateway {
         let admin_token = env
             .get(crate::env::names::ADMIN_TOKEN)
             .filter(|t| !t.trim().is_empty());
+        let caps = Caps::new(config.limits.caps);
         Ok(Arc::new(Gateway {
             config,
             metrics,
@@ -63,6 +76,7 @@ impl Gateway {
             draining: CancellationToken::new(),
             streams: TaskTracker::new(),
             admin_token,
+            caps,
             hubs: Default::default(),
             presence: Default::default(),
             #[cfg(feature = "demo")]

@@ -6,6 +6,7 @@
 use crate::admission::{self, early_trace_id, Admission, Admitted, Caller};
 use crate::app::Gateway;
 use crate::body::Body;
+use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{record, Outcome};
@@ -26,10 +27,15 @@ enum Answer {
 }
 
 /// Answers one client request.
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn: Arc<Connection>,
+) -> Response<Body> {
     let trace = early_trace_id(req.headers());
     let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
-    let answer = match serve(&gw, req, peer, &mut out).await {
+    let answer = match serve(&gw, req, peer, &conn, &mut out).await {
         Ok(answer) => answer,
         Err(d) => {
             out.code = Some(d.code);
@@ -49,12 +55,14 @@ async fn serve(
     gw: &Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    conn: &Arc<Connection>,
     out: &mut Outcome,
 ) -> Result<Answer, Denial> {
     early_checks(gw, &req)?;
     if req.method() == Method::POST && req.uri().path() == tickets::PATH {
         out.route = tickets::ROUTE.into();
         let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
+        conn.authenticated();
         admission::spend_ticket(gw, &admitted)?;
         let body = req.into_body();
         return tickets::issue(gw, &admitted, body).await.map(Answer::Done);
@@ -73,6 +81,7 @@ async fn serve(
         Rail::Http => {
             within_body_limit(gw, &req)?;
             let admitted = admit(gw, &adm, &req, out).await?;
+            conn.authenticated();
             admission::spend_ticket(gw, &admitted)?;
             proxy::http::forward(gw, route, &caps, &admitted, req, &fwd)
                 .await
@@ -80,16 +89,29 @@ async fn serve(
         }
         Rail::Sse => {
             let admitted = admit(gw, &adm, &req, out).await?;
+            conn.authenticated();
             let cursor = proxy::sse::cursor_of(&req)?;
+            let slot = gw.stream_slot(admitted.ctx.tenant_id())?;
             admission::spend_ticket(gw, &admitted)?;
-            proxy::sse::serve(gw, route, &caps, req, &admitted, cursor, &fwd)
+            let checked = proxy::sse::Checked {
+                admitted: &admitted,
+                cursor,
+                slot,
+            };
+            proxy::sse::serve(gw, route, &caps, req, checked, &fwd)
                 .await
                 .map(Answer::Done)
         }
         Rail::Ws => {
             let accept = proxy::ws::check_upgrade(route, &req)?;
             admission::precheck(gw, &adm, &caller(&req, out)).await?;
-            let resp = proxy::ws::upgrade(gw, route, &caps, req, &accept, out.clone(), fwd);
+            let upgrade = proxy::ws_hello::Upgrade {
+                accept,
+                out: out.clone(),
+                fwd,
+                conn: conn.clone(),
+            };
+            let resp = proxy::ws::upgrade(gw, route, &caps, req, upgrade);
             Ok(Answer::Upgraded(resp))
         }
     }

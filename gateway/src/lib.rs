@@ -35,6 +35,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod caps;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -118,6 +118,8 @@ pub struct Metrics {
     isolation_violations_total: IntCounterVec,
     /// Events not delivered because the client already got them (after a reconnect or replay).
     events_deduplicated_total: IntCounterVec,
+    /// Connections and streams refused by a capacity cap.
+    capacity_refusals_total: IntCounterVec,
 }
 
 fn counter(
@@ -202,6 +204,11 @@ impl Metrics {
                 "Events a client already got, not delivered again",
                 &["route", "rail"],
             )?,
+            capacity_refusals_total: c(
+                "capacity_refusals_total",
+                "Connections and streams refused by a capacity cap",
+                &["cap"],
+            )?,
             connections_active,
             event_relay_seconds,
             registry,
@@ -276,6 +283,13 @@ impl Metrics {
     pub fn deduplicated(&self, route: &str, rail: Rail) -> IntCounter {
         self.events_deduplicated_total
             .with_label_values(&[route, rail.label()])
+    }
+
+    /// One refusal by a capacity cap.
+    pub fn capacity_refusal(&self, cap: crate::caps::Cap) {
+        self.capacity_refusals_total
+            .with_label_values(&[cap.label()])
+            .inc();
     }
 
     /// One registry lookup.

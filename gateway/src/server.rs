@@ -3,6 +3,7 @@
 
 use crate::admin::{self, Admin};
 use crate::app::Gateway;
+use crate::caps::{Cap, Connection};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,20 +32,30 @@ pub async fn run(
     spawn_background(&gw);
     let admin = tokio::spawn(serve_admin(admin_view(&gw), listeners.admin));
     tokio::pin!(shutdown);
+    let mut failing = AcceptFailures::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listeners.main.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(failing.failed(&e)) => {}
+                        _ = &mut shutdown => break,
+                    }
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
+        failing.recovered();
         let _ = stream.set_nodelay(true);
-        conns.spawn(serve_connection(gw.clone(), stream, peer));
+        match gw.caps.connect(peer.ip().to_canonical()) {
+            Ok(slot) => conns.spawn(serve_connection(gw.clone(), stream, peer, slot)),
+            Err(cap) => {
+                gw.metrics.capacity_refusal(cap);
+                conns.spawn(refuse(stream, cap))
+            }
+        };
     }
     drop(listeners.main);
     tracing::info!(target: "railgate::lifecycle", "draining");
@@ -63,11 +74,65 @@ pub async fn run(
     Ok(())
 }
 
-/// One client connection: HTTP/1.1 with upgrades, until it ends or the gateway drains.
+/// Failing `accept` calls (out of file descriptors, typically): back off, and log once per
+/// interval with how many failed, instead of spinning and flooding the log.
+#[derive(Default)]
+struct AcceptFailures {
+    backoff: Duration,
+    last_log: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Records a failure; returns how long to wait before accepting again.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.unlogged += 1;
+        if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(error = %e, failures = self.unlogged, "accept failed; backing off");
+            self.last_log = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        self.backoff = (self.backoff * 2).clamp(Self::FIRST, Self::MAX);
+        self.backoff
+    }
+
+    fn recovered(&mut self) {
+        self.backoff = Duration::ZERO;
+    }
+}
+
+/// Answers a connection over a cap with `503 gateway.overloaded` and closes it, without reading
+/// its request (within a second).
+async fn refuse(mut stream: tokio::net::TcpStream, cap: Cap) {
+    use tokio::io::AsyncWriteExt;
+    let body = cap
+        .denial()
+        .envelope(&crate::mint::random_hex_id())
+        .to_json();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// One client connection: HTTP/1.1 with upgrades, until it ends or the gateway drains. `slot`
+/// holds its place under the connection caps.
 async fn serve_connection(
     gw: Arc<Gateway>,
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
+    slot: Arc<Connection>,
 ) {
     let limits = &gw.config.limits;
     let max_buf = (limits.max_header_bytes * 2).max(8192);
@@ -75,12 +140,12 @@ async fn serve_connection(
     let stop = gw.draining.clone();
     let gw2 = gw.clone();
     let svc = service_fn(move |req| {
-        let gw = gw2.clone();
+        let (gw, slot) = (gw2.clone(), slot.clone());
         // Boxed: hyper keeps a slot the size of this future for the connection's whole life; a
         // box in it is 16 bytes, and the request's own state is freed once the response (or the
         // stream body) is handed over.
         let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-            Ok::<_, std::convert::Infallible>(crate::dispatch::handle(gw, req, peer).await)
+            Ok::<_, std::convert::Infallible>(crate::dispatch::handle(gw, req, peer, slot).await)
         });
         fut
     });
@@ -163,5 +228,22 @@ async fn serve_admin(admin: Arc<Admin>, listener: TcpListener) {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AcceptFailures;
+    use std::time::Duration;
+
+    #[test]
+    fn failing_accepts_back_off_to_a_second_and_log_once_per_interval() {
+        let mut f = AcceptFailures::default();
+        let e = std::io::Error::from_raw_os_error(24); // EMFILE
+        let waits: Vec<u128> = (0..9).map(|_| f.failed(&e).as_millis()).collect();
+        assert_eq!(waits, vec![10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(f.unlogged, 8, "one line for the first failure, the rest counted");
+        f.recovered();
+        assert_eq!(f.failed(&e), Duration::from_millis(10));
     }
 }

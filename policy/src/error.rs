@@ -119,6 +119,8 @@ codes! {
     RegistryUnavailable => ("registry.unavailable", 503, true, 1011, false, "thread registry is unavailable"),
     /// Shutting down.
     Draining => ("gateway.draining", 503, true, 1001, false, "gateway is shutting down"),
+    /// A capacity cap is reached (connections, unauthenticated connections, a tenant's streams).
+    Overloaded => ("gateway.overloaded", 503, true, 1013, false, "gateway is at capacity"),
     /// Too many requests.
     RateLimited => ("rate.limited", 429, true, 1013, false, "too many requests"),
 }

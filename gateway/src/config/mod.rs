@@ -168,6 +168,8 @@ pub struct Limits {
     pub upstream_response_timeout: Duration,
     /// Idle pooled upstream connections are closed after this.
     pub upstream_idle_timeout: Duration,
+    /// Caps on open connections and streams.
+    pub caps: crate::caps::Bounds,
 }
 
 /// `[sse]`.

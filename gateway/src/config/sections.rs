@@ -116,6 +116,13 @@ pub(super) fn read_limits(table: Option<Reader<'_>>, p: &mut Problems) -> Limits
         upstream_connect_timeout: millis(&mut r, "upstream_connect_timeout_ms", 2000, p),
         upstream_response_timeout: secs(&mut r, "upstream_response_timeout_s", 30, p),
         upstream_idle_timeout: secs(&mut r, "upstream_idle_timeout_s", 60, p),
+        caps: crate::caps::Bounds {
+            connections: r.uint("max_connections", p).unwrap_or(20_000) as usize,
+            unauthenticated: r.uint("max_unauthenticated", p).unwrap_or(2_000) as usize,
+            unauthenticated_per_address: r.uint("max_unauthenticated_per_address", p).unwrap_or(100)
+                as usize,
+            streams_per_tenant: r.uint("max_streams_per_tenant", p).unwrap_or(10_000) as usize,
+        },
     };
     if limits.max_header_bytes < 1024 {
         p.add("limits.max_header_bytes", "must be at least 1024");

@@ -9,6 +9,7 @@
 use crate::admission::{Admitted, GRANT_COOKIE};
 use crate::app::Gateway;
 use crate::body::Body;
+use crate::caps::StreamSlot;
 use crate::clock;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
@@ -16,7 +17,7 @@ use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{credential_end, cursor};
-use crate::proxy::sse_body::{EndSlot, Finish, OwnFrames, SseBody, Timers};
+use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
 use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
@@ -50,16 +51,30 @@ fn malformed() -> Denial {
     Denial::with_message(ErrorCode::CursorInvalid, "Last-Event-ID is malformed")
 }
 
-/// Serves one admitted SSE request whose cursor was checked (`cursor_of`).
+/// What admission and the rail's own checks produced for one stream.
+pub struct Checked<'a> {
+    /// The admitted caller.
+    pub admitted: &'a Admitted,
+    /// The cursor, checked (`cursor_of`).
+    pub cursor: Option<String>,
+    /// The stream's place among its tenant's open streams.
+    pub slot: StreamSlot,
+}
+
+/// Serves one admitted SSE request.
 pub async fn serve(
     gw: &Arc<Gateway>,
     route: &Route,
     caps: &Captures,
     req: Request<Incoming>,
-    admitted: &Admitted,
-    cursor: Option<String>,
+    checked: Checked<'_>,
     fwd: &Forwarding,
 ) -> Result<Response<Body>, Denial> {
+    let Checked {
+        admitted,
+        cursor,
+        slot,
+    } = checked;
     let thread = admitted
         .thread_id
         .clone()
@@ -89,12 +104,15 @@ pub async fn serve(
         },
     };
     let left = stream.open(&client, cursor).await?;
+    let open = OpenStream {
+        gauge: gw.metrics.active(&route.name, Rail::Sse),
+        slot,
+    };
     Ok(response(
         gw,
-        route,
         admitted,
         client,
-        left,
+        (left, open),
         req.uri().path(),
     ))
 }
@@ -271,10 +289,9 @@ impl Opening<'_> {
 
 fn response(
     gw: &Gateway,
-    route: &Route,
     admitted: &Admitted,
     client: Client,
-    left: Arc<Notify>,
+    (left, open): (Arc<Notify>, OpenStream),
     path: &str,
 ) -> Response<Body> {
     let trace = &admitted.ctx.trace_id;
@@ -291,19 +308,10 @@ fn response(
         draining: gw.draining.clone().cancelled_owned(),
         keepalive_every: gw.config.sse.keepalive,
     };
-    let active = gw.metrics.active(&route.name, Rail::Sse);
     let finish = Finish {
         stamp: client.stamp,
     };
-    let body = SseBody::new(
-        client.rx,
-        client.end,
-        own,
-        timers,
-        active,
-        Some(left),
-        finish,
-    );
+    let body = SseBody::new(client.rx, client.end, own, timers, open, Some(left), finish);
     let mut resp = Response::new(body.boxed());
     let h = resp.headers_mut();
     h.insert(

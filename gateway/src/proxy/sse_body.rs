@@ -92,6 +92,15 @@ pub struct Timers {
     pub keepalive_every: Duration,
 }
 
+/// What counts a stream as open while its body lives: the `connections_active` gauge and the
+/// tenant's stream slot.
+pub struct OpenStream {
+    /// `connections_active` for the route.
+    pub gauge: IntGauge,
+    /// The tenant's stream slot, freed with the body.
+    pub slot: crate::caps::StreamSlot,
+}
+
 /// One client's SSE body.
 pub struct SseBody {
     rx: ClientRx,
@@ -103,7 +112,7 @@ pub struct SseBody {
     keepalive: Pin<Box<Sleep>>,
     keepalive_every: Duration,
     done: bool,
-    active: IntGauge,
+    open: OpenStream,
     left: Option<Arc<tokio::sync::Notify>>,
 }
 
@@ -114,11 +123,11 @@ impl SseBody {
         end: Arc<EndSlot>,
         own: OwnFrames,
         timers: Timers,
-        active: IntGauge,
+        open: OpenStream,
         left: Option<Arc<tokio::sync::Notify>>,
         finish: Finish,
     ) -> SseBody {
-        active.inc();
+        open.gauge.inc();
         SseBody {
             rx,
             finish,
@@ -129,7 +138,7 @@ impl SseBody {
             keepalive: Box::pin(tokio::time::sleep(timers.keepalive_every)),
             keepalive_every: timers.keepalive_every,
             done: false,
-            active,
+            open,
             left,
         }
     }
@@ -143,7 +152,7 @@ impl SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        self.active.dec();
+        self.open.gauge.dec();
         // Close first, so the hub sees this client gone when it wakes.
         self.rx.close();
         if let Some(left) = &self.left {

@@ -6,9 +6,7 @@ use crate::app::Gateway;
 use crate::body::{empty, Body};
 use crate::config::route::Captures;
 use crate::config::Route;
-use crate::outcome::Outcome;
-use crate::proxy::headers::Forwarding;
-use crate::proxy::ws_hello::Session;
+use crate::proxy::ws_hello::{Session, Upgrade};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use railgate_policy::{Denial, ErrorCode};
@@ -66,26 +64,25 @@ pub fn check_upgrade(route: &Route, req: &Request<Incoming>) -> Result<String, D
     Ok(accept)
 }
 
-/// Answers 101 and starts the session, which records `out` once its hello is decided.
+/// Answers 101 and starts the session.
 pub fn upgrade(
     gw: &Arc<Gateway>,
     route: &Route,
     caps: &Captures,
     mut req: Request<Incoming>,
-    accept: &str,
-    out: Outcome,
-    fwd: Forwarding,
+    up: Upgrade,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let session = Session::new(gw.clone(), route.clone(), caps.clone(), parts, out, fwd);
+    let accept = up.accept.clone();
+    let session = Session::new(gw.clone(), route.clone(), caps.clone(), parts, up);
     gw.streams.spawn(session.run(on_upgrade));
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(accept) {
+    if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert("sec-websocket-accept", v);
     }
     resp

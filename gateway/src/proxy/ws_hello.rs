@@ -4,6 +4,7 @@
 
 use crate::admission::{admit, spend_ticket, Admission, Caller};
 use crate::app::Gateway;
+use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{record, Outcome};
@@ -22,6 +23,18 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// What the dispatcher hands over with an upgrade it accepted.
+pub struct Upgrade {
+    /// The `Sec-WebSocket-Accept` value (`check_upgrade`).
+    pub accept: String,
+    /// The request's outcome, recorded by the session once its hello is decided.
+    pub out: Outcome,
+    /// What the upstream learns of who sent the request.
+    pub fwd: Forwarding,
+    /// The connection's slot: unauthenticated until the hello is admitted.
+    pub conn: Arc<Connection>,
+}
+
 /// An upgraded session before its hello.
 pub struct Session {
     gw: Arc<Gateway>,
@@ -30,6 +43,7 @@ pub struct Session {
     parts: Parts,
     out: Outcome,
     fwd: Forwarding,
+    conn: Arc<Connection>,
 }
 
 impl Session {
@@ -39,16 +53,16 @@ impl Session {
         route: Route,
         caps: Captures,
         parts: Parts,
-        out: Outcome,
-        fwd: Forwarding,
+        up: Upgrade,
     ) -> Session {
         Session {
             gw,
             route,
             caps,
             parts,
-            out,
-            fwd,
+            out: up.out,
+            fwd: up.fwd,
+            conn: up.conn,
         }
     }
 
@@ -106,9 +120,18 @@ impl Session {
         let admitted = admit(&self.gw, &admission, &caller)
             .await
             .map_err(End::Deny)?;
+        self.conn.authenticated();
         let cursor = cursor(hello.last_event_id.as_deref(), "last_event_id").map_err(End::Deny)?;
+        let slot = self
+            .gw
+            .stream_slot(admitted.ctx.tenant_id())
+            .map_err(End::Deny)?;
         spend_ticket(&self.gw, &admitted).map_err(End::Deny)?;
-        Ok(Greeted { admitted, cursor })
+        Ok(Greeted {
+            admitted,
+            cursor,
+            slot,
+        })
     }
 
     /// The first text message, within the hello timeout counted from the upgrade: control frames

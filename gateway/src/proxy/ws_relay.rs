@@ -15,6 +15,7 @@
 
 use crate::admission::Admitted;
 use crate::app::Gateway;
+use crate::caps::StreamSlot;
 use crate::clock;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
@@ -50,6 +51,8 @@ pub struct Greeted {
     pub admitted: Admitted,
     /// The hello's `last_event_id`, checked.
     pub cursor: Option<String>,
+    /// The session's place among its tenant's open streams.
+    pub slot: StreamSlot,
 }
 
 /// The relay of one admitted session.
@@ -70,6 +73,8 @@ pub struct WsRelay {
     held: Held,
     session: u64,
     heartbeat: Heartbeat,
+    /// Held for the session's life: its place among its tenant's open streams.
+    _slot: StreamSlot,
 }
 
 impl WsRelay {
@@ -82,7 +87,11 @@ impl WsRelay {
         fwd: &Forwarding,
         greeted: Greeted,
     ) -> WsRelay {
-        let Greeted { admitted, cursor } = greeted;
+        let Greeted {
+            admitted,
+            cursor,
+            slot,
+        } = greeted;
         let thread = admitted.thread_id.clone().unwrap_or_default();
         WsRelay {
             gw: gw.clone(),
@@ -103,6 +112,7 @@ impl WsRelay {
             held: Held::new(gw.config.ws.held_messages, gw.config.ws.held_bytes),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             heartbeat: Heartbeat::new(),
+            _slot: slot,
         }
     }
 
