@@ -202,7 +202,7 @@ mod tests {
         let a1 = c.connect(a).expect("a1");
         let _a2 = c.connect(a).expect("a2");
         assert_eq!(c.connect(a).err(), Some(Cap::UnauthenticatedPerAddress));
-        let _b1 = c.connect(b).expect("b1");
+        let b1 = c.connect(b).expect("b1");
         assert_eq!(c.connect(d).err(), Some(Cap::Unauthenticated));
         a1.authenticated();
         a1.authenticated();
@@ -211,7 +211,13 @@ mod tests {
             .expect("a1 authenticated: its address has room again");
         assert_eq!(c.connect(d).err(), Some(Cap::Connections), "4 open");
         drop(a1);
-        let _d1 = c.connect(d).expect("a slot freed on drop");
+        assert_eq!(
+            c.connect(d).err(),
+            Some(Cap::Unauthenticated),
+            "a connection slot is free, but three still wait to authenticate"
+        );
+        b1.authenticated();
+        let _d1 = c.connect(d).expect("both kinds of slot free");
     }
 
     #[test]

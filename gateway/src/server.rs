@@ -242,7 +242,10 @@ mod tests {
         let e = std::io::Error::from_raw_os_error(24); // EMFILE
         let waits: Vec<u128> = (0..9).map(|_| f.failed(&e).as_millis()).collect();
         assert_eq!(waits, vec![10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        assert_eq!(f.unlogged, 8, "one line for the first failure, the rest counted");
+        assert_eq!(
+            f.unlogged, 8,
+            "one line for the first failure, the rest counted"
+        );
         f.recovered();
         assert_eq!(f.failed(&e), Duration::from_millis(10));
     }
