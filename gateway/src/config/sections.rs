@@ -118,8 +118,8 @@ pub(super) fn read_limits(table: Option<Reader<'_>>, p: &mut Problems) -> Limits
         upstream_idle_timeout: secs(&mut r, "upstream_idle_timeout_s", 60, p),
         caps: crate::caps::Bounds {
             connections: r.uint("max_connections", p).unwrap_or(20_000) as usize,
-            unauthenticated: r.uint("max_unauthenticated", p).unwrap_or(2_000) as usize,
-            unauthenticated_per_address: r.uint("max_unauthenticated_per_address", p).unwrap_or(100)
+            unauthenticated: r.uint("max_unauthenticated", p).unwrap_or(4_096) as usize,
+            unauthenticated_per_address: r.uint("max_unauthenticated_per_address", p).unwrap_or(512)
                 as usize,
             streams_per_tenant: r.uint("max_streams_per_tenant", p).unwrap_or(10_000) as usize,
         },
