@@ -105,10 +105,11 @@ impl AcceptFailures {
     }
 }
 
-/// Answers a connection over a cap with `503 gateway.overloaded` and closes it, without reading
-/// its request (within a second).
+/// Answers a connection over a cap with `503 gateway.overloaded` and closes it, without parsing
+/// its request (within a second). What the client sent is read and dropped before the close, so
+/// the close is a FIN the client sees after the answer, not a reset that could discard it.
 async fn refuse(mut stream: tokio::net::TcpStream, cap: Cap) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = cap
         .denial()
         .envelope(&crate::mint::random_hex_id())
@@ -118,12 +119,21 @@ async fn refuse(mut stream: tokio::net::TcpStream, cap: Cap) {
          connection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    let write = async {
+    let answer = async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// One client connection: HTTP/1.1 with upgrades, until it ends or the gateway drains. `slot`
