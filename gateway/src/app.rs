@@ -67,6 +67,7 @@ impl Gateway {
             .get(crate::env::names::ADMIN_TOKEN)
             .filter(|t| !t.trim().is_empty());
         let caps = Caps::new(config.limits.caps);
+        let presence = Presence::new(config.ws.presence_window, config.ws.presence_fanout_max);
         Ok(Arc::new(Gateway {
             config,
             metrics,
@@ -78,7 +79,7 @@ impl Gateway {
             admin_token,
             caps,
             hubs: Default::default(),
-            presence: Default::default(),
+            presence,
             #[cfg(feature = "demo")]
             demo_page: Default::default(),
         }))

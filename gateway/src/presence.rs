@@ -1,9 +1,18 @@
 //! Who is connected to which thread over WebSocket. Presence never crosses a tenant or env: the
 //! registry is keyed by (tenant, env, thread), and members only ever hear about their own key.
+//!
+//! Changes are coalesced per thread: joins and leaves within one window (`ws.presence_window_ms`)
+//! reach each member present before the window as one message — the classic `join` / `leave`
+//! for a single change, `batch` (`joined`, `left`) for several — and a newcomer gets one
+//! `snapshot` of the others instead of a message per member, so a thread that fills up costs about
+//! one message per member per window rather than one per member per join. Above
+//! `ws.presence_fanout_max` members, changes are no longer pushed; a member asks for a snapshot
+//! with `{"type":"presence","op":"snapshot"}` (Centrifugo's approach for large channels).
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A member's identity.
@@ -24,29 +33,100 @@ type Key = (String, String, String);
 struct Entry {
     member: Member,
     tx: mpsc::Sender<String>,
+    /// Joined in the current window: gets a snapshot at its end, not the window's changes.
+    fresh: bool,
+}
+
+enum Change {
+    Join(Member),
+    Leave(Member),
+}
+
+#[derive(Default)]
+struct Room {
+    entries: Vec<Entry>,
+    pending: Vec<Change>,
+    flush_scheduled: bool,
 }
 
 /// The presence registry.
-#[derive(Default)]
 pub struct Presence {
-    threads: Mutex<HashMap<Key, Vec<Entry>>>,
+    rooms: Mutex<HashMap<Key, Room>>,
+    window: Duration,
+    fanout_max: usize,
 }
 
-fn event(op: &str, m: &Member, key: &Key) -> String {
-    json!({
-        "type": "presence",
-        "op": op,
-        "actor_id": m.actor_id,
-        "surface_id": m.surface_id,
-        "routing": {"tenant_id": key.0, "env": key.1, "thread_id": key.2},
-    })
-    .to_string()
+fn who(m: &Member) -> Value {
+    json!({"actor_id": m.actor_id, "surface_id": m.surface_id})
+}
+
+fn routing(key: &Key) -> Value {
+    json!({"tenant_id": key.0, "env": key.1, "thread_id": key.2})
+}
+
+/// What one member present before a window hears of its changes.
+fn news(changes: &[Change], key: &Key) -> Option<String> {
+    let msg = match changes {
+        [] => return None,
+        [one] => {
+            let (op, m) = match one {
+                Change::Join(m) => ("join", m),
+                Change::Leave(m) => ("leave", m),
+            };
+            json!({"type": "presence", "op": op, "actor_id": m.actor_id, "surface_id": m.surface_id, "routing": routing(key)})
+        }
+        many => {
+            let (mut joined, mut left) = (Vec::new(), Vec::new());
+            for c in many {
+                match c {
+                    Change::Join(m) => joined.push(who(m)),
+                    Change::Leave(m) => left.push(who(m)),
+                }
+            }
+            json!({"type": "presence", "op": "batch", "joined": joined, "left": left, "routing": routing(key)})
+        }
+    };
+    Some(msg.to_string())
+}
+
+fn snapshot(room: &Room, key: &Key, session: u64) -> String {
+    let members: Vec<Value> = room
+        .entries
+        .iter()
+        .filter(|e| e.member.session != session)
+        .map(|e| who(&e.member))
+        .collect();
+    json!({"type": "presence", "op": "snapshot", "members": members, "routing": routing(key)})
+        .to_string()
+}
+
+/// Whether a client's text message asks for a presence snapshot
+/// (`{"type":"presence","op":"snapshot"}`); such a message is answered, not forwarded.
+pub fn is_snapshot_request(text: &str) -> bool {
+    text.contains("presence")
+        && serde_json::from_str::<Value>(text).is_ok_and(|v| {
+            v.get("type").and_then(Value::as_str) == Some("presence")
+                && v.get("op").and_then(Value::as_str) == Some("snapshot")
+        })
 }
 
 impl Presence {
-    /// Adds a member and tells the others (best effort: a member whose queue is full misses it).
+    /// A registry coalescing changes over `window`, pushing them to at most `fanout_max` members.
+    pub fn new(window: Duration, fanout_max: usize) -> Arc<Presence> {
+        Arc::new(Presence {
+            rooms: Mutex::default(),
+            window,
+            fanout_max,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Room>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a member; the others hear of it, and it gets a snapshot, at the window's end.
     pub fn join(
-        &self,
+        self: &Arc<Self>,
         tenant: &str,
         env: &str,
         thread: &str,
@@ -54,43 +134,98 @@ impl Presence {
         tx: mpsc::Sender<String>,
     ) {
         let key = (tenant.to_owned(), env.to_owned(), thread.to_owned());
-        let msg = event("join", &member, &key);
-        let mut map = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(key).or_default();
-        for e in list.iter() {
-            let _ = e.tx.try_send(msg.clone());
-        }
-        list.push(Entry { member, tx });
+        let mut rooms = self.lock();
+        let room = rooms.entry(key.clone()).or_default();
+        room.pending.push(Change::Join(member.clone()));
+        room.entries.push(Entry {
+            member,
+            tx,
+            fresh: true,
+        });
+        self.schedule(room, key);
     }
 
-    /// Removes a member and tells the others.
-    pub fn leave(&self, tenant: &str, env: &str, thread: &str, session: u64) {
+    /// Removes a member; the others hear of it at the window's end.
+    pub fn leave(self: &Arc<Self>, tenant: &str, env: &str, thread: &str, session: u64) {
         let key = (tenant.to_owned(), env.to_owned(), thread.to_owned());
-        let mut map = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(list) = map.get_mut(&key) else {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&key) else {
             return;
         };
-        let Some(pos) = list.iter().position(|e| e.member.session == session) else {
+        let Some(pos) = room
+            .entries
+            .iter()
+            .position(|e| e.member.session == session)
+        else {
             return;
         };
-        let gone = list.remove(pos);
-        let msg = event("leave", &gone.member, &key);
-        for e in list.iter() {
-            let _ = e.tx.try_send(msg.clone());
+        let gone = room.entries.remove(pos);
+        room.pending.push(Change::Leave(gone.member));
+        self.schedule(room, key);
+    }
+
+    fn schedule(self: &Arc<Self>, room: &mut Room, key: Key) {
+        if room.flush_scheduled {
+            return;
         }
-        if list.is_empty() {
-            map.remove(&key);
+        room.flush_scheduled = true;
+        let (me, window) = (self.clone(), self.window);
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            me.flush(&key);
+        });
+    }
+
+    /// Ends a thread's window: newcomers get a snapshot of the others (when there are any),
+    /// everyone else the window's changes (unless the room is above `fanout_max`). A member whose
+    /// queue is full misses the message (best effort; it can ask for a snapshot).
+    pub fn flush(&self, key: &Key) {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(key) else {
+            return;
+        };
+        room.flush_scheduled = false;
+        let changes = std::mem::take(&mut room.pending);
+        let news = if room.entries.len() <= self.fanout_max {
+            news(&changes, key)
+        } else {
+            None
+        };
+        for i in 0..room.entries.len() {
+            let e = &room.entries[i];
+            let msg = if e.fresh {
+                (room.entries.len() > 1).then(|| snapshot(room, key, e.member.session))
+            } else {
+                news.clone()
+            };
+            if let Some(m) = msg {
+                let _ = room.entries[i].tx.try_send(m);
+            }
+            room.entries[i].fresh = false;
+        }
+        if room.entries.is_empty() {
+            rooms.remove(key);
+        }
+    }
+
+    /// A snapshot of the other members of a session's thread, asked for by the session.
+    pub fn snapshot_for(&self, tenant: &str, env: &str, thread: &str, session: u64) -> String {
+        let key = (tenant.to_owned(), env.to_owned(), thread.to_owned());
+        let rooms = self.lock();
+        match rooms.get(&key) {
+            Some(room) => snapshot(room, &key, session),
+            None => snapshot(&Room::default(), &key, session),
         }
     }
 
     /// Members of a thread in a tenant (every env this gateway serves: its own).
     pub fn members(&self, tenant: &str, thread: &str) -> Value {
-        let map = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<Value> = map
+        let rooms = self.lock();
+        let list: Vec<Value> = rooms
             .iter()
             .filter(|((t, _, th), _)| t == tenant && th == thread)
-            .flat_map(|((_, env, _), entries)| {
-                entries.iter().map(move |e| {
+            .flat_map(|((_, env, _), room)| {
+                room.entries.iter().map(move |e| {
                     json!({"actor_id": e.member.actor_id, "surface_id": e.member.surface_id, "env": env, "joined_at": e.member.joined_at})
                 })
             })
@@ -112,32 +247,114 @@ mod tests {
         }
     }
 
-    #[test]
-    fn members_hear_joins_and_leaves_of_their_own_thread_only() {
-        let p = Presence::default();
+    fn key(tenant: &str) -> Key {
+        (tenant.into(), "dev".into(), "th".into())
+    }
+
+    fn next(rx: &mut mpsc::Receiver<String>) -> Option<Value> {
+        rx.try_recv()
+            .ok()
+            .map(|t| serde_json::from_str(&t).expect("json"))
+    }
+
+    /// A registry whose windows never end by themselves: the tests flush.
+    fn registry(fanout_max: usize) -> Arc<Presence> {
+        Presence::new(Duration::from_secs(3600), fanout_max)
+    }
+
+    #[tokio::test]
+    async fn members_hear_joins_and_leaves_of_their_own_thread_only() {
+        let p = registry(100);
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
         let (tx_c, mut rx_c) = mpsc::channel(8);
         p.join("t_a", "dev", "th", member(1, "alice"), tx_a);
         p.join("t_b", "dev", "th", member(2, "mallory"), tx_b);
+        p.flush(&key("t_a"));
+        p.flush(&key("t_b"));
+        assert!(next(&mut rx_a).is_none(), "alone: no snapshot");
         p.join("t_a", "dev", "th", member(3, "bob"), tx_c);
-        let joined: Value =
-            serde_json::from_str(&rx_a.try_recv().expect("alice hears bob")).expect("json");
-        assert_eq!(joined["op"], "join");
-        assert_eq!(joined["actor_id"], "bob");
-        assert_eq!(joined["routing"]["tenant_id"], "t_a");
-        assert!(rx_b.try_recv().is_err(), "another tenant hears nothing");
-        assert!(rx_c.try_recv().is_err(), "a joiner does not hear itself");
+        p.flush(&key("t_a"));
+        let joined = next(&mut rx_a).expect("alice hears bob");
+        assert_eq!(
+            joined,
+            json!({"type": "presence", "op": "join", "actor_id": "bob", "surface_id": "web",
+                   "routing": {"tenant_id": "t_a", "env": "dev", "thread_id": "th"}})
+        );
+        let snap = next(&mut rx_c).expect("bob gets a snapshot");
+        assert_eq!(snap["op"], "snapshot");
+        assert_eq!(
+            snap["members"],
+            json!([{"actor_id": "alice", "surface_id": "web"}])
+        );
+        assert!(next(&mut rx_b).is_none(), "another tenant hears nothing");
         p.leave("t_a", "dev", "th", 1);
-        let left: Value =
-            serde_json::from_str(&rx_c.try_recv().expect("bob hears alice leave")).expect("json");
+        p.flush(&key("t_a"));
+        let left = next(&mut rx_c).expect("bob hears alice leave");
         assert_eq!(
             (left["op"].as_str(), left["actor_id"].as_str()),
             (Some("leave"), Some("alice"))
         );
-        assert!(rx_b.try_recv().is_err());
+        assert!(next(&mut rx_b).is_none());
         let listed = p.members("t_a", "th");
         assert_eq!(listed.as_array().map(Vec::len), Some(1));
         assert_eq!(listed[0]["actor_id"], "bob");
+    }
+
+    #[tokio::test]
+    async fn changes_within_a_window_go_out_as_one_message_per_member() {
+        let p = registry(100);
+        let (tx_a, mut rx_a) = mpsc::channel(8);
+        p.join("t_a", "dev", "th", member(1, "alice"), tx_a);
+        p.flush(&key("t_a"));
+        let mut late = Vec::new();
+        for i in 2..=11 {
+            let (tx, rx) = mpsc::channel(8);
+            p.join("t_a", "dev", "th", member(i, &format!("u{i}")), tx);
+            late.push(rx);
+        }
+        p.leave("t_a", "dev", "th", 11);
+        p.flush(&key("t_a"));
+        let batch = next(&mut rx_a).expect("one message");
+        assert!(next(&mut rx_a).is_none(), "only one");
+        assert_eq!(batch["op"], "batch");
+        assert_eq!(batch["joined"].as_array().map(Vec::len), Some(10));
+        assert_eq!(
+            batch["left"],
+            json!([{"actor_id": "u11", "surface_id": "web"}])
+        );
+        let snap = next(&mut late[0]).expect("a newcomer's snapshot");
+        assert_eq!(
+            snap["members"].as_array().map(Vec::len),
+            Some(9),
+            "the 9 others present"
+        );
+    }
+
+    #[tokio::test]
+    async fn above_the_fanout_limit_changes_are_not_pushed_but_snapshots_answer() {
+        let p = registry(2);
+        let (tx_a, mut rx_a) = mpsc::channel(8);
+        p.join("t_a", "dev", "th", member(1, "alice"), tx_a);
+        for i in 2..=3 {
+            let (tx, _rx) = mpsc::channel(8);
+            p.join("t_a", "dev", "th", member(i, &format!("u{i}")), tx);
+        }
+        p.flush(&key("t_a"));
+        let first = next(&mut rx_a).expect("alice joined in this window: a snapshot");
+        assert_eq!(first["op"], "snapshot");
+        let (tx, _rx) = mpsc::channel(8);
+        p.join("t_a", "dev", "th", member(4, "u4"), tx);
+        p.flush(&key("t_a"));
+        assert!(next(&mut rx_a).is_none(), "4 members > 2: no push");
+        let snap: Value =
+            serde_json::from_str(&p.snapshot_for("t_a", "dev", "th", 1)).expect("json");
+        assert_eq!(snap["members"].as_array().map(Vec::len), Some(3));
+        assert!(is_snapshot_request(
+            r#"{"type":"presence","op":"snapshot"}"#
+        ));
+        assert!(!is_snapshot_request(
+            r#"{"type":"message","text":"presence"}"#
+        ));
     }
 }

@@ -231,11 +231,21 @@ async fn presence_reaches_the_same_thread_and_tenant_only() {
     let mut c = ctx("t_a");
     c["user_id"] = json!("u2");
     hello(&mut a2, c, None).await;
+    // a1 learns of u2 by a join — or, when u2 came within a1's own first presence window, by
+    // a1's snapshot of the others.
     let joined = ws_next_json(&mut a1).await;
-    assert_eq!(
-        joined,
-        json!({"type": "presence", "op": "join", "actor_id": "u2", "surface_id": "web", "routing": {"tenant_id": "t_a", "env": "dev", "thread_id": ta}})
-    );
+    let routing = json!({"tenant_id": "t_a", "env": "dev", "thread_id": ta});
+    if joined["op"] == "snapshot" {
+        assert_eq!(
+            joined,
+            json!({"type": "presence", "op": "snapshot", "members": [{"actor_id": "u2", "surface_id": "web"}], "routing": routing})
+        );
+    } else {
+        assert_eq!(
+            joined,
+            json!({"type": "presence", "op": "join", "actor_id": "u2", "surface_id": "web", "routing": routing})
+        );
+    }
     let listed = get(
         &admin,
         &format!("/admin/presence/t_a/{ta}"),
@@ -618,4 +628,106 @@ async fn messages_held_while_the_upstream_is_down_are_bounded_by_bytes() {
         .await
         .expect("second: over 1,000 bytes held");
     expect_refusal(&mut ws, "upstream.unavailable", 503, 1011).await;
+}
+
+/// One member's view of a thread's presence, from the messages it got.
+#[derive(Default)]
+struct View {
+    members: Vec<String>,
+    messages: usize,
+}
+
+impl View {
+    fn apply(&mut self, v: &Value) {
+        let actor = |m: &Value| m["actor_id"].as_str().unwrap_or_default().to_owned();
+        self.messages += 1;
+        match v["op"].as_str() {
+            Some("snapshot") => {
+                self.members = v["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(actor)
+                    .collect()
+            }
+            Some("join") => self.members.push(actor(v)),
+            Some("leave") => self.remove(&actor(v)),
+            Some("batch") => {
+                for m in v["joined"].as_array().into_iter().flatten() {
+                    self.members.push(actor(m));
+                }
+                for m in v["left"].as_array().into_iter().flatten() {
+                    self.remove(&actor(m));
+                }
+            }
+            other => panic!("unknown presence op {other:?}: {v}"),
+        }
+    }
+
+    fn remove(&mut self, actor: &str) {
+        if let Some(i) = self.members.iter().position(|m| m == actor) {
+            self.members.remove(i);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_of_300_members_joining_in_waves_is_coalesced_and_every_view_ends_right() {
+    const N: usize = 300;
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    let views: Vec<std::sync::Arc<std::sync::Mutex<View>>> =
+        (0..N).map(|_| Default::default()).collect();
+    let mut tasks = Vec::new();
+    for wave in 0..N / 10 {
+        for k in 0..10 {
+            let i = wave * 10 + k;
+            let tok = format!("Bearer {}", token("t_a", &format!("u{i}"), json!({})));
+            let mut ws = ws_connect(
+                &s.addr(),
+                &format!("/ws/chat/{th}"),
+                &[("authorization", tok.as_str())],
+            )
+            .await
+            .expect("upgrade");
+            let c = json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
+            hello(&mut ws, c, None).await;
+            let view = views[i].clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(Message::Text(t))) = futures_util::StreamExt::next(&mut ws).await
+                {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("json");
+                    if v["type"] == "presence" {
+                        view.lock().expect("view").apply(&v);
+                    }
+                }
+            }));
+        }
+        // Waves 150 ms apart (pacing, as in the field report).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    eventually!(30, "every member sees the 299 others", {
+        views
+            .iter()
+            .all(|v| v.lock().expect("view").members.len() == N - 1)
+    });
+    let total: usize = views.iter().map(|v| v.lock().expect("view").messages).sum();
+    eprintln!("presence: {total} messages for {N} members (n²/2 = {})", N * N / 2);
+    for (i, v) in views.iter().enumerate() {
+        let mut seen = v.lock().expect("view").members.clone();
+        seen.sort();
+        let mut want: Vec<String> = (0..N)
+            .filter(|j| *j != i)
+            .map(|j| format!("u{j}"))
+            .collect();
+        want.sort();
+        assert_eq!(seen, want, "member u{i}'s view");
+    }
+    assert!(
+        total < N * N / 4,
+        "{total} presence messages for {N} members"
+    );
+    for t in tasks {
+        t.abort();
+    }
 }

@@ -212,6 +212,10 @@ pub struct WsConfig {
     pub held_bytes: usize,
     /// Presence join/leave events.
     pub presence: bool,
+    /// Presence changes within this window go out as one message.
+    pub presence_window: Duration,
+    /// Above this many members of a thread, presence changes are no longer pushed.
+    pub presence_fanout_max: usize,
 }
 
 /// Values from the command line that override the file.

@@ -165,6 +165,8 @@ pub(super) fn read_ws(table: Option<Reader<'_>>, p: &mut Problems) -> WsConfig {
         held_messages: r.uint("held_messages", p).unwrap_or(256) as usize,
         held_bytes: r.uint("held_bytes", p).unwrap_or(1024 * 1024) as usize,
         presence: r.boolean("presence", p).unwrap_or(true),
+        presence_window: millis(&mut r, "presence_window_ms", 100, p),
+        presence_fanout_max: r.uint("presence_fanout_max", p).unwrap_or(1000) as usize,
     };
     r.finish(p);
     c

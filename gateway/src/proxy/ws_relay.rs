@@ -22,7 +22,7 @@ use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Stamped};
 use crate::metrics::Violation;
-use crate::presence::Member;
+use crate::presence::{is_snapshot_request, Member};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
@@ -308,8 +308,20 @@ impl WsRelay {
         }
     }
 
-    /// Client → upstream, or held while the upstream is away.
+    /// Client → upstream, or held while the upstream is away. A presence snapshot request is
+    /// answered here instead.
     async fn forward(&mut self, client: &mut ClientWs, m: Message) -> Step {
+        if let Message::Text(t) = &m {
+            if self.gw.config.ws.presence && is_snapshot_request(t.as_str()) {
+                let snapshot = self.gw.presence.snapshot_for(
+                    self.ctx.tenant_id(),
+                    self.ctx.env(),
+                    &self.thread,
+                    self.session,
+                );
+                return self.send_client(client, Message::text(snapshot)).await;
+            }
+        }
         // Whatever the upstream already sent — events, or its close after a crash — is handled
         // first, so a message is never written into a connection already known to be dead.
         while let Some(pending) = self.upstream.as_mut().and_then(|u| u.next().now_or_never()) {
