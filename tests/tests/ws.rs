@@ -712,7 +712,10 @@ async fn presence_of_300_members_joining_in_waves_is_coalesced_and_every_view_en
             .all(|v| v.lock().expect("view").members.len() == N - 1)
     });
     let total: usize = views.iter().map(|v| v.lock().expect("view").messages).sum();
-    eprintln!("presence: {total} messages for {N} members (n²/2 = {})", N * N / 2);
+    eprintln!(
+        "presence: {total} messages for {N} members (n²/2 = {})",
+        N * N / 2
+    );
     for (i, v) in views.iter().enumerate() {
         let mut seen = v.lock().expect("view").members.clone();
         seen.sort();
