@@ -43,13 +43,13 @@ impl Deduper {
     }
 
     /// A stream that resumes after `cursor`: `cursor` counts as delivered, and the deduper is
-    /// armed.
+    /// armed. Without a cursor the stream is fresh: [`Deduper::watching`].
     pub fn after(cursor: Option<&str>) -> Deduper {
         let mut d = Deduper::default();
         if let Some(c) = cursor.filter(|c| !c.is_empty()) {
             d.record(c);
+            d.armed = true;
         }
-        d.armed = true;
         d
     }
 

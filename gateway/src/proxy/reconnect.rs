@@ -42,12 +42,17 @@ pub fn classify(status: u16) -> Refusal {
 /// means none. `what` names the field in the refusal.
 pub fn cursor(raw: Option<&str>, what: &'static str) -> Result<Option<String>, Denial> {
     match raw {
-        Some(c) if c.len() > MAX_CURSOR || c.contains(['\0', '\r', '\n']) => Err(
-            Denial::with_message(ErrorCode::CursorInvalid, format!("{what} is malformed")),
-        ),
+        Some(c) if c.len() > MAX_CURSOR || c.contains(['\0', '\r', '\n']) => {
+            Err(malformed_cursor(what))
+        }
         Some("") | None => Ok(None),
         Some(c) => Ok(Some(c.to_owned())),
     }
+}
+
+/// The refusal of a malformed cursor; `what` names the field.
+pub fn malformed_cursor(what: &str) -> Denial {
+    Denial::with_message(ErrorCode::CursorInvalid, format!("{what} is malformed"))
 }
 
 /// When a stream whose credential ends at `expires_at` (unix seconds) must end, with `leeway`.

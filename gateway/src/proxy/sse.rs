@@ -16,7 +16,7 @@ use crate::config::{Rail, Route};
 use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
 use crate::proxy::headers::{self, Forwarding};
-use crate::proxy::reconnect::{credential_end, cursor};
+use crate::proxy::reconnect::{credential_end, cursor, malformed_cursor};
 use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
 use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
@@ -48,7 +48,7 @@ pub fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
 }
 
 fn malformed() -> Denial {
-    Denial::with_message(ErrorCode::CursorInvalid, "Last-Event-ID is malformed")
+    malformed_cursor("Last-Event-ID")
 }
 
 /// What admission and the rail's own checks produced for one stream.

@@ -136,10 +136,7 @@ impl Hub {
             journal,
             state: Mutex::new(State {
                 subs: Vec::new(),
-                dedupe: match cursor {
-                    Some(c) => Deduper::after(Some(c)),
-                    None => Deduper::watching(),
-                },
+                dedupe: Deduper::after(cursor),
                 last_id: cursor.map(str::to_owned),
                 pending_resume: None,
             }),

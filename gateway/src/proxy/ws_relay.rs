@@ -104,10 +104,7 @@ impl WsRelay {
             upstream: None,
             reconnect: Reconnect::new(&gw.metrics, &route.name, Rail::Ws, route.resume_deadline),
             retry_at: Deadline::now(),
-            dedupe: match &cursor {
-                Some(c) => Deduper::after(Some(c)),
-                None => Deduper::watching(),
-            },
+            dedupe: Deduper::after(cursor.as_deref()),
             last_id: cursor,
             held: Held::new(gw.config.ws.held_messages, gw.config.ws.held_bytes),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
