@@ -6,8 +6,9 @@ use crate::body::{full, Body};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::registry::Registry;
-use crate::respond::json;
+use crate::respond::{self, json};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use railgate_policy::{Denial, ErrorCode};
 use serde_json::json as j;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,24 +41,34 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
+/// A refusal of the admin listener, as the envelope every refusal carries.
+fn deny(code: ErrorCode, message: &'static str) -> Response<Body> {
+    respond::http(
+        &Denial::with_message(code, message),
+        &crate::mint::random_hex_id(),
+    )
+}
+
+/// Answers a request head the connection's guard refused; the connection then closes.
+pub fn refused(denial: &Denial) -> Response<Body> {
+    let mut resp = respond::http(denial, &crate::mint::random_hex_id());
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// `None` when the request carries the admin bearer token, else the refusal to send.
 fn refusal<B>(admin: &Admin, req: &Request<B>) -> Option<Response<Body>> {
     let Some(expected) = &admin.token else {
-        return Some(json(
-            StatusCode::FORBIDDEN,
-            &j!({"error": "admin API disabled: RAILGATE_ADMIN_TOKEN is not set"}),
-            "",
+        return Some(deny(
+            ErrorCode::FeatureDisabled,
+            "admin API disabled: RAILGATE_ADMIN_TOKEN is not set",
         ));
     };
-    let presented = bearer(req.headers()).ok().flatten().unwrap_or_default();
-    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        None
-    } else {
-        Some(json(
-            StatusCode::UNAUTHORIZED,
-            &j!({"error": "admin bearer token required"}),
-            "",
-        ))
+    match bearer(req.headers()).ok().flatten() {
+        None => Some(deny(ErrorCode::TokenMissing, "admin bearer token required")),
+        Some(p) if bool::from(p.as_bytes().ct_eq(expected.as_bytes())) => None,
+        Some(_) => Some(deny(ErrorCode::TokenInvalid, "admin bearer token is wrong")),
     }
 }
 
@@ -115,13 +126,9 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
                         "",
                     )
                 }
-                _ => json(
-                    StatusCode::NOT_FOUND,
-                    &j!({"error": "no such admin endpoint"}),
-                    "",
-                ),
+                _ => deny(ErrorCode::RouteNotFound, "no such admin endpoint"),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => deny(ErrorCode::RouteNotFound, "no such admin endpoint"),
     }
 }

@@ -1,5 +1,5 @@
 //! The entry of every client request, in phases that run in one direction:
-//! [`early_checks`] (smuggling shapes, header size, drain) → built-in endpoints → [`route`] →
+//! [`early_checks`] (path, drain) → built-in endpoints → [`route`] →
 //! admission ([`crate::admission`]) → the rail's own checks → the ticket spent → the rail
 //! ([`crate::proxy`]) → one access log line ([`crate::outcome::record`]).
 
@@ -35,6 +35,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let trace = early_trace_id(req.headers());
     let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
+    let asks_upgrade = req.headers().contains_key(http::header::UPGRADE);
     let answer = match serve(&gw, req, peer, &conn, &mut out).await {
         Ok(answer) => answer,
         Err(d) => {
@@ -43,12 +44,35 @@ pub async fn handle(
         }
     };
     match answer {
-        Answer::Done(resp) => {
+        Answer::Done(mut resp) => {
             record(&gw.metrics, &out, resp.status().as_u16());
+            if asks_upgrade {
+                // The connection's guard stopped reading request framing at this head; a
+                // switch not made ends the connection.
+                close_after(&mut resp);
+            }
             resp
         }
         Answer::Upgraded(resp) => resp,
     }
+}
+
+/// Answers a request head the connection's guard refused ([`crate::wire`]): the envelope,
+/// then the connection closes. Logged with the path `-` (the head was never parsed).
+pub fn refused(gw: &Gateway, denial: &Denial) -> Response<Body> {
+    let mut out = Outcome::new(Method::GET, "-".into(), crate::mint::random_hex_id());
+    out.code = Some(denial.code);
+    let mut resp = respond::http(denial, &out.trace_id);
+    record(&gw.metrics, &out, resp.status().as_u16());
+    close_after(&mut resp);
+    resp
+}
+
+fn close_after(resp: &mut Response<Body>) {
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
 }
 
 async fn serve(
@@ -130,17 +154,11 @@ fn forwarding(gw: &Gateway, route: &Route, peer: SocketAddr) -> Forwarding {
     }
 }
 
-/// Refusals that need no route: smuggling shapes, an oversized head, a path with encoded dot
-/// segments or separators, a draining gateway.
+/// Refusals that need no route: a path with encoded dot segments or separators, a draining
+/// gateway. (Smuggling shapes and oversized heads never get here: [`crate::wire`].)
 pub fn early_checks(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial> {
-    if let Some(why) = smuggling_shape(req) {
-        return Err(Denial::with_message(ErrorCode::HeaderInvalid, why));
-    }
     if !path_is_safe(req.uri().path()) {
         return Err(Denial::new(ErrorCode::PathInvalid));
-    }
-    if header_bytes(req) > gw.config.limits.max_header_bytes {
-        return Err(Denial::new(ErrorCode::HeadersTooLarge));
     }
     if gw.draining.is_cancelled() {
         return Err(Denial::new(ErrorCode::Draining));
@@ -233,26 +251,6 @@ pub fn path_is_safe(path: &str) -> bool {
         current = std::borrow::Cow::Owned(decoded.into_owned());
     }
     false
-}
-
-fn smuggling_shape(req: &Request<Incoming>) -> Option<&'static str> {
-    let h = req.headers();
-    let cl = h.get_all(http::header::CONTENT_LENGTH).iter().count();
-    if cl > 1 {
-        return Some("Content-Length sent more than once");
-    }
-    if cl == 1 && h.contains_key(http::header::TRANSFER_ENCODING) {
-        return Some("Content-Length together with Transfer-Encoding");
-    }
-    None
-}
-
-fn header_bytes(req: &Request<Incoming>) -> usize {
-    req.headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + req.uri().to_string().len()
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //! | phase | function |
 //! |---|---|
 //! | accept, one connection | [`server::run`] → `server::serve_connection` |
+//! | request framing (smuggling shapes, head size and syntax) | [`wire::Guarded`] → [`dispatch::refused`] |
 //! | entry, one request | [`dispatch::handle`] |
-//! | early refusals (smuggling, head size, drain) | [`dispatch::early_checks`] |
+//! | early refusals (path, drain) | [`dispatch::early_checks`] |
 //! | built-in endpoints | [`tickets::issue`] (`POST /auth/tickets`) |
 //! | route | [`dispatch::route`] |
 //! | rail's own checks | [`proxy::ws::check_upgrade`] (WS); body limit (HTTP) |
@@ -57,6 +58,7 @@ pub mod respond;
 pub mod server;
 pub mod sse;
 pub mod tickets;
+pub mod wire;
 
 pub use app::Gateway;
 pub use server::{run, Listeners};

@@ -4,6 +4,9 @@
 use crate::admin::{self, Admin};
 use crate::app::Gateway;
 use crate::caps::{Cap, Connection};
+use crate::wire::{head, Guarded, Refusal};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -149,13 +152,20 @@ async fn serve_connection(
     let header_timeout = limits.header_read_timeout;
     let stop = gw.draining.clone();
     let gw2 = gw.clone();
-    let svc = service_fn(move |req| {
+    let refusal = Refusal::new();
+    let io = Guarded::new(stream, limits.max_header_bytes, refusal.clone());
+    let svc = service_fn(move |req: Request<Incoming>| {
         let (gw, slot) = (gw2.clone(), slot.clone());
+        let refused = refusal.claim(req.headers());
         // Boxed: hyper keeps a slot the size of this future for the connection's whole life; a
         // box in it is 16 bytes, and the request's own state is freed once the response (or the
         // stream body) is handed over.
         let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-            Ok::<_, std::convert::Infallible>(crate::dispatch::handle(gw, req, peer, slot).await)
+            let resp = match refused {
+                Some(denial) => crate::dispatch::refused(&gw, &denial),
+                None => crate::dispatch::handle(gw, req, peer, slot).await,
+            };
+            Ok::<_, std::convert::Infallible>(resp)
         });
         fut
     });
@@ -163,7 +173,8 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(max_buf)
-        .serve_connection(TokioIo::new(stream), svc)
+        .max_headers(head::MAX_HEADERS)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -220,6 +231,9 @@ fn spawn_background(gw: &Arc<Gateway>) {
     }
 }
 
+/// Largest request head the admin listener reads.
+const ADMIN_MAX_HEAD: usize = 16 * 1024;
+
 async fn serve_admin(admin: Arc<Admin>, listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -228,14 +242,24 @@ async fn serve_admin(admin: Arc<Admin>, listener: TcpListener) {
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let refusal = Refusal::new();
+            let io = Guarded::new(stream, ADMIN_MAX_HEAD, refusal.clone());
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin::handle(admin, req).await) }
+                let refused = refusal.claim(req.headers());
+                async move {
+                    let resp = match refused {
+                        Some(denial) => admin::refused(&denial),
+                        None => admin::handle(admin, req).await,
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
+                .max_headers(head::MAX_HEADERS)
+                .serve_connection(TokioIo::new(io), svc)
                 .await;
         });
     }

@@ -95,6 +95,10 @@ codes! {
     HeaderInvalid => ("request.header_invalid", 400, false, 4003, true, "a context header is malformed or repeated"),
     /// Encoded dot segments, encoded slashes or backslashes in the path.
     PathInvalid => ("request.path_invalid", 400, false, 4003, false, "path has encoded dot segments or separators"),
+    /// Anything refused while reading the request head: a smuggling shape (`Content-Length`
+    /// with `Transfer-Encoding`, a repeated length), bare-LF line ends, obs-fold, control bytes,
+    /// a bad request line; or a body that breaks its own framing.
+    Malformed => ("request.malformed", 400, false, 4003, false, "request is malformed"),
     /// WebSocket `Origin` not allowed.
     OriginForbidden => ("request.origin_forbidden", 403, false, 4003, false, "origin is not allowed"),
     /// Body or message over its limit.
@@ -121,6 +125,8 @@ codes! {
     Draining => ("gateway.draining", 503, true, 1001, false, "gateway is shutting down"),
     /// A capacity cap is reached (connections, unauthenticated connections, a tenant's streams).
     Overloaded => ("gateway.overloaded", 503, true, 1013, false, "gateway is at capacity"),
+    /// A feature switched off (the admin API without `RAILGATE_ADMIN_TOKEN`).
+    FeatureDisabled => ("feature.disabled", 403, false, 4003, false, "feature is disabled"),
     /// Too many requests.
     RateLimited => ("rate.limited", 429, true, 1013, false, "too many requests"),
 }

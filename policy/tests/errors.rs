@@ -33,6 +33,7 @@ fn every_code_has_its_contract_status_retry_flag_and_close_code() {
         (ContextMismatch, "auth.context_mismatch", 403, false, 4003),
         (HeaderInvalid, "request.header_invalid", 400, false, 4003),
         (PathInvalid, "request.path_invalid", 400, false, 4003),
+        (Malformed, "request.malformed", 400, false, 4003),
         (
             OriginForbidden,
             "request.origin_forbidden",
@@ -52,6 +53,7 @@ fn every_code_has_its_contract_status_retry_flag_and_close_code() {
         (RegistryUnavailable, "registry.unavailable", 503, true, 1011),
         (Draining, "gateway.draining", 503, true, 1001),
         (Overloaded, "gateway.overloaded", 503, true, 1013),
+        (FeatureDisabled, "feature.disabled", 403, false, 4003),
         (RateLimited, "rate.limited", 429, true, 1013),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len(), "table covers every code");

@@ -367,3 +367,94 @@ pub async fn ws_next_json(ws: &mut Ws) -> Value {
         other => panic!("expected a text message, got {other:?}"),
     }
 }
+
+/// What a raw exchange got back: every complete response, and whether the gateway closed the
+/// connection (rather than the wait timing out).
+#[derive(Debug)]
+pub struct RawExchange {
+    /// The responses, in order.
+    pub responses: Vec<HttpResponse>,
+    /// The connection ended from the gateway's side within the wait.
+    pub closed: bool,
+    /// Bytes after the last complete response.
+    pub rest: Vec<u8>,
+}
+
+/// Writes `bytes` as they are (no framing fixed up), then reads until the gateway closes or
+/// `wait` passes, and parses what came back.
+pub async fn raw_exchange(addr: &str, bytes: &[u8], wait: Duration) -> RawExchange {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = timeout(TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("connect timeout")
+        .expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut buf = Vec::new();
+    let closed = matches!(timeout(wait, s.read_to_end(&mut buf)).await, Ok(Ok(_)));
+    let (responses, rest) = parse_responses(&buf);
+    RawExchange {
+        responses,
+        closed,
+        rest,
+    }
+}
+
+/// Splits HTTP/1.1 responses (`Content-Length` or chunked bodies) off `buf`.
+pub fn parse_responses(mut buf: &[u8]) -> (Vec<HttpResponse>, Vec<u8>) {
+    let mut out = Vec::new();
+    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("status line");
+        let mut headers = HeaderMap::new();
+        for l in lines {
+            let (k, v) = l.split_once(':').expect("header line");
+            headers.append(
+                http::HeaderName::from_bytes(k.trim().as_bytes()).expect("name"),
+                v.trim().parse().expect("value"),
+            );
+        }
+        let mut rest = &buf[end + 4..];
+        let body = if let Some(n) = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        {
+            let Some(b) = rest.get(..n) else { break };
+            rest = &rest[n..];
+            b.to_vec()
+        } else if headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v == "chunked")
+        {
+            let mut body = Vec::new();
+            loop {
+                let Some(l) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    return (out, buf.to_vec());
+                };
+                let size = usize::from_str_radix(&String::from_utf8_lossy(&rest[..l]), 16)
+                    .expect("chunk size");
+                rest = &rest[l + 2..];
+                if size == 0 {
+                    rest = rest.get(2..).unwrap_or_default();
+                    break;
+                }
+                body.extend_from_slice(&rest[..size]);
+                rest = &rest[size + 2..];
+            }
+            body
+        } else {
+            Vec::new()
+        };
+        out.push(HttpResponse {
+            status,
+            headers,
+            body: Bytes::from(body),
+        });
+        buf = rest;
+    }
+    (out, buf.to_vec())
+}

@@ -1,5 +1,5 @@
 //! The HTTP rail and the gateway core against real processes: every HTTP-visible error code,
-//! header hygiene, smuggling shapes, registry caching, tickets, JWKS rotation, metrics, drain.
+//! header hygiene, broken chunked bodies, registry caching, tickets, JWKS rotation, metrics, drain.
 
 use railgate_tests::client::{get, post_json, request, HttpResponse};
 use railgate_tests::eventually;
@@ -237,72 +237,27 @@ async fn raw(addr: &str, bytes: &[u8]) -> String {
 }
 
 #[tokio::test]
-async fn request_smuggling_shapes_cannot_smuggle() {
+async fn a_body_that_breaks_its_chunked_framing_is_refused_and_not_stored() {
+    // The heads themselves (CL+TE, repeated lengths, bare LF...) are in `framing.rs`.
     let s = Stack::start("");
     let addr = s.addr();
     let th = s.thread("t_a").await;
     let tok = token("t_a", "u1", json!({}));
     let head = format!("POST /chat/threads/{th}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\n");
-    let hidden = format!("GET /chat/threads/{th}/smuggled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\n\r\n");
-
-    // CL + TE: chunked framing wins, the connection closes after the answer, so the request
-    // hidden after the terminating chunk is never parsed.
-    let chunk = r#"{"text":"framed by chunks"}"#;
-    let body = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n{hidden}", chunk.len());
-    let case = format!("{head}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
-    let answer = raw(&addr, case.as_bytes()).await;
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
-    assert_eq!(
-        answer.matches("HTTP/1.1").count(),
-        1,
-        "one answer only: {answer:?}"
-    );
-    // Differing duplicate Content-Length: refused outright.
-    let case = format!("{head}Content-Length: 2\r\nContent-Length: 7\r\n\r\n{{}}");
-    assert!(raw(&addr, case.as_bytes())
-        .await
-        .starts_with("HTTP/1.1 400"));
-    // A malformed chunk size: refused with the envelope, nothing stored.
     let case = format!("{head}Transfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n");
     let answer = raw(&addr, case.as_bytes()).await;
     assert!(
-        answer.starts_with("HTTP/1.1 400") && answer.contains("request.header_invalid"),
+        answer.starts_with("HTTP/1.1 400") && answer.contains("request.malformed"),
         "{answer:?}"
     );
-    // Identical duplicate Content-Length: one length reaches the upstream.
     let ok = r#"{"text":"ok"}"#;
     let case = format!(
-        "{head}Content-Length: {n}\r\nContent-Length: {n}\r\n\r\n{ok}",
-        n = ok.len()
+        "{head}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{ok}\r\n0\r\n\r\n",
+        ok.len()
     );
     assert!(raw(&addr, case.as_bytes())
         .await
         .starts_with("HTTP/1.1 201"));
-
-    let reqs = s.mock_requests().await;
-    assert!(
-        !reqs
-            .iter()
-            .any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/smuggled"))),
-        "hidden request reached the upstream"
-    );
-    for r in reqs
-        .iter()
-        .filter(|r| r["path"] == format!("/chat/threads/{th}/messages"))
-    {
-        let cl = r["headers"].get("content-length").and_then(Value::as_str);
-        let te = r["headers"]
-            .get("transfer-encoding")
-            .and_then(Value::as_str);
-        assert!(
-            !(cl.is_some() && te.is_some()),
-            "both framings forwarded: {r}"
-        );
-        assert!(
-            cl.is_none_or(|v| !v.contains(',')),
-            "duplicate lengths forwarded: {r}"
-        );
-    }
     let stored = get(&s.mock_addr(), &format!("/chat/threads/{th}/messages"), &[])
         .await
         .json();
@@ -312,7 +267,7 @@ async fn request_smuggling_shapes_cannot_smuggle() {
         .iter()
         .filter_map(|m| m["text"].as_str())
         .collect();
-    assert_eq!(texts, vec!["framed by chunks", "ok"]);
+    assert_eq!(texts, vec!["ok"]);
 }
 
 #[tokio::test]

@@ -99,7 +99,7 @@ impl http_body::Body for ClientBody {
             let code = if e.is::<LengthLimitError>() {
                 ErrorCode::TooLarge
             } else {
-                ErrorCode::HeaderInvalid
+                ErrorCode::Malformed
             };
             if let Ok(mut f) = self.fault.lock() {
                 *f = Some(code);
