@@ -542,7 +542,10 @@ mod tests {
         (addr, fetches)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// The burst is lined up at the fetch gate before it opens (a current-thread runtime runs
+    /// every spawned task up to the gate on one yield), which is where a gate released between
+    /// the check and the recorded fetch lets every waiter fetch.
+    #[tokio::test(flavor = "current_thread")]
     async fn a_burst_of_unknown_kids_makes_exactly_one_refetch() {
         let (addr, fetches) = slow_jwks().await;
         let text =
@@ -562,12 +565,19 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(b"secret"),
         )
         .expect("token");
+        let gate = auth.keys.last_fetch.lock().await;
         let burst: Vec<_> = (0..500)
             .map(|_| {
                 let (auth, token) = (auth.clone(), token.clone());
                 tokio::spawn(async move { auth.verify_jwt(&token, 1_000).await })
             })
             .collect();
+        tokio::task::yield_now().await;
+        assert!(
+            burst.iter().all(|t| !t.is_finished()),
+            "all wait at the gate"
+        );
+        drop(gate);
         for r in burst {
             assert!(r.await.expect("task").is_err(), "the kid stays unknown");
         }
