@@ -57,6 +57,23 @@ impl Stack {
         Stack { mock, gw, dir }
     }
 
+    /// Like [`Stack::start`], with the gateway limited to `nofile` open files.
+    pub fn start_with_nofile(extra_toml: &str, nofile: u32) -> Stack {
+        let mock = Proc::spawn(
+            &bins::path("upstream-mock"),
+            &["--listen", "127.0.0.1:0"],
+            &[],
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n{extra_toml}",
+            mock.addr()
+        );
+        std::fs::write(dir.path().join("railgate.toml"), config).expect("write config");
+        let gw = spawn_gateway_limited(dir.path(), None, Some(nofile));
+        Stack { mock, gw, dir }
+    }
+
     /// Ends the gateway (`kill -9` when `kill9`, else SIGTERM and its drain) and starts a new one
     /// with the same config on the same client address (clients reconnect to the same URL).
     pub fn restart_gateway(&mut self, kill9: bool) {
@@ -151,13 +168,29 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
 }
 
 fn spawn_gateway(dir: &std::path::Path, listen: Option<&str>) -> Proc {
+    spawn_gateway_limited(dir, listen, None)
+}
+
+/// Spawns the gateway; with `nofile`, under that soft limit of open files (through `sh`'s
+/// `ulimit -n`, then `exec`, so the process is the gateway itself).
+fn spawn_gateway_limited(dir: &std::path::Path, listen: Option<&str>, nofile: Option<u32>) -> Proc {
     let path = dir.join("railgate.toml");
+    let bin = bins::path("railgate");
+    let bin_text = bin.to_str().expect("utf8").to_owned();
     let mut args = vec!["serve", "--config", path.to_str().expect("utf8")];
     if let Some(addr) = listen {
         args.extend(["--listen", addr]);
     }
+    let script = format!("ulimit -n {} && exec \"$0\" \"$@\"", nofile.unwrap_or(0));
+    let program = match nofile {
+        Some(_) => {
+            args.splice(0..0, ["-c", script.as_str(), bin_text.as_str()]);
+            std::path::PathBuf::from("/bin/sh")
+        }
+        None => bin,
+    };
     Proc::spawn(
-        &bins::path("railgate"),
+        &program,
         &args,
         &[
             ("AUTH_JWT_SIGNING", JWT_SECRET),
