@@ -2,6 +2,7 @@
 
 use crate::config::{self, Config, Overrides};
 use crate::env::Env;
+use crate::startup;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,8 +26,13 @@ pub fn read_config_file(explicit: Option<&Path>) -> Result<Option<(PathBuf, Stri
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Loads and validates; on failure prints every problem and returns the exit code.
-pub fn load(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> Result<Config, ExitCode> {
+/// Loads and validates; returns the config and where it came from ([`startup::config_source`]).
+/// On failure prints every problem and returns the exit code.
+pub fn load(
+    explicit: Option<&Path>,
+    env: &dyn Env,
+    flags: &Overrides,
+) -> Result<(Config, String), ExitCode> {
     let file = read_config_file(explicit).map_err(|e| {
         eprintln!("railgate: {e}");
         ExitCode::from(EXIT_USAGE)
@@ -36,12 +42,13 @@ pub fn load(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> Result
         .as_ref()
         .and_then(|(p, _)| p.parent())
         .map(Path::to_path_buf);
+    let source = startup::config_source(file.as_ref().map(|(p, _)| p.as_path()));
     loaded
         .map(|mut c| {
             if let Some(base) = base {
                 c.resolve_paths(&base);
             }
-            c
+            (c, source)
         })
         .map_err(|errs| {
             let from = file
@@ -61,10 +68,11 @@ pub fn load(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> Result
 
 /// `railgate check`: validates the config and the key/registry files it names.
 pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
-    let config = match load(explicit, env, &Overrides::default()) {
+    let (config, _) = match load(explicit, env, &Overrides::default()) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let warning = startup::no_credentials_warning(&config.auth, env);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,6 +87,9 @@ pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
     match built {
         Ok(()) => {
             println!("configuration is valid");
+            if let Some(w) = warning {
+                eprintln!("railgate: warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -93,7 +104,7 @@ pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
 
 /// `railgate serve`.
 pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitCode {
-    let config = match load(explicit, env, flags) {
+    let (config, source) = match load(explicit, env, flags) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -122,19 +133,24 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
         let listeners = match crate::bind(&gw).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("railgate: cannot listen: {e}");
+                eprintln!("railgate: cannot listen on {e}");
                 return ExitCode::from(1);
             }
         };
         let shutdown = shutdown_signal();
         match crate::ready_line(&listeners) {
-            Ok(line) => println!("{line}"),
+            Ok(line) => {
+                println!("{line}");
+                startup::log_started(&gw.config, env, &source, &line);
+            }
             Err(e) => {
                 eprintln!("railgate: {e}");
                 return ExitCode::from(1);
             }
         }
-        match crate::run(gw, listeners, shutdown).await {
+        let ran = crate::run(gw, listeners, shutdown).await;
+        tracing::info!(target: "railgate::lifecycle", ok = ran.is_ok(), "stopped");
+        match ran {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("railgate: {e}");

@@ -57,6 +57,7 @@ pub mod registry;
 pub mod respond;
 pub mod server;
 pub mod sse;
+pub mod startup;
 pub mod tickets;
 pub mod wire;
 
@@ -66,8 +67,8 @@ pub use server::{run, Listeners};
 /// Binds both listeners, fetches a configured JWKS once, and returns the state ready to `run`.
 /// The caller prints the READY line once this returns.
 pub async fn bind(gw: &std::sync::Arc<Gateway>) -> std::io::Result<Listeners> {
-    let main = tokio::net::TcpListener::bind(gw.config.listen).await?;
-    let admin = tokio::net::TcpListener::bind(gw.config.admin_listen).await?;
+    let main = bind_at(gw.config.listen).await?;
+    let admin = bind_at(gw.config.admin_listen).await?;
     if gw.auth.keys.has_url() {
         if let Err(e) = gw.auth.keys.refresh().await {
             tracing::warn!(error = %e, "initial JWKS fetch failed; tokens signed by its keys are refused until a refresh succeeds");
@@ -75,6 +76,13 @@ pub async fn bind(gw: &std::sync::Arc<Gateway>) -> std::io::Result<Listeners> {
     }
     tickets_epoch(gw).await;
     Ok(Listeners { main, admin })
+}
+
+/// Binds one listener; the error names the address.
+async fn bind_at(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{addr}: {e}")))
 }
 
 /// Waits until the first second whose tickets this process vouches for has begun (at most a
@@ -109,5 +117,6 @@ pub fn init_logging_at(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_current_span(false)
+        .flatten_event(true)
         .try_init();
 }

@@ -126,7 +126,18 @@ fn demo() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` print to stdout and succeed; a usage error exits 64.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(railgate::cli::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let env = ProcessEnv;
     match cli.command {
         Some(Command::Token {
