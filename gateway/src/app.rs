@@ -58,6 +58,7 @@ impl Gateway {
             Metrics::new(config.tenant_labels.clone())
                 .map_err(|e| vec![format!("metrics: {e}")])?,
         );
+        metrics.declare(&config.routes);
         let client = HttpClient::new(&config.limits);
         let keys = KeyStore::new(&config.auth, env, client.clone()).map_err(|e| e.0)?;
         let auth = Auth::new(&config.auth, env, keys).map_err(|e| vec![e])?;

@@ -40,6 +40,14 @@ pub enum Cap {
 }
 
 impl Cap {
+    /// Every cap.
+    pub const ALL: [Cap; 4] = [
+        Cap::Connections,
+        Cap::Unauthenticated,
+        Cap::UnauthenticatedPerAddress,
+        Cap::TenantStreams,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

@@ -178,7 +178,10 @@ async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumers_beside_fast_ones() {
-    let s = Stack::start(CONFIG);
+    // Queues of the default size (1,024 deliveries, 4 MiB): a fast client descheduled for a
+    // moment on a busy machine must not look slow; a client that never reads still overflows
+    // (16 MiB are published).
+    let s = Stack::start("[sse]\njournal_events = 4096\njournal_bytes = 33554432\n");
     let th = s.thread("t_a").await;
     let mut slow = Vec::new();
     for _ in 0..3 {
@@ -193,7 +196,7 @@ async fn slow_consumers_beside_fast_ones() {
         &s.mock_addr(),
         "/_mock/publish",
         &[],
-        &json!({"thread_id": th, "count": 2000, "payload_bytes": 8192, "rate_per_s": 1000}),
+        &json!({"thread_id": th, "count": 2000, "payload_bytes": 8192, "rate_per_s": 500}),
     )
     .await;
     assert_eq!(r.status, 202);

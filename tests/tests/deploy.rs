@@ -124,7 +124,7 @@ fn compose_ports_agree_with_the_config_it_mounts() {
         format!("http://upstream-mock:{}", port(mock_listen))
     );
     let prom: Yaml = serde_norway::from_str(
-        &std::fs::read_to_string(root().join("deploy/prometheus.yml")).expect("read"),
+        &std::fs::read_to_string(root().join("deploy/prometheus/prometheus.yml")).expect("read"),
     )
     .expect("yaml");
     let target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0]

@@ -3,94 +3,16 @@
 //! everyone else, so cardinality stays bounded by the list.
 
 use crate::config::Rail;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 use railgate_policy::ErrorCode;
 
-/// How one attempt to bring an upstream stream back ended (`outcome` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconnect {
-    /// The stream is back after a break or failed attempts.
-    Ok,
-    /// One attempt failed; another follows.
-    Failed,
-    /// The resume deadline passed; the clients were told `upstream.unavailable`.
-    GaveUp,
-}
+pub use labels::{Lookup, Reconnect, ReplaySource, Violation};
 
-impl Reconnect {
-    fn label(self) -> &'static str {
-        match self {
-            Reconnect::Ok => "ok",
-            Reconnect::Failed => "failed",
-            Reconnect::GaveUp => "gave_up",
-        }
-    }
-}
-
-/// Where resumed events came from (`source` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplaySource {
-    /// The gateway's own journal.
-    Journal,
-}
-
-/// Why data was kept from crossing a tenant boundary (`reason` label of
-/// `isolation_violations_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Violation {
-    /// An upstream event names another tenant or env in its `routing`.
-    ForeignTenant,
-    /// Data that looks like JSON but is not strict JSON, so its routing cannot be checked.
-    NotStrictJson,
-    /// A `registers_thread` answer names a thread another tenant owns.
-    ThreadTakeover,
-}
-
-impl Violation {
-    fn label(self) -> &'static str {
-        match self {
-            Violation::ForeignTenant => "foreign_tenant",
-            Violation::NotStrictJson => "not_strict_json",
-            Violation::ThreadTakeover => "thread_takeover",
-        }
-    }
-}
-
-/// A registry lookup's result (`result` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// An owner, from the cache.
-    Hit,
-    /// An owner, asked of the source.
-    Fetched,
-    /// Unknown, from the cache.
-    NegativeHit,
-    /// Unknown, asked of the source.
-    NotFound,
-    /// The source failed; a stale answer was used.
-    Stale,
-    /// The source failed and nothing usable was cached.
-    Unavailable,
-    /// An owner learned from a `registers_thread` answer.
-    Learned,
-}
-
-impl Lookup {
-    fn label(self) -> &'static str {
-        match self {
-            Lookup::Hit => "hit",
-            Lookup::Fetched => "fetched",
-            Lookup::NegativeHit => "negative_hit",
-            Lookup::NotFound => "not_found",
-            Lookup::Stale => "stale",
-            Lookup::Unavailable => "unavailable",
-            Lookup::Learned => "learned",
-        }
-    }
-}
+mod labels;
 
 /// Every metric of the gateway.
 pub struct Metrics {
@@ -120,6 +42,8 @@ pub struct Metrics {
     events_deduplicated_total: IntCounterVec,
     /// Connections and streams refused by a capacity cap.
     capacity_refusals_total: IntCounterVec,
+    /// Open SSE streams and WebSocket sessions by rail (the sum of `connections_active`).
+    streams_open: IntGaugeVec,
 }
 
 fn counter(
@@ -161,6 +85,25 @@ impl Metrics {
             request_labels.push("tenant");
         }
         let event_relay_seconds = relay_histogram(&registry)?;
+        let streams_open = IntGaugeVec::new(
+            Opts::new(
+                "railgate_streams_open",
+                "Open SSE streams and WebSocket sessions",
+            ),
+            &["transport"],
+        )?;
+        registry.register(Box::new(streams_open.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("railgate_build_info", "The running build (always 1)"),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let c = |name, help, labels: &[&str]| counter(&registry, name, help, labels);
         Ok(Metrics {
             requests_total: c("requests_total", "Requests by outcome", &request_labels)?,
@@ -210,10 +153,54 @@ impl Metrics {
                 &["cap"],
             )?,
             connections_active,
+            streams_open,
             event_relay_seconds,
             registry,
             tenant_labels,
         })
+    }
+
+    /// Creates every series a route can have, at 0, so that dashboards and alerts see them
+    /// before their first event (and `rate()` has a start).
+    pub fn declare(&self, routes: &[crate::config::Route]) {
+        for r in routes {
+            let (name, rail) = (r.name.as_str(), r.kind.label());
+            if self.tenant_labels.is_empty() {
+                self.requests_total.with_label_values(&[name, rail, "ok"]);
+            } else {
+                self.requests_total
+                    .with_label_values(&[name, rail, "ok", "other"]);
+            }
+            self.connections_active.with_label_values(&[name, rail]);
+            for reason in Violation::ALL {
+                self.isolation_violations(name, reason);
+            }
+            if r.kind == Rail::Http {
+                continue;
+            }
+            self.forwarded(name, r.kind);
+            self.slow_consumer(name, r.kind);
+            self.deduplicated(name, r.kind);
+            self.replayed(name, ReplaySource::Journal);
+            for outcome in Reconnect::ALL {
+                self.reconnect(name, r.kind, outcome);
+            }
+        }
+        for code in ErrorCode::ALL.iter().filter(|c| c.is_auth_rejection()) {
+            self.auth_rejections_total
+                .with_label_values(&[code.as_str()]);
+        }
+        for cap in crate::caps::Cap::ALL {
+            self.capacity_refusals_total
+                .with_label_values(&[cap.label()]);
+        }
+        for result in Lookup::ALL {
+            self.registry_lookups_total
+                .with_label_values(&[result.label()]);
+        }
+        for rail in [Rail::Sse, Rail::Ws] {
+            self.streams_open.with_label_values(&[rail.label()]);
+        }
     }
 
     /// Counts one finished request (`code`: `None` is `ok`); a credential or context rejection
@@ -304,8 +291,34 @@ impl Metrics {
         &self.event_relay_seconds
     }
 
+    /// Sums `connections_active` by rail into `streams_open`.
+    fn sum_streams(&self) {
+        let mut sums = [0i64; 2];
+        for family in self.connections_active.collect() {
+            for m in family.get_metric() {
+                let rail = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "transport")
+                    .map(|l| l.value());
+                let slot = match rail {
+                    Some("sse") => 0,
+                    Some("ws") => 1,
+                    _ => continue,
+                };
+                sums[slot] += m.get_gauge().get_value() as i64;
+            }
+        }
+        for (rail, sum) in [Rail::Sse, Rail::Ws].into_iter().zip(sums) {
+            self.streams_open
+                .with_label_values(&[rail.label()])
+                .set(sum);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
+        self.sum_streams();
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
