@@ -207,6 +207,62 @@ fn kubernetes_sidecar_ports_and_probes_agree_with_its_config() {
     assert!(
         secret_keys.contains(&"AUTH_JWT_SIGNING") && secret_keys.contains(&"ENGINES_TICKET_SECRET")
     );
+    assert_pod_security_restricted(&docs[2]["spec"]["template"]["spec"]);
+}
+
+/// The Pod Security Standard "restricted" profile, for a pod spec and each of its containers:
+/// non-root, no privilege escalation, every capability dropped, a RuntimeDefault (or Localhost)
+/// seccomp profile; plus what we ask of our own container (read-only root filesystem) and of
+/// every image (`IfNotPresent`).
+fn assert_pod_security_restricted(pod: &Yaml) {
+    let pod_sc = &pod["securityContext"];
+    for c in pod["containers"].as_sequence().expect("containers") {
+        let name = c["name"].as_str().expect("name");
+        let sc = &c["securityContext"];
+        let either = |key: &str| {
+            if sc[key].is_null() {
+                pod_sc[key].clone()
+            } else {
+                sc[key].clone()
+            }
+        };
+        assert_eq!(either("runAsNonRoot").as_bool(), Some(true), "{name}");
+        assert!(
+            either("runAsUser").as_u64().is_none_or(|u| u != 0),
+            "{name}: uid 0"
+        );
+        assert_eq!(
+            sc["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{name}"
+        );
+        let dropped: Vec<&str> = sc["capabilities"]["drop"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name}: capabilities.drop"))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(dropped, vec!["ALL"], "{name}");
+        assert!(
+            sc["capabilities"]["add"].is_null(),
+            "{name}: adds capabilities"
+        );
+        let seccomp = either("seccompProfile")["type"].as_str().map(str::to_owned);
+        assert!(
+            matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")),
+            "{name}: seccomp {seccomp:?}"
+        );
+        assert_ne!(sc["privileged"].as_bool(), Some(true), "{name}");
+        assert_eq!(
+            c["imagePullPolicy"].as_str(),
+            Some("IfNotPresent"),
+            "{name}"
+        );
+        if name == "railgate" {
+            assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+        }
+    }
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
 }
 
 #[test]
