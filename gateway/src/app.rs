@@ -60,10 +60,21 @@ impl Gateway {
         );
         metrics.declare(&config.routes);
         let client = HttpClient::new(&config.limits);
-        let keys = KeyStore::new(&config.auth, env, client.clone()).map_err(|e| e.0)?;
-        let auth = Auth::new(&config.auth, env, keys).map_err(|e| vec![e])?;
+        // Every problem at once: keys, ticket secrets and the registry file.
+        let mut problems = Vec::new();
+        let keys = KeyStore::new(&config.auth, env, client.clone())
+            .map_err(|e| problems.extend(e.0))
+            .ok();
+        let tickets = Auth::ticket_secrets(&config.auth, env)
+            .map_err(|e| problems.push(e))
+            .ok();
         let registry = Registry::new(&config.registry, client.clone(), metrics.clone())
-            .map_err(|e| vec![e])?;
+            .map_err(|e| problems.push(e))
+            .ok();
+        let (Some(keys), Some(tickets), Some(registry)) = (keys, tickets, registry) else {
+            return Err(problems);
+        };
+        let auth = Auth::new(&config.auth, keys, tickets);
         let admin_token = env
             .get(crate::env::names::ADMIN_TOKEN)
             .filter(|t| !t.trim().is_empty());

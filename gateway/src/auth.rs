@@ -336,22 +336,26 @@ pub fn bearer(headers: &http::HeaderMap) -> Result<Option<String>, Denial> {
 }
 
 impl Auth {
-    /// Builds the credential state.
-    pub fn new(config: &AuthConfig, env: &dyn Env, keys: Arc<KeyStore>) -> Result<Auth, String> {
-        let tickets = match env
+    /// The ticket secrets the environment holds (`None`: tickets are refused).
+    pub fn ticket_secrets(
+        config: &AuthConfig,
+        env: &dyn Env,
+    ) -> Result<Option<TicketSecrets>, String> {
+        let Some(cur) = env
             .get(&config.ticket_secret_env)
             .filter(|s| !s.trim().is_empty())
-        {
-            Some(cur) => {
-                let prev = env.get(&config.ticket_secret_previous_env);
-                Some(
-                    TicketSecrets::new(cur.as_bytes(), prev.as_deref().map(str::as_bytes))
-                        .map_err(|e| e.to_string())?,
-                )
-            }
-            None => None,
+        else {
+            return Ok(None);
         };
-        Ok(Auth {
+        let prev = env.get(&config.ticket_secret_previous_env);
+        TicketSecrets::new(cur.as_bytes(), prev.as_deref().map(str::as_bytes))
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", config.ticket_secret_env))
+    }
+
+    /// Builds the credential state.
+    pub fn new(config: &AuthConfig, keys: Arc<KeyStore>, tickets: Option<TicketSecrets>) -> Auth {
+        Auth {
             keys,
             rules: Rules {
                 leeway_s: config.leeway_s,
@@ -364,7 +368,7 @@ impl Auth {
                 config.max_used_tickets_per_tenant,
                 crate::clock::now() + 1,
             ),
-        })
+        }
     }
 
     /// Verifies a JWT; an unknown `kid` triggers one rate-limited JWKS refetch and a retry.
@@ -555,7 +559,7 @@ mod tests {
         let keys = KeyStore::new(&config.auth, &env, HttpClient::new(&config.limits))
             .map_err(|e| e.0)
             .expect("keys");
-        let auth = Arc::new(Auth::new(&config.auth, &env, keys).expect("auth"));
+        let auth = Arc::new(Auth::new(&config.auth, keys, None));
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some("not-published".into());
         let claims = serde_json::json!({"sub": "u", "tenant_id": "t", "exp": 4_000_000_000u64});

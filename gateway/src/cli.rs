@@ -26,6 +26,55 @@ pub fn read_config_file(explicit: Option<&Path>) -> Result<Option<(PathBuf, Stri
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The config file's path and text, when there is one.
+type File = Option<(PathBuf, String)>;
+
+/// Prints problems, each with the file and line it is written at when it can be found there.
+fn print_problems(file: &File, problems: &[String]) {
+    let from = file
+        .as_ref()
+        .map(|(p, _)| p.display().to_string())
+        .unwrap_or_else(|| startup::DEFAULTS_SOURCE.into());
+    eprintln!(
+        "railgate: configuration ({from}) has {} problem(s):",
+        problems.len()
+    );
+    for e in problems {
+        let key = e.split_once(": ").map_or(e.as_str(), |(k, _)| k);
+        let line = file
+            .as_ref()
+            .and_then(|(_, text)| config::locate::line_of(text, key));
+        match line {
+            Some(n) => eprintln!("  {from}:{n}: {e}"),
+            None => eprintln!("  {e}"),
+        }
+    }
+}
+
+/// Reads the config file and everything in it, resolving file paths against its directory.
+fn read_all(
+    explicit: Option<&Path>,
+    env: &dyn Env,
+    flags: &Overrides,
+) -> Result<(File, Option<Config>, Vec<String>), ExitCode> {
+    let file = read_config_file(explicit).map_err(|e| {
+        eprintln!("railgate: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
+    let (config, problems) = config::load_all(file.as_ref().map(|(_, t)| t.as_str()), env, flags);
+    let base = file
+        .as_ref()
+        .and_then(|(p, _)| p.parent())
+        .map(Path::to_path_buf);
+    let config = config.map(|mut c| {
+        if let Some(base) = base {
+            c.resolve_paths(&base);
+        }
+        c
+    });
+    Ok((file, config, problems))
+}
+
 /// Loads and validates; returns the config and where it came from ([`startup::config_source`]).
 /// On failure prints every problem and returns the exit code.
 pub fn load(
@@ -33,73 +82,93 @@ pub fn load(
     env: &dyn Env,
     flags: &Overrides,
 ) -> Result<(Config, String), ExitCode> {
-    let file = read_config_file(explicit).map_err(|e| {
-        eprintln!("railgate: {e}");
-        ExitCode::from(EXIT_USAGE)
-    })?;
-    let loaded = config::load(file.as_ref().map(|(_, t)| t.as_str()), env, flags);
-    let base = file
-        .as_ref()
-        .and_then(|(p, _)| p.parent())
-        .map(Path::to_path_buf);
+    let (file, config, problems) = read_all(explicit, env, flags)?;
     let source = startup::config_source(file.as_ref().map(|(p, _)| p.as_path()));
-    loaded
-        .map(|mut c| {
-            if let Some(base) = base {
-                c.resolve_paths(&base);
-            }
-            (c, source)
-        })
-        .map_err(|errs| {
-            let from = file
-                .as_ref()
-                .map(|(p, _)| p.display().to_string())
-                .unwrap_or_else(|| "embedded defaults".into());
-            eprintln!(
-                "railgate: configuration ({from}) has {} problem(s):",
-                errs.0.len()
-            );
-            for e in &errs.0 {
-                eprintln!("  {e}");
-            }
-            ExitCode::from(EXIT_USAGE)
-        })
-}
-
-/// `railgate check`: validates the config and the key/registry files it names.
-pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
-    let (config, _) = match load(explicit, env, &Overrides::default()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let warning = startup::no_credentials_warning(&config.auth, env);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("railgate: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let built = runtime.block_on(async { crate::Gateway::new(config, env).map(|_| ()) });
-    match built {
-        Ok(()) => {
-            println!("configuration is valid");
-            if let Some(w) = warning {
-                eprintln!("railgate: warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            eprintln!("railgate: configuration has {} problem(s):", problems.len());
-            for p in problems {
-                eprintln!("  {p}");
-            }
-            ExitCode::from(EXIT_USAGE)
+    match config {
+        Some(c) if problems.is_empty() => Ok((c, source)),
+        _ => {
+            print_problems(&file, &problems);
+            Err(ExitCode::from(EXIT_USAGE))
         }
     }
+}
+
+/// `railgate check`: validates the config and the key and registry files it names, and prints
+/// every problem at once.
+pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
+    let (file, config, mut problems) = match read_all(explicit, env, &Overrides::default()) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let warning = config
+        .as_ref()
+        .and_then(|c| startup::no_credentials_warning(&c.auth, env));
+    if let Some(config) = config {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("railgate: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Err(files) = runtime.block_on(async { crate::Gateway::new(config, env).map(|_| ()) })
+        {
+            problems.extend(files);
+        }
+    }
+    if !problems.is_empty() {
+        print_problems(&file, &problems);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!("configuration is valid");
+    if let Some(w) = warning {
+        eprintln!("railgate: warning: {w}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// The `env` of the config file (`--config`, or ./railgate.toml if present); `None` without
+/// a file.
+pub fn file_env(explicit: Option<&Path>, env: &dyn Env) -> Result<Option<String>, ExitCode> {
+    let (config, source) = load(explicit, env, &Overrides::default())?;
+    Ok((source != startup::DEFAULTS_SOURCE).then_some(config.env))
+}
+
+/// What a ticket lacks for the config's stream routes: the fields they require that it does
+/// not carry (an `EventSource` cannot send them as headers).
+pub fn ticket_hint(
+    config: &Config,
+    request: &railgate_policy::ticket::TicketRequest,
+) -> Option<String> {
+    use railgate_policy::field::Field;
+    let carried = [
+        (Field::Mode, request.mode.is_some()),
+        (Field::Project, request.project_id.is_some()),
+        (Field::App, request.app_id.is_some()),
+        (Field::Surface, request.surface_id.is_some()),
+    ];
+    let mut missing: Vec<&str> = Vec::new();
+    for route in config
+        .routes
+        .iter()
+        .filter(|r| r.kind != config::Rail::Http)
+    {
+        for (field, has) in carried {
+            if !has && route.require.contains(&field) && !missing.contains(&field.key()) {
+                missing.push(field.key());
+            }
+        }
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the stream routes require {}; this ticket does not carry them, so a client must \
+             send them as headers (an EventSource cannot): pass --mode/--project/--app/--surface",
+            missing.join(", ")
+        )
+    })
 }
 
 /// `railgate serve`.

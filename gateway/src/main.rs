@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use railgate::clock::now;
-use railgate::env::{names, Env, ProcessEnv};
+use railgate::env::ProcessEnv;
 use railgate::mint;
 use railgate_policy::ticket::TicketRequest;
 use std::path::PathBuf;
@@ -61,6 +61,10 @@ enum Command {
         /// Extra claim `k=v` (v is parsed as JSON when it is JSON), repeatable.
         #[arg(long = "claim")]
         claims: Vec<String>,
+        /// Config file whose `env` the token's `env` claim takes when `--env` is not given
+        /// (default: ./railgate.toml if present; without a file the token has no `env` claim).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print a single-use ticket signed with ENGINES_TICKET_SECRET.
     Ticket {
@@ -88,6 +92,10 @@ enum Command {
         /// Lifetime (default 60s, at most 300s).
         #[arg(long, default_value = "60s")]
         ttl: String,
+        /// Config file whose `env` the ticket is bound to (default: ./railgate.toml if
+        /// present, else `ENV`, else `dev`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -146,8 +154,20 @@ fn main() -> ExitCode {
             env: claim_env,
             ttl,
             claims,
-        }) => match mint::parse_ttl(&ttl) {
-            Ok(ttl) => token(
+            config,
+        }) => {
+            let ttl = match mint::parse_ttl(&ttl) {
+                Ok(t) => t,
+                Err(e) => return usage_error(e),
+            };
+            let claim_env = match claim_env {
+                Some(e) => Some(e),
+                None => match railgate::cli::file_env(config.as_deref(), &env) {
+                    Ok(e) => e,
+                    Err(code) => return code,
+                },
+            };
+            token(
                 mint::TokenSpec {
                     tenant,
                     sub,
@@ -156,9 +176,8 @@ fn main() -> ExitCode {
                     claims,
                 },
                 &env,
-            ),
-            Err(e) => usage_error(e),
-        },
+            )
+        }
         Some(Command::Ticket {
             tenant,
             sub,
@@ -168,24 +187,33 @@ fn main() -> ExitCode {
             app,
             surface,
             ttl,
-        }) => match mint::parse_ttl(&ttl) {
-            Ok(ttl) => ticket(
-                TicketRequest {
-                    sub,
-                    tenant_id: tenant,
-                    env: env.get(names::ENV).unwrap_or_else(|| "dev".into()),
-                    thread_id: thread,
-                    ttl_s: Some(ttl.as_secs()),
-                    session_expires_at: None,
-                    mode,
-                    project_id: project,
-                    app_id: app,
-                    surface_id: surface,
-                },
-                &env,
-            ),
-            Err(e) => usage_error(e),
-        },
+            config,
+        }) => {
+            let ttl = match mint::parse_ttl(&ttl) {
+                Ok(t) => t,
+                Err(e) => return usage_error(e),
+            };
+            let (cfg, _) = match railgate::cli::load(config.as_deref(), &env, &Default::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let request = TicketRequest {
+                sub,
+                tenant_id: tenant,
+                env: cfg.env.clone(),
+                thread_id: thread,
+                ttl_s: Some(ttl.as_secs()),
+                session_expires_at: None,
+                mode,
+                project_id: project,
+                app_id: app,
+                surface_id: surface,
+            };
+            if let Some(note) = railgate::cli::ticket_hint(&cfg, &request) {
+                eprintln!("railgate: note: {note}");
+            }
+            ticket(request, &env)
+        }
         Some(Command::Serve {
             config,
             listen,

@@ -5,9 +5,12 @@
 use crate::config::{AuthConfig, Config, RegistrySource};
 use crate::env::Env;
 
+/// The source of a configuration read from no file.
+pub const DEFAULTS_SOURCE: &str = "embedded defaults";
+
 /// Where the configuration in force came from.
 pub fn config_source(path: Option<&std::path::Path>) -> String {
-    path.map_or_else(|| "embedded defaults".into(), |p| p.display().to_string())
+    path.map_or_else(|| DEFAULTS_SOURCE.into(), |p| p.display().to_string())
 }
 
 /// The credential sources `auth` names that are actually set (an unset secret variable is not

@@ -156,3 +156,116 @@ fn usage_errors_exit_64_and_help_exits_0() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn check_reports_every_problem_at_once_with_its_line_and_a_suggestion() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("railgate.toml");
+    std::fs::write(
+        &config,
+        "upstream = \"https://app:8443\"\n\
+         [sse]\n\
+         keepalive = 15\n\
+         [limits]\n\
+         max_header_bytes = 10\n\
+         [auth]\n\
+         jwks_file = \"missing-jwks.json\"\n\
+         [[auth.public_keys]]\n\
+         pem_file = \"missing.pem\"\n\
+         alg = \"RS256\"\n\
+         [registry]\n\
+         source = \"file\"\n\
+         file = \"missing-threads.json\"\n",
+    )
+    .expect("write");
+    let out = Command::new(bins::path("railgate"))
+        .args(["check", "--config", config.to_str().expect("utf8")])
+        .env("AUTH_JWT_SIGNING", "x")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let at = config.display().to_string();
+    for want in [
+        format!("{at}:1: upstream: https upstreams are not supported yet"),
+        format!("{at}:3: sse.keepalive: unknown key (did you mean `keepalive_s`?)"),
+        format!("{at}:5: limits.max_header_bytes: must be at least 1024"),
+        "missing-jwks.json".to_owned(),
+        "missing.pem".to_owned(),
+        "missing-threads.json".to_owned(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    }
+    assert_eq!(
+        err.matches("https upstreams").count(),
+        1,
+        "one problem reported once:\n{err}"
+    );
+    assert!(err.starts_with("railgate: configuration ("), "{err}");
+    assert!(err.contains("has 6 problem(s):"), "{err}");
+}
+
+#[test]
+fn token_and_ticket_take_the_env_of_the_config() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("staging.toml");
+    std::fs::write(&config, "env = \"staging\"\n").expect("write");
+    let path = config.to_str().expect("utf8");
+    let mint = |args: &[&str]| {
+        let out = Command::new(bins::path("railgate"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("AUTH_JWT_SIGNING", "jwt-secret")
+            .env("ENGINES_TICKET_SECRET", "ticket-secret")
+            .env_remove("ENV")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (jwt, _) = mint(&["token", "--config", path, "--tenant", "t_a"]);
+    let payload = jwt.split('.').nth(1).expect("payload");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("json");
+    assert_eq!(claims["env"], "staging");
+    let (jwt, _) = mint(&["token", "--tenant", "t_a"]);
+    let payload = jwt.split('.').nth(1).expect("payload");
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("json");
+    assert!(
+        claims.get("env").is_none(),
+        "no file, no env claim: {claims}"
+    );
+    let secrets =
+        railgate_policy::ticket::TicketSecrets::new(b"ticket-secret", None).expect("secrets");
+    let base = [
+        "ticket", "--config", path, "--tenant", "t_a", "--sub", "u1", "--thread", "th_1",
+    ];
+    let (raw, note) = mint(&base);
+    let t = railgate_policy::ticket::open(&raw, &secrets, railgate_tests::stack::now())
+        .expect("ticket");
+    assert_eq!(t.env, "staging");
+    assert!(
+        note.contains("railgate: note: the stream routes require mode, project_id, app_id"),
+        "{note}"
+    );
+    let full = [
+        &base[..],
+        &["--mode", "lab", "--project", "p_chat", "--app", "app-chat"],
+    ]
+    .concat();
+    let (_, note) = mint(&full);
+    assert!(note.is_empty(), "{note}");
+}

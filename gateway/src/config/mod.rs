@@ -2,6 +2,7 @@
 //! TOML file, then the environment, then command-line flags. Reading collects every problem with
 //! its key path, so `railgate check` can print them all at once.
 
+pub mod locate;
 mod pattern;
 mod reader;
 pub mod route;
@@ -256,21 +257,32 @@ fn overlay(base: &mut Table, user: Table) {
 
 /// Loads the configuration from optional file text, the environment and flags.
 pub fn load(file: Option<&str>, env: &dyn Env, flags: &Overrides) -> Result<Config, ConfigErrors> {
-    let mut merged: Table = DEFAULTS
-        .parse()
-        .map_err(|e| ConfigErrors(vec![format!("embedded defaults: {e}")]))?;
+    match load_all(file, env, flags) {
+        (Some(c), problems) if problems.is_empty() => Ok(c),
+        (_, problems) => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Like [`load`], but returns what could be read even when there are problems (so that the
+/// files it names can be checked too), with every problem.
+pub fn load_all(
+    file: Option<&str>,
+    env: &dyn Env,
+    flags: &Overrides,
+) -> (Option<Config>, Vec<String>) {
+    let mut merged: Table = match DEFAULTS.parse() {
+        Ok(t) => t,
+        Err(e) => return (None, vec![format!("embedded defaults: {e}")]),
+    };
     if let Some(text) = file {
-        let user: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigErrors(vec![format!("syntax: {e}")]))?;
-        overlay(&mut merged, user);
+        match text.parse::<Table>() {
+            Ok(user) => overlay(&mut merged, user),
+            Err(e) => return (None, vec![format!("syntax: {e}")]),
+        }
     }
     let mut p = Problems::default();
     let config = read(&merged, env, flags, &mut p);
-    match config {
-        Some(c) if p.0.is_empty() => Ok(c),
-        _ => Err(ConfigErrors(p.0)),
-    }
+    (config, p.0)
 }
 
 fn addr(text: Option<String>, path: &str, p: &mut Problems) -> Option<SocketAddr> {

@@ -165,12 +165,30 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reports every key of the table that was never asked for.
+    /// Reports every key of the table that was never asked for, with the known key it most
+    /// likely meant.
     pub fn finish(self, p: &mut Problems) {
         for key in self.table.keys() {
-            if !self.seen.contains(key.as_str()) {
-                p.add(&join(&self.path, key), "unknown key");
+            if self.seen.contains(key.as_str()) {
+                continue;
+            }
+            match closest(key, &self.seen) {
+                Some(k) => p.add(
+                    &join(&self.path, key),
+                    format!("unknown key (did you mean `{k}`?)"),
+                ),
+                None => p.add(&join(&self.path, key), "unknown key"),
             }
         }
     }
+}
+
+/// The known key closest to `key`, when it is close enough to be a typo of it.
+fn closest<'k>(key: &str, known: &BTreeSet<&'k str>) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .filter(|(score, _)| *score >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }

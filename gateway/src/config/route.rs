@@ -166,10 +166,14 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
             "must include \"tenant\" (tenant_id is always required)",
         );
     }
-    let upstream = r
-        .string("upstream", p)
-        .unwrap_or_else(|| default_upstream.to_owned());
-    check_http_url(&upstream, &r.path_of("upstream"), p);
+    // An inherited upstream was checked (and reported) where it was written.
+    let upstream = match r.string("upstream", p) {
+        Some(own) => {
+            check_http_url(&own, &r.path_of("upstream"), p);
+            own
+        }
+        None => default_upstream.to_owned(),
+    };
     let hello = read_hello(r, p);
     let kind = kind?;
     let accepts = read_accepts(r, kind, p);

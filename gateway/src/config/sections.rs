@@ -73,8 +73,11 @@ pub(super) fn read_registry(
     let file = r.string("file", p);
     let source = match source_name.as_str() {
         "upstream" => {
+            // An inherited upstream was checked (and reported) where it was written.
+            if let Some(own) = &url {
+                check_http_url(own, &r.path_of("url"), p);
+            }
             let url = url.unwrap_or_else(|| upstream.to_owned());
-            check_http_url(&url, &r.path_of("url"), p);
             Some(RegistrySource::Upstream { url })
         }
         "file" => match file {
