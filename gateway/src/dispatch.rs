@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
-use crate::outcome::{record, Outcome};
+use crate::outcome::{count, record, Outcome};
 use crate::proxy::headers::{Forwarding, Peer};
 use crate::{proxy, respond, tickets};
 use http::{Method, Request, Response};
@@ -24,6 +24,8 @@ enum Answer {
     Done(Response<Body>),
     /// The 101 of a WebSocket session, which logs its own outcome after its hello.
     Upgraded(Response<Body>),
+    /// A stream's answer: counted now, logged when the stream ends.
+    Stream(Response<Body>),
 }
 
 /// Answers one client request.
@@ -54,6 +56,10 @@ pub async fn handle(
             resp
         }
         Answer::Upgraded(resp) => resp,
+        Answer::Stream(resp) => {
+            count(&gw.metrics, &out);
+            resp
+        }
     }
 }
 
@@ -121,10 +127,11 @@ async fn serve(
                 admitted: &admitted,
                 cursor,
                 slot,
+                out: out.clone(),
             };
             proxy::sse::serve(gw, route, &caps, req, checked, &fwd)
                 .await
-                .map(Answer::Done)
+                .map(Answer::Stream)
         }
         Rail::Ws => {
             let accept = proxy::ws::check_upgrade(route, &req)?;

@@ -123,6 +123,49 @@ fn ticket(request: TicketRequest, env: &ProcessEnv) -> ExitCode {
     print_minted(mint::ticket(request, env, now(), mint::random_hex_id()))
 }
 
+/// `railgate token`: the `env` claim is `--env`, else the config file's `env` (no file: none).
+fn token_command(
+    mut spec: mint::TokenSpec,
+    ttl: &str,
+    config: Option<&std::path::Path>,
+    env: &ProcessEnv,
+) -> ExitCode {
+    spec.ttl = match mint::parse_ttl(ttl) {
+        Ok(t) => t,
+        Err(e) => return usage_error(e),
+    };
+    if spec.env.is_none() {
+        spec.env = match railgate::cli::file_env(config, env) {
+            Ok(e) => e,
+            Err(code) => return code,
+        };
+    }
+    token(spec, env)
+}
+
+/// `railgate ticket`: bound to the config's `env`; notes the fields the stream routes require
+/// that the ticket does not carry.
+fn ticket_command(
+    mut request: TicketRequest,
+    ttl: &str,
+    config: Option<&std::path::Path>,
+    env: &ProcessEnv,
+) -> ExitCode {
+    request.ttl_s = match mint::parse_ttl(ttl) {
+        Ok(t) => Some(t.as_secs()),
+        Err(e) => return usage_error(e),
+    };
+    let (cfg, _) = match railgate::cli::load(config, env, &Default::default()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    request.env = cfg.env.clone();
+    if let Some(note) = railgate::cli::ticket_hint(&cfg, &request) {
+        eprintln!("railgate: note: {note}");
+    }
+    ticket(request, env)
+}
+
 #[cfg(feature = "demo")]
 fn demo() -> ExitCode {
     railgate::demo::run()
@@ -155,29 +198,18 @@ fn main() -> ExitCode {
             ttl,
             claims,
             config,
-        }) => {
-            let ttl = match mint::parse_ttl(&ttl) {
-                Ok(t) => t,
-                Err(e) => return usage_error(e),
-            };
-            let claim_env = match claim_env {
-                Some(e) => Some(e),
-                None => match railgate::cli::file_env(config.as_deref(), &env) {
-                    Ok(e) => e,
-                    Err(code) => return code,
-                },
-            };
-            token(
-                mint::TokenSpec {
-                    tenant,
-                    sub,
-                    env: claim_env,
-                    ttl,
-                    claims,
-                },
-                &env,
-            )
-        }
+        }) => token_command(
+            mint::TokenSpec {
+                tenant,
+                sub,
+                env: claim_env,
+                ttl: Default::default(),
+                claims,
+            },
+            &ttl,
+            config.as_deref(),
+            &env,
+        ),
         Some(Command::Ticket {
             tenant,
             sub,
@@ -188,32 +220,23 @@ fn main() -> ExitCode {
             surface,
             ttl,
             config,
-        }) => {
-            let ttl = match mint::parse_ttl(&ttl) {
-                Ok(t) => t,
-                Err(e) => return usage_error(e),
-            };
-            let (cfg, _) = match railgate::cli::load(config.as_deref(), &env, &Default::default()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let request = TicketRequest {
+        }) => ticket_command(
+            TicketRequest {
                 sub,
                 tenant_id: tenant,
-                env: cfg.env.clone(),
+                env: String::new(),
                 thread_id: thread,
-                ttl_s: Some(ttl.as_secs()),
+                ttl_s: None,
                 session_expires_at: None,
                 mode,
                 project_id: project,
                 app_id: app,
                 surface_id: surface,
-            };
-            if let Some(note) = railgate::cli::ticket_hint(&cfg, &request) {
-                eprintln!("railgate: note: {note}");
-            }
-            ticket(request, &env)
-        }
+            },
+            &ttl,
+            config.as_deref(),
+            &env,
+        ),
         Some(Command::Serve {
             config,
             listen,

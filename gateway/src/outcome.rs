@@ -53,9 +53,14 @@ impl Outcome {
     }
 }
 
+/// Counts one request's outcome in the request metrics (a stream: when its answer goes out).
+pub fn count(metrics: &Metrics, out: &Outcome) {
+    metrics.request(&out.route, out.rail, out.code, out.tenant.as_deref());
+}
+
 /// Counts and logs one request's outcome (one access log line).
 pub fn record(metrics: &Metrics, out: &Outcome, status: u16) {
-    metrics.request(&out.route, out.rail, out.code, out.tenant.as_deref());
+    count(metrics, out);
     tracing::info!(
         target: "railgate::access",
         method = out.method.as_str(),
@@ -68,4 +73,85 @@ pub fn record(metrics: &Metrics, out: &Outcome, status: u16) {
         status,
         duration_ms = out.started.elapsed().as_secs_f64() * 1000.0,
     );
+}
+
+/// What one stream carried, as far as its access line tells.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Events (SSE) or messages (WS) sent to the client.
+    pub events_down: u64,
+    /// Bytes sent to the client (SSE: including keep-alive comments and the final frame).
+    pub bytes_down: u64,
+    /// Messages from the client relayed upstream (WS).
+    pub messages_up: u64,
+    /// Bytes of those messages.
+    pub bytes_up: u64,
+    /// Times the upstream stream came back after breaking.
+    pub reconnects: u64,
+    /// How long the first upstream connection took (when this stream made one).
+    pub upstream_connect: Option<std::time::Duration>,
+}
+
+/// A stream's access line, written once when the stream ends (its value is dropped): how long
+/// it lasted, what it carried each way, and why it ended.
+pub struct StreamLog {
+    out: Outcome,
+    client: std::net::IpAddr,
+    status: u16,
+    /// What the stream carried so far.
+    pub tally: Tally,
+    end: Option<(String, Option<u16>)>,
+}
+
+impl StreamLog {
+    /// The log of a stream answered with `status` to `client`.
+    pub fn new(out: Outcome, client: std::net::IpAddr, status: u16) -> StreamLog {
+        StreamLog {
+            out,
+            client,
+            status,
+            tally: Tally::default(),
+            end: None,
+        }
+    }
+
+    /// Why the stream ended (an error code, or `client_closed`, `upstream_ended`, ...) and the
+    /// WebSocket close code; the first reason given is kept.
+    pub fn ended(&mut self, reason: &str, close_code: Option<u16>) {
+        if self.end.is_none() {
+            self.end = Some((reason.to_owned(), close_code));
+        }
+    }
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        let (outcome, close_code) = self
+            .end
+            .take()
+            .unwrap_or_else(|| ("client_closed".into(), None));
+        let t = &self.tally;
+        tracing::info!(
+            target: "railgate::access",
+            method = self.out.method.as_str(),
+            path = %self.out.path,
+            route = %self.out.route,
+            transport = self.out.rail.label(),
+            tenant_id = self.out.tenant.as_deref(),
+            env = self.out.env.as_deref(),
+            trace_id = %self.out.trace_id,
+            client = %self.client,
+            status = self.status,
+            outcome = %outcome,
+            close_code,
+            duration_ms = self.out.started.elapsed().as_secs_f64() * 1000.0,
+            events_down = t.events_down,
+            bytes_down = t.bytes_down,
+            messages_up = t.messages_up,
+            bytes_up = t.bytes_up,
+            reconnects = t.reconnects,
+            upstream_connect_ms = t.upstream_connect.map(|d| d.as_secs_f64() * 1000.0),
+            "stream ended"
+        );
+    }
 }

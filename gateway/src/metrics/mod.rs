@@ -71,6 +71,30 @@ fn relay_histogram(reg: &Registry) -> prometheus::Result<Histogram> {
     Ok(h)
 }
 
+/// Registers the build info and the process metrics; returns `railgate_streams_open`.
+fn process_and_build(reg: &Registry) -> prometheus::Result<IntGaugeVec> {
+    let streams_open = IntGaugeVec::new(
+        Opts::new(
+            "railgate_streams_open",
+            "Open SSE streams and WebSocket sessions",
+        ),
+        &["transport"],
+    )?;
+    reg.register(Box::new(streams_open.clone()))?;
+    let build_info = IntGaugeVec::new(
+        Opts::new("railgate_build_info", "The running build (always 1)"),
+        &["version"],
+    )?;
+    reg.register(Box::new(build_info.clone()))?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    reg.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(streams_open)
+}
+
 impl Metrics {
     /// Registers every metric.
     pub fn new(tenant_labels: Vec<String>) -> prometheus::Result<Metrics> {
@@ -85,25 +109,7 @@ impl Metrics {
             request_labels.push("tenant");
         }
         let event_relay_seconds = relay_histogram(&registry)?;
-        let streams_open = IntGaugeVec::new(
-            Opts::new(
-                "railgate_streams_open",
-                "Open SSE streams and WebSocket sessions",
-            ),
-            &["transport"],
-        )?;
-        registry.register(Box::new(streams_open.clone()))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("railgate_build_info", "The running build (always 1)"),
-            &["version"],
-        )?;
-        registry.register(Box::new(build_info.clone()))?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        let streams_open = process_and_build(&registry)?;
         let c = |name, help, labels: &[&str]| counter(&registry, name, help, labels);
         Ok(Metrics {
             requests_total: c("requests_total", "Requests by outcome", &request_labels)?,

@@ -15,6 +15,7 @@ use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
+use crate::outcome::{Outcome, StreamLog};
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{credential_end, cursor, malformed_cursor};
 use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
@@ -30,6 +31,7 @@ use hyper::body::Incoming;
 use railgate_policy::ticket::{encode_grant, Grant};
 use railgate_policy::{Denial, ErrorCode};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The client's cursor: one `Last-Event-ID` header, else the `last_event_id` query parameter.
@@ -59,6 +61,8 @@ pub struct Checked<'a> {
     pub cursor: Option<String>,
     /// The stream's place among its tenant's open streams.
     pub slot: StreamSlot,
+    /// The request's outcome so far, for the stream's access line.
+    pub out: Outcome,
 }
 
 /// Serves one admitted SSE request.
@@ -74,6 +78,7 @@ pub async fn serve(
         admitted,
         cursor,
         slot,
+        out,
     } = checked;
     let thread = admitted
         .thread_id
@@ -103,10 +108,13 @@ pub async fn serve(
             headers: up_headers,
         },
     };
-    let left = stream.open(&client, cursor).await?;
+    let (left, connected_in) = stream.open(&client, cursor).await?;
+    let mut log = StreamLog::new(out, fwd.peer.ip, 200);
+    log.tally.upstream_connect = connected_in;
     let open = OpenStream {
         gauge: gw.metrics.active(&route.name, Rail::Sse),
         slot,
+        log,
     };
     Ok(response(
         gw,
@@ -179,8 +187,13 @@ struct Opening<'a> {
 }
 
 impl Opening<'_> {
-    /// Attaches the client; returns what its body signals when it leaves.
-    async fn open(self, client: &Client, cursor: Option<String>) -> Result<Arc<Notify>, Denial> {
+    /// Attaches the client; returns what its body signals when it leaves, and how long the
+    /// upstream connection took when the client got one of its own.
+    async fn open(
+        self,
+        client: &Client,
+        cursor: Option<String>,
+    ) -> Result<(Arc<Notify>, Option<Duration>), Denial> {
         let in_journal = cursor.as_deref().is_some_and(|c| {
             self.journal
                 .lock()
@@ -188,9 +201,13 @@ impl Opening<'_> {
                 .unwrap_or(false)
         });
         match cursor {
-            Some(c) if in_journal => Ok(self.resume_from_journal(client, c)),
-            None if self.route.share_upstream => Ok(self.shared_live(client)),
-            cursor => self.private(client, cursor).await,
+            Some(c) if in_journal => Ok((self.resume_from_journal(client, c), None)),
+            None if self.route.share_upstream => Ok((self.shared_live(client), None)),
+            cursor => {
+                let started = std::time::Instant::now();
+                let left = self.private(client, cursor).await?;
+                Ok((left, Some(started.elapsed())))
+            }
         }
     }
 

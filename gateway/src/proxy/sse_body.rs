@@ -8,13 +8,16 @@
 
 use crate::body::BoxError;
 use crate::inject::Stamp;
+use crate::outcome::StreamLog;
 use crate::proxy::sse_queue::{Chunk, ClientRx};
 use crate::sse::frames::render;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use prometheus::IntGauge;
+use railgate_policy::ErrorCode;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,11 +34,16 @@ pub struct Finish {
 const COALESCE_BYTES: usize = 64 * 1024;
 
 impl Finish {
-    /// Appends this client's bytes for a chunk.
-    fn render_into(&self, chunk: Chunk, buf: &mut Vec<u8>) {
+    /// Appends this client's bytes for a chunk; returns how many events they hold.
+    fn render_into(&self, chunk: Chunk, buf: &mut Vec<u8>) -> u64 {
         match chunk {
-            Chunk::Raw(b) => buf.extend_from_slice(&b),
+            Chunk::Raw(b) => {
+                buf.extend_from_slice(&b);
+                0
+            }
             Chunk::Events(batch) => {
+                let before = buf.len();
+                let mut n = 0;
                 for (ev, head) in batch.events.iter().zip(&batch.heads) {
                     match head {
                         Some(head) => {
@@ -49,28 +57,43 @@ impl Finish {
                             }
                         }
                     }
+                    n += 1;
+                }
+                if buf.len() == before {
+                    0
+                } else {
+                    n
                 }
             }
         }
     }
 }
 
-/// Where the relay leaves the last frame of a stream it ends.
+/// What the relay shares with one client's body: the last frame of a stream it ends (with its
+/// code), and how often the client's upstream stream came back.
 #[derive(Default)]
-pub struct EndSlot(Mutex<Option<Bytes>>);
+pub struct EndSlot {
+    frame: Mutex<Option<(Bytes, ErrorCode)>>,
+    reconnects: AtomicU64,
+}
 
 impl EndSlot {
-    /// Sets the final frame (the first one set wins).
-    pub fn set(&self, frame: Bytes) {
-        if let Ok(mut slot) = self.0.lock() {
+    /// Sets the final frame, which carries `code` (the first one set wins).
+    pub fn set(&self, frame: Bytes, code: ErrorCode) {
+        if let Ok(mut slot) = self.frame.lock() {
             if slot.is_none() {
-                *slot = Some(frame);
+                *slot = Some((frame, code));
             }
         }
     }
 
-    fn take(&self) -> Option<Bytes> {
-        self.0.lock().ok().and_then(|mut s| s.take())
+    /// The client's upstream stream came back after breaking.
+    pub fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Option<(Bytes, ErrorCode)> {
+        self.frame.lock().ok().and_then(|mut s| s.take())
     }
 }
 
@@ -92,13 +115,15 @@ pub struct Timers {
     pub keepalive_every: Duration,
 }
 
-/// What counts a stream as open while its body lives: the `connections_active` gauge and the
-/// tenant's stream slot.
+/// What counts a stream as open while its body lives: the `connections_active` gauge, the
+/// tenant's stream slot, and the access line written when it ends.
 pub struct OpenStream {
     /// `connections_active` for the route.
     pub gauge: IntGauge,
     /// The tenant's stream slot, freed with the body.
     pub slot: crate::caps::StreamSlot,
+    /// The stream's access line.
+    pub log: StreamLog,
 }
 
 /// One client's SSE body.
@@ -143,15 +168,27 @@ impl SseBody {
         }
     }
 
-    fn end_with(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn end_with(
+        &mut self,
+        frame: Bytes,
+        code: ErrorCode,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         self.rx.close();
+        self.open.log.ended(code.as_str(), None);
+        self.sent(frame)
+    }
+
+    /// Counts a frame going out.
+    fn sent(&mut self, frame: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.open.log.tally.bytes_down += frame.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 }
 
 impl Drop for SseBody {
     fn drop(&mut self) {
+        self.open.log.tally.reconnects = self.end.reconnects.load(Ordering::Relaxed);
         self.open.gauge.dec();
         // Close first, so the hub sees this client gone when it wakes.
         self.rx.close();
@@ -174,20 +211,20 @@ impl HttpBody for SseBody {
         }
         if self.draining.as_mut().poll(cx).is_ready() {
             let f = self.own.draining.clone();
-            return self.end_with(f);
+            return self.end_with(f, ErrorCode::Draining);
         }
         if self.expiry.as_mut().poll(cx).is_ready() {
             let f = self.own.expired.clone();
-            return self.end_with(f);
+            return self.end_with(f, ErrorCode::TokenExpired);
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
                 // Everything already queued goes out as one frame: one write, one chunk header.
                 let mut buf = Vec::new();
-                self.finish.render_into(first, &mut buf);
+                let mut events = self.finish.render_into(first, &mut buf);
                 while buf.len() < COALESCE_BYTES {
                     match self.rx.try_recv() {
-                        Some(more) => self.finish.render_into(more, &mut buf),
+                        Some(more) => events += self.finish.render_into(more, &mut buf),
                         None => break,
                     }
                 }
@@ -197,7 +234,8 @@ impl HttpBody for SseBody {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
+                self.open.log.tally.events_down += events;
+                self.sent(Bytes::from(buf))
             }
             Poll::Ready(None) => self.queue_closed(),
             Poll::Pending => self.idle(cx),
@@ -209,9 +247,10 @@ impl SseBody {
     /// The relay let go of this client: the final frame it left, if any, then the end.
     fn queue_closed(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.end.take() {
-            Some(f) => self.end_with(f),
+            Some((f, code)) => self.end_with(f, code),
             None => {
                 self.done = true;
+                self.open.log.ended("upstream_ended", None);
                 Poll::Ready(None)
             }
         }
@@ -222,9 +261,7 @@ impl SseBody {
         if self.keepalive.as_mut().poll(cx).is_ready() {
             let every = self.keepalive_every;
             self.keepalive.as_mut().reset(Instant::now() + every);
-            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                b": keep-alive\n\n",
-            )))));
+            return self.sent(Bytes::from_static(b": keep-alive\n\n"));
         }
         Poll::Pending
     }

@@ -194,8 +194,10 @@ impl Hub {
         let mut replayed = 0u64;
         loop {
             let Some(batch) = self.journal_after(&at) else {
-                sub.end
-                    .set(respond::sse(ErrorCode::SlowConsumer, &sub.trace_id));
+                sub.end.set(
+                    respond::sse(ErrorCode::SlowConsumer, &sub.trace_id),
+                    ErrorCode::SlowConsumer,
+                );
                 return;
             };
             if batch.is_empty() {
@@ -261,8 +263,10 @@ impl Hub {
 
     /// Ends a client that fell behind: `stream.slow_consumer` after what it already has.
     fn cut_slow(&self, sub: &Sub) {
-        sub.end
-            .set(respond::sse(ErrorCode::SlowConsumer, &sub.trace_id));
+        sub.end.set(
+            respond::sse(ErrorCode::SlowConsumer, &sub.trace_id),
+            ErrorCode::SlowConsumer,
+        );
         self.metrics.slow.inc();
     }
 
@@ -278,14 +282,18 @@ impl Hub {
     pub fn fail_all(&self, code: ErrorCode) {
         let mut st = self.lock();
         for s in st.subs.drain(..) {
-            s.end.set(respond::sse(code, &s.trace_id));
+            s.end.set(respond::sse(code, &s.trace_id), code);
         }
     }
 
     /// The upstream stream came back after a break: events it repeats are dropped until a new
     /// one arrives.
     pub fn reconnected(&self) {
-        self.lock().dedupe.arm();
+        let mut st = self.lock();
+        st.dedupe.arm();
+        for s in &st.subs {
+            s.end.reconnected();
+        }
     }
 
     /// Called when the upstream answered 200.

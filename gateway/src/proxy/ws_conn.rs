@@ -48,6 +48,18 @@ pub enum End {
     ClientLeft,
 }
 
+impl End {
+    /// What the access line says of this end: the outcome, and the close code sent (if any).
+    pub fn describe(&self) -> (String, Option<u16>) {
+        match self {
+            End::Deny(d) => (d.code.as_str().to_owned(), Some(d.code.ws_close_code())),
+            End::Close(code, reason) => (reason.clone(), Some(*code)),
+            End::PeerClosed => ("client_closed".into(), None),
+            End::ClientLeft => ("client_left".into(), None),
+        }
+    }
+}
+
 /// Ends the session on the client's socket as `end` says (each write bounded in time).
 pub async fn finish(ws: &mut ClientWs, end: End, trace: &str) {
     match end {

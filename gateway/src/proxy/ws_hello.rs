@@ -7,7 +7,7 @@ use crate::app::Gateway;
 use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
-use crate::outcome::{record, Outcome};
+use crate::outcome::{count, record, Outcome, StreamLog};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::cursor;
 use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End, Heartbeat};
@@ -83,7 +83,8 @@ impl Session {
         match greeting {
             Ok(greeted) => {
                 self.out.admitted(&greeted.admitted.ctx);
-                record(&self.gw.metrics, &self.out, 101);
+                count(&self.gw.metrics, &self.out);
+                let log = StreamLog::new(self.out.clone(), self.fwd.peer.ip, 101);
                 let relay = WsRelay::new(
                     &self.gw,
                     &self.route,
@@ -91,6 +92,7 @@ impl Session {
                     &self.parts,
                     &self.fwd,
                     greeted,
+                    log,
                 );
                 // The request's parts point into the connection's read buffer; let it go.
                 drop(self);

@@ -22,6 +22,7 @@ use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Stamped};
 use crate::metrics::Violation;
+use crate::outcome::StreamLog;
 use crate::presence::{is_snapshot_request, Member};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
@@ -75,6 +76,8 @@ pub struct WsRelay {
     heartbeat: Heartbeat,
     /// Held for the session's life: its place among its tenant's open streams.
     _slot: StreamSlot,
+    /// The session's access line, written when it ends.
+    log: StreamLog,
 }
 
 impl WsRelay {
@@ -86,6 +89,7 @@ impl WsRelay {
         parts: &Parts,
         fwd: &Forwarding,
         greeted: Greeted,
+        log: StreamLog,
     ) -> WsRelay {
         let Greeted {
             admitted,
@@ -110,6 +114,7 @@ impl WsRelay {
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             heartbeat: Heartbeat::new(),
             _slot: slot,
+            log,
         }
     }
 
@@ -142,6 +147,8 @@ impl WsRelay {
                 self.session,
             );
         }
+        let (outcome, close_code) = end.describe();
+        self.log.ended(&outcome, close_code);
         finish(&mut client, end, &self.ctx.trace_id).await;
     }
 
@@ -187,12 +194,18 @@ impl WsRelay {
             .target
             .as_ref()
             .map_err(|c| End::Deny(Denial::new(*c)))?;
+        let started = Instant::now();
         match target
             .connect(&self.gw, &self.ctx, self.last_id.as_deref())
             .await
         {
             Ok(mut ws) => {
                 self.reconnect.connected();
+                let tally = &mut self.log.tally;
+                match tally.upstream_connect {
+                    None => tally.upstream_connect = Some(started.elapsed()),
+                    Some(_) => tally.reconnects += 1,
+                }
                 self.dedupe.arm();
                 while let Some(m) = self.held.pop() {
                     if ws.send(m.clone()).await.is_err() {
@@ -325,6 +338,8 @@ impl WsRelay {
             self.on_upstream(client, pending).await?;
         }
         let out = self.for_upstream(m)?;
+        self.log.tally.messages_up += 1;
+        self.log.tally.bytes_up += out.len() as u64;
         let sent = match self.upstream.as_mut() {
             Some(u) => u.send(out.clone()).await.is_ok(),
             None => false,
@@ -378,9 +393,17 @@ impl WsRelay {
             .await
     }
 
-    async fn send_client(&self, client: &mut ClientWs, msg: Message) -> Step {
+    async fn send_client(&mut self, client: &mut ClientWs, msg: Message) -> Step {
+        let counted = matches!(msg, Message::Text(_) | Message::Binary(_));
+        let len = msg.len() as u64;
         match tokio::time::timeout(CLIENT_SEND_STALL, client.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                if counted {
+                    self.log.tally.events_down += 1;
+                    self.log.tally.bytes_down += len;
+                }
+                Ok(())
+            }
             Ok(Err(_)) => Err(End::ClientLeft),
             Err(_) => {
                 self.gw
