@@ -34,7 +34,9 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr, thread: &str, token: 
          A message is published to thread {thread} every second.\n\n\
          SSE (stamped events, one per second):\n\
          curl -N {h} http://{listen}/sse/chat/{thread}\n\n\
-         Resume after event 3 (served from the gateway's journal):\n\
+         Resume after event 3 (served from the gateway's journal, which the demo keeps\n\
+         filled with a stream of its own; after 5 minutes event 3 is older than the journal\n\
+         keeps and the backend answers the resume instead):\n\
          curl -N {h} -H \"Last-Event-ID: 3\" http://{listen}/sse/chat/{thread}\n\n\
          WebSocket (sends the hello, then prints messages for 30 s; npm install -g wscat):\n\
          wscat -H \"Authorization: Bearer {token}\" -c ws://{listen}/ws/chat/{thread} -x '{hello}' -w 30\n\n\
@@ -136,12 +138,33 @@ async fn demo() -> Result<(), String> {
     );
     let shutdown = crate::cli::shutdown_signal();
     crate::tickets_epoch(&gw).await;
+    let keeper = tokio::spawn(keep_journal(listen, thread.id.clone(), token.clone()));
     println!("READY listen={listen} admin={admin_addr}");
     println!("{}", instructions(listen, admin_addr, &thread.id, &token));
     let listeners = crate::Listeners { main, admin };
     let result = crate::run(gw, listeners, shutdown).await;
     publisher.abort();
+    keeper.abort();
     let _ = stop_mock.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), mock).await;
     result.map_err(|e| e.to_string())
+}
+
+/// A stream of the demo's own on its thread, through the gateway: the thread's journal holds
+/// the recent events, so a pasted resume is answered from it. Reconnects when it ends.
+async fn keep_journal(listen: SocketAddr, thread: String, token: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "GET /sse/chat/{thread} HTTP/1.1\r\nHost: {listen}\r\nAuthorization: Bearer {token}\r\n\
+         X-Tenant-Id: {TENANT}\r\nX-Mode: lab\r\nX-Project-Id: {PROJECT}\r\nX-App-Id: app-chat\r\n\r\n"
+    );
+    let mut sink = vec![0u8; 16 * 1024];
+    loop {
+        if let Ok(mut conn) = tokio::net::TcpStream::connect(listen).await {
+            if conn.write_all(request.as_bytes()).await.is_ok() {
+                while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

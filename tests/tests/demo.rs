@@ -46,6 +46,37 @@ async fn demo_serves_what_it_prints() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let logs = demo.logs();
+    // The resume, pasted before any client of ours ever connected: the demo's own stream keeps
+    // the journal filled, so event 3 is found there.
+    let forwarded = "railgate_events_forwarded_total{route=\"chat-sse\",transport=\"sse\"}";
+    railgate_tests::eventually!(15, "four demo messages went through the gateway", {
+        let m = get(&demo.admin(), "/metrics", &[]).await;
+        railgate_tests::stack::metric_value(&String::from_utf8_lossy(&m.body), forwarded) >= 4.0
+    });
+    let resume = logs
+        .iter()
+        .filter_map(|l| l.strip_prefix("[railgate stdout] "))
+        .find(|l| l.starts_with("curl -N") && l.contains("Last-Event-ID: 3"))
+        .expect("the printed resume command");
+    let (rh, rurl) = parse_command(resume);
+    let rh: Vec<(&str, &str)> = rh.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let rpath = rurl
+        .strip_prefix(&format!("http://{}", demo.addr()))
+        .expect("same address");
+    assert!(rh.contains(&("Last-Event-ID", "3")), "{resume}");
+    let mut resumed = SseStream::open(&demo.addr(), rpath, &rh).await;
+    let first = resumed
+        .next_event_within(Duration::from_secs(5))
+        .await
+        .expect("the resume's first event");
+    assert_eq!(first.event, "resume_cursor", "{first:?}");
+    assert_eq!(first.json()["source"], "journal", "{first:?}");
+    let next = resumed
+        .next_event_within(Duration::from_secs(5))
+        .await
+        .expect("event 4");
+    assert_eq!(next.id.as_deref(), Some("4"));
+    drop(resumed);
     let (headers, url) = parse_command(&line_starting(&logs, "curl -N"));
     let (addr, path) = url
         .strip_prefix("http://")
