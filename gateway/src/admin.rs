@@ -1,11 +1,9 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, and `/admin/*` behind
 //! `RAILGATE_ADMIN_TOKEN`. It sees only the parts of the gateway it reports on ([`Admin`]).
 
+use crate::app::Gateway;
 use crate::auth::bearer;
 use crate::body::{full, Body};
-use crate::metrics::Metrics;
-use crate::presence::Presence;
-use crate::registry::Registry;
 use crate::respond::{self, json};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use railgate_policy::{Denial, ErrorCode};
@@ -13,22 +11,14 @@ use serde_json::json as j;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio_util::sync::CancellationToken;
 
-/// What the admin endpoints read and act on.
+/// What the admin endpoints read and act on: the gateway (its metrics, presence, drain state,
+/// and the registry and upstream of the configuration in force) and the admin token.
 pub struct Admin {
-    /// Metrics to render.
-    pub metrics: Arc<Metrics>,
-    /// The ownership registry (`DELETE /admin/registry/{id}`).
-    pub registry: Arc<Registry>,
-    /// WebSocket presence (`GET /admin/presence/...`).
-    pub presence: Arc<Presence>,
-    /// Cancelled when the gateway drains (`/readyz` answers 503).
-    pub draining: CancellationToken,
+    /// The gateway.
+    pub gw: Arc<Gateway>,
     /// The admin bearer token (`None`: `/admin/*` is refused).
     pub token: Option<String>,
-    /// The default upstream, probed by `/readyz`.
-    pub upstream: String,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -72,9 +62,27 @@ fn refusal<B>(admin: &Admin, req: &Request<B>) -> Option<Response<Body>> {
     }
 }
 
+/// `POST /admin/reload`: 200 with what changed, or 400 with every problem (the
+/// running configuration stays).
+async fn reload(admin: &Admin) -> Response<Body> {
+    match crate::reload::reload_logged(&admin.gw, &crate::env::ProcessEnv, "admin").await {
+        Ok(r) => json(
+            StatusCode::OK,
+            &j!({"reloaded": true, "routes": r.routes, "restart_needed": r.restart_needed}),
+            "",
+        ),
+        Err(problems) => json(
+            StatusCode::BAD_REQUEST,
+            &j!({"reloaded": false, "problems": problems}),
+            "",
+        ),
+    }
+}
+
 /// Whether the default upstream accepts TCP connections (within 1 s).
 async fn upstream_reachable(admin: &Admin) -> bool {
-    let Ok(uri) = admin.upstream.parse::<http::Uri>() else {
+    let upstream = admin.gw.live().config.upstream.clone();
+    let Ok(uri) = upstream.parse::<http::Uri>() else {
         return false;
     };
     let Some(auth) = uri.authority() else {
@@ -93,7 +101,7 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["metrics"]) => {
-            let mut r = Response::new(full(admin.metrics.render()));
+            let mut r = Response::new(full(admin.gw.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -102,7 +110,7 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
         }
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (Method::GET, ["readyz"]) => {
-            if admin.draining.is_cancelled() {
+            if admin.gw.draining.is_cancelled() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             } else if upstream_reachable(&admin).await {
                 text(StatusCode::OK, "ready\n")
@@ -115,11 +123,14 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
                 return resp;
             }
             match (method, rest) {
-                (Method::GET, ["presence", tenant, thread]) => {
-                    json(StatusCode::OK, &admin.presence.members(tenant, thread), "")
-                }
+                (Method::GET, ["presence", tenant, thread]) => json(
+                    StatusCode::OK,
+                    &admin.gw.presence.members(tenant, thread),
+                    "",
+                ),
+                (Method::POST, ["reload"]) => reload(&admin).await,
                 (Method::DELETE, ["registry", id]) => {
-                    let dropped = admin.registry.forget(id).await;
+                    let dropped = admin.gw.live().registry.forget(id).await;
                     json(
                         StatusCode::OK,
                         &j!({"thread_id": id, "dropped": dropped}),

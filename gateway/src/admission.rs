@@ -101,7 +101,8 @@ pub async fn precheck(
     let presented = presented(adm, caller)?;
     let verified = match presented.bearer.is_some() || presented.ticket.is_some() {
         true => Some(
-            gw.auth
+            gw.live()
+                .auth
                 .verify(&presented, adm.accepts, clock::now())
                 .await?,
         ),
@@ -133,7 +134,7 @@ pub async fn credentials(
     now: u64,
 ) -> Result<Verified, Denial> {
     let presented = presented(adm, caller)?;
-    gw.auth.verify(&presented, adm.accepts, now).await
+    gw.live().auth.verify(&presented, adm.accepts, now).await
 }
 
 fn presented(adm: &Admission<'_>, caller: &Caller<'_>) -> Result<Credentials, Denial> {
@@ -157,8 +158,8 @@ pub fn context(
     verified: &Verified,
 ) -> Result<RequestContext, Denial> {
     let policy = ContextPolicy {
-        gateway_env: &gw.config.env,
-        allowed_modes: &gw.config.allowed_modes,
+        gateway_env: &gw.live().config.env,
+        allowed_modes: &gw.live().config.allowed_modes,
         require,
     };
     let headers = Headers(caller.headers);
@@ -180,7 +181,7 @@ pub async fn ownership(
     thread: &str,
     hide_foreign: bool,
 ) -> Result<(), Denial> {
-    let record = gw.registry.lookup(thread).await?;
+    let record = gw.live().registry.lookup(thread).await?;
     check_access(ctx, record.as_ref(), hide_foreign)
 }
 
@@ -189,7 +190,7 @@ pub async fn ownership(
 pub fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denial> {
     let verified = &admitted.verified;
     match verified.ticket.as_ref() {
-        Some(t) if !verified.ticket_resumed => gw.auth.book.consume(t, clock::now()),
+        Some(t) if !verified.ticket_resumed => gw.live().auth.book.consume(t, clock::now()),
         _ => Ok(()),
     }
 }

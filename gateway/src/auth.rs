@@ -281,8 +281,8 @@ pub struct Auth {
     pub rules: Rules,
     /// Ticket keys (`None`: tickets are refused).
     pub tickets: Option<TicketSecrets>,
-    /// Used tickets.
-    pub book: TicketBook,
+    /// Used tickets (one book for the process, shared by the credentials of every reload).
+    pub book: Arc<TicketBook>,
 }
 
 /// The credentials a request presented.
@@ -354,7 +354,12 @@ impl Auth {
     }
 
     /// Builds the credential state.
-    pub fn new(config: &AuthConfig, keys: Arc<KeyStore>, tickets: Option<TicketSecrets>) -> Auth {
+    pub fn new(
+        config: &AuthConfig,
+        keys: Arc<KeyStore>,
+        tickets: Option<TicketSecrets>,
+        book: Arc<TicketBook>,
+    ) -> Auth {
         Auth {
             keys,
             rules: Rules {
@@ -363,11 +368,7 @@ impl Auth {
                 audience: config.audience.clone(),
             },
             tickets,
-            book: TicketBook::new(
-                config.max_used_tickets,
-                config.max_used_tickets_per_tenant,
-                crate::clock::now() + 1,
-            ),
+            book,
         }
     }
 
@@ -559,7 +560,8 @@ mod tests {
         let keys = KeyStore::new(&config.auth, &env, HttpClient::new(&config.limits))
             .map_err(|e| e.0)
             .expect("keys");
-        let auth = Arc::new(Auth::new(&config.auth, keys, None));
+        let book = Arc::new(TicketBook::new(10, 10, 0));
+        let auth = Arc::new(Auth::new(&config.auth, keys, None, book));
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some("not-published".into());
         let claims = serde_json::json!({"sub": "u", "tenant_id": "t", "exp": 4_000_000_000u64});

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The configured bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Bounds {
     /// Client connections open at once.
     pub connections: usize,
@@ -74,6 +74,8 @@ impl Cap {
 
 #[derive(Default)]
 struct Counts {
+    /// The bounds in force (a reload may change them; what is open stays open).
+    bounds: Bounds,
     connections: usize,
     unauthenticated: usize,
     per_address: HashMap<IpAddr, usize>,
@@ -82,7 +84,6 @@ struct Counts {
 
 /// The gateway's open slots.
 pub struct Caps {
-    bounds: Bounds,
     counts: Mutex<Counts>,
 }
 
@@ -99,9 +100,16 @@ impl Caps {
     /// Caps with these bounds.
     pub fn new(bounds: Bounds) -> Arc<Caps> {
         Arc::new(Caps {
-            bounds,
-            counts: Mutex::default(),
+            counts: Mutex::new(Counts {
+                bounds,
+                ..Counts::default()
+            }),
         })
+    }
+
+    /// New bounds for what opens from now on (a reload).
+    pub fn set_bounds(&self, bounds: Bounds) {
+        self.lock().bounds = bounds;
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
@@ -112,13 +120,13 @@ impl Caps {
     pub fn connect(self: &Arc<Caps>, ip: IpAddr) -> Result<Arc<Connection>, Cap> {
         let mut c = self.lock();
         let from_ip = c.per_address.get(&ip).copied().unwrap_or(0);
-        if c.connections >= self.bounds.connections {
+        if c.connections >= c.bounds.connections {
             return Err(Cap::Connections);
         }
-        if from_ip >= self.bounds.unauthenticated_per_address {
+        if from_ip >= c.bounds.unauthenticated_per_address {
             return Err(Cap::UnauthenticatedPerAddress);
         }
-        if c.unauthenticated >= self.bounds.unauthenticated {
+        if c.unauthenticated >= c.bounds.unauthenticated {
             return Err(Cap::Unauthenticated);
         }
         c.connections += 1;
@@ -134,8 +142,9 @@ impl Caps {
     /// A slot for one open stream of `tenant`.
     pub fn stream(self: &Arc<Caps>, tenant: &str) -> Result<StreamSlot, Cap> {
         let mut c = self.lock();
+        let bound = c.bounds.streams_per_tenant;
         let open = c.streams.entry(tenant.to_owned()).or_insert(0);
-        if *open >= self.bounds.streams_per_tenant {
+        if *open >= bound {
             return Err(Cap::TenantStreams);
         }
         *open += 1;

@@ -75,17 +75,17 @@ fn read_all(
     Ok((file, config, problems))
 }
 
-/// Loads and validates; returns the config and where it came from ([`startup::config_source`]).
+/// Loads and validates; returns the config and the file it came from (`None`: the embedded
+/// defaults).
 /// On failure prints every problem and returns the exit code.
 pub fn load(
     explicit: Option<&Path>,
     env: &dyn Env,
     flags: &Overrides,
-) -> Result<(Config, String), ExitCode> {
+) -> Result<(Config, Option<PathBuf>), ExitCode> {
     let (file, config, problems) = read_all(explicit, env, flags)?;
-    let source = startup::config_source(file.as_ref().map(|(p, _)| p.as_path()));
     match config {
-        Some(c) if problems.is_empty() => Ok((c, source)),
+        Some(c) if problems.is_empty() => Ok((c, file.map(|(p, _)| p))),
         _ => {
             print_problems(&file, &problems);
             Err(ExitCode::from(EXIT_USAGE))
@@ -133,8 +133,8 @@ pub fn check(explicit: Option<&Path>, env: &dyn Env) -> ExitCode {
 /// The `env` of the config file (`--config`, or ./railgate.toml if present); `None` without
 /// a file.
 pub fn file_env(explicit: Option<&Path>, env: &dyn Env) -> Result<Option<String>, ExitCode> {
-    let (config, source) = load(explicit, env, &Overrides::default())?;
-    Ok((source != startup::DEFAULTS_SOURCE).then_some(config.env))
+    let (config, path) = load(explicit, env, &Overrides::default())?;
+    Ok(path.map(|_| config.env))
 }
 
 /// What a ticket lacks for the config's stream routes: the fields they require that it does
@@ -173,10 +173,11 @@ pub fn ticket_hint(
 
 /// `railgate serve`.
 pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitCode {
-    let (config, source) = match load(explicit, env, flags) {
+    let (config, path) = match load(explicit, env, flags) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let source = startup::config_source(path.as_deref());
     crate::init_logging();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.workers > 0 {
@@ -206,11 +207,24 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
                 return ExitCode::from(1);
             }
         };
+        if let Some(path) = path {
+            let _ = gw.reload_from.set(crate::app::ReloadFrom {
+                path,
+                flags: flags.clone(),
+            });
+        }
         let shutdown = shutdown_signal();
+        match crate::reload::on_hangup(gw.clone()) {
+            Ok(reloads) => drop(tokio::spawn(reloads)),
+            Err(e) => {
+                eprintln!("railgate: cannot install the SIGHUP handler: {e}");
+                return ExitCode::from(1);
+            }
+        }
         match crate::ready_line(&listeners) {
             Ok(line) => {
                 println!("{line}");
-                startup::log_started(&gw.config, env, &source, &line);
+                startup::log_started(&gw.live().config, env, &source, &line);
             }
             Err(e) => {
                 eprintln!("railgate: {e}");

@@ -8,7 +8,7 @@ use crate::app::Gateway;
 use crate::body::Body;
 use crate::caps::Connection;
 use crate::config::route::Captures;
-use crate::config::{Rail, Route};
+use crate::config::{Config, Rail, Route};
 use crate::outcome::{count, record, Outcome};
 use crate::proxy::headers::{Forwarding, Peer};
 use crate::{proxy, respond, tickets};
@@ -102,7 +102,9 @@ async fn serve(
         out.route = "demo-page".into();
         return Ok(Answer::Done(resp));
     }
-    let (route, caps) = route(gw, req.uri().path())?;
+    // The routes in force when the request came; a reload does not change them under it.
+    let live = gw.live();
+    let (route, caps) = route(&live.config, req.uri().path())?;
     out.route = route.name.clone();
     out.rail = route.kind;
     let adm = Admission::for_route(route, &caps);
@@ -155,7 +157,12 @@ fn forwarding(gw: &Gateway, route: &Route, peer: SocketAddr) -> Forwarding {
     Forwarding {
         peer: Peer {
             ip,
-            trusted: gw.config.trusted_proxies.iter().any(|n| n.contains(&ip)),
+            trusted: gw
+                .live()
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&ip)),
         },
         authorization: route.forward_authorization,
     }
@@ -173,9 +180,9 @@ pub fn early_checks(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial>
     Ok(())
 }
 
-/// The first route whose pattern matches `path`, with what it captured.
-pub fn route<'g>(gw: &'g Gateway, path: &str) -> Result<(&'g Route, Captures), Denial> {
-    gw.config
+/// The first route of `config` whose pattern matches `path`, with what it captured.
+pub fn route<'c>(config: &'c Config, path: &str) -> Result<(&'c Route, Captures), Denial> {
+    config
         .routes
         .iter()
         .find_map(|r| r.pattern.matches(path).map(|c| (r, c)))
@@ -225,7 +232,9 @@ fn within_body_limit(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > gw.config.limits.max_body_bytes => Err(Denial::new(ErrorCode::TooLarge)),
+        Some(len) if len > gw.live().config.limits.max_body_bytes => {
+            Err(Denial::new(ErrorCode::TooLarge))
+        }
         _ => Ok(()),
     }
 }

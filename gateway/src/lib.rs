@@ -54,6 +54,7 @@ pub mod outcome;
 pub mod presence;
 pub mod proxy;
 pub mod registry;
+pub mod reload;
 pub mod respond;
 pub mod server;
 pub mod sse;
@@ -67,10 +68,10 @@ pub use server::{run, Listeners};
 /// Binds both listeners, fetches a configured JWKS once, and returns the state ready to `run`.
 /// The caller prints the READY line once this returns.
 pub async fn bind(gw: &std::sync::Arc<Gateway>) -> std::io::Result<Listeners> {
-    let main = bind_at(gw.config.listen).await?;
-    let admin = bind_at(gw.config.admin_listen).await?;
-    if gw.auth.keys.has_url() {
-        if let Err(e) = gw.auth.keys.refresh().await {
+    let main = bind_at(gw.live().config.listen).await?;
+    let admin = bind_at(gw.live().config.admin_listen).await?;
+    if gw.live().auth.keys.has_url() {
+        if let Err(e) = gw.live().auth.keys.refresh().await {
             tracing::warn!(error = %e, "initial JWKS fetch failed; tokens signed by its keys are refused until a refresh succeeds");
         }
     }
@@ -88,7 +89,7 @@ async fn bind_at(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpL
 /// Waits until the first second whose tickets this process vouches for has begun (at most a
 /// second): tickets minted before it count as used, since the used-ticket book starts empty.
 pub async fn tickets_epoch(gw: &Gateway) {
-    let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(gw.auth.book.epoch());
+    let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(gw.live().auth.book.epoch());
     if let Ok(wait) = epoch.duration_since(std::time::SystemTime::now()) {
         tokio::time::sleep(wait).await;
     }

@@ -65,7 +65,7 @@ pub async fn run(
     gw.draining.cancel();
     conns.close();
     gw.streams.close();
-    let drained = tokio::time::timeout(gw.config.drain_timeout, async {
+    let drained = tokio::time::timeout(gw.live().config.drain_timeout, async {
         conns.wait().await;
         gw.streams.wait().await;
     })
@@ -147,7 +147,7 @@ async fn serve_connection(
     peer: std::net::SocketAddr,
     slot: Arc<Connection>,
 ) {
-    let limits = &gw.config.limits;
+    let limits = &gw.live().config.limits;
     let max_buf = (limits.max_header_bytes * 2).max(8192);
     let header_timeout = limits.header_read_timeout;
     let stop = gw.draining.clone();
@@ -184,20 +184,18 @@ async fn serve_connection(
     let _ = conn.await;
 }
 
-fn admin_view(gw: &Gateway) -> Arc<Admin> {
+fn admin_view(gw: &Arc<Gateway>) -> Arc<Admin> {
     Arc::new(Admin {
-        metrics: gw.metrics.clone(),
-        registry: gw.registry.clone(),
-        presence: gw.presence.clone(),
-        draining: gw.draining.clone(),
+        gw: gw.clone(),
         token: gw.admin_token.clone(),
-        upstream: gw.config.upstream.clone(),
     })
 }
 
-/// Runs `work` every `period` until the gateway drains.
-fn every<F, Fut>(gw: &Arc<Gateway>, period: Duration, work: F)
+/// Runs `work` every `period` (read again each time: a reload may change it) until the gateway
+/// drains.
+fn every<P, F, Fut>(gw: &Arc<Gateway>, period: P, work: F)
 where
+    P: Fn(&Gateway) -> Duration + Send + 'static,
     F: Fn(Arc<Gateway>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
@@ -205,30 +203,47 @@ where
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(period) => work(gw.clone()).await,
+                _ = tokio::time::sleep(period(&gw)) => work(gw.clone()).await,
                 _ = gw.draining.cancelled() => return,
             }
         }
     });
 }
 
+/// Upkeep: journal sweeps, the registry file's changes, the JWKS refresh. Each reads the
+/// configuration in force when it runs, so a reload that adds a registry file or a JWKS URL
+/// is followed too.
 fn spawn_background(gw: &Arc<Gateway>) {
-    every(gw, Duration::from_secs(30), |gw| async move {
-        gw.hubs.journals.sweep(std::time::Instant::now());
-    });
-    if gw.registry.is_file() {
-        every(gw, Duration::from_secs(1), |gw| async move {
-            gw.registry.reload_if_changed().await;
-        });
-    }
-    if gw.auth.keys.has_url() {
-        // The first fetch happened before READY (see `bind`).
-        every(gw, gw.config.auth.jwks_refresh, |gw| async move {
-            if let Err(e) = gw.auth.keys.refresh().await {
-                tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+    every(
+        gw,
+        |_| Duration::from_secs(30),
+        |gw| async move {
+            gw.hubs.journals.sweep(std::time::Instant::now());
+        },
+    );
+    every(
+        gw,
+        |_| Duration::from_secs(1),
+        |gw| async move {
+            let registry = gw.live().registry.clone();
+            if registry.is_file() {
+                registry.reload_if_changed().await;
             }
-        });
-    }
+        },
+    );
+    // The first fetch happened before READY (see `bind`).
+    every(
+        gw,
+        |gw| gw.live().config.auth.jwks_refresh,
+        |gw| async move {
+            let keys = gw.live().auth.keys.clone();
+            if keys.has_url() {
+                if let Err(e) = keys.refresh().await {
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys");
+                }
+            }
+        },
+    );
 }
 
 /// Largest request head the admin listener reads.

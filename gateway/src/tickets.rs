@@ -80,7 +80,8 @@ pub async fn issue(
     let ask = read_ask(body).await?;
     let ctx = &admitted.ctx;
     ownership(gw, ctx, &ask.thread_id, false).await?;
-    let secrets = gw.auth.tickets.as_ref().ok_or_else(|| {
+    let live = gw.live();
+    let secrets = live.auth.tickets.as_ref().ok_or_else(|| {
         Denial::with_message(
             ErrorCode::TicketInvalid,
             "tickets are not enabled (no ticket secret)",

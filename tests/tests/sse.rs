@@ -252,24 +252,27 @@ async fn tenants_never_see_each_other_and_foreign_upstream_events_are_dropped() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_then_resumes_without_loss_while_fast_clients_are_unaffected() {
+    // Queues of 16 MiB: a fast client descheduled for a second on a busy machine is not cut;
+    // a client that never reads still is (39 MB are published).
     let s = Stack::start(
-        "[sse]\nclient_queue_events = 64\njournal_bytes = 67108864\njournal_events = 1000\n",
+        "[sse]\nclient_queue_events = 1024\nclient_queue_bytes = 16777216\n\
+         journal_bytes = 67108864\njournal_events = 1000\n",
     );
     let th = s.thread("t_a").await;
     let mut slow = open(&s, &th, "t_a", &[]).await;
     let fast = open(&s, &th, "t_a", &[]).await;
-    const N: usize = 400;
+    const N: usize = 600;
     let fast_task = tokio::spawn(async move {
         let mut fast = fast;
         seqs(&take_messages(&mut fast, N).await)
     });
-    // ~26 MB at 250 events/s: far more than the slow client's socket buffers and queue hold,
+    // ~39 MB at 125 events/s: far more than the slow client's socket buffers and queue hold,
     // slow enough for a reading client to keep up.
     let r = post_json(
         &s.mock_addr(),
         "/_mock/publish",
         &[],
-        &json!({"thread_id": th, "count": N, "payload_bytes": 65536, "rate_per_s": 250}),
+        &json!({"thread_id": th, "count": N, "payload_bytes": 65536, "rate_per_s": 125}),
     )
     .await;
     assert_eq!(r.status, 202);

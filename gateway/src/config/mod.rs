@@ -138,7 +138,7 @@ pub enum RegistrySource {
 }
 
 /// `[registry]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RegistryConfig {
     /// Source.
     pub source: RegistrySource,

@@ -48,7 +48,7 @@ pub async fn forward(
     {
         parts.headers.insert(http::header::HOST, authority);
     }
-    let limit = gw.config.limits.max_body_bytes as usize;
+    let limit = gw.live().config.limits.max_body_bytes as usize;
     let client_fault = Arc::new(Mutex::new(None));
     let body: Body = ClientBody {
         inner: Limited::new(body, limit),
@@ -148,7 +148,7 @@ async fn learn_and_return(
                 env: admitted.ctx.env().to_owned(),
                 project_id: admitted.ctx.get(Field::Project).map(str::to_owned),
             };
-            match gw.registry.learn(&id, record).await {
+            match gw.live().registry.learn(&id, record).await {
                 Ok(()) => {}
                 Err(d) if d.code == ErrorCode::ThreadForbidden => {
                     gw.metrics

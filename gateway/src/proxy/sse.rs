@@ -128,9 +128,9 @@ pub async fn serve(
 /// The journal of a stream on a route, with the configured bounds.
 fn journal(gw: &Gateway, route: &Route, key: &str) -> Arc<Mutex<Journal>> {
     let limits = Limits {
-        events: gw.config.sse.journal_events,
-        bytes: gw.config.sse.journal_bytes,
-        age: gw.config.sse.journal_age,
+        events: gw.live().config.sse.journal_events,
+        bytes: gw.live().config.sse.journal_bytes,
+        age: gw.live().config.sse.journal_age,
     };
     gw.hubs.journals.get(&route.name, key, limits)
 }
@@ -147,8 +147,8 @@ struct Client {
 impl Client {
     fn new(gw: &Gateway, thread: &str, admitted: &Admitted) -> Client {
         let (tx, rx) = client_queue(
-            gw.config.sse.client_queue_events,
-            gw.config.sse.client_queue_bytes,
+            gw.live().config.sse.client_queue_events,
+            gw.live().config.sse.client_queue_bytes,
         );
         Client {
             tx,
@@ -319,11 +319,11 @@ fn response(
     let timers = Timers {
         expires_at: credential_end(
             admitted.ctx.expires_at,
-            gw.config.auth.leeway_s,
+            gw.live().config.auth.leeway_s,
             clock::now(),
         ),
         draining: gw.draining.clone().cancelled_owned(),
-        keepalive_every: gw.config.sse.keepalive,
+        keepalive_every: gw.live().config.sse.keepalive,
     };
     let finish = Finish {
         stamp: client.stamp,
@@ -350,13 +350,14 @@ fn response(
 /// reconnect (the ticket itself is spent) until the ticket's session end.
 fn grant_cookie(gw: &Gateway, admitted: &Admitted, path: &str) -> Option<HeaderValue> {
     let t = admitted.verified.ticket.as_ref()?;
-    let secrets = gw.auth.tickets.as_ref()?;
+    let live = gw.live();
+    let secrets = live.auth.tickets.as_ref()?;
     if admitted.verified.ticket_resumed {
         return None;
     }
     let grant = encode_grant(&Grant::for_ticket(t), secrets);
     let max_age = t.sx.saturating_sub(clock::now());
-    let secure = if gw.config.auth.cookie_secure {
+    let secure = if gw.live().config.auth.cookie_secure {
         "; Secure"
     } else {
         ""

@@ -81,7 +81,7 @@ fn stream_request(spec: &UpstreamSpec, cursor: Option<&str>) -> Request<Body> {
 
 /// Opens the upstream stream on its own connection, resuming after `cursor`.
 pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) -> Connect {
-    let limits = &gw.config.limits;
+    let limits = &gw.live().config.limits;
     let Some(authority) = spec.uri.authority() else {
         return Connect::Gone(ErrorCode::UpstreamUnavailable);
     };
@@ -135,7 +135,7 @@ pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Opt
 }
 
 async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Option<Box<Stream>>) {
-    let mut parser = Parser::new(gw.config.sse.max_event_bytes);
+    let mut parser = Parser::new(gw.live().config.sse.max_event_bytes);
     let mut reconnect = Reconnect::new(
         &gw.metrics,
         &hub.route.name,
@@ -194,7 +194,7 @@ enum Pumped {
 /// apart: events that arrive sooner wait for the window's end and go out as one batch (one
 /// write per client instead of one per event). An event after a quiet spell goes out at once.
 async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> Pumped {
-    let window = gw.config.sse.batch_window;
+    let window = gw.live().config.sse.batch_window;
     let mut pending = Vec::new();
     let mut pending_since = Instant::now();
     let mut last_delivery: Option<Instant> = None;

@@ -71,7 +71,7 @@ impl Session {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let config = ws_config(self.gw.config.ws.max_message_bytes);
+        let config = ws_config(self.gw.live().config.ws.max_message_bytes);
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
@@ -139,7 +139,7 @@ impl Session {
     /// The first text message, within the hello timeout counted from the upgrade: control frames
     /// before it neither extend the deadline nor escape the ping-flood limit.
     async fn first_text(&self, ws: &mut ClientWs) -> Result<String, End> {
-        let deadline = tokio::time::Instant::now() + self.gw.config.ws.hello_timeout;
+        let deadline = tokio::time::Instant::now() + self.gw.live().config.ws.hello_timeout;
         let mut heartbeat = Heartbeat::new();
         loop {
             match tokio::time::timeout_at(deadline, ws.next()).await {

@@ -110,7 +110,10 @@ impl WsRelay {
             retry_at: Deadline::now(),
             dedupe: Deduper::after(cursor.as_deref()),
             last_id: cursor,
-            held: Held::new(gw.config.ws.held_messages, gw.config.ws.held_bytes),
+            held: Held::new(
+                gw.live().config.ws.held_messages,
+                gw.live().config.ws.held_bytes,
+            ),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             heartbeat: Heartbeat::new(),
             _slot: slot,
@@ -121,7 +124,7 @@ impl WsRelay {
     /// Relays until the session ends, then closes the client as the end says.
     pub async fn run(mut self, mut client: ClientWs) {
         let gw = self.gw.clone();
-        let presence = gw.config.ws.presence;
+        let presence = gw.live().config.ws.presence;
         let (ptx, mut prx) = mpsc::channel::<String>(64);
         if presence {
             let member = Member {
@@ -154,11 +157,11 @@ impl WsRelay {
 
     async fn relay(&mut self, client: &mut ClientWs, presence: &mut mpsc::Receiver<String>) -> End {
         let gw = self.gw.clone();
-        let mut ping = tokio::time::interval(gw.config.ws.ping_interval);
+        let mut ping = tokio::time::interval(gw.live().config.ws.ping_interval);
         ping.tick().await;
         let expiry = tokio::time::sleep_until(credential_end(
             self.ctx.expires_at,
-            gw.config.auth.leeway_s,
+            gw.live().config.auth.leeway_s,
             clock::now(),
         ));
         tokio::pin!(expiry);
@@ -322,7 +325,7 @@ impl WsRelay {
     /// answered here instead.
     async fn forward(&mut self, client: &mut ClientWs, m: Message) -> Step {
         if let Message::Text(t) = &m {
-            if self.gw.config.ws.presence && is_snapshot_request(t.as_str()) {
+            if self.gw.live().config.ws.presence && is_snapshot_request(t.as_str()) {
                 let snapshot = self.gw.presence.snapshot_for(
                     self.ctx.tenant_id(),
                     self.ctx.env(),
@@ -386,7 +389,7 @@ impl WsRelay {
 
     /// The heartbeat: a client that stopped answering pings is closed; otherwise ping it.
     async fn on_tick(&mut self, client: &mut ClientWs) -> Step {
-        if self.heartbeat.last_pong.elapsed() > self.gw.config.ws.pong_timeout {
+        if self.heartbeat.last_pong.elapsed() > self.gw.live().config.ws.pong_timeout {
             return Err(End::Close(1001, "heartbeat timeout".into()));
         }
         self.send_client(client, Message::Ping(Default::default()))

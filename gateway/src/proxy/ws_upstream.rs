@@ -83,16 +83,16 @@ impl Target {
             uri = format!("{uri}?{q}");
         }
         let authority = self.uri.authority().ok_or(gone)?;
-        let tcp = connect_tcp(authority, gw.config.limits.upstream_connect_timeout)
+        let tcp = connect_tcp(authority, gw.live().config.limits.upstream_connect_timeout)
             .await
             .map_err(|_| Refusal::Retry)?;
         let mut req = uri.as_str().into_client_request().map_err(|_| gone)?;
         for (k, v) in &self.headers {
             req.headers_mut().append(k, v.clone());
         }
-        let config = ws_config(gw.config.ws.max_message_bytes);
+        let config = ws_config(gw.live().config.ws.max_message_bytes);
         let handshake = tokio_tungstenite::client_async_with_config(req, tcp, Some(config));
-        let wait = gw.config.limits.upstream_response_timeout;
+        let wait = gw.live().config.limits.upstream_response_timeout;
         let mut ws = match tokio::time::timeout(wait, handshake).await {
             Ok(Ok((ws, _))) => ws,
             Ok(Err(WsError::Http(resp))) => return Err(classify(resp.status().as_u16())),
