@@ -6,11 +6,13 @@ use crate::client::HttpClient;
 use crate::config::{Config, RegistryConfig};
 use crate::env::Env;
 use crate::metrics::Metrics;
+use crate::outbound::{self, UpstreamTls};
 use crate::presence::Presence;
 use crate::proxy::sse_hubs::Hubs;
 use crate::registry::Registry;
 use arc_swap::ArcSwap;
 use railgate_policy::Denial;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +26,69 @@ pub struct Live {
     pub auth: Auth,
     /// Ownership registry (kept across a reload that leaves `[registry]` unchanged).
     pub registry: Arc<Registry>,
+    /// Outbound clients and TLS settings.
+    pub outbound: Outbound,
+}
+
+/// How the gateway reaches out: the shared pooled client (JWKS, OIDC discovery, registry, and
+/// HTTP routes without TLS settings of their own), and each route's TLS settings (and client,
+/// when it has settings of its own).
+pub struct Outbound {
+    /// The shared client.
+    pub http: HttpClient,
+    default_tls: UpstreamTls,
+    routes: HashMap<String, (UpstreamTls, HttpClient)>,
+}
+
+impl Outbound {
+    /// Builds the clients of `config`, reporting every CA file that cannot be read.
+    pub fn new(config: &Config) -> Result<Outbound, Vec<String>> {
+        let mut problems = Vec::new();
+        let alpn: &[&[u8]] = &[b"http/1.1"];
+        let default_tls = match outbound::client_config(config.tls_ca_file.as_deref(), alpn) {
+            Ok(c) => UpstreamTls {
+                config: c,
+                server_name: None,
+            },
+            Err(e) => return Err(vec![format!("tls_ca_file {e}")]),
+        };
+        let mut routes = HashMap::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            if r.tls_ca_file.is_none() && r.tls_server_name.is_none() {
+                continue;
+            }
+            let ca = r.tls_ca_file.as_deref().or(config.tls_ca_file.as_deref());
+            match outbound::client_config(ca, alpn) {
+                Ok(c) => {
+                    let tls = UpstreamTls {
+                        config: c,
+                        server_name: r.tls_server_name.clone(),
+                    };
+                    let client = HttpClient::new(&config.limits, &tls);
+                    routes.insert(r.name.clone(), (tls, client));
+                }
+                Err(e) => problems.push(format!("routes[{i}].tls_ca_file {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Outbound {
+            http: HttpClient::new(&config.limits, &default_tls),
+            default_tls,
+            routes,
+        })
+    }
+
+    /// The client for a route's HTTP requests.
+    pub fn http_for(&self, route: &str) -> &HttpClient {
+        self.routes.get(route).map_or(&self.http, |(_, c)| c)
+    }
+
+    /// The TLS settings of a route's upstream streams.
+    pub fn tls_for(&self, route: &str) -> &UpstreamTls {
+        self.routes.get(route).map_or(&self.default_tls, |(t, _)| t)
+    }
 }
 
 /// Where a reload reads the configuration again.
@@ -40,8 +105,6 @@ pub struct Gateway {
     live: ArcSwap<Live>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Pooled client for short upstream exchanges.
-    pub client: HttpClient,
     /// Cancelled when the gateway drains; long-lived streams end on it.
     pub draining: CancellationToken,
     /// Long-lived streams and upgraded connections (hyper's graceful shutdown does not see them).
@@ -89,11 +152,16 @@ impl Gateway {
     pub fn build_live(
         config: Config,
         env: &dyn Env,
-        shared: (&HttpClient, &Arc<Metrics>, &Arc<TicketBook>),
+        shared: (&Arc<Metrics>, &Arc<TicketBook>),
         registry: Option<(&RegistryConfig, Arc<Registry>)>,
     ) -> Result<Live, Vec<String>> {
-        let (client, metrics, book) = shared;
+        let (metrics, book) = shared;
         let mut problems = Vec::new();
+        let outbound = Outbound::new(&config).map_err(|e| problems.extend(e)).ok();
+        let client = outbound.as_ref().map(|o| o.http.clone());
+        let Some(client) = client else {
+            return Err(problems);
+        };
         let keys = KeyStore::new(&config.auth, env, client.clone())
             .map_err(|e| problems.extend(e.0))
             .ok();
@@ -106,7 +174,9 @@ impl Gateway {
                 .map_err(|e| problems.push(e))
                 .ok(),
         };
-        let (Some(keys), Some(tickets), Some(registry)) = (keys, tickets, registry) else {
+        let (Some(keys), Some(tickets), Some(registry), Some(outbound)) =
+            (keys, tickets, registry, outbound)
+        else {
             return Err(problems);
         };
         let auth = Auth::new(&config.auth, keys, tickets, book.clone());
@@ -114,6 +184,7 @@ impl Gateway {
             config,
             auth,
             registry,
+            outbound,
         })
     }
 
@@ -124,7 +195,6 @@ impl Gateway {
                 .map_err(|e| vec![format!("metrics: {e}")])?,
         );
         metrics.declare(&config.routes);
-        let client = HttpClient::new(&config.limits);
         let book = Arc::new(TicketBook::new(
             config.auth.max_used_tickets,
             config.auth.max_used_tickets_per_tenant,
@@ -135,11 +205,10 @@ impl Gateway {
             .filter(|t| !t.trim().is_empty());
         let caps = Caps::new(config.limits.caps);
         let presence = Presence::new(config.ws.presence_window, config.ws.presence_fanout_max);
-        let live = Self::build_live(config, env, (&client, &metrics, &book), None)?;
+        let live = Self::build_live(config, env, (&metrics, &book), None)?;
         Ok(Arc::new(Gateway {
             live: ArcSwap::from_pointee(live),
             metrics,
-            client,
             draining: CancellationToken::new(),
             streams: TaskTracker::new(),
             admin_token,

@@ -4,13 +4,16 @@
 
 use crate::body::{empty, Body};
 use crate::config::Limits;
+use crate::outbound::UpstreamTls;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 use std::time::Duration;
 
 /// Why the upstream could not be used.
@@ -32,20 +35,48 @@ impl UpstreamError {
     }
 }
 
-/// A pooled HTTP/1.1 client with connect and response-header timeouts.
+/// An error with its chain of causes (`client error (Connect): invalid peer certificate: …`),
+/// so a TLS failure says what failed.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// A pooled HTTP/1.1 client (`http://` and `https://`) with connect and response-header
+/// timeouts.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     response_timeout: Duration,
 }
 
 impl HttpClient {
-    /// Builds the client from the limits.
-    pub fn new(limits: &Limits) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.upstream_connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+    /// Builds the client from the limits; `https://` is verified as `tls` says.
+    pub fn new(limits: &Limits, tls: &UpstreamTls) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        // The connector sets ALPN itself (from the protocols it enables).
+        let mut config = (*tls.config).clone();
+        config.alpn_protocols.clear();
+        let builder = HttpsConnectorBuilder::new().with_tls_config(config);
+        let builder = builder.https_or_http();
+        let builder = match tls
+            .server_name
+            .as_deref()
+            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
+        {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(limits.upstream_idle_timeout)
             .pool_timer(TokioTimer::new())
@@ -70,7 +101,7 @@ impl HttpClient {
     ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(wait, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable(e.to_string())),
+            Ok(Err(e)) => Err(UpstreamError::Unavailable(with_causes(&e))),
             Err(_) => Err(UpstreamError::Timeout),
         }
     }

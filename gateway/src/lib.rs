@@ -50,6 +50,7 @@ pub mod inject;
 pub mod journal;
 pub mod metrics;
 pub mod mint;
+pub mod outbound;
 pub mod outcome;
 pub mod presence;
 pub mod proxy;
@@ -59,6 +60,7 @@ pub mod respond;
 pub mod server;
 pub mod sse;
 pub mod startup;
+pub mod ticket_book;
 pub mod tickets;
 pub mod wire;
 

@@ -73,12 +73,7 @@ pub async fn reload(gw: &Gateway, env: &(dyn Env + Sync)) -> Result<Reloaded, Ve
     let old = gw.live();
     let restart = restart_needed(&old.config, &config);
     let kept_registry = Some((&old.config.registry, old.registry.clone()));
-    let live = Gateway::build_live(
-        config,
-        env,
-        (&gw.client, &gw.metrics, &gw.book),
-        kept_registry,
-    )?;
+    let live = Gateway::build_live(config, env, (&gw.metrics, &gw.book), kept_registry)?;
     if live.auth.keys.has_url() {
         if let Err(e) = live.auth.keys.refresh().await {
             tracing::warn!(target: "railgate::lifecycle", error = %e, "JWKS fetch after reload failed; tokens signed by its keys are refused until a refresh succeeds");

@@ -276,31 +276,43 @@ def build_app(store, crlf):
     )
 
 
+def listening_socket(host, port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def server_config(app, **tls):
+    return uvicorn.Config(app, ws="websockets-sansio", log_level="warning", lifespan="off", **tls)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--data", required=True)
     parser.add_argument("--ids", default="numeric")
     parser.add_argument("--crlf", action="store_true")
+    parser.add_argument("--tls-cert", help="also serve TLS (Python's ssl) on a second port")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
-    sock.listen(1024)
+    sock = listening_socket(host, int(port))
     store = Store(args.data, args.ids)
-    config = uvicorn.Config(
-        build_app(store, args.crlf), ws="websockets-sansio", log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
+    app = build_app(store, args.crlf)
+    servers = [(uvicorn.Server(server_config(app)), sock, "listen")]
+    if args.tls_cert:
+        tls_config = server_config(app, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+        servers.append((uvicorn.Server(tls_config), listening_socket(host, 0), "tls"))
 
     async def serve():
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        tasks = [asyncio.create_task(srv.serve(sockets=[s])) for srv, s, _ in servers]
+        while not all(srv.started for srv, _, _ in servers):
             await asyncio.sleep(0.01)
-        bound = sock.getsockname()
-        print(f"READY listen={bound[0]}:{bound[1]}", flush=True)
-        await task
+        bound = " ".join(f"{name}={s.getsockname()[0]}:{s.getsockname()[1]}" for _, s, name in servers)
+        print(f"READY {bound}", flush=True)
+        await asyncio.gather(*tasks)
 
     asyncio.run(serve())
 

@@ -18,6 +18,7 @@ pub mod client;
 pub mod peer;
 pub mod process;
 pub mod stack;
+pub mod tls;
 
 /// Polls `$cond` (an expression returning `bool`) every 20 ms until it holds or `$secs` pass;
 /// panics with `$msg` on timeout.

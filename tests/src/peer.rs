@@ -37,6 +37,8 @@ pub struct PeerOptions {
     pub ids: String,
     /// End lines with CRLF.
     pub crlf: bool,
+    /// Also serve TLS on a second port with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PeerOptions {
@@ -45,6 +47,7 @@ impl PeerOptions {
         PeerOptions {
             ids: style.to_owned(),
             crlf: false,
+            tls: None,
         }
     }
 }
@@ -65,6 +68,15 @@ fn spawn(listen: &str, data: &Path, opts: &PeerOptions) -> Proc {
     if opts.crlf {
         args.push("--crlf");
     }
+    let tls: Option<(String, String)> = opts.tls.as_ref().map(|(c, k)| {
+        (
+            c.to_str().expect("utf8").to_owned(),
+            k.to_str().expect("utf8").to_owned(),
+        )
+    });
+    if let Some((cert, key)) = &tls {
+        args.extend(["--tls-cert", cert.as_str(), "--tls-key", key.as_str()]);
+    }
     Proc::spawn(&python(), &args, &[("PYTHONUNBUFFERED", "1")])
 }
 
@@ -83,6 +95,20 @@ impl PeerStack {
         let backend = spawn("127.0.0.1:0", data.path(), &opts);
         PeerStack {
             stack: Stack::start_with_mock(backend, extra_toml),
+            data,
+            opts,
+        }
+    }
+
+    /// Starts the backend with TLS on a second port (`opts.tls`) and a gateway whose config is
+    /// the defaults plus what `config` makes of that TLS address.
+    pub fn start_tls(opts: PeerOptions, config: impl FnOnce(&str) -> String) -> PeerStack {
+        let data = tempfile::tempdir().expect("data dir");
+        let backend = spawn("127.0.0.1:0", data.path(), &opts);
+        let tls = backend.ready.get("tls").cloned().expect("READY has tls=");
+        let extra = config(&tls);
+        PeerStack {
+            stack: Stack::start_with_mock(backend, &extra),
             data,
             opts,
         }

@@ -163,7 +163,7 @@ fn check_reports_every_problem_at_once_with_its_line_and_a_suggestion() {
     let config = dir.path().join("railgate.toml");
     std::fs::write(
         &config,
-        "upstream = \"https://app:8443\"\n\
+        "upstream = \"ftp://app:8443\"\n\
          [sse]\n\
          keepalive = 15\n\
          [limits]\n\
@@ -187,7 +187,7 @@ fn check_reports_every_problem_at_once_with_its_line_and_a_suggestion() {
     let err = String::from_utf8_lossy(&out.stderr);
     let at = config.display().to_string();
     for want in [
-        format!("{at}:1: upstream: https upstreams are not supported yet"),
+        format!("{at}:1: upstream: \"ftp://app:8443\" is not an http:// or https:// URL"),
         format!("{at}:3: sse.keepalive: unknown key (did you mean `keepalive_s`?)"),
         format!("{at}:5: limits.max_header_bytes: must be at least 1024"),
         "missing-jwks.json".to_owned(),
@@ -197,7 +197,7 @@ fn check_reports_every_problem_at_once_with_its_line_and_a_suggestion() {
         assert!(err.contains(&want), "missing {want:?} in\n{err}");
     }
     assert_eq!(
-        err.matches("https upstreams").count(),
+        err.matches("is not an http://").count(),
         1,
         "one problem reported once:\n{err}"
     );

@@ -141,8 +141,8 @@ async fn a_kill_9_of_the_backend_loses_and_repeats_nothing_whatever_the_id_style
 async fn crlf_retry_comments_multiline_and_non_json_data_pass_through() {
     let p = PeerStack::start(
         PeerOptions {
-            ids: "hex".into(),
             crlf: true,
+            ..PeerOptions::ids("hex")
         },
         "",
     );

@@ -53,6 +53,9 @@ pub struct Config {
     pub tenant_labels: Vec<String>,
     /// Front proxies whose forwarding headers (`X-Forwarded-*`, `Forwarded`, …) are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Extra CA certificates (PEM) for every outbound `https://` connection, beside the
+    /// system's roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// Routes, matched in order.
     pub routes: Vec<Route>,
 }
@@ -75,6 +78,14 @@ impl Config {
         if let RegistrySource::File { path } = &mut self.registry.source {
             fix(path);
         }
+        if let Some(f) = self.tls_ca_file.as_mut() {
+            fix(f);
+        }
+        for r in &mut self.routes {
+            if let Some(f) = r.tls_ca_file.as_mut() {
+                fix(f);
+            }
+        }
     }
 }
 
@@ -96,8 +107,11 @@ pub struct AuthConfig {
     pub jwt_hs256_secret_env: String,
     /// JWKS file.
     pub jwks_file: Option<PathBuf>,
-    /// JWKS URL (`http://`), refreshed in the background.
+    /// JWKS URL (`http://` or `https://`), refreshed in the background.
     pub jwks_url: Option<String>,
+    /// An OpenID provider's issuer: its discovery document names the JWKS URL (refreshed like
+    /// `jwks_url`), and tokens must carry it as `iss`.
+    pub oidc_issuer: Option<String>,
     /// Background refresh interval of `jwks_url`.
     pub jwks_refresh: Duration,
     /// At most one extra fetch per this interval on an unknown `kid`.
@@ -296,15 +310,11 @@ fn addr(text: Option<String>, path: &str, p: &mut Problems) -> Option<SocketAddr
     }
 }
 
-/// Checks an upstream base URL: `http://host:port` with no path.
+/// Checks an outbound base URL: `http://` or `https://` with a host.
 pub fn check_http_url(url: &str, path: &str, p: &mut Problems) {
     match url.parse::<http::Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-        Ok(u) if u.scheme_str() == Some("https") => p.add(
-            path,
-            "https upstreams are not supported yet; use http:// (TLS is terminated in front)",
-        ),
-        _ => p.add(path, format!("{url:?} is not an http:// URL")),
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {}
+        _ => p.add(path, format!("{url:?} is not an http:// or https:// URL")),
     }
 }
 
@@ -346,6 +356,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         None => Vec::new(),
     };
     let trusted_proxies = read_cidrs(r.strings("trusted_proxies", p).unwrap_or_default(), p);
+    let tls_ca_file = r.string("tls_ca_file", p).map(Into::into);
     let routes = route::read_routes(r.tables("routes", p).unwrap_or_default(), &upstream, p);
     r.finish(p);
     Some(Config {
@@ -363,6 +374,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         ws,
         tenant_labels,
         trusted_proxies,
+        tls_ca_file,
         routes,
     })
 }

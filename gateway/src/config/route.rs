@@ -84,6 +84,11 @@ pub struct Route {
     pub accepts: Accepts,
     /// The client's `Authorization` goes to the upstream (HTTP rail).
     pub forward_authorization: bool,
+    /// Extra CA certificates (PEM) this route's `https://` upstream is verified with.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The name this route's upstream certificate is checked against (and sent as SNI), when
+    /// it is not the URL's host.
+    pub tls_server_name: Option<String>,
 }
 
 /// Which credentials a route accepts (the `auth` key).
@@ -187,13 +192,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
             "must be a JSON pointer such as \"/id\"",
         );
     }
-    let ws_event_id = r.string("ws_event_id", p).unwrap_or_else(|| "/id".into());
-    if !ws_event_id.starts_with('/') {
-        p.add(
-            &r.path_of("ws_event_id"),
-            format!("{ws_event_id:?} is not a JSON pointer such as \"/id\" or \"/event/id\""),
-        );
-    }
+    let ws_event_id = read_ws_event_id(r, p);
     let upstream_path = r.string("upstream_path", p);
     if let (Some(t), Some(pat)) = (&upstream_path, &pattern) {
         check_upstream_path(r, t, pat, p);
@@ -216,6 +215,8 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         hide_foreign_threads: r.boolean("hide_foreign_threads", p).unwrap_or(false),
         accepts,
         forward_authorization: r.boolean("forward_authorization", p).unwrap_or(true),
+        tls_ca_file: r.string("tls_ca_file", p).map(Into::into),
+        tls_server_name: r.string("tls_server_name", p),
     };
     if route.kind != Rail::Http && route.pattern.vars().all(|v| v != "thread_id") {
         p.add(
@@ -224,6 +225,18 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         );
     }
     Some(route)
+}
+
+/// `ws_event_id`: a JSON pointer (default `/id`).
+fn read_ws_event_id(r: &mut Reader<'_>, p: &mut Problems) -> String {
+    let ws_event_id = r.string("ws_event_id", p).unwrap_or_else(|| "/id".into());
+    if !ws_event_id.starts_with('/') {
+        p.add(
+            &r.path_of("ws_event_id"),
+            format!("{ws_event_id:?} is not a JSON pointer such as \"/id\" or \"/event/id\""),
+        );
+    }
+    ws_event_id
 }
 
 fn read_pattern(r: &mut Reader<'_>, p: &mut Problems) -> Option<Pattern> {

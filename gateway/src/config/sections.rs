@@ -35,16 +35,34 @@ pub(super) fn read_auth(table: Option<Reader<'_>>, p: &mut Problems) -> Option<A
     if let Some(u) = &jwks_url {
         check_http_url(u, &r.path_of("jwks_url"), p);
     }
+    let oidc_issuer = r.string("oidc_issuer", p);
+    let issuer = r.string("issuer", p);
+    if let Some(i) = &oidc_issuer {
+        check_http_url(i, &r.path_of("oidc_issuer"), p);
+        if jwks_url.is_some() {
+            p.add(
+                &r.path_of("oidc_issuer"),
+                "set either jwks_url or oidc_issuer (discovery finds the JWKS URL)",
+            );
+        }
+        if issuer.as_ref().is_some_and(|x| x != i) {
+            p.add(
+                &r.path_of("issuer"),
+                "must equal oidc_issuer when both are set (tokens carry the provider's issuer)",
+            );
+        }
+    }
     let config = AuthConfig {
         jwt_hs256_secret_env: r
             .string("jwt_hs256_secret_env", p)
             .unwrap_or_else(|| names::JWT_SIGNING.into()),
         jwks_file: r.string("jwks_file", p).map(PathBuf::from),
         jwks_url,
+        issuer: issuer.or_else(|| oidc_issuer.clone()),
+        oidc_issuer,
         jwks_refresh: secs(&mut r, "jwks_refresh_s", 300, p),
         jwks_min_refresh: secs(&mut r, "jwks_min_refresh_s", 30, p),
         public_keys,
-        issuer: r.string("issuer", p),
         audience: r.string("audience", p),
         leeway_s: r.uint("leeway_s", p).unwrap_or(30),
         ticket_secret_env: r

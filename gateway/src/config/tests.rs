@@ -122,7 +122,7 @@ fn user_routes_replace_the_defaults() {
 }
 
 #[test]
-fn file_registry_needs_a_file_and_https_is_refused() {
+fn file_registry_needs_a_file_and_https_is_accepted() {
     let errs = load(
         Some("[registry]\nsource = \"file\"\n"),
         &env(&[]),
@@ -134,8 +134,16 @@ fn file_registry_needs_a_file_and_https_is_refused() {
         errs,
         vec!["registry.file: is required when source = \"file\""]
     );
+    let config = load(
+        Some("upstream = \"https://app.internal:8443\"\ntls_ca_file = \"ca.pem\"\n[[routes]]\nname = \"r\"\npath = \"/x/**\"\ntls_server_name = \"app\"\n"),
+        &env(&[]),
+        &Overrides::default(),
+    )
+    .expect("https upstreams are accepted");
+    assert_eq!(config.routes[0].upstream, "https://app.internal:8443");
+    assert_eq!(config.routes[0].tls_server_name.as_deref(), Some("app"));
     let errs = load(
-        Some("upstream = \"https://x:1\""),
+        Some("upstream = \"ftp://x:1\""),
         &env(&[]),
         &Overrides::default(),
     )
@@ -143,10 +151,7 @@ fn file_registry_needs_a_file_and_https_is_refused() {
     .0;
     assert_eq!(
         errs,
-        vec![
-            "upstream: https upstreams are not supported yet; use http:// (TLS is terminated in \
-             front)"
-        ],
+        vec!["upstream: \"ftp://x:1\" is not an http:// or https:// URL"],
         "reported once, where it was written, not again for each route that inherits it"
     );
 }

@@ -59,7 +59,8 @@ pub async fn forward(
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
     *up_req.headers_mut() = parts.headers;
-    let resp = match gw.client.send(up_req).await {
+    let client = gw.live().outbound.http_for(&route.name).clone();
+    let resp = match client.send(up_req).await {
         Ok(r) => r,
         Err(e) => {
             // A broken client body also fails the upstream request; blame the right side.

@@ -106,6 +106,7 @@ pub async fn serve(
         spec: UpstreamSpec {
             uri,
             headers: up_headers,
+            tls: gw.live().outbound.tls_for(&route.name).clone(),
         },
     };
     let (left, connected_in) = stream.open(&client, cursor).await?;

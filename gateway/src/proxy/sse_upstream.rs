@@ -5,9 +5,9 @@
 use crate::app::Gateway;
 use crate::body::Body;
 use crate::config::Rail;
+use crate::outbound::{self, UpstreamIo, UpstreamTls};
 use crate::proxy::reconnect::{classify, Reconnect, Refusal};
 use crate::proxy::sse_hub::{Hub, Sharing};
-use crate::proxy::upstream::connect_tcp;
 use crate::sse::Parser;
 use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::BodyExt;
@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use railgate_policy::ErrorCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// How to reach the upstream stream.
 #[derive(Clone)]
@@ -26,6 +25,8 @@ pub struct UpstreamSpec {
     pub uri: Uri,
     /// Prepared headers (verified context, hygiene applied).
     pub headers: HeaderMap,
+    /// TLS settings for an `https://` upstream.
+    pub tls: UpstreamTls,
 }
 
 /// An upstream event stream: the response body and the connection that feeds it. Both are
@@ -40,7 +41,7 @@ pub struct Stream {
     _sender: http1::SendRequest<Body>,
 }
 
-type UpstreamConn = http1::Connection<TokioIo<TcpStream>, Body>;
+type UpstreamConn = http1::Connection<TokioIo<UpstreamIo>, Body>;
 
 /// The outcome of opening the upstream stream.
 pub enum Connect {
@@ -81,15 +82,16 @@ fn stream_request(spec: &UpstreamSpec, cursor: Option<&str>) -> Request<Body> {
 
 /// Opens the upstream stream on its own connection, resuming after `cursor`.
 pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) -> Connect {
-    let limits = &gw.live().config.limits;
-    let Some(authority) = spec.uri.authority() else {
+    let live = gw.live();
+    let limits = &live.config.limits;
+    if spec.uri.authority().is_none() {
         return Connect::Gone(ErrorCode::UpstreamUnavailable);
-    };
-    let tcp = match connect_tcp(authority, limits.upstream_connect_timeout).await {
-        Ok(t) => t,
+    }
+    let io = match outbound::connect(&spec.uri, &spec.tls, limits.upstream_connect_timeout).await {
+        Ok(io) => io,
         Err(e) => return Connect::Retry(e),
     };
-    let (mut sender, mut conn) = match http1::handshake(TokioIo::new(tcp)).await {
+    let (mut sender, mut conn) = match http1::handshake(TokioIo::new(io)).await {
         Ok(pair) => pair,
         Err(e) => return Connect::Retry(format!("handshake: {e}")),
     };

@@ -1,13 +1,11 @@
 //! Where a rail's upstream is: the URI for a request (one builder for HTTP, SSE and WebSocket),
-//! and the TCP connection the long-lived SSE and WebSocket streams open for themselves.
+//! The connections the long-lived SSE and WebSocket streams open for themselves are
+//! [`crate::outbound::connect`]'s.
 
 use crate::config::route::{Captures, Pattern};
 use crate::config::Route;
 use http::Uri;
 use railgate_policy::{Denial, ErrorCode};
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// The protocol an upstream URI is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,33 +71,6 @@ fn websocket_base(base: &str) -> String {
         format!("ws://{rest}")
     } else {
         base.to_owned()
-    }
-}
-
-/// Opens a TCP connection (no-delay) to an upstream authority within `wait`. IP literals are
-/// used as they are; only names go through the resolver.
-pub async fn connect_tcp(
-    authority: &http::uri::Authority,
-    wait: Duration,
-) -> Result<TcpStream, String> {
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
-    let connecting = async {
-        match host.parse::<IpAddr>() {
-            Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
-            Err(_) => TcpStream::connect((host, port)).await,
-        }
-    };
-    match tokio::time::timeout(wait, connecting).await {
-        Ok(Ok(tcp)) => {
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
-        }
-        Ok(Err(e)) => Err(format!("connect: {e}")),
-        Err(_) => Err("connect timed out".into()),
     }
 }
 

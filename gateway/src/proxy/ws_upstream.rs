@@ -6,9 +6,10 @@ use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{HelloMode, Route};
 use crate::inject::verified_context;
+use crate::outbound::{self, UpstreamIo, UpstreamTls};
 use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{classify, Refusal};
-use crate::proxy::upstream::{self, connect_tcp, Scheme};
+use crate::proxy::upstream::{self, Scheme};
 use crate::proxy::ws_conn::ws_config;
 use futures_util::SinkExt;
 use http::request::Parts;
@@ -16,14 +17,13 @@ use http::{HeaderMap, Uri};
 use railgate_policy::{Denial, ErrorCode, RequestContext};
 use serde_json::Value;
 use std::collections::VecDeque;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// The upstream's WebSocket.
-pub type UpstreamWs = WebSocketStream<TcpStream>;
+pub type UpstreamWs = WebSocketStream<UpstreamIo>;
 
 /// Client headers that belong to the client's own upgrade, never forwarded.
 const UPGRADE_HEADERS: &[&str] = &[
@@ -41,6 +41,7 @@ pub struct Target {
     uri: Uri,
     headers: HeaderMap,
     hello: HelloMode,
+    tls: UpstreamTls,
 }
 
 impl Target {
@@ -52,6 +53,7 @@ impl Target {
         parts: &Parts,
         ctx: &RequestContext,
         fwd: &Forwarding,
+        tls: UpstreamTls,
     ) -> Result<Target, ErrorCode> {
         let uri = upstream::uri(route, caps, parts.uri.path(), None, &[], Scheme::WebSocket)
             .map_err(|d| d.code)?;
@@ -64,6 +66,7 @@ impl Target {
             uri,
             headers,
             hello: route.hello,
+            tls,
         })
     }
 
@@ -82,16 +85,20 @@ impl Target {
                 .finish();
             uri = format!("{uri}?{q}");
         }
-        let authority = self.uri.authority().ok_or(gone)?;
-        let tcp = connect_tcp(authority, gw.live().config.limits.upstream_connect_timeout)
-            .await
-            .map_err(|_| Refusal::Retry)?;
+        let live = gw.live();
+        let io = outbound::connect(
+            &self.uri,
+            &self.tls,
+            live.config.limits.upstream_connect_timeout,
+        )
+        .await
+        .map_err(|_| Refusal::Retry)?;
         let mut req = uri.as_str().into_client_request().map_err(|_| gone)?;
         for (k, v) in &self.headers {
             req.headers_mut().append(k, v.clone());
         }
         let config = ws_config(gw.live().config.ws.max_message_bytes);
-        let handshake = tokio_tungstenite::client_async_with_config(req, tcp, Some(config));
+        let handshake = tokio_tungstenite::client_async_with_config(req, io, Some(config));
         let wait = gw.live().config.limits.upstream_response_timeout;
         let mut ws = match tokio::time::timeout(wait, handshake).await {
             Ok(Ok((ws, _))) => ws,

@@ -1,0 +1,120 @@
+//! Outbound connections: TCP, and TLS over it on rustls (with the `ring` provider) for
+//! `https://` and `wss://` upstreams, the JWKS URL, OIDC discovery and the registry URL.
+//!
+//! Certificates are verified against the system's roots — found as OpenSSL-based tools find
+//! them, `SSL_CERT_FILE` and `SSL_CERT_DIR` included — plus the PEM file of `tls_ca_file` (top
+//! level, or per route). There is no switch that turns verification off. A route may also set
+//! `tls_server_name`: the name its upstream's certificate is checked against (and sent as SNI)
+//! when it differs from the URL's host.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
+
+/// An upstream connection: plain TCP, or TLS over it.
+pub type UpstreamIo = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// How to reach one upstream over TLS.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    /// The verification and ALPN settings.
+    pub config: Arc<ClientConfig>,
+    /// The name the certificate must carry, when it is not the URL's host.
+    pub server_name: Option<String>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The system's roots (honouring `SSL_CERT_FILE` / `SSL_CERT_DIR`) plus the certificates of
+/// `extra_ca` (PEM). Errors name the file.
+pub fn roots(extra_ca: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// A client configuration trusting [`roots`], TLS 1.2 and 1.3, speaking `alpn` (e.g.
+/// `http/1.1`).
+pub fn client_config(extra_ca: Option<&Path>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(extra_ca)?)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Connects to `uri`'s authority within `wait`: TLS when its scheme is `https` or `wss`.
+pub async fn connect(
+    uri: &http::Uri,
+    tls: &UpstreamTls,
+    wait: Duration,
+) -> Result<UpstreamIo, String> {
+    let authority = uri.authority().ok_or("the upstream URI has no host")?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let port = authority
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
+    let tcp = connect_tcp(authority.host(), port, wait).await?;
+    if !secure {
+        return Ok(Either::Left(tcp));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = tls.server_name.as_deref().unwrap_or(host);
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?;
+    let handshake = TlsConnector::from(tls.config.clone()).connect(server_name, tcp);
+    match tokio::time::timeout(wait, handshake).await {
+        Ok(Ok(stream)) => Ok(Either::Right(stream)),
+        Ok(Err(e)) => Err(format!("TLS: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
+/// Opens a TCP connection (no-delay) to `host`:`port` within `wait`. IP literals (also in
+/// brackets) are used as they are; only names go through the resolver.
+pub async fn connect_tcp(host: &str, port: u16, wait: Duration) -> Result<TcpStream, String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let connecting = async {
+        match host.parse::<IpAddr>() {
+            Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
+            Err(_) => TcpStream::connect((host, port)).await,
+        }
+    };
+    match tokio::time::timeout(wait, connecting).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Err(_) => Err("connect timed out".into()),
+    }
+}

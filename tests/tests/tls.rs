@@ -1,0 +1,200 @@
+//! Outbound TLS against the binary: an identity provider over https found by OpenID discovery
+//! (tokens accepted, a rotated key picked up, another issuer refused, a certificate from an
+//! unknown CA refused), and `https://` / `wss://` upstreams on a foreign TLS stack (uvicorn over
+//! Python's ssl) for the HTTP, SSE and WebSocket rails, with `tls_server_name`.
+
+use futures_util::SinkExt;
+use railgate_tests::client::{get, ws_connect, ws_next_json, SseStream};
+use railgate_tests::eventually;
+use railgate_tests::peer::{PeerOptions, PeerStack};
+use railgate_tests::stack::{full_headers, now, refs, Stack};
+use railgate_tests::tls::{EcKey, HttpsDocs, TestCa};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+fn claims(iss: &str) -> Value {
+    json!({"sub": "u1", "tenant_id": "t_a", "iss": iss, "exp": now() + 600, "iat": now()})
+}
+
+async fn messages_as(s: &Stack, th: &str, token: &str) -> (u16, Value) {
+    let bearer = format!("Bearer {token}");
+    let r = get(
+        &s.addr(),
+        &format!("/chat/threads/{th}/messages"),
+        &[("authorization", bearer.as_str()), ("x-tenant-id", "t_a")],
+    )
+    .await;
+    let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_provider_over_https_is_found_by_discovery_and_followed() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = ca.write(dir.path());
+    let idp = HttpsDocs::start(&ca).await;
+    let issuer = format!(
+        "https://localhost:{}/realms/test",
+        idp.addr.rsplit(':').next().expect("port")
+    );
+    let k1 = EcKey::new("k1");
+    idp.set(
+        "/realms/test/.well-known/openid-configuration",
+        &json!({"issuer": issuer, "jwks_uri": format!("{issuer}/certs")}),
+    );
+    idp.set("/realms/test/certs", &json!({"keys": [k1.jwk]}));
+    let config = format!(
+        "tls_ca_file = \"{}\"\n[auth]\noidc_issuer = \"{issuer}\"\njwks_min_refresh_s = 0\n",
+        ca_file.display()
+    );
+    let s = Stack::start(&config);
+    let th = s.thread("t_a").await;
+    assert_eq!(
+        messages_as(&s, &th, &k1.sign(&claims(&issuer))).await.0,
+        200
+    );
+    let (status, body) =
+        messages_as(&s, &th, &k1.sign(&claims("https://elsewhere/realms/test"))).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("auth.token_invalid"))
+    );
+    // The provider rotates to a new key: a token signed with it is accepted at once (the
+    // unknown kid makes the gateway fetch the keys again).
+    let k2 = EcKey::new("k2");
+    idp.set("/realms/test/certs", &json!({"keys": [k2.jwk]}));
+    assert_eq!(
+        messages_as(&s, &th, &k2.sign(&claims(&issuer))).await.0,
+        200
+    );
+
+    // The same provider without its CA: verification fails, nothing is trusted, it says why.
+    let s2 = Stack::start(&format!("[auth]\noidc_issuer = \"{issuer}\"\n"));
+    let th2 = s2.thread("t_a").await;
+    assert_eq!(
+        messages_as(&s2, &th2, &k2.sign(&claims(&issuer))).await.0,
+        401
+    );
+    eventually!(10, "the TLS failure is logged", {
+        s2.gw
+            .logs()
+            .iter()
+            .any(|l| l.contains("initial JWKS fetch failed") && l.contains("certificate"))
+    });
+
+    // A discovery document naming another issuer is not followed.
+    let liar = format!(
+        "https://localhost:{}/realms/liar",
+        idp.addr.rsplit(':').next().expect("port")
+    );
+    idp.set(
+        "/realms/liar/.well-known/openid-configuration",
+        &json!({"issuer": issuer, "jwks_uri": format!("{issuer}/certs")}),
+    );
+    let s3 = Stack::start(&format!(
+        "tls_ca_file = \"{}\"\n[auth]\noidc_issuer = \"{liar}\"\n",
+        ca_file.display()
+    ));
+    let th3 = s3.thread("t_a").await;
+    assert_eq!(
+        messages_as(&s3, &th3, &k2.sign(&claims(&liar))).await.0,
+        401
+    );
+    assert!(s3
+        .gw
+        .logs()
+        .iter()
+        .any(|l| l.contains("initial JWKS fetch failed") && l.contains("is not")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_upstreams_on_a_foreign_tls_stack_serve_every_rail() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = ca.write(dir.path());
+    let (cert, key) = ca.issue(&["localhost"]);
+    let (cert_file, key_file) = (dir.path().join("peer.pem"), dir.path().join("peer.key"));
+    std::fs::write(&cert_file, cert).expect("cert");
+    std::fs::write(&key_file, key).expect("key");
+    let opts = PeerOptions {
+        tls: Some((cert_file, key_file)),
+        ..PeerOptions::ids("hex")
+    };
+    // Routes to the backend's TLS port by name, and by address with `tls_server_name` (its
+    // certificate names `localhost` only).
+    let p = PeerStack::start_tls(opts, |tls_addr| {
+        let port = tls_addr.rsplit(':').next().expect("port").to_owned();
+        format!(
+            "tls_ca_file = \"{ca}\"\n\
+             [[routes]]\nname = \"sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nupstream = \"https://localhost:{port}\"\n\
+             [[routes]]\nname = \"ws\"\npath = \"/ws/chat/{{thread_id}}\"\nkind = \"ws\"\nupstream = \"https://localhost:{port}\"\n\
+             [[routes]]\nname = \"by-address\"\npath = \"/chat/threads/{{thread_id}}/**\"\nkind = \"http\"\n\
+             upstream = \"https://127.0.0.1:{port}\"\ntls_server_name = \"localhost\"\n\
+             [[routes]]\nname = \"unnamed\"\npath = \"/raw/threads/{{thread_id}}/**\"\nkind = \"http\"\n\
+             upstream = \"https://127.0.0.1:{port}\"\nupstream_path = \"/chat/threads/{{thread_id}}/**\"\n",
+            ca = ca_file.display()
+        )
+    });
+    let s = &p.stack;
+    let th = p.thread("t_a").await;
+    let tok = railgate_tests::stack::token("t_a", "u1", json!({}));
+    let (status, _) = messages_as(s, &th, &tok).await;
+    assert_eq!(status, 200, "HTTP over https with tls_server_name");
+    let bearer = format!("Bearer {tok}");
+    let raw = get(
+        &s.addr(),
+        &format!("/raw/threads/{th}/messages"),
+        &[("authorization", bearer.as_str()), ("x-tenant-id", "t_a")],
+    )
+    .await;
+    assert_eq!(
+        raw.status, 503,
+        "an address the certificate does not name is refused"
+    );
+    let h = full_headers(&tok, "t_a");
+    let mut sse = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+    assert_eq!(sse.status, 200);
+    let ids = p.publish(&th, 3).await;
+    // The backend's opening `retry` block carries no data: an EventSource dispatches nothing.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let ev = sse.next_event().await.expect("stream open");
+        if !ev.data.is_empty() {
+            got.push(ev);
+        }
+    }
+    assert_eq!(
+        got.iter()
+            .map(|e| e.id.clone().expect("id"))
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(got[0].json()["routing"]["tenant_id"], "t_a");
+    let mut ws = ws_connect(
+        &s.addr(),
+        &format!("/ws/chat/{th}"),
+        &[("authorization", bearer.as_str())],
+    )
+    .await
+    .expect("upgrade");
+    let ctx =
+        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
+    ws.send(Message::text(
+        json!({"type": "hello", "context": ctx}).to_string(),
+    ))
+    .await
+    .expect("hello");
+    let more = p.publish(&th, 1).await;
+    // Over wss: stamped messages, up to the one just published.
+    loop {
+        let v = ws_next_json(&mut ws).await;
+        if v["type"] == "presence" {
+            continue;
+        }
+        assert_eq!(v["routing"]["tenant_id"], "t_a", "{v}");
+        if v["id"] == more[0] {
+            break;
+        }
+    }
+}
