@@ -119,6 +119,8 @@ pub struct Gateway {
     pub caps: Arc<Caps>,
     /// Used tickets, kept across reloads.
     pub book: Arc<TicketBook>,
+    /// The client listener's certificate (`[tls]`), when it speaks TLS.
+    pub tls: Option<Arc<crate::inbound::CertStore>>,
     /// Where `SIGHUP` and `POST /admin/reload` read the configuration (`None`: no file).
     pub reload_from: std::sync::OnceLock<ReloadFrom>,
     /// `GET /demo`: the browser example, set by `railgate demo` only.
@@ -205,7 +207,19 @@ impl Gateway {
             .filter(|t| !t.trim().is_empty());
         let caps = Caps::new(config.limits.caps);
         let presence = Presence::new(config.ws.presence_window, config.ws.presence_fanout_max);
-        let live = Self::build_live(config, env, (&metrics, &book), None)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| crate::inbound::CertStore::load(&t.cert_file, &t.key_file));
+        let built = Self::build_live(config, env, (&metrics, &book), None);
+        let (live, tls) = match (built, tls.transpose()) {
+            (Ok(live), Ok(tls)) => (live, tls),
+            (built, tls) => {
+                let mut problems = built.err().unwrap_or_default();
+                problems.extend(tls.err());
+                return Err(problems);
+            }
+        };
         Ok(Arc::new(Gateway {
             live: ArcSwap::from_pointee(live),
             metrics,
@@ -214,6 +228,7 @@ impl Gateway {
             admin_token,
             caps,
             book,
+            tls,
             reload_from: Default::default(),
             hubs: Default::default(),
             presence,

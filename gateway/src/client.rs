@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the upstream could not be used.
@@ -52,7 +53,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// timeouts.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Arc<Client<HttpsConnector<HttpConnector>, Body>>,
     response_timeout: Duration,
 }
 
@@ -83,7 +84,7 @@ impl HttpClient {
             .pool_max_idle_per_host(256)
             .build(connector);
         HttpClient {
-            client,
+            client: Arc::new(client),
             response_timeout: limits.upstream_response_timeout,
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! | phase | function |
 //! |---|---|
-//! | accept, one connection | [`server::run`] → `server::serve_connection` |
+//! | accept, one connection | [`server::run`] → [`conn::serve`] (TLS, HTTP/2 or HTTP/1.1) |
 //! | request framing (smuggling shapes, head size and syntax) | [`wire::Guarded`] → [`dispatch::refused`] |
 //! | entry, one request | [`dispatch::handle`] |
 //! | early refusals (path, drain) | [`dispatch::early_checks`] |
@@ -41,11 +41,13 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod dedupe;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dispatch;
 pub mod env;
+pub mod inbound;
 pub mod inject;
 pub mod journal;
 pub mod metrics;

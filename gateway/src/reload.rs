@@ -35,6 +35,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.listen != new.listen, "listen");
     check(old.admin_listen != new.admin_listen, "admin_listen");
     check(old.workers != new.workers, "workers");
+    check(old.tls != new.tls, "tls");
     check(
         old.tenant_labels != new.tenant_labels,
         "metrics.tenant_labels",

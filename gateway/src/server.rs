@@ -1,9 +1,9 @@
-//! Listeners, the accept loops, background upkeep, and drain. Each client request goes to
-//! [`crate::dispatch::handle`]; each admin request to [`crate::admin::handle`].
+//! Listeners, the accept loops, background upkeep, and drain. Each client connection goes to
+//! [`crate::conn::serve`]; each admin request to [`crate::admin::handle`].
 
 use crate::admin::{self, Admin};
 use crate::app::Gateway;
-use crate::caps::{Cap, Connection};
+use crate::caps::Cap;
 use crate::wire::{head, Guarded, Refusal};
 use http::Request;
 use hyper::body::Incoming;
@@ -11,7 +11,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -33,6 +32,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let conns = TaskTracker::new();
     spawn_background(&gw);
+    let listener = crate::conn::Listener {
+        gw: gw.clone(),
+        tls: match &gw.tls {
+            Some(store) => Some(store.acceptor().map_err(std::io::Error::other)?),
+            None => None,
+        },
+    };
     let admin = tokio::spawn(serve_admin(admin_view(&gw), listeners.admin));
     tokio::pin!(shutdown);
     let mut failing = AcceptFailures::default();
@@ -53,7 +59,7 @@ pub async fn run(
         failing.recovered();
         let _ = stream.set_nodelay(true);
         match gw.caps.connect(peer.ip().to_canonical()) {
-            Ok(slot) => conns.spawn(serve_connection(gw.clone(), stream, peer, slot)),
+            Ok(slot) => conns.spawn(crate::conn::serve(listener.clone(), stream, peer, slot)),
             Err(cap) => {
                 gw.metrics.capacity_refusal(cap);
                 conns.spawn(refuse(stream, cap))
@@ -139,51 +145,6 @@ async fn refuse(mut stream: tokio::net::TcpStream, cap: Cap) {
     let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
-/// One client connection: HTTP/1.1 with upgrades, until it ends or the gateway drains. `slot`
-/// holds its place under the connection caps.
-async fn serve_connection(
-    gw: Arc<Gateway>,
-    stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    slot: Arc<Connection>,
-) {
-    let limits = &gw.live().config.limits;
-    let max_buf = (limits.max_header_bytes * 2).max(8192);
-    let header_timeout = limits.header_read_timeout;
-    let stop = gw.draining.clone();
-    let gw2 = gw.clone();
-    let refusal = Refusal::new();
-    let io = Guarded::new(stream, limits.max_header_bytes, refusal.clone());
-    let svc = service_fn(move |req: Request<Incoming>| {
-        let (gw, slot) = (gw2.clone(), slot.clone());
-        let refused = refusal.claim(req.headers());
-        // Boxed: hyper keeps a slot the size of this future for the connection's whole life; a
-        // box in it is 16 bytes, and the request's own state is freed once the response (or the
-        // stream body) is handed over.
-        let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-            let resp = match refused {
-                Some(denial) => crate::dispatch::refused(&gw, &denial),
-                None => crate::dispatch::handle(gw, req, peer, slot).await,
-            };
-            Ok::<_, std::convert::Infallible>(resp)
-        });
-        fut
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(max_buf)
-        .max_headers(head::MAX_HEADERS)
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await;
-}
-
 fn admin_view(gw: &Arc<Gateway>) -> Arc<Admin> {
     Arc::new(Admin {
         gw: gw.clone(),
@@ -228,6 +189,22 @@ fn spawn_background(gw: &Arc<Gateway>) {
             let registry = gw.live().registry.clone();
             if registry.is_file() {
                 registry.reload_if_changed().await;
+            }
+        },
+    );
+    every(
+        gw,
+        |_| Duration::from_secs(1),
+        |gw| async move {
+            let Some(store) = gw.tls.clone() else { return };
+            match store.reload_if_changed() {
+                Ok(true) => {
+                    tracing::info!(target: "railgate::lifecycle", "TLS certificate reloaded")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(target: "railgate::lifecycle", error = %e, "TLS certificate not reloaded; the previous one stays in use")
+                }
             }
         },
     );

@@ -104,7 +104,8 @@ async fn every_ambiguous_or_broken_head_is_refused_with_the_envelope() {
             "request line is not METHOD SP TARGET SP VERSION",
         ),
         (
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(),
+            // (The HTTP/2 preface itself is h2c with prior knowledge: listener_tls.rs.)
+            "GET /chat/threads HTTP/2.0\r\nHost: x\r\n\r\n".into(),
             400,
             malformed,
             "only HTTP/1.0 and HTTP/1.1 requests are read here",

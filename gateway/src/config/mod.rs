@@ -56,6 +56,8 @@ pub struct Config {
     /// Extra CA certificates (PEM) for every outbound `https://` connection, beside the
     /// system's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// `[tls]`: the client listener's certificate (TLS, HTTP/2 by ALPN), when set.
+    pub tls: Option<ListenerTls>,
     /// Routes, matched in order.
     pub routes: Vec<Route>,
 }
@@ -81,6 +83,10 @@ impl Config {
         if let Some(f) = self.tls_ca_file.as_mut() {
             fix(f);
         }
+        if let Some(t) = self.tls.as_mut() {
+            fix(&mut t.cert_file);
+            fix(&mut t.key_file);
+        }
         for r in &mut self.routes {
             if let Some(f) = r.tls_ca_file.as_mut() {
                 fix(f);
@@ -98,6 +104,15 @@ pub struct PemKey {
     pub alg: String,
     /// The `kid` it answers to.
     pub kid: Option<String>,
+}
+
+/// `[tls]`: the client listener's certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate chain, end-entity first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// `[auth]`.
@@ -357,6 +372,9 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
     };
     let trusted_proxies = read_cidrs(r.strings("trusted_proxies", p).unwrap_or_default(), p);
     let tls_ca_file = r.string("tls_ca_file", p).map(Into::into);
+    let tls = r
+        .table("tls", p)
+        .and_then(|t| sections::read_listener_tls(t, p));
     let routes = route::read_routes(r.tables("routes", p).unwrap_or_default(), &upstream, p);
     r.finish(p);
     Some(Config {
@@ -375,6 +393,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         tenant_labels,
         trusted_proxies,
         tls_ca_file,
+        tls,
         routes,
     })
 }

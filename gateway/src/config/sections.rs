@@ -3,7 +3,8 @@
 
 use super::reader::{Problems, Reader};
 use super::{
-    check_http_url, AuthConfig, Limits, PemKey, RegistryConfig, RegistrySource, SseConfig, WsConfig,
+    check_http_url, AuthConfig, Limits, ListenerTls, PemKey, RegistryConfig, RegistrySource,
+    SseConfig, WsConfig,
 };
 use crate::env::names;
 use std::path::PathBuf;
@@ -219,4 +220,26 @@ fn read_public_key(mut k: Reader<'_>, p: &mut Problems) -> Option<PemKey> {
         alg: alg?,
         kid,
     })
+}
+
+/// `[tls]`: both files, or neither.
+pub(super) fn read_listener_tls(mut r: Reader<'_>, p: &mut Problems) -> Option<ListenerTls> {
+    let cert = r.string("cert_file", p);
+    let key = r.string("key_file", p);
+    r.finish(p);
+    match (cert, key) {
+        (Some(c), Some(k)) => Some(ListenerTls {
+            cert_file: c.into(),
+            key_file: k.into(),
+        }),
+        (None, None) => None,
+        (None, _) => {
+            p.add("tls.cert_file", "is required with tls.key_file");
+            None
+        }
+        (_, None) => {
+            p.add("tls.key_file", "is required with tls.cert_file");
+            None
+        }
+    }
 }

@@ -1,0 +1,164 @@
+//! One client connection, until it ends or the gateway drains: TLS when the listener has a
+//! certificate (`[tls]`), then HTTP/2 when ALPN chose `h2` — or, on a plain listener, when the
+//! client opens with the HTTP/2 preface (h2c with prior knowledge, as a front proxy may) — and
+//! HTTP/1.1 otherwise, behind the request-framing guard ([`crate::wire`]). WebSockets are
+//! HTTP/1.1 upgrades.
+
+use crate::app::Gateway;
+use crate::caps::Connection;
+use crate::wire::{head, Guarded, Refusal};
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What every connection of the listener shares.
+#[derive(Clone)]
+pub struct Listener {
+    /// The gateway.
+    pub gw: Arc<Gateway>,
+    /// The TLS acceptor, when the listener speaks TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Serves one accepted connection; `slot` holds its place under the connection caps.
+pub async fn serve(l: Listener, stream: TcpStream, peer: SocketAddr, slot: Arc<Connection>) {
+    let header_timeout = l.gw.live().config.limits.header_read_timeout;
+    let Some(tls) = l.tls.clone() else {
+        return match opens_with_h2_preface(&stream, header_timeout).await {
+            Some(true) => serve_h2(l.gw, stream, peer, slot).await,
+            Some(false) => serve_h1(l.gw, stream, peer, slot).await,
+            None => {}
+        };
+    };
+    let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, tls.accept(stream)).await else {
+        return;
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(l.gw, stream, peer, slot).await
+    } else {
+        serve_h1(l.gw, stream, peer, slot).await
+    }
+}
+
+/// Whether a plain connection starts with the HTTP/2 preface: decided at the first byte that
+/// differs from it (an HTTP/1 request differs within its first two bytes), else once the whole
+/// preface is there. `None`: the client went away or sent nothing in time.
+async fn opens_with_h2_preface(stream: &TcpStream, wait: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far: wait for more (a peek does not consume).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+type Served = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<crate::body::Body>, std::convert::Infallible>>
+            + Send,
+    >,
+>;
+
+/// The service of one connection: every request goes to [`crate::dispatch::handle`], except the
+/// stand-in of a head the HTTP/1 guard refused.
+fn service(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    slot: Arc<Connection>,
+    refusal: Option<Arc<Refusal>>,
+) -> impl Fn(Request<Incoming>) -> Served + Clone {
+    move |req: Request<Incoming>| {
+        let (gw, slot) = (gw.clone(), slot.clone());
+        let refused = refusal.as_ref().and_then(|r| r.claim(req.headers()));
+        // Boxed: hyper keeps a slot the size of this future for the connection's whole life; a
+        // box in it is 16 bytes, and the request's own state is freed once the response (or the
+        // stream body) is handed over.
+        Box::pin(async move {
+            let resp = match refused {
+                Some(denial) => crate::dispatch::refused(&gw, &denial),
+                None => crate::dispatch::handle(gw, req, peer, slot).await,
+            };
+            Ok(resp)
+        })
+    }
+}
+
+/// HTTP/1.1 with upgrades, behind the framing guard.
+async fn serve_h1<S>(gw: Arc<Gateway>, io: S, peer: SocketAddr, slot: Arc<Connection>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = gw.live().config.limits.clone();
+    let max_buf = (limits.max_header_bytes * 2).max(8192);
+    let stop = gw.draining.clone();
+    let refusal = Refusal::new();
+    let io = Guarded::new(io, limits.max_header_bytes, refusal.clone());
+    let svc = service(gw, peer, slot, Some(refusal));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(max_buf)
+        .max_headers(head::MAX_HEADERS)
+        .serve_connection(TokioIo::new(io), service_fn(svc))
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+/// HTTP/2: every request a stream of its own, each with its own flow control (a stalled SSE
+/// stream does not hold up the connection's others); the drain sends GOAWAY.
+async fn serve_h2<S>(gw: Arc<Gateway>, io: S, peer: SocketAddr, slot: Arc<Connection>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = gw.live().config.limits.clone();
+    let stop = gw.draining.clone();
+    let svc = service(gw, peer, slot, None);
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .serve_connection(TokioIo::new(io), service_fn(svc));
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+/// Most concurrent streams on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 256;

@@ -1,0 +1,226 @@
+//! The client listener with TLS and HTTP/2, against the binary: ALPN `h2` and `http/1.1`, 20
+//! SSE streams on one HTTP/2 connection (a browser's HTTP/1.1 limit is six per origin), the drain
+//! as GOAWAY with `gateway.draining` on open streams, certificate files replaced while streams
+//! stay open (a bad new pair keeps the old one), `check` on a key that does not match, and h2c
+//! with prior knowledge on the plain listener.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use railgate_tests::eventually;
+use railgate_tests::stack::{full_headers, token, Stack};
+use railgate_tests::tls::{h2_client, tls_connect, TestCa};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+fn write_pair(dir: &Path, ca: &TestCa) -> (String, String) {
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert).expect("cert");
+    std::fs::write(&k, key).expect("key");
+    (c.display().to_string(), k.display().to_string())
+}
+
+fn request(path: &str, headers: &[(String, String)]) -> hyper::Request<Full<Bytes>> {
+    let mut b = hyper::Request::builder()
+        .uri(format!("https://localhost{path}"))
+        .version(http::Version::HTTP_2);
+    for (k, v) in headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
+async fn send(
+    h2: &mut SendRequest<Full<Bytes>>,
+    path: &str,
+    headers: &[(String, String)],
+) -> hyper::Response<Incoming> {
+    h2.ready().await.expect("h2 ready");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        h2.send_request(request(path, headers)),
+    )
+    .await
+    .expect("answer in time")
+    .expect("answer")
+}
+
+/// Reads an SSE body until `n` chat messages arrived (or an `event: error`); returns their
+/// `seq`s and the error event's data, if any.
+async fn sse_messages(body: &mut Incoming, n: usize) -> (Vec<u64>, Option<String>) {
+    let mut buf = String::new();
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("an SSE frame in time");
+        let Some(Ok(frame)) = frame else {
+            break;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or_default()
+                .to_owned();
+            if block.contains("event: error") {
+                return (seqs, Some(data));
+            }
+            if block.contains("event: chat_message") {
+                let v: serde_json::Value = serde_json::from_str(&data).expect("json");
+                seqs.push(v["seq"].as_u64().expect("seq"));
+            }
+        }
+    }
+    (seqs, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_h2_and_http1_serves_every_stream_and_follows_its_certificate_files() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = write_pair(dir.path(), &ca);
+    let mut s = Stack::start(&format!(
+        "[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+    ));
+    let th = s.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+
+    // HTTP/1.1 over TLS.
+    let (io, alpn) = tls_connect(&s.addr(), &ca.pem, &[b"http/1.1"])
+        .await
+        .expect("tls");
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let mut req = request(&format!("/chat/threads/{th}/messages"), &h);
+    *req.version_mut() = http::Version::HTTP_11;
+    *req.uri_mut() = format!("/chat/threads/{th}/messages").parse().expect("uri");
+    req.headers_mut()
+        .insert("host", "localhost".parse().expect("host"));
+    let r = h1.send_request(req).await.expect("h1 answer");
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, http::Version::HTTP_11)
+    );
+
+    // HTTP/2 over TLS: 20 SSE streams on one connection, every one gets every event.
+    let (io, alpn) = tls_connect(&s.addr(), &ca.pem, &[b"h2", b"http/1.1"])
+        .await
+        .expect("tls");
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let mut h2 = h2_client(io).await;
+    let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, http::Version::HTTP_2)
+    );
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let r = send(&mut h2, &format!("/sse/chat/{th}"), &h).await;
+        assert_eq!(r.status(), 200);
+        streams.push(r.into_body());
+    }
+    s.publish(&th, 3).await;
+    for body in &mut streams {
+        assert_eq!(sse_messages(body, 3).await, (vec![1, 2, 3], None));
+    }
+
+    // New certificate files (another CA): new handshakes use them, open streams go on.
+    let ca2 = TestCa::new();
+    write_pair(dir.path(), &ca2);
+    eventually!(10, "the new certificate is in use", {
+        tls_connect(&s.addr(), &ca2.pem, &[b"h2"]).await.is_ok()
+    });
+    assert!(
+        tls_connect(&s.addr(), &ca.pem, &[b"h2"]).await.is_err(),
+        "the old one is gone"
+    );
+    s.publish(&th, 1).await;
+    assert_eq!(sse_messages(&mut streams[0], 1).await, (vec![4], None));
+    // A pair whose key does not match: refused, the current one stays.
+    let (_, other_key) = ca2.issue(&["localhost"]);
+    std::fs::write(&key, other_key).expect("key");
+    eventually!(10, "the bad pair is refused and logged", {
+        s.gw.logs()
+            .iter()
+            .any(|l| l.contains("TLS certificate not reloaded") && l.contains("does not match"))
+    });
+    assert!(tls_connect(&s.addr(), &ca2.pem, &[b"h2"]).await.is_ok());
+
+    // The drain: open HTTP/2 streams get `gateway.draining`.
+    s.gw.signal(15);
+    let (_, error) = sse_messages(&mut streams[1], 10).await;
+    assert!(error.expect("an error event").contains("gateway.draining"));
+    assert_eq!(
+        s.gw.wait_exit(Duration::from_secs(30))
+            .and_then(|c| c.code()),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn check_refuses_a_key_that_does_not_match_its_certificate() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = write_pair(dir.path(), &ca);
+    let (_, other) = ca.issue(&["localhost"]);
+    std::fs::write(&key, other).expect("key");
+    let config = dir.path().join("railgate.toml");
+    std::fs::write(
+        &config,
+        format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"),
+    )
+    .expect("config");
+    let out = std::process::Command::new(railgate_tests::bins::path("railgate"))
+        .args(["check", "--config", config.to_str().expect("utf8")])
+        .env("AUTH_JWT_SIGNING", "x")
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the key does not match the certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_served_on_the_plain_listener() {
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let mut h2 = h2_client(tcp).await;
+    let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, http::Version::HTTP_2)
+    );
+    let mut body = send(&mut h2, &format!("/sse/chat/{th}"), &h)
+        .await
+        .into_body();
+    s.publish(&th, 2).await;
+    assert_eq!(sse_messages(&mut body, 2).await, (vec![1, 2], None));
+    // HTTP/1.1 on the same listener is unchanged.
+    let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
+    let r = railgate_tests::client::get(
+        &s.addr(),
+        &format!("/chat/threads/{th}/messages"),
+        &[("authorization", bearer.as_str()), ("x-tenant-id", "t_a")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
