@@ -86,6 +86,10 @@ async fn a_stream_ended_by_the_drain_says_so() {
         .expect("the drain's error event");
     assert_eq!(ev.event, "error");
     assert!(s.gw.wait_exit(Duration::from_secs(30)).is_some());
+    // Its last lines reach the test through a pipe: wait for them.
+    eventually!(10, "the stream's access line", {
+        access_lines(&s, &path).len() == 1
+    });
     let lines = access_lines(&s, &path);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["outcome"], "gateway.draining");

@@ -109,16 +109,17 @@ async fn credential_and_context_rejections_have_exact_envelopes() {
         "req-7",
         "early rejections carry the caller's request id"
     );
+    eventually!(10, "access log records outcomes", {
+        s.gw.logs()
+            .join("\n")
+            .contains("\"outcome\":\"auth.tenant_mismatch\"")
+    });
     let logs = s.gw.logs().join("\n");
     assert!(
         !logs.contains(&good) && !logs.contains(&saas),
         "a token reached the logs"
     );
     assert!(!logs.contains("t_unknown"));
-    assert!(
-        logs.contains("\"outcome\":\"auth.tenant_mismatch\""),
-        "access log records outcomes"
-    );
 }
 
 #[tokio::test]

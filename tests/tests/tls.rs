@@ -101,11 +101,12 @@ async fn an_identity_provider_over_https_is_found_by_discovery_and_followed() {
         messages_as(&s3, &th3, &k2.sign(&claims(&liar))).await.0,
         401
     );
-    assert!(s3
-        .gw
-        .logs()
-        .iter()
-        .any(|l| l.contains("initial JWKS fetch failed") && l.contains("is not")));
+    eventually!(10, "the issuer mismatch is logged", {
+        s3.gw
+            .logs()
+            .iter()
+            .any(|l| l.contains("initial JWKS fetch failed") && l.contains("is not"))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
