@@ -178,10 +178,12 @@ async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumers_beside_fast_ones() {
-    // Queues of the default size (1,024 deliveries, 4 MiB): a fast client descheduled for a
-    // moment on a busy machine must not look slow; a client that never reads still overflows
-    // (16 MiB are published).
-    let s = Stack::start("[sse]\njournal_events = 4096\njournal_bytes = 33554432\n");
+    // 16 MiB queues, 4 MB/s: a fast client descheduled for seconds on a busy machine does not
+    // look slow; a client that never reads still overflows (32 MB are published).
+    let s = Stack::start(
+        "[sse]\nclient_queue_events = 4096\nclient_queue_bytes = 16777216\n\
+         journal_events = 4096\njournal_bytes = 67108864\n",
+    );
     let th = s.thread("t_a").await;
     let mut slow = Vec::new();
     for _ in 0..3 {
@@ -196,7 +198,7 @@ async fn slow_consumers_beside_fast_ones() {
         &s.mock_addr(),
         "/_mock/publish",
         &[],
-        &json!({"thread_id": th, "count": 2000, "payload_bytes": 8192, "rate_per_s": 500}),
+        &json!({"thread_id": th, "count": 2000, "payload_bytes": 16384, "rate_per_s": 250}),
     )
     .await;
     assert_eq!(r.status, 202);
