@@ -37,6 +37,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let trace = early_trace_id(req.headers());
     let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
+    out.version = req.version();
     let asks_upgrade = req.headers().contains_key(http::header::UPGRADE);
     let answer = match serve(&gw, req, peer, &conn, &mut out).await {
         Ok(answer) => answer,

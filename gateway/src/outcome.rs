@@ -25,6 +25,8 @@ pub struct Outcome {
     pub method: http::Method,
     /// Request path.
     pub path: String,
+    /// HTTP version of the request (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: http::Version,
     /// When the request arrived.
     pub started: Instant,
 }
@@ -41,6 +43,7 @@ impl Outcome {
             trace_id,
             method,
             path,
+            version: http::Version::HTTP_11,
             started: Instant::now(),
         }
     }
@@ -65,6 +68,7 @@ pub fn record(metrics: &Metrics, out: &Outcome, status: u16) {
         target: "railgate::access",
         method = out.method.as_str(),
         path = %out.path,
+        http_version = ?out.version,
         route = %out.route,
         tenant_id = out.tenant.as_deref(),
         env = out.env.as_deref(),
@@ -135,6 +139,7 @@ impl Drop for StreamLog {
             target: "railgate::access",
             method = self.out.method.as_str(),
             path = %self.out.path,
+            http_version = ?self.out.version,
             route = %self.out.route,
             transport = self.out.rail.label(),
             tenant_id = self.out.tenant.as_deref(),

@@ -46,9 +46,15 @@ pub fn chromium() -> &'static str {
 impl Browser {
     /// Starts Chromium headless with a fresh profile and connects to its DevTools endpoint.
     pub async fn launch() -> Browser {
+        Browser::launch_with(&[]).await
+    }
+
+    /// Like [`Browser::launch`], with `extra` flags.
+    pub async fn launch_with(extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().expect("profile");
         let mut child = Command::new(chromium())
             .args(FLAGS)
+            .args(extra)
             .args([
                 "--remote-debugging-port=0",
                 &format!("--user-data-dir={}", profile.path().display()),

@@ -242,3 +242,12 @@ where
     });
     sender
 }
+
+/// The `--ignore-certificate-errors-spki-list` value that makes Chromium trust the certificate
+/// of `key_pem` (base64 of the SHA-256 of its SubjectPublicKeyInfo).
+pub fn chromium_spki(key_pem: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let key = KeyPair::from_pem(key_pem).expect("key");
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(key.public_key_der()))
+}

@@ -1,7 +1,9 @@
 //! Headless Chromium (Debian's `chromium`) against the gateway. The demo's browser example:
 //! tickets from the page, an `EventSource` and a `WebSocket`, and stamped events arriving on
 //! both. And Chromium's own `EventSource` reconnecting — after its ticket's TTL, across a gateway
-//! SIGTERM and a gateway SIGKILL — with no gap and no duplicate. Long run only.
+//! SIGTERM and a gateway SIGKILL — with no gap and no duplicate. Twenty `EventSource`s of one
+//! page over HTTP/2 (TLS, the test CA's certificate trusted) all receive events; over HTTP/1.1
+//! the browser stalls after six. Long run only.
 
 use railgate_tests::browser::Browser;
 use railgate_tests::process::Proc;
@@ -167,4 +169,68 @@ async fn chromium_websocket_gets_stamped_events_and_cannot_speak_for_another_ten
     };
     assert_eq!(stored[0]["text"], "from chromium");
     assert_eq!(stored[0]["routing"]["tenant_id"], "t_a", "{stored}");
+}
+
+/// Opens `n` EventSources on one page at `origin`, each with its own ticket, and returns how
+/// many have received an event while a few are published over three seconds.
+async fn eventsources_receiving(
+    b: &mut Browser,
+    s: &Stack,
+    origin: &str,
+    th: &str,
+    n: usize,
+) -> usize {
+    let page = b.open(&format!("{origin}/"), origin).await;
+    let tickets: Vec<String> = (0..n)
+        .map(|i| {
+            railgate_tests::stack::ticket("t_a", "u1", th, &format!("tid-{i}-{}", origin.len()))
+        })
+        .collect();
+    let script = format!(
+        "window.counts = new Array({n}).fill(0); window.sources = {tickets}.map((t, i) => {{ \
+           const es = new EventSource('/sse/chat/{th}?ticket=' + t); \
+           es.addEventListener('chat_message', () => window.counts[i] += 1); return es; }}); 'opened'",
+        tickets = serde_json::to_string(&tickets).expect("json")
+    );
+    assert_eq!(b.eval(&page, &script).await, json!("opened"));
+    // Published in a trickle for a few seconds: every open stream gets some.
+    for _ in 0..6 {
+        s.publish(th, 1).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let counts = b.eval(&page, "window.counts").await;
+    counts
+        .as_array()
+        .expect("counts")
+        .iter()
+        .filter(|c| c.as_u64().unwrap_or(0) > 0)
+        .count()
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium (apt-get install chromium); part of the long run"]
+async fn twenty_eventsources_share_http2_and_http1_stalls_after_six() {
+    let ca = railgate_tests::tls::TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = ca.issue(&["localhost"]);
+    std::fs::write(dir.path().join("cert.pem"), &cert).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), &key).expect("key");
+    let spki = railgate_tests::tls::chromium_spki(&key);
+    let tls = Stack::start(&format!(
+        "[tls]\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n",
+        d = dir.path().display()
+    ));
+    let plain = Stack::start("");
+    let mut b =
+        Browser::launch_with(&[&format!("--ignore-certificate-errors-spki-list={spki}")]).await;
+    let th = tls.thread("t_a").await;
+    let port = tls.addr().rsplit(':').next().expect("port").to_owned();
+    let over_h2 =
+        eventsources_receiving(&mut b, &tls, &format!("https://localhost:{port}"), &th, 20).await;
+    let th = plain.thread("t_a").await;
+    let over_h1 =
+        eventsources_receiving(&mut b, &plain, &format!("http://{}", plain.addr()), &th, 20).await;
+    println!("EventSources receiving events: HTTP/2 {over_h2} of 20, HTTP/1.1 {over_h1} of 20");
+    assert_eq!(over_h2, 20, "every stream over one HTTP/2 connection");
+    assert_eq!(over_h1, 6, "HTTP/1.1: six connections per origin");
 }

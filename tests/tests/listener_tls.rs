@@ -214,6 +214,12 @@ async fn h2c_with_prior_knowledge_is_served_on_the_plain_listener() {
         .into_body();
     s.publish(&th, 2).await;
     assert_eq!(sse_messages(&mut body, 2).await, (vec![1, 2], None));
+    eventually!(10, "the access line names the protocol", {
+        s.gw.logs().iter().any(|l| {
+            l.contains(&format!("\"path\":\"/chat/threads/{th}/messages\""))
+                && l.contains("\"http_version\":\"HTTP/2.0\"")
+        })
+    });
     // HTTP/1.1 on the same listener is unchanged.
     let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
     let r = railgate_tests::client::get(
