@@ -18,7 +18,7 @@ use railgate_policy::context::{check_headers, HeaderSource};
 use railgate_policy::field::{traceparent_trace_id, valid_value};
 use railgate_policy::thread::check_access;
 use railgate_policy::{
-    build_context, ContextPolicy, Denial, Field, Hello, RequestContext, Sources,
+    build_context, ContextPolicy, Denial, ErrorCode, Field, Hello, RequestContext, Sources,
 };
 
 /// What a route accepts and demands of a caller.
@@ -32,6 +32,8 @@ pub struct Admission<'a> {
     pub resource: Option<&'a str>,
     /// Answer 404 rather than 403 for a thread of another tenant.
     pub hide_foreign: bool,
+    /// The route's name, which a tenant's flags may switch off.
+    pub route: Option<&'a str>,
 }
 
 impl<'a> Admission<'a> {
@@ -42,6 +44,7 @@ impl<'a> Admission<'a> {
             require: &route.require,
             resource: route.thread_id(caps),
             hide_foreign: route.hide_foreign_threads,
+            route: Some(&route.name),
         }
     }
 }
@@ -80,6 +83,7 @@ pub async fn admit(
     let now = clock::now();
     let verified = credentials(gw, adm, caller, now).await?;
     let ctx = context(gw, adm.require, adm.resource, caller, &verified)?;
+    switched_on(gw, adm.route, ctx.tenant_id())?;
     if let Some(thread) = adm.resource {
         ownership(gw, &ctx, thread, adm.hide_foreign).await?;
     }
@@ -120,10 +124,30 @@ pub async fn precheck(
         return Ok(());
     }
     let ctx = context(gw, &[], adm.resource, caller, &verified)?;
+    switched_on(gw, adm.route, ctx.tenant_id())?;
     match adm.resource {
         Some(thread) => ownership(gw, &ctx, thread, adm.hide_foreign).await,
         None => Ok(()),
     }
+}
+
+/// After the tenant is verified: a route its flags switch off is `403 feature.disabled`.
+fn switched_on(gw: &Gateway, route: Option<&str>, tenant: &str) -> Result<(), Denial> {
+    let live = gw.live();
+    let off = match (route, live.config.tenants.get(tenant)) {
+        (Some(r), Some(flags)) => flags.disabled_routes.iter().any(|d| d == r),
+        _ => false,
+    };
+    if off {
+        return Err(Denial::with_message(
+            ErrorCode::FeatureDisabled,
+            format!(
+                "route {} is switched off for this tenant",
+                route.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Phase 1: the credentials the route accepts, verified (401).

@@ -29,6 +29,7 @@ pub const ADMISSION: Admission<'static> = Admission {
     require: &[Field::Tenant],
     resource: None,
     hide_foreign: false,
+    route: None,
 };
 
 /// Largest request body.

@@ -229,3 +229,65 @@ async fn a_bad_file_changes_nothing_and_says_why() {
     assert_eq!(body["restart_needed"], json!(["admin_listen"]));
     assert_eq!(get_v2(&s, &th, &tok).await, 200);
 }
+
+#[tokio::test]
+async fn a_tenants_flags_switch_routes_off_and_a_reload_switches_them_on() {
+    let s = Stack::start("");
+    write_config(
+        &s,
+        &format!(
+            "{}[tenants.\"t_b\"]\ndisabled_routes = [\"chat-sse\", \"chat-ws\"]\n",
+            config_with("")
+        ),
+    );
+    assert_eq!(admin_reload(&s).await.0, 200);
+    let tb = s.thread("t_b").await;
+    let hb = full_headers(&token("t_b", "u2", json!({})), "t_b");
+    let refused = SseStream::open(&s.addr(), &format!("/sse/chat/{tb}"), &refs(&hb)).await;
+    assert_eq!(refused.status, 403);
+    let env = refused.body_json().await;
+    assert_eq!(env["error"]["code"], "feature.disabled");
+    assert_eq!(
+        env["error"]["message"],
+        "route chat-sse is switched off for this tenant"
+    );
+    let bearer = format!("Bearer {}", token("t_b", "u2", json!({})));
+    let ws = ws_connect(
+        &s.addr(),
+        &format!("/ws/chat/{tb}"),
+        &[("authorization", bearer.as_str()), ("x-tenant-id", "t_b")],
+    )
+    .await;
+    assert_eq!(ws.err().map(|(status, _)| status), Some(403), "no upgrade");
+    // Other tenants and other routes are not affected.
+    let r = get(
+        &s.addr(),
+        &format!("/chat/threads/{tb}/messages"),
+        &[("authorization", bearer.as_str()), ("x-tenant-id", "t_b")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ta = s.thread("t_a").await;
+    let ha = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let ok = SseStream::open(&s.addr(), &format!("/sse/chat/{ta}"), &refs(&ha)).await;
+    assert_eq!(ok.status, 200);
+    // Switched on again by a reload.
+    write_config(&s, &config_with(""));
+    assert_eq!(admin_reload(&s).await.0, 200);
+    let back = SseStream::open(&s.addr(), &format!("/sse/chat/{tb}"), &refs(&hb)).await;
+    assert_eq!(back.status, 200);
+    // A flag naming no route is a configuration problem.
+    write_config(
+        &s,
+        &format!(
+            "{}[tenants.\"t_b\"]\ndisabled_routes = [\"gestures\"]\n",
+            config_with("")
+        ),
+    );
+    let (status, body) = admin_reload(&s).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["problems"],
+        json!(["tenants.\"t_b\".disabled_routes[0]: \"gestures\" is not a route name"])
+    );
+}

@@ -58,6 +58,8 @@ pub struct Config {
     pub tls_ca_file: Option<PathBuf>,
     /// `[tls]`: the client listener's certificate (TLS, HTTP/2 by ALPN), when set.
     pub tls: Option<ListenerTls>,
+    /// `[tenants."<id>"]`: per-tenant switches.
+    pub tenants: std::collections::HashMap<String, TenantFlags>,
     /// Routes, matched in order.
     pub routes: Vec<Route>,
 }
@@ -104,6 +106,13 @@ pub struct PemKey {
     pub alg: String,
     /// The `kid` it answers to.
     pub kid: Option<String>,
+}
+
+/// One tenant's switches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantFlags {
+    /// Routes this tenant may not use (`403 feature.disabled`).
+    pub disabled_routes: Vec<String>,
 }
 
 /// `[tls]`: the client listener's certificate chain and key (PEM).
@@ -376,6 +385,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         .table("tls", p)
         .and_then(|t| sections::read_listener_tls(t, p));
     let routes = route::read_routes(r.tables("routes", p).unwrap_or_default(), &upstream, p);
+    let tenants = sections::read_tenants(&mut r, &routes, p);
     r.finish(p);
     Some(Config {
         listen: listen?,
@@ -394,6 +404,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         trusted_proxies,
         tls_ca_file,
         tls,
+        tenants,
         routes,
     })
 }

@@ -138,6 +138,42 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A table whose keys are names the user chose (`[tenants."t_a"]`): a reader for each
+    /// entry's table, with its path.
+    pub fn named_tables(
+        &mut self,
+        key: &'static str,
+        p: &mut Problems,
+    ) -> Vec<(String, Reader<'a>)> {
+        let path = self.path_of(key);
+        match self.value(key) {
+            None => Vec::new(),
+            Some(Value::Table(t)) => t
+                .iter()
+                .filter_map(|(name, v)| match v {
+                    Value::Table(inner) => Some((
+                        name.clone(),
+                        Reader::new(inner, format!("{path}.\"{name}\"")),
+                    )),
+                    other => {
+                        p.add(
+                            &format!("{path}.\"{name}\""),
+                            format!("expected a table, found {}", other.type_str()),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                p.add(
+                    &path,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
     /// An array of tables, if present.
     pub fn tables(&mut self, key: &'static str, p: &mut Problems) -> Option<Vec<Reader<'a>>> {
         let path = self.path_of(key);

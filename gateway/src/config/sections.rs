@@ -243,3 +243,31 @@ pub(super) fn read_listener_tls(mut r: Reader<'_>, p: &mut Problems) -> Option<L
         }
     }
 }
+
+/// `[tenants."<id>"]`: per-tenant switches. Every route named must exist.
+pub(super) fn read_tenants(
+    r: &mut Reader<'_>,
+    routes: &[super::Route],
+    p: &mut Problems,
+) -> std::collections::HashMap<String, super::TenantFlags> {
+    let mut out = std::collections::HashMap::new();
+    for (tenant, mut t) in r.named_tables("tenants", p) {
+        let disabled = t.strings("disabled_routes", p).unwrap_or_default();
+        for (i, name) in disabled.iter().enumerate() {
+            if !routes.iter().any(|route| &route.name == name) {
+                p.add(
+                    &format!("{}[{i}]", t.path_of("disabled_routes")),
+                    format!("{name:?} is not a route name"),
+                );
+            }
+        }
+        t.finish(p);
+        out.insert(
+            tenant,
+            super::TenantFlags {
+                disabled_routes: disabled,
+            },
+        );
+    }
+    out
+}
