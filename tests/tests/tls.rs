@@ -199,3 +199,111 @@ async fn https_and_wss_upstreams_on_a_foreign_tls_stack_serve_every_rail() {
         }
     }
 }
+
+/// node's `oidc-provider` (pinned), installed with npm into `target/oidc-peer` on first use;
+/// returns the peer script's path there.
+fn oidc_peer() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
+    let dir = root.join("target/oidc-peer");
+    if !dir.join("node_modules/oidc-provider/package.json").exists() {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("oidc-provider@8.8.1")
+            .status()
+            .expect("this test needs node and npm (apt-get install nodejs npm)");
+        assert!(status.success(), "npm install oidc-provider failed");
+    }
+    let script = dir.join("oidc.mjs");
+    std::fs::copy(root.join("tests/peers/oidc.mjs"), &script).expect("copy peer");
+    script
+}
+
+/// A client-credentials access token from the provider at `addr`.
+async fn provider_token(addr: &str, ca_pem: &str) -> String {
+    use base64::Engine;
+    use http_body_util::BodyExt;
+    let (io, _) = railgate_tests::tls::tls_connect(addr, ca_pem, &[b"http/1.1"])
+        .await
+        .expect("tls to the provider");
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode("railgate-test:railgate-test-secret");
+    let req = hyper::Request::post("/token")
+        .header(
+            "host",
+            format!("localhost:{}", addr.rsplit(':').next().expect("port")),
+        )
+        .header("authorization", format!("Basic {basic}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"grant_type=client_credentials&scope=chat&resource=urn%3Arailgate",
+        )))
+        .expect("request");
+    let resp = h1.send_request(req).await.expect("token answer");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    v["access_token"].as_str().expect("access_token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "installs node's oidc-provider with npm (tests/run-long)"]
+async fn tokens_of_a_real_openid_provider_are_accepted_and_its_key_rotation_followed() {
+    let script = oidc_peer();
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = ca.write(dir.path());
+    let (cert, key) = ca.issue(&["localhost"]);
+    let (cert_file, key_file) = (dir.path().join("idp.pem"), dir.path().join("idp.key"));
+    std::fs::write(&cert_file, cert).expect("cert");
+    std::fs::write(&key_file, key).expect("key");
+    let node = |kid: &str, port: Option<&str>| {
+        let mut args = vec![
+            script.to_str().expect("utf8"),
+            cert_file.to_str().expect("utf8"),
+            key_file.to_str().expect("utf8"),
+            kid,
+        ];
+        args.extend(port);
+        railgate_tests::process::Proc::spawn(std::path::Path::new("node"), &args, &[])
+    };
+    let mut idp = node("k1", None);
+    let (addr, issuer) = (idp.addr(), idp.ready["issuer"].clone());
+    let s = Stack::start(&format!(
+        "tls_ca_file = \"{}\"\n[auth]\noidc_issuer = \"{issuer}\"\naudience = \"railgate\"\njwks_min_refresh_s = 0\n",
+        ca_file.display()
+    ));
+    let th = s.thread("t_a").await;
+    let first = provider_token(&addr, &ca.pem).await;
+    assert_eq!(
+        messages_as(&s, &th, &first).await.0,
+        200,
+        "the provider's token"
+    );
+    let forged = EcKey::new("k1").sign(&claims(&issuer));
+    assert_eq!(
+        messages_as(&s, &th, &forged).await.0,
+        401,
+        "same kid, another key"
+    );
+    // The provider restarts with a new key: its new tokens are accepted at once.
+    idp.kill9();
+    let port = addr.rsplit(':').next().expect("port").to_owned();
+    let idp2 = node("k2", Some(&port));
+    assert_eq!(idp2.addr(), addr);
+    let second = provider_token(&addr, &ca.pem).await;
+    assert_eq!(
+        messages_as(&s, &th, &second).await.0,
+        200,
+        "the rotated key"
+    );
+}
