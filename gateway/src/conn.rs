@@ -35,10 +35,17 @@ pub struct Listener {
 /// Serves one accepted connection; `slot` holds its place under the connection caps.
 pub async fn serve(l: Listener, stream: TcpStream, peer: SocketAddr, slot: Arc<Connection>) {
     let header_timeout = l.gw.live().config.limits.header_read_timeout;
+    let metrics = l.gw.metrics.clone();
     let Some(tls) = l.tls.clone() else {
         return match opens_with_h2_preface(&stream, header_timeout).await {
-            Some(true) => serve_h2(l.gw, stream, peer, slot).await,
-            Some(false) => serve_h1(l.gw, stream, peer, slot).await,
+            Some(true) => {
+                metrics.client_connection("h2", false);
+                serve_h2(l.gw, stream, peer, slot).await
+            }
+            Some(false) => {
+                metrics.client_connection("http/1.1", false);
+                serve_h1(l.gw, stream, peer, slot).await
+            }
             None => {}
         };
     };
@@ -46,8 +53,10 @@ pub async fn serve(l: Listener, stream: TcpStream, peer: SocketAddr, slot: Arc<C
         return;
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        metrics.client_connection("h2", true);
         serve_h2(l.gw, stream, peer, slot).await
     } else {
+        metrics.client_connection("http/1.1", true);
         serve_h1(l.gw, stream, peer, slot).await
     }
 }

@@ -136,6 +136,16 @@ async fn tls_with_h2_and_http1_serves_every_stream_and_follows_its_certificate_f
         assert_eq!(sse_messages(body, 3).await, (vec![1, 2, 3], None));
     }
 
+    assert_eq!(
+        s.metric("railgate_client_connections_total{protocol=\"h2\",tls=\"true\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric("railgate_client_connections_total{protocol=\"http/1.1\",tls=\"true\"}")
+            .await,
+        1.0
+    );
     // New certificate files (another CA): new handshakes use them, open streams go on.
     let ca2 = TestCa::new();
     write_pair(dir.path(), &ca2);
@@ -220,6 +230,11 @@ async fn h2c_with_prior_knowledge_is_served_on_the_plain_listener() {
                 && l.contains("\"http_version\":\"HTTP/2.0\"")
         })
     });
+    assert_eq!(
+        s.metric("railgate_client_connections_total{protocol=\"h2\",tls=\"false\"}")
+            .await,
+        1.0
+    );
     // HTTP/1.1 on the same listener is unchanged.
     let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
     let r = railgate_tests::client::get(

@@ -42,6 +42,8 @@ pub struct Metrics {
     events_deduplicated_total: IntCounterVec,
     /// Connections and streams refused by a capacity cap.
     capacity_refusals_total: IntCounterVec,
+    /// Client connections served, by protocol (`http/1.1`, `h2`) and whether over TLS.
+    client_connections_total: IntCounterVec,
     /// Open SSE streams and WebSocket sessions by rail (the sum of `connections_active`).
     streams_open: IntGaugeVec,
 }
@@ -158,6 +160,11 @@ impl Metrics {
                 "Connections and streams refused by a capacity cap",
                 &["cap"],
             )?,
+            client_connections_total: c(
+                "client_connections_total",
+                "Client connections served, by protocol and TLS",
+                &["protocol", "tls"],
+            )?,
             connections_active,
             streams_open,
             event_relay_seconds,
@@ -206,6 +213,12 @@ impl Metrics {
         }
         for rail in [Rail::Sse, Rail::Ws] {
             self.streams_open.with_label_values(&[rail.label()]);
+        }
+        for protocol in ["http/1.1", "h2"] {
+            for tls in ["true", "false"] {
+                self.client_connections_total
+                    .with_label_values(&[protocol, tls]);
+            }
         }
     }
 
@@ -276,6 +289,13 @@ impl Metrics {
     pub fn deduplicated(&self, route: &str, rail: Rail) -> IntCounter {
         self.events_deduplicated_total
             .with_label_values(&[route, rail.label()])
+    }
+
+    /// One client connection served over `protocol` (`http/1.1` or `h2`).
+    pub fn client_connection(&self, protocol: &str, tls: bool) {
+        self.client_connections_total
+            .with_label_values(&[protocol, if tls { "true" } else { "false" }])
+            .inc();
     }
 
     /// One refusal by a capacity cap.
