@@ -245,3 +245,85 @@ async fn h2c_with_prior_knowledge_is_served_on_the_plain_listener() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+/// Runs curl with `args`; returns its stdout (fails saying curl is needed when it is missing).
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(args)
+        .output()
+        .expect("this test needs curl with HTTP/2 (apt-get install curl)");
+    assert!(
+        out.status.success() || out.status.code() == Some(28),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs curl built with nghttp2 (tests/run-long)"]
+async fn curl_speaks_http2_over_tls_and_h2c_with_prior_knowledge() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = write_pair(dir.path(), &ca);
+    let ca_file = ca.write(dir.path());
+    let tls = Stack::start(&format!(
+        "[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+    ));
+    let plain = Stack::start("");
+    let tok = token("t_a", "u1", json!({}));
+    let auth = format!("Authorization: Bearer {tok}");
+    for (s, scheme, flag) in [
+        (&tls, "https", "--http2"),
+        (&plain, "http", "--http2-prior-knowledge"),
+    ] {
+        let th = s.thread("t_a").await;
+        let port = s.addr().rsplit(':').next().expect("port").to_owned();
+        let base = format!("{scheme}://localhost:{port}");
+        let ca_arg = ca_file.to_str().expect("utf8");
+        let got = curl(&[
+            "-sS",
+            flag,
+            "--cacert",
+            ca_arg,
+            "-H",
+            &auth,
+            "-H",
+            "X-Tenant-Id: t_a",
+            "-w",
+            "\n%{http_version}",
+            &format!("{base}/chat/threads/{th}/messages"),
+        ]);
+        assert_eq!(got, "[]\n2", "{scheme}");
+        let sse_url = format!("{base}/sse/chat/{th}");
+        let mut args = vec![
+            "-sS",
+            "-N",
+            flag,
+            "--cacert",
+            ca_arg,
+            "--max-time",
+            "4",
+            "-H",
+            &auth,
+            "-H",
+            "X-Tenant-Id: t_a",
+            "-H",
+            "X-Mode: lab",
+            "-H",
+            "X-Project-Id: p_chat",
+            "-H",
+            "X-App-Id: app-chat",
+            "-H",
+            "Last-Event-ID: 0",
+        ];
+        args.push(&sse_url);
+        s.publish(&th, 2).await;
+        let stream = curl(&args);
+        assert_eq!(
+            stream.matches("event: chat_message").count(),
+            2,
+            "{scheme}: {stream}"
+        );
+    }
+}
