@@ -327,3 +327,47 @@ async fn curl_speaks_http2_over_tls_and_h2c_with_prior_knowledge() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_stalled_stream_is_cut_without_holding_up_the_others() {
+    // Default queues (4 MiB): the reader has seconds of slack on a busy machine; the stalled
+    // stream still overflows its window and queue (12 MB are published at 2 MB/s).
+    let s = Stack::start("[sse]\njournal_events = 4096\njournal_bytes = 67108864\n");
+    let th = s.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let mut h2 = h2_client(tcp).await;
+    // Two streams on one connection: one is read, the other never.
+    let mut stalled = send(&mut h2, &format!("/sse/chat/{th}"), &h)
+        .await
+        .into_body();
+    let mut read = send(&mut h2, &format!("/sse/chat/{th}"), &h)
+        .await
+        .into_body();
+    let r = railgate_tests::client::post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 1500, "payload_bytes": 8192, "rate_per_s": 250}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let (seqs, error) = sse_messages(&mut read, 1500).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        seqs,
+        (1..=1500).collect::<Vec<u64>>(),
+        "the read stream got everything"
+    );
+    // The stalled one was cut (12 MB cannot wait in its window and its queue) — it says so
+    // once read, after the events that fitted, none skipped.
+    let (got, error) = sse_messages(&mut stalled, 1500).await;
+    assert!(
+        error.is_some_and(|e| e.contains("stream.slow_consumer")),
+        "the stalled stream is cut"
+    );
+    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<u64>>());
+    assert!(got.len() < 1500);
+}
