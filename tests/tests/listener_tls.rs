@@ -371,3 +371,43 @@ async fn over_http2_a_stalled_stream_is_cut_without_holding_up_the_others() {
     assert_eq!(got, (1..=got.len() as u64).collect::<Vec<u64>>());
     assert!(got.len() < 1500);
 }
+
+#[tokio::test]
+async fn over_http2_a_ticket_opens_a_stream_once_and_its_grant_resumes_it() {
+    let s = Stack::start("[auth]\ncookie_secure = false\n");
+    let th = s.thread("t_a").await;
+    let t = railgate_tests::stack::ticket("t_a", "u1", &th, "tid-h2");
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let mut h2 = h2_client(tcp).await;
+    let path = format!("/sse/chat/{th}?ticket={t}");
+    let first = send(&mut h2, &path, &[]).await;
+    assert_eq!(first.status(), 200);
+    let cookie = first
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("the resume grant")
+        .to_owned();
+    let mut body = first.into_body();
+    s.publish(&th, 2).await;
+    assert_eq!(sse_messages(&mut body, 2).await, (vec![1, 2], None));
+    drop(body);
+    let again = send(&mut h2, &path, &[]).await;
+    assert_eq!(again.status(), 401, "the ticket is spent");
+    let resumed = send(
+        &mut h2,
+        &path,
+        &[
+            ("cookie".to_owned(), cookie),
+            ("last-event-id".to_owned(), "2".to_owned()),
+        ],
+    )
+    .await;
+    assert_eq!(resumed.status(), 200, "the grant resumes the stream");
+    let mut body = resumed.into_body();
+    s.publish(&th, 1).await;
+    assert_eq!(sse_messages(&mut body, 1).await, (vec![3], None));
+}
