@@ -174,6 +174,13 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Whether a request (or hello) on this connection was admitted.
+    pub fn is_authenticated(&self) -> bool {
+        !self.unauthenticated.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.authenticated();

@@ -147,13 +147,16 @@ where
 }
 
 /// HTTP/2: every request a stream of its own, each with its own flow control (a stalled SSE
-/// stream does not hold up the connection's others); the drain sends GOAWAY.
+/// stream does not hold up the connection's others); the drain sends GOAWAY, and so does a
+/// connection that has not authenticated a request within `header_read_timeout_s` (as an
+/// HTTP/1 connection must send its head in that time).
 async fn serve_h2<S>(gw: Arc<Gateway>, io: S, peer: SocketAddr, slot: Arc<Connection>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = gw.live().config.limits.clone();
     let stop = gw.draining.clone();
+    let watched = slot.clone();
     let svc = service(gw, peer, slot, None);
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -162,10 +165,22 @@ where
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .serve_connection(TokioIo::new(io), service_fn(svc));
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    let deadline = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(deadline);
+    let mut waited = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stop.cancelled() => break,
+            _ = &mut deadline, if !waited => {
+                waited = true;
+                if !watched.is_authenticated() {
+                    break;
+                }
+            }
+        }
     }
+    conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
 

@@ -411,3 +411,36 @@ async fn over_http2_a_ticket_opens_a_stream_once_and_its_grant_resumes_it() {
     s.publish(&th, 1).await;
     assert_eq!(sse_messages(&mut body, 1).await, (vec![3], None));
 }
+
+#[tokio::test]
+async fn an_http2_connection_that_authenticates_nothing_is_closed_at_the_head_deadline() {
+    let s = Stack::start("[limits]\nheader_read_timeout_s = 1\n");
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "closed by the gateway");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before its deadline"
+    );
+    // One that authenticates a request stays.
+    let th = s.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let mut h2 = h2_client(tcp).await;
+    let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
+    assert_eq!(r.status(), 200, "still open past the deadline");
+}
