@@ -41,10 +41,7 @@ fn deny(code: ErrorCode, message: &'static str) -> Response<Body> {
 
 /// Answers a request head the connection's guard refused; the connection then closes.
 pub fn refused(denial: &Denial) -> Response<Body> {
-    let mut resp = respond::http(denial, &crate::mint::random_hex_id());
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+    respond::closing(respond::http(denial, &crate::mint::random_hex_id()))
 }
 
 /// `None` when the request carries the admin bearer token, else the refusal to send.

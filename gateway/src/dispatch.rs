@@ -47,14 +47,14 @@ pub async fn handle(
         }
     };
     match answer {
-        Answer::Done(mut resp) => {
+        Answer::Done(resp) => {
             record(&gw.metrics, &out, resp.status().as_u16());
-            if asks_upgrade {
-                // The connection's guard stopped reading request framing at this head; a
-                // switch not made ends the connection.
-                close_after(&mut resp);
+            // The connection's guard stopped reading request framing at a head asking for a
+            // switch; a switch not made ends the connection.
+            match asks_upgrade {
+                true => respond::closing(resp),
+                false => resp,
             }
-            resp
         }
         Answer::Upgraded(resp) => resp,
         Answer::Stream(resp) => {
@@ -69,17 +69,9 @@ pub async fn handle(
 pub fn refused(gw: &Gateway, denial: &Denial) -> Response<Body> {
     let mut out = Outcome::new(Method::GET, "-".into(), crate::mint::random_hex_id());
     out.code = Some(denial.code);
-    let mut resp = respond::http(denial, &out.trace_id);
+    let resp = respond::http(denial, &out.trace_id);
     record(&gw.metrics, &out, resp.status().as_u16());
-    close_after(&mut resp);
-    resp
-}
-
-fn close_after(resp: &mut Response<Body>) {
-    resp.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
+    respond::closing(resp)
 }
 
 async fn serve(
@@ -109,10 +101,10 @@ async fn serve(
     out.route = route.name.clone();
     out.rail = route.kind;
     let adm = Admission::for_route(route, &caps);
-    let fwd = forwarding(gw, route, peer);
+    let fwd = forwarding(&live.config, route, peer);
     match route.kind {
         Rail::Http => {
-            within_body_limit(gw, &req)?;
+            within_body_limit(&live.config, &req)?;
             let admitted = admit(gw, &adm, &req, out).await?;
             conn.authenticated();
             admission::spend_ticket(gw, &admitted)?;
@@ -153,17 +145,12 @@ async fn serve(
 
 /// What the upstream learns of who sent the request: the peer (trusted when it is a listed
 /// front proxy) and whether the client's `Authorization` goes on.
-fn forwarding(gw: &Gateway, route: &Route, peer: SocketAddr) -> Forwarding {
+fn forwarding(config: &Config, route: &Route, peer: SocketAddr) -> Forwarding {
     let ip = peer.ip().to_canonical();
     Forwarding {
         peer: Peer {
             ip,
-            trusted: gw
-                .live()
-                .config
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(&ip)),
+            trusted: config.trusted_proxies.iter().any(|n| n.contains(&ip)),
         },
         authorization: route.forward_authorization,
     }
@@ -226,16 +213,14 @@ fn demo_page(gw: &Gateway, req: &Request<Incoming>) -> Option<Response<Body>> {
     Some(resp)
 }
 
-fn within_body_limit(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial> {
+fn within_body_limit(config: &Config, req: &Request<Incoming>) -> Result<(), Denial> {
     let declared = req
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > gw.live().config.limits.max_body_bytes => {
-            Err(Denial::new(ErrorCode::TooLarge))
-        }
+        Some(len) if len > config.limits.max_body_bytes => Err(Denial::new(ErrorCode::TooLarge)),
         _ => Ok(()),
     }
 }

@@ -4,6 +4,7 @@
 //! streams are untouched, and a new pair that does not load (or whose key does not match its
 //! certificate) is refused with a log line while the previous one stays in use.
 
+use crate::outbound::provider;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,10 +16,6 @@ use std::time::SystemTime;
 
 /// The ALPN protocols the listener offers, preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Reads a certificate chain and its key; errors name the file and say what is wrong (a key
 /// that does not match the certificate included).

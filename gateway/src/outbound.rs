@@ -30,7 +30,8 @@ pub struct UpstreamTls {
     pub server_name: Option<String>,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto provider of every TLS configuration, inbound and outbound (`ring`).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

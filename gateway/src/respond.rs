@@ -21,6 +21,13 @@ pub fn http(denial: &Denial, trace_id: &str) -> Response<Body> {
     resp
 }
 
+/// Marks an answer as the connection's last (`Connection: close`).
+pub fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The frame that ends a started SSE stream with an error.
 pub fn sse(code: ErrorCode, trace_id: &str) -> Bytes {
     let json = Denial::new(code).envelope(trace_id).to_json();

@@ -1,6 +1,8 @@
 //! Follows a chunked request body byte by byte, only to know where it ends (hyper decodes it).
 //! Strict: hex sizes without whitespace, CRLF line ends only, bounded extensions and trailers.
 
+use super::head::is_field_byte;
+
 /// Most hex digits in a chunk size (16 fill a `u64`).
 const MAX_SIZE_DIGITS: u8 = 16;
 /// Most bytes of one chunk's extensions.
@@ -82,7 +84,7 @@ impl Chunked {
             (At::Size { digits: 1.., value }, b'\r') => At::SizeLf { value },
             (At::Size { .. }, _) => return Err("chunk size is not hexadecimal"),
             (At::Extension { value, .. }, b'\r') => At::SizeLf { value },
-            (At::Extension { value, bytes }, _) if is_line_byte(b) => {
+            (At::Extension { value, bytes }, _) if is_field_byte(b) => {
                 if bytes == MAX_EXTENSION_BYTES {
                     return Err("chunk extension too long");
                 }
@@ -99,7 +101,7 @@ impl Chunked {
                 value: 0,
             },
             (At::TrailerStart, b'\r') => At::EndLf,
-            (At::TrailerStart | At::Trailer, _) if is_line_byte(b) => {
+            (At::TrailerStart | At::Trailer, _) if is_field_byte(b) => {
                 self.trailer_bytes += 1;
                 if self.trailer_bytes > self.max_trailer_bytes {
                     return Err("chunked trailers too long");
@@ -112,10 +114,6 @@ impl Chunked {
             _ => return Err("chunked framing is broken (bare LF, or data longer than its size)"),
         })
     }
-}
-
-fn is_line_byte(b: u8) -> bool {
-    b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
 }
 
 #[cfg(test)]

@@ -123,7 +123,9 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn is_field_byte(b: u8) -> bool {
+/// A byte a header value (or a chunk extension, or a trailer) may hold: HTAB, visible ASCII,
+/// space, obs-text.
+pub(super) fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
 }
 
