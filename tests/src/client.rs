@@ -336,6 +336,46 @@ pub enum WsEvent {
     Ended,
 }
 
+/// The hello context the default chat routes need for `tenant`.
+pub fn chat_context(tenant: &str) -> Value {
+    serde_json::json!({"tenant_id": tenant, "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"})
+}
+
+/// Sends a WebSocket hello with `context`, resuming after `cursor` when given.
+pub async fn ws_hello(ws: &mut Ws, context: Value, cursor: Option<&str>) {
+    use futures_util::SinkExt;
+    let mut hello = serde_json::json!({"type": "hello", "context": context});
+    if let Some(c) = cursor {
+        hello["last_event_id"] = serde_json::json!(c);
+    }
+    timeout(
+        TIMEOUT,
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            hello.to_string(),
+        )),
+    )
+    .await
+    .expect("hello in time")
+    .expect("send hello");
+}
+
+/// A WebSocket on `path` opened with the bearer `token`, whose hello (the chat context of
+/// `tenant`, resuming after `cursor`) is sent.
+pub async fn ws_open(
+    addr: &str,
+    path: &str,
+    token: &str,
+    tenant: &str,
+    cursor: Option<&str>,
+) -> Ws {
+    let bearer = format!("Bearer {token}");
+    let mut ws = ws_connect(addr, path, &[("authorization", bearer.as_str())])
+        .await
+        .expect("upgrade");
+    ws_hello(&mut ws, chat_context(tenant), cursor).await;
+    ws
+}
+
 /// The next text, binary or close event (pings and pongs are skipped) within [`TIMEOUT`].
 pub async fn ws_next(ws: &mut Ws) -> WsEvent {
     use tokio_tungstenite::tungstenite::Message;

@@ -136,6 +136,15 @@ impl Proc {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The JSON lines the process printed (the gateway's logs), parsed.
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
     fn print_logs(&self) {
         for line in self.logs() {
             eprintln!("{line}");

@@ -4,24 +4,16 @@
 //! resume grant ever appears in the logs.
 
 use futures_util::SinkExt;
-use railgate_tests::client::{ws_connect, ws_next_json, SseStream};
+use railgate_tests::client::{ws_next_json, ws_open, SseStream};
 use railgate_tests::eventually;
 use railgate_tests::stack::{full_headers, refs, ticket, token, Stack};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-fn json_logs(s: &Stack) -> Vec<Value> {
-    s.gw.logs()
-        .iter()
-        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect()
-}
-
 /// Every access line for `path`.
 fn access_lines(s: &Stack, path: &str) -> Vec<Value> {
-    json_logs(s)
+    s.gw.json_logs()
         .into_iter()
         .filter(|v| v["target"] == "railgate::access" && v["path"] == path)
         .collect()
@@ -101,18 +93,8 @@ async fn a_websocket_session_is_logged_once_when_it_ends_and_secrets_never_are()
     let s = Stack::start("");
     let th = s.thread("t_a").await;
     let tok = token("t_a", "u1", json!({}));
-    let bearer = format!("Bearer {tok}");
     let path = format!("/ws/chat/{th}");
-    let mut ws = ws_connect(&s.addr(), &path, &[("authorization", bearer.as_str())])
-        .await
-        .expect("upgrade");
-    let ctx =
-        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
-    ws.send(Message::text(
-        json!({"type": "hello", "context": ctx}).to_string(),
-    ))
-    .await
-    .expect("hello");
+    let mut ws = ws_open(&s.addr(), &path, &tok, "t_a", None).await;
     for i in 0..2 {
         ws.send(Message::text(
             json!({"type": "message", "text": format!("m{i}")}).to_string(),

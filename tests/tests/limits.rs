@@ -3,7 +3,7 @@
 //! while other clients are served; a tenant's open streams are capped; every refusal is
 //! `503 gateway.overloaded` (WS after the upgrade: the envelope and close 1013).
 
-use railgate_tests::client::{ws_connect, ws_next, ws_next_json, SseStream, WsEvent};
+use railgate_tests::client::{ws_connect, ws_next, ws_next_json, ws_open, SseStream, WsEvent};
 use railgate_tests::eventually;
 use railgate_tests::stack::{full_headers, refs, token, Stack};
 use serde_json::{json, Value};
@@ -115,24 +115,8 @@ async fn a_tenants_open_streams_are_capped_and_other_tenants_are_not() {
         "gateway.overloaded"
     );
     // A WebSocket of the same tenant: refused after its hello, with close 1013.
-    let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
-    let mut ws = ws_connect(
-        &s.addr(),
-        &format!("/ws/chat/{th}"),
-        &[("authorization", bearer.as_str())],
-    )
-    .await
-    .expect("upgrade");
-    let ctx =
-        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
-    futures_util::SinkExt::send(
-        &mut ws,
-        tokio_tungstenite::tungstenite::Message::text(
-            json!({"type": "hello", "context": ctx}).to_string(),
-        ),
-    )
-    .await
-    .expect("hello");
+    let tok = token("t_a", "u1", json!({}));
+    let mut ws = ws_open(&s.addr(), &format!("/ws/chat/{th}"), &tok, "t_a", None).await;
     let env = ws_next_json(&mut ws).await;
     assert_eq!(env["error"]["code"], "gateway.overloaded");
     assert_eq!(

@@ -15,6 +15,14 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
+/// An HTTP/2 connection with prior knowledge to the stack's plain listener.
+async fn h2c(s: &Stack) -> SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    h2_client(tcp).await
+}
+
 fn write_pair(dir: &Path, ca: &TestCa) -> (String, String) {
     let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -210,10 +218,7 @@ async fn h2c_with_prior_knowledge_is_served_on_the_plain_listener() {
     let s = Stack::start("");
     let th = s.thread("t_a").await;
     let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let tcp = tokio::net::TcpStream::connect(s.addr())
-        .await
-        .expect("connect");
-    let mut h2 = h2_client(tcp).await;
+    let mut h2 = h2c(&s).await;
     let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
     assert_eq!(
         (r.status().as_u16(), r.version()),
@@ -335,10 +340,7 @@ async fn over_http2_a_stalled_stream_is_cut_without_holding_up_the_others() {
     let s = Stack::start("[sse]\njournal_events = 4096\njournal_bytes = 67108864\n");
     let th = s.thread("t_a").await;
     let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let tcp = tokio::net::TcpStream::connect(s.addr())
-        .await
-        .expect("connect");
-    let mut h2 = h2_client(tcp).await;
+    let mut h2 = h2c(&s).await;
     // Two streams on one connection: one is read, the other never.
     let mut stalled = send(&mut h2, &format!("/sse/chat/{th}"), &h)
         .await
@@ -377,10 +379,7 @@ async fn over_http2_a_ticket_opens_a_stream_once_and_its_grant_resumes_it() {
     let s = Stack::start("[auth]\ncookie_secure = false\n");
     let th = s.thread("t_a").await;
     let t = railgate_tests::stack::ticket("t_a", "u1", &th, "tid-h2");
-    let tcp = tokio::net::TcpStream::connect(s.addr())
-        .await
-        .expect("connect");
-    let mut h2 = h2_client(tcp).await;
+    let mut h2 = h2c(&s).await;
     let path = format!("/sse/chat/{th}?ticket={t}");
     let first = send(&mut h2, &path, &[]).await;
     assert_eq!(first.status(), 200);
@@ -434,10 +433,7 @@ async fn an_http2_connection_that_authenticates_nothing_is_closed_at_the_head_de
     // One that authenticates a request stays.
     let th = s.thread("t_a").await;
     let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let tcp = tokio::net::TcpStream::connect(s.addr())
-        .await
-        .expect("connect");
-    let mut h2 = h2_client(tcp).await;
+    let mut h2 = h2c(&s).await;
     let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -10,17 +10,11 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 
-/// The gateway's JSON log lines.
-fn json_logs(s: &Stack) -> Vec<Value> {
-    s.gw.logs()
-        .iter()
-        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest.to_owned()))
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect()
-}
-
+/// The gateway's first JSON log line with this message.
 fn line_with(s: &Stack, message: &str) -> Option<Value> {
-    json_logs(s).into_iter().find(|v| v["message"] == message)
+    s.gw.json_logs()
+        .into_iter()
+        .find(|v| v["message"] == message)
 }
 
 #[tokio::test]
@@ -58,7 +52,7 @@ async fn startup_says_where_everything_comes_from_and_stopping_says_stopped() {
     );
     assert_eq!(started["target"], "railgate::lifecycle");
     assert!(
-        json_logs(&s).iter().all(|v| v.get("fields").is_none()),
+        s.gw.json_logs().iter().all(|v| v.get("fields").is_none()),
         "log lines are flat"
     );
     assert!(line_with(&s, "stopped").is_none());

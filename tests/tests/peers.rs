@@ -4,7 +4,7 @@
 
 use futures_util::SinkExt;
 use railgate_tests::client::{
-    get, post_json, ws_connect, ws_next, ws_next_json, SseEvent, SseStream, Ws, WsEvent,
+    get, post_json, ws_next, ws_next_json, ws_open, SseEvent, SseStream, Ws, WsEvent,
 };
 use railgate_tests::eventually;
 use railgate_tests::peer::{python, PeerOptions, PeerStack};
@@ -24,22 +24,15 @@ async fn sse(p: &PeerStack, thread: &str) -> SseStream {
 }
 
 async fn ws(p: &PeerStack, thread: &str) -> Ws {
-    let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
-    let mut ws = ws_connect(
+    let tok = token("t_a", "u1", json!({}));
+    ws_open(
         &p.stack.addr(),
         &format!("/ws/chat/{thread}"),
-        &[("authorization", bearer.as_str())],
+        &tok,
+        "t_a",
+        None,
     )
     .await
-    .expect("upgrade");
-    let ctx =
-        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
-    ws.send(Message::text(
-        json!({"type": "hello", "context": ctx}).to_string(),
-    ))
-    .await
-    .expect("hello");
-    ws
 }
 
 /// The next backend event on a WebSocket (presence messages skipped).

@@ -3,13 +3,13 @@
 //! routes and limits in force at once, and every open stream gets every event exactly once; a
 //! bad file changes nothing and says why.
 
-use futures_util::SinkExt;
-use railgate_tests::client::{get, post_json, request, ws_connect, ws_next_json, SseStream};
+use railgate_tests::client::{
+    get, post_json, request, ws_connect, ws_next_json, ws_open, SseStream,
+};
 use railgate_tests::eventually;
 use railgate_tests::stack::{full_headers, refs, token, Stack, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
 
 const EVENTS: u64 = 300;
 
@@ -95,22 +95,8 @@ async fn a_reload_under_load_puts_new_routes_and_limits_in_force_and_drops_nothi
         assert_eq!(st.status, 200);
         readers.push(tokio::spawn(sse_seqs(st, EVENTS)));
     }
-    let bearer = format!("Bearer {tok}");
-    let ctx =
-        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
     for _ in 0..3 {
-        let mut ws = ws_connect(
-            &s.addr(),
-            &format!("/ws/chat/{th}"),
-            &[("authorization", bearer.as_str())],
-        )
-        .await
-        .expect("upgrade");
-        ws.send(Message::text(
-            json!({"type": "hello", "context": ctx, "last_event_id": "0"}).to_string(),
-        ))
-        .await
-        .expect("hello");
+        let mut ws = ws_open(&s.addr(), &format!("/ws/chat/{th}"), &tok, "t_a", Some("0")).await;
         readers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             while (seqs.len() as u64) < EVENTS {
@@ -145,6 +131,7 @@ async fn a_reload_under_load_puts_new_routes_and_limits_in_force_and_drops_nothi
     assert_eq!(body["routes"], 5);
     assert_eq!(body["restart_needed"], json!([]));
     assert_eq!(get_v2(&s, &th, &tok).await, 200, "the new route at once");
+    let bearer = format!("Bearer {tok}");
     let big = request(
         "POST",
         &s.addr(),

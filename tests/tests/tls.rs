@@ -3,14 +3,12 @@
 //! unknown CA refused), and `https://` / `wss://` upstreams on a foreign TLS stack (uvicorn over
 //! Python's ssl) for the HTTP, SSE and WebSocket rails, with `tls_server_name`.
 
-use futures_util::SinkExt;
-use railgate_tests::client::{get, ws_connect, ws_next_json, SseStream};
+use railgate_tests::client::{get, ws_next_json, ws_open, SseStream};
 use railgate_tests::eventually;
 use railgate_tests::peer::{PeerOptions, PeerStack};
 use railgate_tests::stack::{full_headers, now, refs, Stack};
 use railgate_tests::tls::{EcKey, HttpsDocs, TestCa};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 fn claims(iss: &str) -> Value {
     json!({"sub": "u1", "tenant_id": "t_a", "iss": iss, "exp": now() + 600, "iat": now()})
@@ -172,20 +170,7 @@ async fn https_and_wss_upstreams_on_a_foreign_tls_stack_serve_every_rail() {
         ids
     );
     assert_eq!(got[0].json()["routing"]["tenant_id"], "t_a");
-    let mut ws = ws_connect(
-        &s.addr(),
-        &format!("/ws/chat/{th}"),
-        &[("authorization", bearer.as_str())],
-    )
-    .await
-    .expect("upgrade");
-    let ctx =
-        json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
-    ws.send(Message::text(
-        json!({"type": "hello", "context": ctx}).to_string(),
-    ))
-    .await
-    .expect("hello");
+    let mut ws = ws_open(&s.addr(), &format!("/ws/chat/{th}"), &tok, "t_a", None).await;
     let more = p.publish(&th, 1).await;
     // Over wss: stamped messages, up to the one just published.
     loop {

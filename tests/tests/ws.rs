@@ -1,7 +1,9 @@
 //! The WebSocket rail against real processes.
 
 use futures_util::SinkExt;
-use railgate_tests::client::{get, post_json, ws_connect, ws_next, ws_next_json, Ws, WsEvent};
+use railgate_tests::client::{
+    get, post_json, ws_connect, ws_hello, ws_next, ws_next_json, Ws, WsEvent,
+};
 use railgate_tests::eventually;
 use railgate_tests::process::Proc;
 use railgate_tests::stack::{ticket, token, Stack, ADMIN_TOKEN};
@@ -25,19 +27,9 @@ async fn connect(s: &Stack, thread: &str, tenant: &str) -> Ws {
     .expect("upgrade")
 }
 
-async fn hello(ws: &mut Ws, context: Value, cursor: Option<&str>) {
-    let mut h = json!({"type": "hello", "context": context});
-    if let Some(c) = cursor {
-        h["last_event_id"] = json!(c);
-    }
-    ws.send(Message::text(h.to_string()))
-        .await
-        .expect("send hello");
-}
-
 async fn open(s: &Stack, thread: &str, tenant: &str, cursor: Option<&str>) -> Ws {
     let mut ws = connect(s, thread, tenant).await;
-    hello(&mut ws, ctx(tenant), cursor).await;
+    ws_hello(&mut ws, ctx(tenant), cursor).await;
     ws
 }
 
@@ -70,7 +62,7 @@ async fn seed_000_missing_mode_project_or_app_in_the_hello() {
         let mut c = ctx("t_a");
         c.as_object_mut().expect("obj").remove(field);
         let mut ws = connect(&s, &th, "t_a").await;
-        hello(&mut ws, c, None).await;
+        ws_hello(&mut ws, c, None).await;
         expect_refusal(&mut ws, code, 400, 4003).await;
     }
 }
@@ -85,7 +77,7 @@ async fn seed_000_ticket_disagreeing_with_the_hello_is_context_mismatch() {
         .expect("upgrade");
     let mut c = ctx("t_a");
     c["project_id"] = json!("p_other");
-    hello(&mut ws, c, None).await;
+    ws_hello(&mut ws, c, None).await;
     expect_refusal(&mut ws, "auth.context_mismatch", 403, 4003).await;
     // A ticket carried in the hello itself works for clients that cannot set headers.
     let t2 = ticket("t_a", "u1", &th, "tid-ws-2");
@@ -230,7 +222,7 @@ async fn presence_reaches_the_same_thread_and_tenant_only() {
     .expect("upgrade");
     let mut c = ctx("t_a");
     c["user_id"] = json!("u2");
-    hello(&mut a2, c, None).await;
+    ws_hello(&mut a2, c, None).await;
     // a1 learns of u2 by a join — or, when u2 came within a1's own first presence window, by
     // a1's snapshot of the others.
     let joined = ws_next_json(&mut a1).await;
@@ -693,7 +685,7 @@ async fn presence_of_300_members_joining_in_waves_is_coalesced_and_every_view_en
             .await
             .expect("upgrade");
             let c = json!({"tenant_id": "t_a", "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"});
-            hello(&mut ws, c, None).await;
+            ws_hello(&mut ws, c, None).await;
             let view = views[i].clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(Ok(Message::Text(t))) = futures_util::StreamExt::next(&mut ws).await
