@@ -59,6 +59,7 @@ impl Outcome {
 /// Counts one request's outcome in the request metrics (a stream: when its answer goes out).
 pub fn count(metrics: &Metrics, out: &Outcome) {
     metrics.request(&out.route, out.rail, out.code, out.tenant.as_deref());
+    metrics.request_protocol(out.rail, out.version);
 }
 
 /// Counts and logs one request's outcome (one access log line).

@@ -1,7 +1,7 @@
 """Benchmark runner: the same workloads through the direct path, nginx (1 and 2 workers) and
 railgate, in one run, on this machine. Prints a table; see docs/BENCHMARKS.md."""
 
-import json, os, re, resource, signal, subprocess, sys, tempfile, time, urllib.request
+import json, os, re, resource, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 REL = os.path.join(ROOT, "target", "release")
@@ -50,21 +50,30 @@ def token():
     return out.stdout.strip()
 
 
-def nginx(workers, upstream, port, tmp):
-    conf = os.path.join(tmp, f"nginx-{workers}.conf")
+def nginx(workers, upstream, port, tmp, tls=None):
+    """nginx in front of `upstream`; with `tls` = (cert, key) the listener is TLS 1.2/1.3 with
+    HTTP/2 offered by ALPN (`listen … ssl http2`: this nginx predates the `http2 on` directive)."""
+    tag = f"{workers}{'-tls' if tls else ''}"
+    conf = os.path.join(tmp, f"nginx-{tag}.conf")
+    listen = f"127.0.0.1:{port} backlog=4096"
+    ssl = ""
+    if tls:
+        listen += " ssl http2"
+        ssl = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.2 TLSv1.3;"
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes {workers};
 worker_rlimit_nofile 20000;
-pid {tmp}/nginx-{workers}.pid;
-error_log {tmp}/nginx-{workers}.err warn;
+pid {tmp}/nginx-{tag}.pid;
+error_log {tmp}/nginx-{tag}.err warn;
 events {{ worker_connections 20000; multi_accept on; }}
 http {{
   access_log off;
   upstream mock {{ server {upstream}; keepalive 512; }}
   map $http_upgrade $conn {{ default upgrade; '' ''; }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    listen {listen};
+    {ssl}
     location / {{
       proxy_pass http://mock;
       proxy_http_version 1.1;
@@ -82,7 +91,10 @@ http {{
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            if tls:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            else:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
             break
         except Exception:
             time.sleep(0.05)
@@ -92,7 +104,6 @@ http {{
 
 
 def free_port():
-    import socket
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -116,13 +127,14 @@ class Bench:
             p, pids = nginx(w, self.mock_addr, port, self.tmp)
             self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
 
-    def start_gateway(self, name, shared, workers=0):
+    def start_gateway(self, name, shared, workers=0, tls=None):
         """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route;
-        `workers`: runtime worker threads, 0 = one per core)."""
+        `workers`: runtime worker threads, 0 = one per core; `tls`: (cert, key) for the listener)."""
         cfg = os.path.join(self.tmp, f"{name}.toml")
+        tls_table = f'[tls]\ncert_file = "{tls[0]}"\nkey_file = "{tls[1]}"\n' if tls else ""
         with open(cfg, "w") as f:
             f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\nworkers = {workers}\n'
-                    f'[limits]\nupstream_idle_timeout_s = 300\n'
+                    f'[limits]\nupstream_idle_timeout_s = 300\n{tls_table}'
                     f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
                     f'require = ["tenant", "mode", "project", "app"]\n'
                     f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n')
@@ -214,6 +226,66 @@ def fanout(b, label, threads, per_thread, rate, duration, include_shared):
     return results
 
 
+def make_cert(tmp):
+    """A self-signed leaf for `localhost` / 127.0.0.1 (not a CA, so rustls accepts it as its own
+    trust anchor); returns (cert, key) paths."""
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "2", "-subj", "/CN=localhost", "-keyout", key, "-out", cert,
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def tls_h2(b):
+    """(f) The same handshake and fan-out workloads over plain HTTP/1.1, TLS + HTTP/1.1 and TLS + h2
+    (ALPN), railgate beside nginx with the same TLS settings. Each client has its own connection."""
+    cert, key = make_cert(b.tmp)
+    tls = (cert, key)
+    port = free_port()
+    ngx_p, ngx_pids = nginx(1, b.mock_addr, port, b.tmp, tls)
+    ngx_tls = (f"127.0.0.1:{port}", [("mock", b.mock.pid)] + [("nginx", p) for p in ngx_pids])
+    gws = {}
+    for name, shared in (("railgate-1w", "false"), ("railgate-shared-1w", "true")):
+        p, addr, _ = b.start_gateway(f"{name}-tls", shared, 1, tls)
+        gws[name] = (addr, [("mock", b.mock.pid), ("railgate", p.pid)])
+    auth = [f"Authorization: Bearer {b.tok}"] + HEADERS
+    plain = {n: (t, h, w) for n, t, h, w in b.paths(True)}
+    transports = [("HTTP/1.1", [], None), ("TLS 1.3 + HTTP/1.1", ["--tls-ca", cert], True),
+                  ("TLS 1.3 + h2", ["--tls-ca", cert, "--h2"], True)]
+
+    def target(name, over_tls):
+        if not over_tls:
+            return plain[name]
+        if name == "nginx-1w":
+            return ngx_tls[0], [], ngx_tls[1]
+        return gws[name][0], auth, gws[name][1]
+
+    print("\n### (f) TLS and HTTP/2: new authenticated SSE streams per second (32 concurrent clients, each on a new connection, 10 s)\n")
+    print("| path | transport | streams/s | vs nginx-1w, same transport | failed | CPU (cores) |\n|---|---|---|---|---|---|")
+    for label, extra, over_tls in transports:
+        base = None
+        for name in ("nginx-1w", "railgate-1w"):
+            t, h, w = target(name, over_tls)
+            r = b.load("handshakes", t, b.threads(4), 1, h, w, 10, 0, ["--concurrency", "32"] + extra)
+            base = base if base is not None else r["per_s"]
+            cpu = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["cpu"].items()))
+            ratio = f"{r['per_s'] / base:.2f}" if base else "-"
+            print(f"| {name} | {label} | {r['per_s']:,.0f} | {ratio} | {r['failed']} | {cpu} |", flush=True)
+    print("\n### (f) TLS and HTTP/2: 1 thread × 500 SSE subscribers, 200 events/s, 15 s\n")
+    print("| path | transport | connected | of expected | p50 ms | p99 ms | p50 / p99 vs nginx-1w, same transport | CPU (cores) |\n|---|---|---|---|---|---|---|---|")
+    for label, extra, over_tls in transports:
+        base = None
+        for name in ("nginx-1w", "railgate-1w", "railgate-shared-1w"):
+            t, h, w = target(name, over_tls)
+            r = b.load("sse", t, b.threads(1), 500, h, w, 15, 200, extra)
+            base = base or r
+            lat, bl = r["latency_us"], base["latency_us"]
+            cpu = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["cpu"].items()))
+            print(f"| {name} | {label} | {r['connected']}/{r['clients']} | {r['events_per_s'] / (500 * 200) * 100:.1f}% | "
+                  f"{lat['p50']/1000:.2f} | {lat['p99']/1000:.2f} | {lat['p50'] / max(bl['p50'], 1):.2f} / {lat['p99'] / max(bl['p99'], 1):.2f} | {cpu} |", flush=True)
+
+
 def main(which):
     b = Bench()
     try:
@@ -266,9 +338,11 @@ def main(which):
                 r = b.load("handshakes", target, ts, 1, headers, cmd_watch, 10, 0, extra)
                 cpu = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["cpu"].items()))
                 print(f"| {name} | {r['per_s']:,.0f} | {r['failed']} | {cpu} |", flush=True)
+        if "f" in which:
+            tls_h2(b)
     finally:
         b.close()
 
 
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e"})
+    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e", "f"})

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One run, three paths: client → mock directly; client → nginx → mock; client → railgate → mock.
-# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~12 minutes.
+# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~20 minutes.
 #   tests/bench/compare.sh            # everything
-#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e)
+#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v nginx >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 //! the repository's `deploy/` folder, with `railgate` on `PATH`, exported variables carried from
 //! one block to the next. Long-running commands (`serve`, `demo`) must print READY, and stop
 //! cleanly on a signal; they get free ports (`--listen 127.0.0.1:0 …`) so the test never clashes
-//! with a port in use. The `cargo` lines are the known ones: the default run stands the
+//! with a port in use. The `curl` lines that follow a `serve` line run while it is up, against
+//! the port it got; what they print is checked against what the page says they print. The `cargo` lines are the known ones: the default run stands the
 //! built binary in for them; the long run executes them for real.
 
 use railgate_tests::bins;
@@ -102,8 +103,9 @@ impl Shell {
     }
 
     /// Starts a long-running `railgate …` line on free ports; it must print READY and exit 0
-    /// on SIGTERM.
-    fn serve(&self, line: &str) {
+    /// on SIGTERM. `while_up` lines (`curl …`) run while it serves, with the page's
+    /// `localhost:8000` pointed at the port it got; returns what each printed.
+    fn serve(&mut self, line: &str, while_up: &[String]) -> Vec<String> {
         let mut args: Vec<String> = line.split_whitespace().skip(1).map(str::to_owned).collect();
         if args[0] == "serve" {
             args.extend(
@@ -120,13 +122,30 @@ impl Shell {
         std::env::set_current_dir(self.dir.path()).expect("cd");
         let mut p = Proc::spawn(&self.bin.path().join("railgate"), &args, &env);
         std::env::set_current_dir(cwd).expect("cd back");
+        let port = p.addr().rsplit(':').next().expect("port").to_owned();
+        let printed = while_up
+            .iter()
+            .map(|l| self.run(&[l.replace("localhost:8000", &format!("localhost:{port}"))]))
+            .collect();
         p.signal(15);
         assert_eq!(
             p.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
             Some(0),
             "{line} stops cleanly"
         );
+        printed
     }
+}
+
+/// What the page says a `curl` line prints: the backquoted text after "prints" in the prose
+/// that follows its block.
+fn promised_output(text: &str, curl: &str) -> String {
+    let after = &text[text.find(curl).expect("curl line on the page")..];
+    let prose = &after[after
+        .find("prints `")
+        .expect("the page says what curl prints")
+        + 8..];
+    prose[..prose.find('`').expect("closing backquote")].to_owned()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -148,21 +167,32 @@ fn every_command_block_of_getting_started_works_as_written() {
     assert!(blocks.len() >= 3, "{blocks:#?}");
     let mut sh = Shell::new();
     let mut ran = 0;
+    let page = std::fs::read_to_string(root().join("docs/getting-started.md")).expect("read");
+    let mut curls = 0;
     for block in &blocks {
         let mut pending: Vec<String> = Vec::new();
-        for line in block {
+        let mut lines = block.iter().peekable();
+        while let Some(line) = lines.next() {
             if line.starts_with("cargo ") {
                 assert!(
                     CARGO_LINES.contains(&line.as_str()),
                     "a cargo line this test does not know: {line}"
                 );
                 if line.ends_with("-- demo") {
-                    sh.serve("railgate demo");
+                    sh.serve("railgate demo", &[]);
                 }
             } else if line.starts_with("railgate serve") {
                 sh.run(&pending);
                 pending.clear();
-                sh.serve(line);
+                let mut while_up = Vec::new();
+                while let Some(c) = lines.next_if(|l| l.starts_with("curl ")) {
+                    while_up.push(c.clone());
+                }
+                for (curl, printed) in while_up.iter().zip(sh.serve(line, &while_up)) {
+                    assert_eq!(printed.trim(), promised_output(&page, curl), "{curl}");
+                    curls += 1;
+                    ran += 1;
+                }
             } else if line.starts_with("railgate token") || line.starts_with("railgate ticket") {
                 let out = sh.run(std::slice::from_ref(line));
                 let minted = out.trim();
@@ -180,6 +210,7 @@ fn every_command_block_of_getting_started_works_as_written() {
             sh.run(&pending);
         }
     }
+    assert!(curls >= 1, "the HTTP/2 section's curl line ran");
     assert_eq!(ran, blocks.iter().map(Vec::len).sum::<usize>());
     assert!(
         sh.dir.path().join("railgate.toml").exists(),

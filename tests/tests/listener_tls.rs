@@ -154,6 +154,20 @@ async fn tls_with_h2_and_http1_serves_every_stream_and_follows_its_certificate_f
             .await,
         1.0
     );
+    // Requests by rail and HTTP version: one HTTP request each way, 20 SSE streams over h2.
+    for (series, n) in [
+        ("protocol=\"http/1.1\",transport=\"http\"", 1.0),
+        ("protocol=\"h2\",transport=\"http\"", 1.0),
+        ("protocol=\"h2\",transport=\"sse\"", 20.0),
+        ("protocol=\"http/1.1\",transport=\"sse\"", 0.0),
+    ] {
+        let name = format!("railgate_requests_by_protocol_total{{{series}}}");
+        let text = s.metrics().await;
+        assert!(
+            text.contains(&format!("{name} {n}\n")),
+            "{name} {n} in:\n{text}"
+        );
+    }
     // New certificate files (another CA): new handshakes use them, open streams go on.
     let ca2 = TestCa::new();
     write_pair(dir.path(), &ca2);

@@ -37,6 +37,7 @@ async fn a_fresh_gateway_exports_every_series_at_zero_and_its_build_and_process(
         "railgate_connections_active{route=\"chat-sse\",transport=\"sse\"} 0",
         "railgate_streams_open{transport=\"sse\"} 0",
         "railgate_streams_open{transport=\"ws\"} 0",
+        "railgate_requests_by_protocol_total{protocol=\"h2\",transport=\"sse\"} 0",
         concat!("railgate_build_info{version=\"", env!("CARGO_PKG_VERSION"), "\"} 1"),
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}");

@@ -44,6 +44,8 @@ pub struct Metrics {
     capacity_refusals_total: IntCounterVec,
     /// Client connections served, by protocol (`http/1.1`, `h2`) and whether over TLS.
     client_connections_total: IntCounterVec,
+    /// Requests by rail and HTTP version of the client's request.
+    requests_by_protocol_total: IntCounterVec,
     /// Open SSE streams and WebSocket sessions by rail (the sum of `connections_active`).
     streams_open: IntGaugeVec,
 }
@@ -165,6 +167,11 @@ impl Metrics {
                 "Client connections served, by protocol and TLS",
                 &["protocol", "tls"],
             )?,
+            requests_by_protocol_total: c(
+                "requests_by_protocol_total",
+                "Requests by rail and HTTP version",
+                &["transport", "protocol"],
+            )?,
             connections_active,
             streams_open,
             event_relay_seconds,
@@ -218,6 +225,10 @@ impl Metrics {
             for tls in ["true", "false"] {
                 self.client_connections_total
                     .with_label_values(&[protocol, tls]);
+            }
+            for rail in [Rail::Http, Rail::Sse, Rail::Ws] {
+                self.requests_by_protocol_total
+                    .with_label_values(&[rail.label(), protocol]);
             }
         }
     }
@@ -289,6 +300,18 @@ impl Metrics {
     pub fn deduplicated(&self, route: &str, rail: Rail) -> IntCounter {
         self.events_deduplicated_total
             .with_label_values(&[route, rail.label()])
+    }
+
+    /// One request of `rail` in HTTP `version` (`http/1.0`, `http/1.1`, `h2`).
+    pub fn request_protocol(&self, rail: Rail, version: http::Version) {
+        let protocol = match version {
+            http::Version::HTTP_2 => "h2",
+            http::Version::HTTP_10 => "http/1.0",
+            _ => "http/1.1",
+        };
+        self.requests_by_protocol_total
+            .with_label_values(&[rail.label(), protocol])
+            .inc();
     }
 
     /// One client connection served over `protocol` (`http/1.1` or `h2`).

@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,12 @@ struct Args {
     /// File the runner polls: written with "up" once every connection is established.
     #[arg(long)]
     ready_file: Option<String>,
+    /// Connect over TLS, trusting the CA certificate(s) in this PEM file (server name `localhost`).
+    #[arg(long)]
+    tls_ca: Option<String>,
+    /// Speak HTTP/2 (ALPN `h2` over TLS, prior knowledge without), one connection per client.
+    #[arg(long)]
+    h2: bool,
 }
 
 struct Shared {
@@ -127,29 +133,100 @@ fn scan(data: &[u8], carry: &mut Vec<u8>, shared: &Shared) {
     carry.drain(..keep_from);
 }
 
+/// How a client reaches the target: plain or TLS, HTTP/1.1 or HTTP/2.
+struct Transport {
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    h2: bool,
+}
+
+impl Transport {
+    fn new(args: &Args) -> Transport {
+        let tls = args.tls_ca.as_ref().map(|path| {
+            let ca = std::fs::read_to_string(path).expect("read --tls-ca");
+            let alpn: &[&[u8]] = if args.h2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let config = railgate_tests::tls::client_config(&ca, alpn);
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            (tokio_rustls::TlsConnector::from(config), name)
+        });
+        Transport { tls, h2: args.h2 }
+    }
+
+    /// One connection to `target`, handshaken; returns a sender for requests.
+    async fn connect(&self, target: &str) -> Result<Sender, String> {
+        let tcp = TcpStream::connect(target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.handshake(tls).await
+            }
+            None => self.handshake(tcp).await,
+        }
+    }
+
+    async fn handshake<S>(&self, io: S) -> Result<Sender, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        if self.h2 {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Ok(Sender::H2(sender))
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Ok(Sender::H1(sender))
+        }
+    }
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
 async fn open_sse(
+    transport: &Transport,
     target: &str,
     path: &str,
     headers: &[(String, String)],
 ) -> Result<hyper::body::Incoming, String> {
-    let stream = TcpStream::connect(target)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut req = hyper::Request::get(path)
-        .header("host", target)
-        .header("accept", "text/event-stream");
+    let sender = transport.connect(target).await?;
+    let mut req = hyper::Request::get(path).header("accept", "text/event-stream");
+    req = match sender {
+        // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host.
+        Sender::H2(_) => req.uri(format!(
+            "{}://{target}{path}",
+            if transport.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        )),
+        Sender::H1(_) => req.header("host", target),
+    };
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
     let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = match sender {
+        Sender::H1(mut s) => s.send_request(req).await,
+        Sender::H2(mut s) => s.send_request(req).await,
+    }
+    .map_err(|e| e.to_string())?;
     if resp.status() != 200 {
         return Err(format!("status {}", resp.status()));
     }
@@ -158,12 +235,13 @@ async fn open_sse(
 
 async fn sse_client(
     args: Arc<Args>,
+    transport: Arc<Transport>,
     headers: Arc<Vec<(String, String)>>,
     path: String,
     shared: Arc<Shared>,
     idle: bool,
 ) {
-    let mut body = match open_sse(&args.target, &path, &headers).await {
+    let mut body = match open_sse(&transport, &args.target, &path, &headers).await {
         Ok(b) => b,
         Err(_) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -250,6 +328,7 @@ fn watch_list(raw: &str) -> Vec<(String, String)> {
 
 async fn handshakes(
     args: Arc<Args>,
+    transport: Arc<Transport>,
     headers: Arc<Vec<(String, String)>>,
     paths: Vec<String>,
 ) -> serde_json::Value {
@@ -259,8 +338,9 @@ async fn handshakes(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let (args, headers, done, failed, stop) = (
+        let (args, transport, headers, done, failed, stop) = (
             args.clone(),
+            transport.clone(),
             headers.clone(),
             done.clone(),
             failed.clone(),
@@ -271,7 +351,7 @@ async fn handshakes(
             while !stop.load(Ordering::Relaxed) {
                 match tokio::time::timeout(
                     Duration::from_secs(5),
-                    open_sse(&args.target, &path, &headers),
+                    open_sse(&transport, &args.target, &path, &headers),
                 )
                 .await
                 {
@@ -313,9 +393,10 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         .map(|t| args.path.replace("{thread}", t))
         .collect();
     let watched = watch_list(&args.watch);
+    let transport = Arc::new(Transport::new(&args));
     if args.mode == Mode::Handshakes {
         let before: Vec<f64> = watched.iter().map(|(_, p)| cpu_seconds(p)).collect();
-        let mut r = handshakes(args.clone(), headers, paths).await;
+        let mut r = handshakes(args.clone(), transport, headers, paths).await;
         let cpu: serde_json::Map<String, serde_json::Value> = watched
             .iter()
             .zip(before)
@@ -343,6 +424,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     for path in &paths {
         for _ in 0..args.per_thread {
             let (a, h, p, s) = (args.clone(), headers.clone(), path.clone(), shared.clone());
+            let t = transport.clone();
             let permit = sem.clone().acquire_owned().await.expect("semaphore");
             let connected_before =
                 s.connected.load(Ordering::Relaxed) + s.errors.load(Ordering::Relaxed);
@@ -361,7 +443,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
                 tokio::spawn(release);
                 match a.mode {
                     Mode::Ws | Mode::IdleWs => ws_client(a, h, p, s, idle).await,
-                    _ => sse_client(a, h, p, s, idle).await,
+                    _ => sse_client(a, t, h, p, s, idle).await,
                 }
             });
         }
