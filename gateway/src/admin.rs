@@ -134,6 +134,15 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
                         "",
                     )
                 }
+                (Method::DELETE, ["registry", kind, id]) => {
+                    let key = crate::registry::key(kind, id);
+                    let dropped = admin.gw.live().registry.forget(&key).await;
+                    json(
+                        StatusCode::OK,
+                        &j!({"kind": kind, "id": id, "dropped": dropped}),
+                        "",
+                    )
+                }
                 _ => deny(ErrorCode::RouteNotFound, "no such admin endpoint"),
             }
         }

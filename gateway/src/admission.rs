@@ -22,14 +22,17 @@ use railgate_policy::{
 };
 
 /// What a route accepts and demands of a caller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Admission<'a> {
     /// Credentials accepted.
     pub accepts: Accepts,
     /// Context fields that must be present.
     pub require: &'a [Field],
-    /// The thread the request opens, whose owner must be the caller's tenant and env.
-    pub resource: Option<&'a str>,
+    /// The resource the request opens (its kind and id), whose owner must be the caller's
+    /// tenant and env.
+    pub resource: Option<(&'a str, &'a str)>,
+    /// Path variables named like context fields (`{canvas_id}`, …): a source of those fields.
+    pub path_fields: Vec<(Field, &'a str)>,
     /// Answer 404 rather than 403 for a thread of another tenant.
     pub hide_foreign: bool,
     /// The route's name, which a tenant's flags may switch off.
@@ -42,7 +45,10 @@ impl<'a> Admission<'a> {
         Admission {
             accepts: route.accepts,
             require: &route.require,
-            resource: route.thread_id(caps),
+            resource: route
+                .resource_id(caps)
+                .map(|id| (route.resource_kind.as_str(), id)),
+            path_fields: route.path_fields(caps),
             hide_foreign: route.hide_foreign_threads,
             route: Some(&route.name),
         }
@@ -69,7 +75,7 @@ pub struct Admitted {
     pub ctx: RequestContext,
     /// The verified credentials.
     pub verified: Verified,
-    /// The thread the request opens, if any.
+    /// The id of the resource the request opens (a thread, a canvas, …), if any.
     pub thread_id: Option<String>,
 }
 
@@ -82,15 +88,15 @@ pub async fn admit(
 ) -> Result<Admitted, Denial> {
     let now = clock::now();
     let verified = credentials(gw, adm, caller, now).await?;
-    let ctx = context(gw, adm.require, adm.resource, caller, &verified)?;
+    let ctx = context(gw, adm, adm.require, caller, &verified)?;
     switched_on(gw, adm.route, ctx.tenant_id())?;
-    if let Some(thread) = adm.resource {
-        ownership(gw, &ctx, thread, adm.hide_foreign).await?;
+    if let Some((kind, id)) = adm.resource {
+        ownership(gw, &ctx, kind, id, adm.hide_foreign).await?;
     }
     Ok(Admitted {
         ctx,
         verified,
-        thread_id: adm.resource.map(str::to_owned),
+        thread_id: adm.resource.map(|(_, id)| id.to_owned()),
     })
 }
 
@@ -123,10 +129,10 @@ pub async fn precheck(
     if !names_tenant {
         return Ok(());
     }
-    let ctx = context(gw, &[], adm.resource, caller, &verified)?;
+    let ctx = context(gw, adm, &[], caller, &verified)?;
     switched_on(gw, adm.route, ctx.tenant_id())?;
     match adm.resource {
-        Some(thread) => ownership(gw, &ctx, thread, adm.hide_foreign).await,
+        Some((kind, id)) => ownership(gw, &ctx, kind, id, adm.hide_foreign).await,
         None => Ok(()),
     }
 }
@@ -176,8 +182,8 @@ fn presented(adm: &Admission<'_>, caller: &Caller<'_>) -> Result<Credentials, De
 /// Phase 2: one context from headers, token, ticket and hello (400, then 403).
 pub fn context(
     gw: &Gateway,
+    adm: &Admission<'_>,
     require: &[Field],
-    thread: Option<&str>,
     caller: &Caller<'_>,
     verified: &Verified,
 ) -> Result<RequestContext, Denial> {
@@ -192,21 +198,27 @@ pub fn context(
         token: verified.token.as_ref(),
         ticket: verified.ticket.as_ref(),
         hello: caller.hello,
-        path_thread: thread,
+        path_thread: adm.resource.map(|(_, id)| id),
+        path_fields: &adm.path_fields,
         fallback_trace_id: caller.trace_id,
     };
     build_context(&policy, &sources)
 }
 
-/// Phase 3: the thread belongs to the context's tenant and env (404 / 403).
+/// Phase 3: the resource (of `kind`) belongs to the context's tenant and env (404 / 403).
 pub async fn ownership(
     gw: &Gateway,
     ctx: &RequestContext,
-    thread: &str,
+    kind: &str,
+    id: &str,
     hide_foreign: bool,
 ) -> Result<(), Denial> {
-    let record = gw.live().registry.lookup(thread).await?;
-    check_access(ctx, record.as_ref(), hide_foreign)
+    let record = gw.live().registry.lookup(kind, id).await?;
+    check_access(ctx, record.as_ref(), hide_foreign).map_err(|d| match (kind, d.code) {
+        ("thread", _) => d,
+        (_, ErrorCode::ThreadNotFound) => Denial::with_message(d.code, format!("no {kind} {id}")),
+        _ => Denial::with_message(d.code, format!("{kind} {id} belongs to another tenant")),
+    })
 }
 
 /// The last phase, after the rail's own checks: a first-use ticket is marked used (a second

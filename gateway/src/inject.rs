@@ -4,7 +4,9 @@
 //! `meta.trace_id` is set; every other member keeps its position and its exact bytes (numbers such
 //! as `1e2` or `123456789012345678901234`, escapes, nested objects). Data that is not JSON at all
 //! passes through untouched. An upstream event whose `routing` names another tenant or env is
-//! reported as foreign, and data that looks like JSON (it starts with `{` or `[`) but is not
+//! reported as foreign; one that names another workspace, canvas, projection, panel or thread —
+//! or another resource of the route's kind — than the stream's own is reported as crossing into
+//! another scope (a stream without such a key accepts any value of it); and data that looks like JSON (it starts with `{` or `[`) but is not
 //! strict JSON — `NaN`, `Infinity`, a lone surrogate escape in a key, trailing bytes — as
 //! malformed: other parsers (Python's, JavaScript's) read such text and could find a routing in
 //! it that this guard could not check, so both must be dropped.
@@ -25,24 +27,56 @@ pub struct Stamp {
     pub tenant: String,
     /// The env events must belong to.
     pub env: String,
+    /// The stream's own values of the scope keys (see [`SCOPE_KEYS`]) and of its resource key.
+    pub scope: Vec<(String, String)>,
     /// `"routing":…,"meta":{"trace_id":…}}`: what this stream appends to an event that carries
     /// neither member (see [`Prepared::shared_prefix`]).
     pub tail: bytes::Bytes,
 }
 
+/// Routing keys whose value an event may not change: an event naming another one than the
+/// stream's is dropped. (The route's resource key is guarded too.)
+pub const SCOPE_KEYS: [&str; 5] = [
+    "workspace_id",
+    "canvas_id",
+    "projection_id",
+    "panel_id",
+    "thread_id",
+];
+
+/// How an upstream event's `routing` crosses a stream's boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Crossing {
+    /// Another tenant or env.
+    Tenant,
+    /// Another value of a scope key (the key).
+    Scope(String),
+}
+
 impl Stamp {
-    /// `routing` = tenant_id, env, thread_id, actor_id (= sub), then every other present field.
+    /// The stamp of a thread's stream (`thread_id` is its resource key).
     pub fn new(ctx: &RequestContext, thread_id: &str) -> Stamp {
+        Stamp::for_resource(ctx, "thread_id", thread_id)
+    }
+
+    /// `routing` = tenant_id, env, the resource (`thread_id`, `canvas_id`, …), actor_id (= sub),
+    /// then every other present field.
+    pub fn for_resource(ctx: &RequestContext, resource_key: &str, id: &str) -> Stamp {
         let mut routing = serde_json::Map::new();
         routing.insert("tenant_id".into(), ctx.tenant_id().into());
         routing.insert("env".into(), ctx.env().into());
-        routing.insert("thread_id".into(), thread_id.into());
+        routing.insert(resource_key.into(), id.into());
         routing.insert("actor_id".into(), ctx.user_id.as_str().into());
         for (f, v) in ctx.fields() {
             if !matches!(f, Field::Tenant | Field::Env) {
                 routing.insert(f.key().into(), v.into());
             }
         }
+        let scope = routing
+            .iter()
+            .filter(|(k, _)| SCOPE_KEYS.contains(&k.as_str()) || *k == resource_key)
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
         let routing = serde_json::Value::Object(routing).to_string();
         let trace_json = serde_json::Value::String(ctx.trace_id.clone()).to_string();
         let tail = bytes::Bytes::from(format!(
@@ -53,6 +87,7 @@ impl Stamp {
             trace_json,
             tenant: ctx.tenant_id().to_owned(),
             env: ctx.env().to_owned(),
+            scope,
             tail,
         }
     }
@@ -77,8 +112,9 @@ pub enum Stamped {
     Unchanged,
     /// The stamped JSON object.
     Rewritten(String),
-    /// `routing` names another tenant or env: drop the event.
-    Foreign,
+    /// `routing` names another tenant or env, or another scope than the stream's: drop the
+    /// event.
+    Foreign(Crossing),
     /// Looks like JSON but is not strict JSON: drop the event (it cannot be checked).
     Malformed,
 }
@@ -195,31 +231,24 @@ pub struct Prepared<'a> {
     members: Option<Vec<Member<'a>>>,
     /// Looks like JSON, is not strict JSON.
     malformed: bool,
-    /// Every `routing.tenant_id` / `routing.env` value the upstream wrote (`None`: not a string).
-    claimed_tenants: Vec<Option<String>>,
-    claimed_envs: Vec<Option<String>>,
+    /// Every `routing` member the upstream wrote, by key (`None`: not a string).
+    claims: Vec<(String, Option<String>)>,
     len: usize,
 }
 
 /// Parses `data` once.
 pub fn prepare(data: &str) -> Prepared<'_> {
     let members = members(data);
-    let (mut claimed_tenants, mut claimed_envs) = (Vec::new(), Vec::new());
+    let mut claims = Vec::new();
     for m in members.iter().flatten().filter(|m| m.name == "routing") {
         for r in members_of_value(m.value) {
-            let v = serde_json::from_str::<String>(r.value.get()).ok();
-            match r.name.as_str() {
-                "tenant_id" => claimed_tenants.push(v),
-                "env" => claimed_envs.push(v),
-                _ => {}
-            }
+            claims.push((r.name, serde_json::from_str::<String>(r.value.get()).ok()));
         }
     }
     Prepared {
         malformed: malformed(data, members.as_deref()),
         members,
-        claimed_tenants,
-        claimed_envs,
+        claims,
         len: data.len(),
     }
 }
@@ -234,12 +263,21 @@ impl Prepared<'_> {
         self.malformed
     }
 
-    /// Whether the upstream's `routing` names a tenant or env other than these.
-    pub fn is_foreign(&self, tenant: &str, env: &str) -> bool {
-        let foreign = |claims: &[Option<String>], owner: &str| {
-            claims.iter().any(|c| c.as_deref() != Some(owner))
+    /// Whether the upstream's `routing` names a tenant or env other than the stream's, or
+    /// another value of one of the stream's scope keys.
+    pub fn crossing(&self, st: &Stamp) -> Option<Crossing> {
+        let claimed = |key: &str, own: &str| {
+            self.claims
+                .iter()
+                .any(|(k, v)| k == key && v.as_deref() != Some(own))
         };
-        foreign(&self.claimed_tenants, tenant) || foreign(&self.claimed_envs, env)
+        if claimed("tenant_id", &st.tenant) || claimed("env", &st.env) {
+            return Some(Crossing::Tenant);
+        }
+        st.scope
+            .iter()
+            .find(|(k, own)| claimed(k, own))
+            .map(|(k, _)| Crossing::Scope(k.clone()))
     }
 
     /// When the data is a one-line JSON object without `routing` or `meta` (the common case), the
@@ -275,12 +313,8 @@ impl Prepared<'_> {
         let Some(list) = &self.members else {
             return Stamped::Unchanged;
         };
-        let foreign = |claims: &[Option<String>], owner: &str| {
-            claims.iter().any(|c| c.as_deref() != Some(owner))
-        };
-        if foreign(&self.claimed_tenants, &stamp.tenant) || foreign(&self.claimed_envs, &stamp.env)
-        {
-            return Stamped::Foreign;
+        if let Some(crossing) = self.crossing(stamp) {
+            return Stamped::Foreign(crossing);
         }
         let mut out =
             String::with_capacity(self.len + stamp.routing.len() + stamp.trace_json.len() + 40);

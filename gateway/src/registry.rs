@@ -1,4 +1,7 @@
-//! Thread ownership registry: which tenant and env own a thread.
+//! Ownership registry: which tenant and env own a resource — a thread, or another kind a route
+//! declares (`resource_kind`, e.g. `canvas`). Each kind is asked at its own address
+//! (`GET {url}/registry/{kind}s/{id}`) or read from the file's records of that `kind`; threads are
+//! cached under their id, other kinds under `{kind}/{id}`.
 //!
 //! Answers are cached (moka): positive for `ttl`, "not found" for `negative_ttl`; concurrent
 //! misses for one id make a single lookup (`try_get_with` coalesces them). A record that expired
@@ -48,7 +51,12 @@ impl Expiry<String, Answer> for AnswerExpiry {
 
 #[derive(Deserialize)]
 struct FileEntry {
-    thread_id: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    thread_id: Option<String>,
     tenant_id: String,
     env: String,
     #[serde(default)]
@@ -78,22 +86,40 @@ pub struct Registry {
     metrics: Arc<Metrics>,
 }
 
-/// Parses a registry file: a JSON array of `{"thread_id","tenant_id","env","project_id"?}`.
+/// The cache (and file map) key of a resource: a thread's id, else `{kind}/{id}` (an id from a
+/// path segment never holds a `/`).
+pub fn key(kind: &str, id: &str) -> String {
+    if kind == "thread" {
+        id.to_owned()
+    } else {
+        format!("{kind}/{id}")
+    }
+}
+
+/// Parses a registry file: a JSON array of
+/// `{"kind"?,"id" | "thread_id","tenant_id","env","project_id"?}` (`kind` defaults to `thread`).
 pub fn parse_file(bytes: &[u8]) -> Result<HashMap<String, ThreadRecord>, String> {
     let entries: Vec<FileEntry> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    Ok(entries
-        .into_iter()
-        .map(|e| {
-            (
-                e.thread_id,
-                ThreadRecord {
-                    tenant_id: e.tenant_id,
-                    env: e.env,
-                    project_id: e.project_id,
-                },
-            )
-        })
-        .collect())
+    let mut map = HashMap::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let id = match (e.id, e.thread_id) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!("record {i}: \"id\" and \"thread_id\" differ"))
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => {
+                return Err(format!("record {i}: \"id\" (or \"thread_id\") is required"))
+            }
+        };
+        let kind = e.kind.unwrap_or_else(|| "thread".into());
+        let record = ThreadRecord {
+            tenant_id: e.tenant_id,
+            env: e.env,
+            project_id: e.project_id,
+        };
+        map.insert(key(&kind, &id), record);
+    }
+    Ok(map)
 }
 
 fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
@@ -149,14 +175,15 @@ impl Registry {
         self.metrics.registry_lookup(result);
     }
 
-    /// The owner of `thread_id`, `None` if unknown, or `registry.unavailable`.
-    pub async fn lookup(&self, thread_id: &str) -> Result<Option<ThreadRecord>, Denial> {
+    /// The owner of the `kind` resource `id`, `None` if unknown, or `registry.unavailable`.
+    pub async fn lookup(&self, kind: &str, id: &str) -> Result<Option<ThreadRecord>, Denial> {
+        let thread_id = &key(kind, id);
         let mut fetched = false;
         let result = self
             .fresh
             .try_get_with(thread_id.to_owned(), async {
                 fetched = true;
-                self.fetch(thread_id).await
+                self.fetch(kind, id).await
             })
             .await;
         match result {
@@ -194,7 +221,7 @@ impl Registry {
         }
     }
 
-    async fn fetch(&self, thread_id: &str) -> Result<Answer, String> {
+    async fn fetch(&self, kind: &str, id: &str) -> Result<Answer, String> {
         match &self.source {
             Source::File { map, .. } => {
                 let map = map
@@ -202,7 +229,7 @@ impl Registry {
                     .map(|m| m.clone())
                     .map_err(|_| "registry map poisoned".to_string())?;
                 Ok(map
-                    .get(thread_id)
+                    .get(&key(kind, id))
                     .cloned()
                     .map(Answer::Found)
                     .unwrap_or(Answer::NotFound))
@@ -212,7 +239,7 @@ impl Registry {
                 client,
                 timeout,
             } => {
-                let url = format!("{base}/registry/threads/{thread_id}");
+                let url = format!("{base}/registry/{kind}s/{id}");
                 let (status, body) = client
                     .get_small(&url, *timeout, 64 * 1024)
                     .await
@@ -232,7 +259,7 @@ impl Registry {
     /// unless it already belongs to another tenant or env: an owner is never replaced
     /// (`chat.thread_forbidden`). Fails closed when the owner cannot be looked up.
     pub async fn learn(&self, thread_id: &str, record: ThreadRecord) -> Result<(), Denial> {
-        if let Some(owner) = self.lookup(thread_id).await? {
+        if let Some(owner) = self.lookup("thread", thread_id).await? {
             if owner.tenant_id != record.tenant_id || owner.env != record.env {
                 return Err(Denial::with_message(
                     ErrorCode::ThreadForbidden,
@@ -250,7 +277,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Drops a cached entry (`DELETE /admin/registry/{id}`). Returns whether one was cached.
+    /// Drops a cached entry by its [`key`] (`DELETE /admin/registry/{id}` for a thread,
+    /// `/admin/registry/{kind}/{id}` for another kind). Returns whether one was cached.
     pub async fn forget(&self, thread_id: &str) -> bool {
         let had = self.fresh.contains_key(thread_id) || self.stale.contains_key(thread_id);
         self.fresh.invalidate(thread_id).await;

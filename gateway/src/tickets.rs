@@ -28,6 +28,7 @@ pub const ADMISSION: Admission<'static> = Admission {
     accepts: Accepts::JWT,
     require: &[Field::Tenant],
     resource: None,
+    path_fields: Vec::new(),
     hide_foreign: false,
     route: None,
 };
@@ -38,6 +39,10 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Deserialize)]
 struct Ask {
     thread_id: String,
+    /// The resource's kind when it is not a thread (`canvas`, …): the ticket opens routes whose
+    /// `resource_kind` it is.
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     ttl_s: Option<u64>,
 }
@@ -51,9 +56,21 @@ async fn read_ask(body: Incoming) -> Result<Ask, Denial> {
     let ask: Ask = serde_json::from_slice(&bytes).map_err(|_| {
         Denial::with_message(
             ErrorCode::HeaderInvalid,
-            "body must be {\"thread_id\": \"...\", \"ttl_s\": 60}",
+            "body must be {\"thread_id\": \"...\", \"ttl_s\": 60, \"kind\": \"thread\"}",
         )
     })?;
+    let kind_ok = ask.kind.as_deref().is_none_or(|k| {
+        !k.is_empty()
+            && k.len() <= 32
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    });
+    if !kind_ok {
+        return Err(Denial::with_message(
+            ErrorCode::HeaderInvalid,
+            "kind is malformed",
+        ));
+    }
     if !railgate_policy::field::valid_value(ask.thread_id.as_bytes()) {
         return Err(Denial::with_message(
             ErrorCode::HeaderInvalid,
@@ -80,7 +97,8 @@ pub async fn issue(
     }
     let ask = read_ask(body).await?;
     let ctx = &admitted.ctx;
-    ownership(gw, ctx, &ask.thread_id, false).await?;
+    let kind = ask.kind.as_deref().unwrap_or("thread");
+    ownership(gw, ctx, kind, &ask.thread_id, false).await?;
     let live = gw.live();
     let secrets = live.auth.tickets.as_ref().ok_or_else(|| {
         Denial::with_message(

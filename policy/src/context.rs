@@ -82,8 +82,12 @@ pub struct Sources<'a> {
     pub ticket: Option<&'a TicketClaims>,
     /// WebSocket hello.
     pub hello: Option<&'a Hello>,
-    /// The `{thread_id}` of the route, if any (a ticket must be bound to it).
+    /// The owned resource's id from the route's path (`{thread_id}`, `{canvas_id}`, …), if any
+    /// (a ticket must be bound to it).
     pub path_thread: Option<&'a str>,
+    /// Path variables named like a context field (`{canvas_id}`, `{panel_id}`, …): one more
+    /// source of that field, which must agree with the others.
+    pub path_fields: &'a [(Field, &'a str)],
     /// A fresh random 32-hex id, used when neither `X-Request-Id` nor `traceparent` gives one.
     pub fallback_trace_id: &'a str,
 }
@@ -265,6 +269,15 @@ fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
     for f in Field::ALL {
         let slot = &mut out[f.index()];
         slot.extend(header_value(src.headers, f.header())?);
+        for (_, v) in src.path_fields.iter().filter(|(pf, _)| *pf == f) {
+            if !valid_value(v.as_bytes()) {
+                return Err(Denial::with_message(
+                    ErrorCode::PathInvalid,
+                    format!("{} in the path is malformed", f.key()),
+                ));
+            }
+            slot.push((*v).to_owned());
+        }
         slot.extend(hello_value(src.hello, f.key())?);
         if let Some(v) = src.ticket.and_then(|t| ticket_value(t, f)) {
             slot.push(credential_value(v, f.key(), ErrorCode::TicketInvalid)?);

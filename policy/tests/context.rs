@@ -72,6 +72,7 @@ struct Case<'a> {
     ticket: Option<TicketClaims>,
     hello: Option<Hello>,
     thread: Option<&'a str>,
+    path_fields: Vec<(Field, &'a str)>,
     require: &'a [Field],
 }
 
@@ -83,6 +84,7 @@ impl<'a> Case<'a> {
             ticket: None,
             hello: None,
             thread: Some("th-1"),
+            path_fields: Vec::new(),
             require: SSE_REQUIRE,
         }
     }
@@ -99,6 +101,7 @@ impl<'a> Case<'a> {
             ticket: self.ticket.as_ref(),
             hello: self.hello.as_ref(),
             path_thread: self.thread,
+            path_fields: &self.path_fields,
             fallback_trace_id: FALLBACK,
         };
         build_context(&policy, &src).map_err(|d| d.code)
@@ -358,6 +361,7 @@ fn agreement_matrix_across_header_ticket_hello_and_token() {
             ticket: Some(tk),
             hello: Some(hl),
             thread: Some("th-1"),
+            path_fields: Vec::new(),
             require: SSE_REQUIRE,
         };
         let want_ok = cases[i].4;
@@ -587,4 +591,29 @@ fn context_values_from_credentials_follow_the_header_syntax() {
         Err(ErrorCode::TicketInvalid),
         "a malformed ticket subject"
     );
+}
+
+#[test]
+fn a_path_variable_named_like_a_field_is_a_source_that_must_agree() {
+    let mut c = Case::jwt(full_headers());
+    c.path_fields = vec![(Field::Canvas, "cv_1")];
+    let ctx = c.run().expect("admitted");
+    assert_eq!(ctx.get(Field::Canvas), Some("cv_1"));
+
+    let mut headers = full_headers();
+    headers.push(("X-Canvas-Id", "cv_1"));
+    let mut c = Case::jwt(headers.clone());
+    c.path_fields = vec![(Field::Canvas, "cv_1")];
+    assert_eq!(
+        c.run().expect("same value").get(Field::Canvas),
+        Some("cv_1")
+    );
+
+    let mut c = Case::jwt(headers);
+    c.path_fields = vec![(Field::Canvas, "cv_2")];
+    assert_eq!(c.run().unwrap_err(), ErrorCode::ContextMismatch);
+
+    let mut c = Case::jwt(full_headers());
+    c.path_fields = vec![(Field::Panel, "a b")];
+    assert_eq!(c.run().unwrap_err(), ErrorCode::PathInvalid);
 }

@@ -52,7 +52,7 @@ proptest! {
         let policy = ContextPolicy { gateway_env: "dev", allowed_modes: &modes, require: &[Field::Tenant, Field::Mode] };
         let src = Sources {
             headers: &headers as &dyn HeaderSource,
-            token: Some(&claims), ticket: None, hello: None, path_thread: None,
+            token: Some(&claims), ticket: None, hello: None, path_thread: None, path_fields: &[],
             fallback_trace_id: "f",
         };
         if let Ok(ctx) = build_context(&policy, &src) {

@@ -3,7 +3,7 @@
 pub use super::pattern::{Captures, Pattern};
 use super::reader::{Problems, Reader};
 use super::{check_http_url, fields};
-use railgate_policy::Field;
+use railgate_policy::{Field, RequestContext};
 use std::time::Duration;
 
 /// Which rail serves a route (also the `transport` label of metrics and logs).
@@ -80,6 +80,12 @@ pub struct Route {
     pub allowed_origins: Vec<String>,
     /// Answer 404 for foreign threads too.
     pub hide_foreign_threads: bool,
+    /// The path variable naming the resource the caller must own (`resource`, default
+    /// `thread_id`).
+    pub resource: String,
+    /// What kind of resource it is (`resource_kind`, default `thread`): the registry is asked per
+    /// kind.
+    pub resource_kind: String,
     /// Credentials accepted (`auth`).
     pub accepts: Accepts,
     /// The client's `Authorization` goes to the upstream (HTTP rail).
@@ -112,18 +118,39 @@ impl Accepts {
 }
 
 impl Route {
-    /// The route's thread id, if its pattern has `{thread_id}`.
-    pub fn thread_id<'c>(&self, caps: &'c Captures) -> Option<&'c str> {
-        caps.get("thread_id")
+    /// The id of the owned resource, if the route's pattern has its variable.
+    pub fn resource_id<'c>(&self, caps: &'c Captures) -> Option<&'c str> {
+        caps.get(&self.resource)
     }
 
-    /// The key of a stream's journal and shared upstream stream: the thread, or the thread and
-    /// the user for `stream_scope = "user"` (neither can hold a `/`).
-    pub fn stream_key(&self, thread: &str, user: &str) -> String {
-        match self.stream_scope {
-            StreamScope::Thread => thread.to_owned(),
-            StreamScope::User => format!("{thread}/{user}"),
+    /// The path's values of variables named like a context field (`{canvas_id}`, …).
+    pub fn path_fields<'c>(&self, caps: &'c Captures) -> Vec<(Field, &'c str)> {
+        Field::ALL
+            .into_iter()
+            .filter_map(|f| caps.get(f.key()).map(|v| (f, v)))
+            .collect()
+    }
+
+    /// The key of a stream's journal and shared upstream stream: the resource, or the resource
+    /// and the user for `stream_scope = "user"`, then any narrower scope the request names
+    /// (`workspace_id`, `canvas_id`, `projection_id`, `panel_id` other than the resource), so
+    /// that every client of one hub has the same scope (none of the parts can hold `/` or `|`).
+    pub fn stream_key(&self, resource: &str, ctx: &RequestContext) -> String {
+        let mut key = match self.stream_scope {
+            StreamScope::Thread => resource.to_owned(),
+            StreamScope::User => format!("{resource}/{}", ctx.user_id),
+        };
+        for f in [
+            Field::Workspace,
+            Field::Canvas,
+            Field::Projection,
+            Field::Panel,
+        ] {
+            if let Some(v) = ctx.get(f).filter(|_| f.key() != self.resource) {
+                key.push_str(&format!("|{}={v}", f.key()));
+            }
         }
+        key
     }
 }
 
@@ -217,14 +244,40 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         forward_authorization: r.boolean("forward_authorization", p).unwrap_or(true),
         tls_ca_file: r.string("tls_ca_file", p).map(Into::into),
         tls_server_name: r.string("tls_server_name", p),
+        resource: r
+            .string("resource", p)
+            .unwrap_or_else(|| "thread_id".into()),
+        resource_kind: read_resource_kind(r, p),
     };
-    if route.kind != Rail::Http && route.pattern.vars().all(|v| v != "thread_id") {
+    if route.kind != Rail::Http && route.pattern.vars().all(|v| v != route.resource) {
         p.add(
             &r.path_of("path"),
-            "sse and ws routes need a {thread_id} segment",
+            format!(
+                "sse and ws routes need a {{{}}} segment (the route's resource)",
+                route.resource
+            ),
         );
     }
     Some(route)
+}
+
+/// `resource_kind`: a lower-case name (`thread`, `canvas`, …) that goes into registry URLs.
+fn read_resource_kind(r: &mut Reader<'_>, p: &mut Problems) -> String {
+    let kind = r
+        .string("resource_kind", p)
+        .unwrap_or_else(|| "thread".into());
+    let ok = kind.len() <= 32
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        p.add(
+            &r.path_of("resource_kind"),
+            format!("{kind:?} is not a lower-case name such as \"canvas\" (a-z, 0-9, _)"),
+        );
+    }
+    kind
 }
 
 /// `ws_event_id`: a JSON pointer (default `/id`).

@@ -106,7 +106,11 @@ fn foreign_tenant_or_env_in_routing_is_reported() {
         r#"{"routing":{"tenant_id":7}}"#,
         r#"{"routing":{"tenant_id":"t_a"},"routing":{"tenant_id":"t_b"}}"#,
     ] {
-        assert_eq!(stamp(data, &st()), Stamped::Foreign, "{data}");
+        assert_eq!(
+            stamp(data, &st()),
+            Stamped::Foreign(Crossing::Tenant),
+            "{data}"
+        );
     }
     assert!(matches!(
         stamp(r#"{"routing":"not an object"}"#, &st()),
@@ -199,4 +203,56 @@ fn shared_prefix_plus_tail_equals_the_full_stamp() {
     ] {
         assert_eq!(prepare(data).shared_prefix(), None, "{data}");
     }
+}
+
+#[test]
+fn another_scope_in_routing_is_reported_with_its_key() {
+    let canvas = RequestContext::from_parts(
+        &[
+            (Field::Tenant, "t_a"),
+            (Field::Env, "dev"),
+            (Field::Canvas, "cv1"),
+            (Field::Panel, "pa"),
+        ],
+        "u1",
+        "trace-1",
+    );
+    let cst = Stamp::for_resource(&canvas, "canvas_id", "cv1");
+    let scope = |k: &str| Stamped::Foreign(Crossing::Scope(k.to_owned()));
+    for (data, want) in [
+        (r#"{"routing":{"canvas_id":"cv2"}}"#, scope("canvas_id")),
+        (
+            r#"{"routing":{"canvas_id":"cv1","panel_id":"pb"}}"#,
+            scope("panel_id"),
+        ),
+        (r#"{"routing":{"panel_id":7}}"#, scope("panel_id")),
+        (
+            r#"{"routing":{"tenant_id":"t_b","canvas_id":"cv2"}}"#,
+            Stamped::Foreign(Crossing::Tenant),
+        ),
+    ] {
+        assert_eq!(stamp(data, &cst), want, "{data}");
+    }
+    // Keys the stream has no value for (a thread, a projection) are not its boundary.
+    for data in [
+        r#"{"routing":{"canvas_id":"cv1","panel_id":"pa"},"x":1}"#,
+        r#"{"routing":{"thread_id":"th9","projection_id":"pr1"},"x":1}"#,
+    ] {
+        let Stamped::Rewritten(out) = stamp(data, &cst) else {
+            panic!("{data}")
+        };
+        assert!(
+            out.contains(r#""canvas_id":"cv1""#) && out.contains(r#""panel_id":"pa""#),
+            "{out}"
+        );
+    }
+    // A thread's stream: another thread is another scope; a canvas is not its boundary.
+    assert_eq!(
+        stamp(r#"{"routing":{"thread_id":"th2"}}"#, &st()),
+        scope("thread_id")
+    );
+    assert!(matches!(
+        stamp(r#"{"routing":{"canvas_id":"cv9"}}"#, &st()),
+        Stamped::Rewritten(_)
+    ));
 }

@@ -38,6 +38,9 @@ pub enum ReplaySource {
 pub enum Violation {
     /// An upstream event names another tenant or env in its `routing`.
     ForeignTenant,
+    /// An upstream event names another workspace, canvas, projection, panel, thread or resource
+    /// than the stream's in its `routing`.
+    ForeignScope,
     /// Data that looks like JSON but is not strict JSON, so its routing cannot be checked.
     NotStrictJson,
     /// A `registers_thread` answer names a thread another tenant owns.
@@ -46,8 +49,9 @@ pub enum Violation {
 
 impl Violation {
     /// Every reason.
-    pub const ALL: [Violation; 3] = [
+    pub const ALL: [Violation; 4] = [
         Violation::ForeignTenant,
+        Violation::ForeignScope,
         Violation::NotStrictJson,
         Violation::ThreadTakeover,
     ];
@@ -55,6 +59,7 @@ impl Violation {
     pub(super) fn label(self) -> &'static str {
         match self {
             Violation::ForeignTenant => "foreign_tenant",
+            Violation::ForeignScope => "foreign_scope",
             Violation::NotStrictJson => "not_strict_json",
             Violation::ThreadTakeover => "thread_takeover",
         }

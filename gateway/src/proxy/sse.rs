@@ -95,8 +95,8 @@ pub async fn serve(
     let mut up_headers = headers::detached(req.headers());
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, fwd);
-    let client = Client::new(gw, &thread, admitted);
-    let key = route.stream_key(&thread, &admitted.ctx.user_id);
+    let client = Client::new(gw, route, &thread, admitted);
+    let key = route.stream_key(&thread, &admitted.ctx);
     let stream = Opening {
         gw,
         route,
@@ -146,7 +146,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(gw: &Gateway, thread: &str, admitted: &Admitted) -> Client {
+    fn new(gw: &Gateway, route: &Route, thread: &str, admitted: &Admitted) -> Client {
         let (tx, rx) = client_queue(
             gw.live().config.sse.client_queue_events,
             gw.live().config.sse.client_queue_bytes,
@@ -155,7 +155,7 @@ impl Client {
             tx,
             rx,
             end: Arc::new(EndSlot::default()),
-            stamp: Arc::new(Stamp::new(&admitted.ctx, thread)),
+            stamp: Arc::new(Stamp::for_resource(&admitted.ctx, &route.resource, thread)),
             trace_id: admitted.ctx.trace_id.clone(),
         }
     }

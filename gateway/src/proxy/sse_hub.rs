@@ -7,7 +7,7 @@
 
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
-use crate::inject::{prepare, Prepared, Stamp};
+use crate::inject::{prepare, Crossing, Prepared, Stamp};
 use crate::journal::Journal;
 use crate::metrics::{Metrics, ReplaySource, Violation};
 use crate::proxy::sse_body::EndSlot;
@@ -64,6 +64,7 @@ struct HubMetrics {
     deduplicated: IntCounter,
     slow: IntCounter,
     violations: IntCounter,
+    scope_violations: IntCounter,
     malformed: IntCounter,
     replayed: IntCounter,
     latency: Histogram,
@@ -125,6 +126,7 @@ impl Hub {
             deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
             slow: metrics.slow_consumer(&route.name, Rail::Sse),
             violations: metrics.isolation_violations(&route.name, Violation::ForeignTenant),
+            scope_violations: metrics.isolation_violations(&route.name, Violation::ForeignScope),
             malformed: metrics.isolation_violations(&route.name, Violation::NotStrictJson),
             replayed: metrics.replayed(&route.name, ReplaySource::Journal),
             latency: metrics.relay_latency().clone(),
@@ -345,7 +347,7 @@ impl Hub {
     fn admit_events(&self, st: &mut State, events: Vec<Event>, owner: &Stamp) -> Batch {
         let now = Instant::now();
         let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
-        let (mut violations, mut malformed) = (0u64, 0u64);
+        let (mut violations, mut scope_violations, mut malformed) = (0u64, 0u64, 0u64);
         for ev in events {
             let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
@@ -361,12 +363,16 @@ impl Hub {
                 malformed += 1;
                 continue;
             }
-            if prepared
-                .as_ref()
-                .is_some_and(|p| p.is_foreign(&owner.tenant, &owner.env))
-            {
-                violations += 1;
-                continue;
+            match prepared.as_ref().and_then(|p| p.crossing(owner)) {
+                Some(Crossing::Tenant) => {
+                    violations += 1;
+                    continue;
+                }
+                Some(Crossing::Scope(_)) => {
+                    scope_violations += 1;
+                    continue;
+                }
+                None => {}
             }
             let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
             drop(prepared);
@@ -381,6 +387,10 @@ impl Hub {
         if violations > 0 {
             self.metrics.violations.inc_by(violations);
             tracing::warn!(route = %self.route.name, thread_id = %self.thread, violations, "upstream events name a foreign tenant; dropped");
+        }
+        if scope_violations > 0 {
+            self.metrics.scope_violations.inc_by(scope_violations);
+            tracing::warn!(route = %self.route.name, thread_id = %self.thread, scope_violations, "upstream events name another scope than the stream's; dropped");
         }
         if malformed > 0 {
             self.metrics.malformed.inc_by(malformed);

@@ -20,7 +20,7 @@ use crate::clock;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
-use crate::inject::{client_text, stamp, verified_context, ClientText, Stamp, Stamped};
+use crate::inject::{client_text, stamp, verified_context, ClientText, Crossing, Stamp, Stamped};
 use crate::metrics::Violation;
 use crate::outcome::StreamLog;
 use crate::presence::{is_snapshot_request, Member};
@@ -100,7 +100,7 @@ impl WsRelay {
         WsRelay {
             gw: gw.clone(),
             route: route.clone(),
-            stamp: Stamp::new(&admitted.ctx, &thread),
+            stamp: Stamp::for_resource(&admitted.ctx, &route.resource, &thread),
             context: verified_context(&admitted.ctx),
             target: Target::new(
                 route,
@@ -286,9 +286,14 @@ impl WsRelay {
             self.last_id = Some(id);
         }
         let out = match stamp(text, &self.stamp) {
-            Stamped::Foreign => {
+            Stamped::Foreign(Crossing::Tenant) => {
                 self.violation(Violation::ForeignTenant);
                 tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message names a foreign tenant; dropped");
+                return Ok(());
+            }
+            Stamped::Foreign(Crossing::Scope(key)) => {
+                self.violation(Violation::ForeignScope);
+                tracing::warn!(route = %self.route.name, thread_id = %self.thread, key, "upstream message names another scope than the stream's; dropped");
                 return Ok(());
             }
             Stamped::Malformed => {

@@ -25,7 +25,7 @@ pub fn render_prepared(ev: &Event, prepared: Option<&Prepared<'_>>, st: &Stamp) 
         .map_or(16, |d| d.len() + st.routing.len() + 64);
     let mut out = Vec::with_capacity(capacity);
     match prepared.map(|p| p.stamp(st)) {
-        Some(Stamped::Foreign | Stamped::Malformed) => return None,
+        Some(Stamped::Foreign(_) | Stamped::Malformed) => return None,
         Some(Stamped::Rewritten(s)) => write_event(ev, Some(&s), &mut out),
         Some(Stamped::Unchanged) | None => write_event(ev, None, &mut out),
     }
