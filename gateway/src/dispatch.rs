@@ -115,7 +115,11 @@ async fn serve(
         Rail::Sse => {
             let admitted = admit(gw, &adm, &req, out).await?;
             conn.authenticated();
-            let cursor = proxy::sse::cursor_of(&req)?;
+            // An ephemeral route has no resume cursor: a `Last-Event-ID` is ignored.
+            let cursor = match route.resumable() {
+                true => proxy::sse::cursor_of(&req)?,
+                false => None,
+            };
             let slot = gw.stream_slot(admitted.ctx.tenant_id())?;
             admission::spend_ticket(gw, &admitted)?;
             let checked = proxy::sse::Checked {

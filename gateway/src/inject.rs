@@ -27,22 +27,18 @@ pub struct Stamp {
     pub tenant: String,
     /// The env events must belong to.
     pub env: String,
-    /// The stream's own values of the scope keys (see [`SCOPE_KEYS`]) and of its resource key.
+    /// The stream's own values of its scope keys (see `is_scope_key`).
     pub scope: Vec<(String, String)>,
     /// `"routing":…,"meta":{"trace_id":…}}`: what this stream appends to an event that carries
     /// neither member (see [`Prepared::shared_prefix`]).
     pub tail: bytes::Bytes,
 }
 
-/// Routing keys whose value an event may not change: an event naming another one than the
-/// stream's is dropped. (The route's resource key is guarded too.)
-pub const SCOPE_KEYS: [&str; 5] = [
-    "workspace_id",
-    "canvas_id",
-    "projection_id",
-    "panel_id",
-    "thread_id",
-];
+/// Whether an event naming another value of routing key `k` than its stream's is dropped: the
+/// scope fields ([`Field::SCOPES`]), `thread_id`, and the route's resource key.
+fn is_scope_key(k: &str, resource_key: &str) -> bool {
+    k == resource_key || k == "thread_id" || Field::SCOPES.iter().any(|f| f.key() == k)
+}
 
 /// How an upstream event's `routing` crosses a stream's boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +70,7 @@ impl Stamp {
         }
         let scope = routing
             .iter()
-            .filter(|(k, _)| SCOPE_KEYS.contains(&k.as_str()) || *k == resource_key)
+            .filter(|(k, _)| is_scope_key(k, resource_key))
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
             .collect();
         let routing = serde_json::Value::Object(routing).to_string();

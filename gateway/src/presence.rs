@@ -1,5 +1,7 @@
-//! Who is connected to which thread over WebSocket. Presence never crosses a tenant or env: the
-//! registry is keyed by (tenant, env, thread), and members only ever hear about their own key.
+//! Who is connected to which thread (or other resource) over WebSocket. Presence never crosses a
+//! tenant or env: the registry is keyed by (tenant, env, place), and members only ever hear
+//! about their own key. A place is the resource and the narrower scope the session named (a
+//! canvas's panel, say): members of one panel see each other, not those of another.
 //!
 //! Changes are coalesced per thread: joins and leaves within one window (`ws.presence_window_ms`)
 //! reach each member present before the window as one message — the classic `join` / `leave`
@@ -28,7 +30,23 @@ pub struct Member {
     pub joined_at: u64,
 }
 
-type Key = (String, String, String);
+/// Where a member is: the resource (`thread_id` or the route's resource key, and its id), then
+/// the scope fields the session named.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Place(pub Vec<(String, String)>);
+
+impl Place {
+    /// A thread, with no narrower scope.
+    pub fn thread(id: &str) -> Place {
+        Place(vec![("thread_id".into(), id.into())])
+    }
+
+    fn resource(&self) -> &str {
+        self.0.first().map_or("", |(_, v)| v)
+    }
+}
+
+type Key = (String, String, Place);
 
 struct Entry {
     member: Member,
@@ -61,7 +79,13 @@ fn who(m: &Member) -> Value {
 }
 
 fn routing(key: &Key) -> Value {
-    json!({"tenant_id": key.0, "env": key.1, "thread_id": key.2})
+    let mut r = serde_json::Map::new();
+    r.insert("tenant_id".into(), key.0.clone().into());
+    r.insert("env".into(), key.1.clone().into());
+    for (k, v) in &key.2 .0 {
+        r.insert(k.clone(), v.clone().into());
+    }
+    Value::Object(r)
 }
 
 /// What one member present before a window hears of its changes.
@@ -129,11 +153,11 @@ impl Presence {
         self: &Arc<Self>,
         tenant: &str,
         env: &str,
-        thread: &str,
+        place: &Place,
         member: Member,
         tx: mpsc::Sender<String>,
     ) {
-        let key = (tenant.to_owned(), env.to_owned(), thread.to_owned());
+        let key = (tenant.to_owned(), env.to_owned(), place.clone());
         let mut rooms = self.lock();
         let room = rooms.entry(key.clone()).or_default();
         room.pending.push(Change::Join(member.clone()));
@@ -146,8 +170,8 @@ impl Presence {
     }
 
     /// Removes a member; the others hear of it at the window's end.
-    pub fn leave(self: &Arc<Self>, tenant: &str, env: &str, thread: &str, session: u64) {
-        let key = (tenant.to_owned(), env.to_owned(), thread.to_owned());
+    pub fn leave(self: &Arc<Self>, tenant: &str, env: &str, place: &Place, session: u64) {
+        let key = (tenant.to_owned(), env.to_owned(), place.clone());
         let mut rooms = self.lock();
         let Some(room) = rooms.get_mut(&key) else {
             return;
@@ -209,8 +233,8 @@ impl Presence {
     }
 
     /// A snapshot of the other members of a session's thread, asked for by the session.
-    pub fn snapshot_for(&self, tenant: &str, env: &str, thread: &str, session: u64) -> String {
-        let key = (tenant.to_owned(), env.to_owned(), thread.to_owned());
+    pub fn snapshot_for(&self, tenant: &str, env: &str, place: &Place, session: u64) -> String {
+        let key = (tenant.to_owned(), env.to_owned(), place.clone());
         let rooms = self.lock();
         match rooms.get(&key) {
             Some(room) => snapshot(room, &key, session),
@@ -218,15 +242,16 @@ impl Presence {
         }
     }
 
-    /// Members of a thread in a tenant (every env this gateway serves: its own).
-    pub fn members(&self, tenant: &str, thread: &str) -> Value {
+    /// Members of a resource in a tenant (every env this gateway serves: its own), each with
+    /// the place it is in (`routing`).
+    pub fn members(&self, tenant: &str, resource: &str) -> Value {
         let rooms = self.lock();
         let list: Vec<Value> = rooms
             .iter()
-            .filter(|((t, _, th), _)| t == tenant && th == thread)
-            .flat_map(|((_, env, _), room)| {
+            .filter(|((t, _, place), _)| t == tenant && place.resource() == resource)
+            .flat_map(|(key, room)| {
                 room.entries.iter().map(move |e| {
-                    json!({"actor_id": e.member.actor_id, "surface_id": e.member.surface_id, "env": env, "joined_at": e.member.joined_at})
+                    json!({"actor_id": e.member.actor_id, "surface_id": e.member.surface_id, "env": key.1, "joined_at": e.member.joined_at, "routing": routing(key)})
                 })
             })
             .collect();
@@ -248,7 +273,11 @@ mod tests {
     }
 
     fn key(tenant: &str) -> Key {
-        (tenant.into(), "dev".into(), "th".into())
+        (tenant.into(), "dev".into(), th())
+    }
+
+    fn th() -> Place {
+        Place::thread("th")
     }
 
     fn next(rx: &mut mpsc::Receiver<String>) -> Option<Value> {
@@ -268,12 +297,12 @@ mod tests {
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
         let (tx_c, mut rx_c) = mpsc::channel(8);
-        p.join("t_a", "dev", "th", member(1, "alice"), tx_a);
-        p.join("t_b", "dev", "th", member(2, "mallory"), tx_b);
+        p.join("t_a", "dev", &th(), member(1, "alice"), tx_a);
+        p.join("t_b", "dev", &th(), member(2, "mallory"), tx_b);
         p.flush(&key("t_a"));
         p.flush(&key("t_b"));
         assert!(next(&mut rx_a).is_none(), "alone: no snapshot");
-        p.join("t_a", "dev", "th", member(3, "bob"), tx_c);
+        p.join("t_a", "dev", &th(), member(3, "bob"), tx_c);
         p.flush(&key("t_a"));
         let joined = next(&mut rx_a).expect("alice hears bob");
         assert_eq!(
@@ -288,7 +317,7 @@ mod tests {
             json!([{"actor_id": "alice", "surface_id": "web"}])
         );
         assert!(next(&mut rx_b).is_none(), "another tenant hears nothing");
-        p.leave("t_a", "dev", "th", 1);
+        p.leave("t_a", "dev", &th(), 1);
         p.flush(&key("t_a"));
         let left = next(&mut rx_c).expect("bob hears alice leave");
         assert_eq!(
@@ -305,15 +334,15 @@ mod tests {
     async fn changes_within_a_window_go_out_as_one_message_per_member() {
         let p = registry(100);
         let (tx_a, mut rx_a) = mpsc::channel(8);
-        p.join("t_a", "dev", "th", member(1, "alice"), tx_a);
+        p.join("t_a", "dev", &th(), member(1, "alice"), tx_a);
         p.flush(&key("t_a"));
         let mut late = Vec::new();
         for i in 2..=11 {
             let (tx, rx) = mpsc::channel(8);
-            p.join("t_a", "dev", "th", member(i, &format!("u{i}")), tx);
+            p.join("t_a", "dev", &th(), member(i, &format!("u{i}")), tx);
             late.push(rx);
         }
-        p.leave("t_a", "dev", "th", 11);
+        p.leave("t_a", "dev", &th(), 11);
         p.flush(&key("t_a"));
         let batch = next(&mut rx_a).expect("one message");
         assert!(next(&mut rx_a).is_none(), "only one");
@@ -335,20 +364,20 @@ mod tests {
     async fn above_the_fanout_limit_changes_are_not_pushed_but_snapshots_answer() {
         let p = registry(2);
         let (tx_a, mut rx_a) = mpsc::channel(8);
-        p.join("t_a", "dev", "th", member(1, "alice"), tx_a);
+        p.join("t_a", "dev", &th(), member(1, "alice"), tx_a);
         for i in 2..=3 {
             let (tx, _rx) = mpsc::channel(8);
-            p.join("t_a", "dev", "th", member(i, &format!("u{i}")), tx);
+            p.join("t_a", "dev", &th(), member(i, &format!("u{i}")), tx);
         }
         p.flush(&key("t_a"));
         let first = next(&mut rx_a).expect("alice joined in this window: a snapshot");
         assert_eq!(first["op"], "snapshot");
         let (tx, _rx) = mpsc::channel(8);
-        p.join("t_a", "dev", "th", member(4, "u4"), tx);
+        p.join("t_a", "dev", &th(), member(4, "u4"), tx);
         p.flush(&key("t_a"));
         assert!(next(&mut rx_a).is_none(), "4 members > 2: no push");
         let snap: Value =
-            serde_json::from_str(&p.snapshot_for("t_a", "dev", "th", 1)).expect("json");
+            serde_json::from_str(&p.snapshot_for("t_a", "dev", &th(), 1)).expect("json");
         assert_eq!(snap["members"].as_array().map(Vec::len), Some(3));
         assert!(is_snapshot_request(
             r#"{"type":"presence","op":"snapshot"}"#
@@ -356,5 +385,37 @@ mod tests {
         assert!(!is_snapshot_request(
             r#"{"type":"message","text":"presence"}"#
         ));
+    }
+
+    #[tokio::test]
+    async fn members_of_one_panel_see_each_other_not_another_panels() {
+        let p = registry(100);
+        let panel = |id: &str| {
+            Place(vec![
+                ("canvas_id".into(), "cv1".into()),
+                ("panel_id".into(), id.into()),
+            ])
+        };
+        let (tx_a, mut rx_a) = mpsc::channel(8);
+        let (tx_b, mut rx_b) = mpsc::channel(8);
+        let (tx_c, mut rx_c) = mpsc::channel(8);
+        p.join("t_a", "dev", &panel("pa"), member(1, "alice"), tx_a);
+        p.join("t_a", "dev", &panel("pb"), member(2, "bob"), tx_b);
+        p.flush(&("t_a".into(), "dev".into(), panel("pa")));
+        p.flush(&("t_a".into(), "dev".into(), panel("pb")));
+        p.join("t_a", "dev", &panel("pa"), member(3, "carol"), tx_c);
+        p.flush(&("t_a".into(), "dev".into(), panel("pa")));
+        assert_eq!(
+            next(&mut rx_a).expect("alice hears carol"),
+            json!({"type": "presence", "op": "join", "actor_id": "carol", "surface_id": "web",
+                   "routing": {"tenant_id": "t_a", "env": "dev", "canvas_id": "cv1", "panel_id": "pa"}})
+        );
+        assert_eq!(
+            next(&mut rx_c).expect("carol's snapshot")["members"],
+            json!([{"actor_id": "alice", "surface_id": "web"}])
+        );
+        assert!(next(&mut rx_b).is_none(), "another panel hears nothing");
+        let listed = p.members("t_a", "cv1");
+        assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
     }
 }

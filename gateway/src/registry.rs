@@ -255,11 +255,12 @@ impl Registry {
         }
     }
 
-    /// Records that `thread_id` belongs to `record` (learned from a `registers_thread` route) —
+    /// Records that the `kind` resource `id` belongs to `record` (learned from a `registers_thread`
+    /// route, of that route's `resource_kind`) —
     /// unless it already belongs to another tenant or env: an owner is never replaced
     /// (`chat.thread_forbidden`). Fails closed when the owner cannot be looked up.
-    pub async fn learn(&self, thread_id: &str, record: ThreadRecord) -> Result<(), Denial> {
-        if let Some(owner) = self.lookup("thread", thread_id).await? {
+    pub async fn learn(&self, kind: &str, id: &str, record: ThreadRecord) -> Result<(), Denial> {
+        if let Some(owner) = self.lookup(kind, id).await? {
             if owner.tenant_id != record.tenant_id || owner.env != record.env {
                 return Err(Denial::with_message(
                     ErrorCode::ThreadForbidden,
@@ -268,12 +269,9 @@ impl Registry {
             }
         }
         self.count(Lookup::Learned);
-        self.stale
-            .insert(thread_id.to_owned(), record.clone())
-            .await;
-        self.fresh
-            .insert(thread_id.to_owned(), Answer::Found(record))
-            .await;
+        let key = key(kind, id);
+        self.stale.insert(key.clone(), record.clone()).await;
+        self.fresh.insert(key, Answer::Found(record)).await;
         Ok(())
     }
 

@@ -42,6 +42,16 @@ impl Field {
         Field::Panel,
     ];
 
+    /// The fields that narrow a resource to a part of it (a workspace's canvas, a canvas's
+    /// projection or panel): streams, journals and presence are kept apart by them, and an
+    /// event naming another value than its stream's is dropped.
+    pub const SCOPES: [Field; 4] = [
+        Field::Workspace,
+        Field::Canvas,
+        Field::Projection,
+        Field::Panel,
+    ];
+
     /// Index into per-field arrays.
     pub fn index(self) -> usize {
         self as usize

@@ -8,7 +8,7 @@ mod reader;
 pub mod route;
 mod sections;
 
-pub use route::{Accepts, HelloMode, Pattern, Rail, Route, StreamScope};
+pub use route::{Accepts, Delivery, Ephemeral, HelloMode, Pattern, Rail, Route, StreamScope};
 
 use crate::env::{names, Env};
 use railgate_policy::Field;

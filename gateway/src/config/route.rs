@@ -38,6 +38,26 @@ pub enum StreamScope {
     User,
 }
 
+/// How an SSE route delivers its events (the `delivery` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every event arrives, once: journal, resume, slow consumers cut (and then resumed).
+    Durable,
+    /// Only the latest matters: no journal, no resume cursor, never cut; under backpressure the
+    /// newest event per key is kept.
+    Ephemeral(Ephemeral),
+}
+
+/// The knobs of an ephemeral route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ephemeral {
+    /// JSON pointer to the coalescing key in an event's data (`coalesce_key`, default
+    /// `/actor_id`); events without it coalesce under one empty key.
+    pub coalesce_key: String,
+    /// Most events per second per key, across the stream (`key_rate_per_s`; 0 = no cap).
+    pub key_rate_per_s: u32,
+}
+
 /// What the gateway does with the client's WS hello towards the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HelloMode {
@@ -86,6 +106,8 @@ pub struct Route {
     /// What kind of resource it is (`resource_kind`, default `thread`): the registry is asked per
     /// kind.
     pub resource_kind: String,
+    /// How an SSE route delivers events (`delivery`).
+    pub delivery: Delivery,
     /// Credentials accepted (`auth`).
     pub accepts: Accepts,
     /// The client's `Authorization` goes to the upstream (HTTP rail).
@@ -123,6 +145,11 @@ impl Route {
         caps.get(&self.resource)
     }
 
+    /// Whether clients can resume the route's streams (durable delivery).
+    pub fn resumable(&self) -> bool {
+        self.delivery == Delivery::Durable
+    }
+
     /// The path's values of variables named like a context field (`{canvas_id}`, …).
     pub fn path_fields<'c>(&self, caps: &'c Captures) -> Vec<(Field, &'c str)> {
         Field::ALL
@@ -131,24 +158,26 @@ impl Route {
             .collect()
     }
 
+    /// The scope fields the request names (`workspace_id`, `canvas_id`, `projection_id`,
+    /// `panel_id`), other than the resource itself.
+    pub fn scope<'c>(&self, ctx: &'c RequestContext) -> Vec<(&'static str, &'c str)> {
+        Field::SCOPES
+            .into_iter()
+            .filter(|f| f.key() != self.resource)
+            .filter_map(|f| ctx.get(f).map(|v| (f.key(), v)))
+            .collect()
+    }
+
     /// The key of a stream's journal and shared upstream stream: the resource, or the resource
-    /// and the user for `stream_scope = "user"`, then any narrower scope the request names
-    /// (`workspace_id`, `canvas_id`, `projection_id`, `panel_id` other than the resource), so
-    /// that every client of one hub has the same scope (none of the parts can hold `/` or `|`).
+    /// and the user for `stream_scope = "user"`, then the request's [`Route::scope`], so that
+    /// every client of one hub has the same scope (none of the parts can hold `/` or `|`).
     pub fn stream_key(&self, resource: &str, ctx: &RequestContext) -> String {
         let mut key = match self.stream_scope {
             StreamScope::Thread => resource.to_owned(),
             StreamScope::User => format!("{resource}/{}", ctx.user_id),
         };
-        for f in [
-            Field::Workspace,
-            Field::Canvas,
-            Field::Projection,
-            Field::Panel,
-        ] {
-            if let Some(v) = ctx.get(f).filter(|_| f.key() != self.resource) {
-                key.push_str(&format!("|{}={v}", f.key()));
-            }
+        for (k, v) in self.scope(ctx) {
+            key.push_str(&format!("|{k}={v}"));
         }
         key
     }
@@ -248,6 +277,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
             .string("resource", p)
             .unwrap_or_else(|| "thread_id".into()),
         resource_kind: read_resource_kind(r, p),
+        delivery: read_delivery(r, kind, p),
     };
     if route.kind != Rail::Http && route.pattern.vars().all(|v| v != route.resource) {
         p.add(
@@ -259,6 +289,49 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         );
     }
     Some(route)
+}
+
+/// `delivery` (SSE routes), with `coalesce_key` and `key_rate_per_s` for `"ephemeral"`.
+fn read_delivery(r: &mut Reader<'_>, kind: Rail, p: &mut Problems) -> Delivery {
+    let coalesce_key = r.string("coalesce_key", p);
+    let key_rate = r.uint("key_rate_per_s", p);
+    let ephemeral = match r.string("delivery", p).as_deref() {
+        None | Some("durable") => false,
+        Some("ephemeral") => true,
+        Some(other) => {
+            p.add(
+                &r.path_of("delivery"),
+                format!("{other:?} is not \"durable\" or \"ephemeral\""),
+            );
+            false
+        }
+    };
+    if ephemeral && kind != Rail::Sse {
+        p.add(
+            &r.path_of("delivery"),
+            "\"ephemeral\" applies to sse routes",
+        );
+    }
+    if !ephemeral && (coalesce_key.is_some() || key_rate.is_some()) {
+        p.add(
+            &r.path_of("delivery"),
+            "coalesce_key and key_rate_per_s need delivery = \"ephemeral\"",
+        );
+    }
+    if !ephemeral {
+        return Delivery::Durable;
+    }
+    let coalesce_key = coalesce_key.unwrap_or_else(|| "/actor_id".into());
+    if !coalesce_key.starts_with('/') {
+        p.add(
+            &r.path_of("coalesce_key"),
+            format!("{coalesce_key:?} is not a JSON pointer such as \"/actor_id\""),
+        );
+    }
+    Delivery::Ephemeral(Ephemeral {
+        coalesce_key,
+        key_rate_per_s: key_rate.map_or(60, |v| v.min(u64::from(u32::MAX)) as u32),
+    })
 }
 
 /// `resource_kind`: a lower-case name (`thread`, `canvas`, …) that goes into registry URLs.

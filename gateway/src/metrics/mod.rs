@@ -46,6 +46,8 @@ pub struct Metrics {
     client_connections_total: IntCounterVec,
     /// Requests by rail and HTTP version of the client's request.
     requests_by_protocol_total: IntCounterVec,
+    /// Events of ephemeral routes let go by design, by reason.
+    ephemeral_dropped_total: IntCounterVec,
     /// Open SSE streams and WebSocket sessions by rail (the sum of `connections_active`).
     streams_open: IntGaugeVec,
 }
@@ -97,6 +99,15 @@ fn process_and_build(reg: &Registry) -> prometheus::Result<IntGaugeVec> {
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
     Ok(streams_open)
+}
+
+/// Counters of what an ephemeral route's client overflow lets go.
+#[derive(Clone)]
+pub struct EphemeralDropped {
+    /// An older event replaced by a newer one of the same key.
+    pub superseded: IntCounter,
+    /// The oldest waiting event, pushed out by a new key over the bound.
+    pub overflow: IntCounter,
 }
 
 impl Metrics {
@@ -172,6 +183,11 @@ impl Metrics {
                 "Requests by rail and HTTP version",
                 &["transport", "protocol"],
             )?,
+            ephemeral_dropped_total: c(
+                "ephemeral_dropped_total",
+                "Events of ephemeral routes let go: superseded, overflow, rate_cap",
+                &["route", "reason"],
+            )?,
             connections_active,
             streams_open,
             event_relay_seconds,
@@ -197,6 +213,10 @@ impl Metrics {
             }
             if r.kind == Rail::Http {
                 continue;
+            }
+            if !r.resumable() {
+                self.ephemeral_dropped(&r.name);
+                self.ephemeral_rate_capped(&r.name);
             }
             self.forwarded(name, r.kind);
             self.slow_consumer(name, r.kind);
@@ -312,6 +332,24 @@ impl Metrics {
         self.requests_by_protocol_total
             .with_label_values(&[rail.label(), protocol])
             .inc();
+    }
+
+    /// What an ephemeral route's client overflow lets go (`superseded`, `overflow`).
+    pub fn ephemeral_dropped(&self, route: &str) -> EphemeralDropped {
+        let c = |reason| {
+            self.ephemeral_dropped_total
+                .with_label_values(&[route, reason])
+        };
+        EphemeralDropped {
+            superseded: c("superseded"),
+            overflow: c("overflow"),
+        }
+    }
+
+    /// Events of an ephemeral route over its per-key rate (`rate_cap`).
+    pub fn ephemeral_rate_capped(&self, route: &str) -> IntCounter {
+        self.ephemeral_dropped_total
+            .with_label_values(&[route, "rate_cap"])
     }
 
     /// One client connection served over `protocol` (`http/1.1` or `h2`).

@@ -149,7 +149,12 @@ async fn learn_and_return(
                 env: admitted.ctx.env().to_owned(),
                 project_id: admitted.ctx.get(Field::Project).map(str::to_owned),
             };
-            match gw.live().registry.learn(&id, record).await {
+            match gw
+                .live()
+                .registry
+                .learn(&route.resource_kind, &id, record)
+                .await
+            {
                 Ok(()) => {}
                 Err(d) if d.code == ErrorCode::ThreadForbidden => {
                     gw.metrics

@@ -2,7 +2,7 @@
 //!
 //! - HTTP: [`http`]. SSE: [`sse`] (entry) → [`sse_hub`] (one stream's clients, registered in
 //!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects), delivered through [`sse_queue`]
-//!   to [`sse_body`].
+//!   (and, on an ephemeral route, [`sse_overflow`]) to [`sse_body`].
 //! - WebSocket: [`ws`] (before the 101) → [`ws_hello`] → [`ws_relay`] ↔ [`ws_upstream`], on the
 //!   client connection of [`ws_conn`].
 //! - Shared: [`upstream`] (the URI builder, TCP connect), [`reconnect`] (backoff, deadline,
@@ -15,7 +15,9 @@ pub mod sse;
 pub mod sse_body;
 pub mod sse_hub;
 pub mod sse_hubs;
+pub mod sse_overflow;
 pub mod sse_queue;
+pub mod sse_screen;
 pub mod sse_upstream;
 pub mod upstream;
 pub mod ws;

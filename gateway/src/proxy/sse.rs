@@ -12,7 +12,7 @@ use crate::body::Body;
 use crate::caps::StreamSlot;
 use crate::clock;
 use crate::config::route::Captures;
-use crate::config::{Rail, Route};
+use crate::config::{Delivery, Rail, Route};
 use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
 use crate::outcome::{Outcome, StreamLog};
@@ -20,6 +20,7 @@ use crate::proxy::headers::{self, Forwarding};
 use crate::proxy::reconnect::{credential_end, cursor, malformed_cursor};
 use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
+use crate::proxy::sse_overflow::Overflow;
 use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
@@ -147,10 +148,15 @@ struct Client {
 
 impl Client {
     fn new(gw: &Gateway, route: &Route, thread: &str, admitted: &Admitted) -> Client {
-        let (tx, rx) = client_queue(
-            gw.live().config.sse.client_queue_events,
-            gw.live().config.sse.client_queue_bytes,
-        );
+        let events = gw.live().config.sse.client_queue_events;
+        let overflow = match route.delivery {
+            Delivery::Durable => None,
+            Delivery::Ephemeral(_) => Some(Overflow::new(
+                events,
+                gw.metrics.ephemeral_dropped(&route.name),
+            )),
+        };
+        let (tx, rx) = client_queue(events, gw.live().config.sse.client_queue_bytes, overflow);
         Client {
             tx,
             rx,

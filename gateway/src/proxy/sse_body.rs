@@ -43,26 +43,29 @@ impl Finish {
             }
             Chunk::Events(batch) => {
                 let before = buf.len();
-                let mut n = 0;
                 for (ev, head) in batch.events.iter().zip(&batch.heads) {
-                    match head {
-                        Some(head) => {
-                            buf.extend_from_slice(head);
-                            buf.extend_from_slice(&self.stamp.tail);
-                            buf.extend_from_slice(b"\n\n");
-                        }
-                        None => {
-                            if let Some(b) = render(ev, &self.stamp) {
-                                buf.extend_from_slice(&b);
-                            }
-                        }
-                    }
-                    n += 1;
+                    self.render_event(ev, head.as_ref(), buf);
                 }
                 if buf.len() == before {
                     0
                 } else {
-                    n
+                    batch.events.len() as u64
+                }
+            }
+        }
+    }
+
+    /// Appends one event: its shared head and this client's tail, or a full render.
+    fn render_event(&self, ev: &crate::sse::Event, head: Option<&Bytes>, buf: &mut Vec<u8>) {
+        match head {
+            Some(head) => {
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(&self.stamp.tail);
+                buf.extend_from_slice(b"\n\n");
+            }
+            None => {
+                if let Some(b) = render(ev, &self.stamp) {
+                    buf.extend_from_slice(&b);
                 }
             }
         }
@@ -228,6 +231,9 @@ impl HttpBody for SseBody {
                         None => break,
                     }
                 }
+                if buf.len() < COALESCE_BYTES {
+                    events += self.render_overflow(cx, &mut buf);
+                }
                 let every = self.keepalive_every;
                 self.keepalive.as_mut().reset(Instant::now() + every);
                 if buf.is_empty() {
@@ -238,12 +244,31 @@ impl HttpBody for SseBody {
                 self.sent(Bytes::from(buf))
             }
             Poll::Ready(None) => self.queue_closed(),
-            Poll::Pending => self.idle(cx),
+            Poll::Pending => {
+                let mut buf = Vec::new();
+                let events = self.render_overflow(cx, &mut buf);
+                if buf.is_empty() {
+                    return self.idle(cx);
+                }
+                let every = self.keepalive_every;
+                self.keepalive.as_mut().reset(Instant::now() + every);
+                self.open.log.tally.events_down += events;
+                self.sent(Bytes::from(buf))
+            }
         }
     }
 }
 
 impl SseBody {
+    /// Appends what waits in the overflow (ephemeral routes); returns how many events.
+    fn render_overflow(&mut self, cx: &Context<'_>, buf: &mut Vec<u8>) -> u64 {
+        let waiting = self.rx.take_overflow(cx);
+        for (ev, head) in &waiting {
+            self.finish.render_event(ev, head.as_ref(), buf);
+        }
+        waiting.len() as u64
+    }
+
     /// The relay let go of this client: the final frame it left, if any, then the end.
     fn queue_closed(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.end.take() {

@@ -5,16 +5,18 @@
 //! that client with `stream.slow_consumer`. A hub is private (one client) or shared by every
 //! client of its thread (`share_upstream`).
 
-use crate::config::{Rail, Route};
+use crate::config::{Delivery, Ephemeral, Rail, Route};
 use crate::dedupe::Deduper;
-use crate::inject::{prepare, Crossing, Prepared, Stamp};
+use crate::inject::{prepare, Stamp};
 use crate::journal::Journal;
 use crate::metrics::{Metrics, ReplaySource, Violation};
 use crate::proxy::sse_body::EndSlot;
 use crate::proxy::sse_queue::{wire_size, Batch, Chunk, ClientTx, Refused};
+use crate::proxy::sse_screen::{
+    chunk_for, coalescing_key, shared_head, within_rate, Rates, Screen, ScreenCounters,
+};
 use crate::respond;
 use crate::sse::frames::{render, resume_frame};
-use crate::sse::write::write_fields;
 use crate::sse::Event;
 use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
@@ -56,6 +58,8 @@ struct State {
     last_id: Option<String>,
     /// A client cursor to announce as `resume_cursor` (source upstream) once connected.
     pending_resume: Option<String>,
+    /// Ephemeral routes: each coalescing key's rate window.
+    rates: Rates,
 }
 
 /// The metrics a hub updates, looked up once for its route.
@@ -63,10 +67,9 @@ struct HubMetrics {
     forwarded: IntCounter,
     deduplicated: IntCounter,
     slow: IntCounter,
-    violations: IntCounter,
-    scope_violations: IntCounter,
-    malformed: IntCounter,
+    screen: ScreenCounters,
     replayed: IntCounter,
+    rate_capped: IntCounter,
     latency: Histogram,
 }
 
@@ -125,10 +128,14 @@ impl Hub {
             forwarded: metrics.forwarded(&route.name, Rail::Sse),
             deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
             slow: metrics.slow_consumer(&route.name, Rail::Sse),
-            violations: metrics.isolation_violations(&route.name, Violation::ForeignTenant),
-            scope_violations: metrics.isolation_violations(&route.name, Violation::ForeignScope),
-            malformed: metrics.isolation_violations(&route.name, Violation::NotStrictJson),
+            screen: ScreenCounters {
+                violations: metrics.isolation_violations(&route.name, Violation::ForeignTenant),
+                scope_violations: metrics
+                    .isolation_violations(&route.name, Violation::ForeignScope),
+                malformed: metrics.isolation_violations(&route.name, Violation::NotStrictJson),
+            },
             replayed: metrics.replayed(&route.name, ReplaySource::Journal),
+            rate_capped: metrics.ephemeral_rate_capped(&route.name),
             latency: metrics.relay_latency().clone(),
         };
         Arc::new(Hub {
@@ -141,6 +148,7 @@ impl Hub {
                 dedupe: Deduper::after(cursor),
                 last_id: cursor.map(str::to_owned),
                 pending_resume: None,
+                rates: Rates::new(),
             }),
             left: Arc::new(Notify::new()),
             next_sub: AtomicU64::new(1),
@@ -326,7 +334,7 @@ impl Hub {
         let mut forwarded = 0u64;
         let mut subs = std::mem::take(&mut st.subs);
         subs.retain_mut(|sub| {
-            let Some(chunk) = chunk_for(sub, &batch, &self.metrics.deduplicated) else {
+            let Some(chunk) = chunk_for(&mut sub.dedupe, &batch, &self.metrics.deduplicated) else {
                 return true;
             };
             let kept = self.push(sub, chunk);
@@ -343,11 +351,15 @@ impl Hub {
     }
 
     /// The events of one read that go out: new (not delivered before a reconnect), not foreign;
-    /// each journaled, with its shared head rendered once.
+    /// each journaled, with its shared head rendered once. An ephemeral route's events skip the
+    /// journal and the dedupe (see [`Hub::admit_ephemeral`]).
     fn admit_events(&self, st: &mut State, events: Vec<Event>, owner: &Stamp) -> Batch {
+        if let Delivery::Ephemeral(eph) = &self.route.delivery {
+            return self.admit_ephemeral(st, events, owner, eph);
+        }
         let now = Instant::now();
         let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
-        let (mut violations, mut scope_violations, mut malformed) = (0u64, 0u64, 0u64);
+        let mut screen = Screen::default();
         for ev in events {
             let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
@@ -359,20 +371,8 @@ impl Hub {
                 st.last_id = Some(ev.last_event_id.clone());
             }
             let prepared = ev.data.as_deref().map(prepare);
-            if prepared.as_ref().is_some_and(Prepared::is_malformed) {
-                malformed += 1;
+            if !screen.passes(prepared.as_ref(), owner) {
                 continue;
-            }
-            match prepared.as_ref().and_then(|p| p.crossing(owner)) {
-                Some(Crossing::Tenant) => {
-                    violations += 1;
-                    continue;
-                }
-                Some(Crossing::Scope(_)) => {
-                    scope_violations += 1;
-                    continue;
-                }
-                None => {}
             }
             let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
             drop(prepared);
@@ -384,59 +384,45 @@ impl Hub {
             batch.events.push(ev);
             batch.heads.push(head);
         }
-        if violations > 0 {
-            self.metrics.violations.inc_by(violations);
-            tracing::warn!(route = %self.route.name, thread_id = %self.thread, violations, "upstream events name a foreign tenant; dropped");
-        }
-        if scope_violations > 0 {
-            self.metrics.scope_violations.inc_by(scope_violations);
-            tracing::warn!(route = %self.route.name, thread_id = %self.thread, scope_violations, "upstream events name another scope than the stream's; dropped");
-        }
-        if malformed > 0 {
-            self.metrics.malformed.inc_by(malformed);
-            tracing::warn!(route = %self.route.name, thread_id = %self.thread, malformed, "upstream events look like JSON but are not strict JSON; dropped");
-        }
+        screen.report(&self.metrics.screen, &self.route.name, &self.thread);
         batch
     }
-}
 
-/// What one client gets of a shared batch: all of it, or — for a client that replayed the
-/// journal — what it did not already get (`None`: nothing). Checking stops once a whole batch
-/// was new.
-fn chunk_for(sub: &mut Sub, batch: &Arc<Batch>, deduplicated: &IntCounter) -> Option<Chunk> {
-    let Some(d) = sub.dedupe.as_mut() else {
-        return Some(Chunk::Events(batch.clone()));
-    };
-    let keep: Vec<usize> = (0..batch.events.len())
-        .filter(|i| batch.events[*i].id.as_deref().is_none_or(|id| d.is_new(id)))
-        .collect();
-    let dropped = (batch.events.len() - keep.len()) as u64;
-    if dropped > 0 {
-        deduplicated.inc_by(dropped);
-        tracing::debug!(
-            dropped,
-            "events the client replayed from the journal; dropped"
-        );
+    /// An ephemeral route's events: no id (nothing to resume from), no journal, at most
+    /// `key_rate_per_s` per coalescing key, each carrying its key for the clients' overflow.
+    fn admit_ephemeral(
+        &self,
+        st: &mut State,
+        events: Vec<Event>,
+        owner: &Stamp,
+        eph: &Ephemeral,
+    ) -> Batch {
+        let now = Instant::now();
+        let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
+        let mut screen = Screen::default();
+        for mut ev in events.into_iter().filter(Event::dispatches) {
+            let prepared = ev.data.as_deref().map(prepare);
+            if !screen.passes(prepared.as_ref(), owner) {
+                continue;
+            }
+            let key = ev
+                .data
+                .as_deref()
+                .and_then(|d| coalescing_key(d, &eph.coalesce_key));
+            if !within_rate(&mut st.rates, &key, eph.key_rate_per_s, now) {
+                self.metrics.rate_capped.inc();
+                continue;
+            }
+            ev.id = None;
+            let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
+            drop(prepared);
+            let ev = Arc::new(ev);
+            batch.bytes += wire_size(&ev);
+            batch.events.push(ev);
+            batch.heads.push(head);
+            batch.keys.push(key);
+        }
+        screen.report(&self.metrics.screen, &self.route.name, &self.thread);
+        batch
     }
-    if keep.len() == batch.events.len() {
-        sub.dedupe = None;
-        return Some(Chunk::Events(batch.clone()));
-    }
-    if keep.is_empty() {
-        return None;
-    }
-    Some(Chunk::Events(Arc::new(Batch::new(
-        keep.iter().map(|i| batch.events[*i].clone()).collect(),
-        keep.iter().map(|i| batch.heads[*i].clone()).collect(),
-    ))))
-}
-
-/// An event's fields plus `data: {members,` when its data allows a shared prefix.
-fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Bytes> {
-    let prefix = prepared.shared_prefix()?;
-    let mut head = Vec::with_capacity(prefix.len() + 64);
-    write_fields(ev, &mut head);
-    head.extend_from_slice(b"data: ");
-    head.extend_from_slice(prefix.as_bytes());
-    Some(Bytes::from(head))
 }

@@ -1,8 +1,10 @@
 //! The queue between a hub and one client's body: bounded by deliveries (the channel's
 //! capacity, `sse.client_queue_events`) and by bytes (`sse.client_queue_bytes`). A live delivery
 //! that would pass either bound is refused, and the hub ends that client as a slow consumer; a
-//! journal replay waits for room instead (a long backlog is not slowness).
+//! journal replay waits for room instead (a long backlog is not slowness). On an ephemeral route
+//! nothing is refused: what does not fit waits in the client's [`Overflow`], coalesced.
 
+use crate::proxy::sse_overflow::Overflow;
 use crate::sse::Event;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +23,8 @@ pub struct Batch {
     pub heads: Vec<Option<Bytes>>,
     /// About how many bytes the events take on the wire (for the byte bound).
     pub bytes: usize,
+    /// Per event, its coalescing key (ephemeral routes; empty otherwise).
+    pub keys: Vec<Option<String>>,
 }
 
 impl Batch {
@@ -31,6 +35,7 @@ impl Batch {
             events,
             heads,
             bytes,
+            keys: Vec::new(),
         }
     }
 }
@@ -83,16 +88,23 @@ pub struct ClientTx {
     tx: mpsc::Sender<Chunk>,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    overflow: Option<Arc<Overflow>>,
 }
 
 /// The body's side of a client's queue.
 pub struct ClientRx {
     rx: mpsc::Receiver<Chunk>,
     queued: Arc<AtomicUsize>,
+    overflow: Option<Arc<Overflow>>,
 }
 
-/// A queue of at most `deliveries` chunks and `max_bytes` bytes.
-pub fn client_queue(deliveries: usize, max_bytes: usize) -> (ClientTx, ClientRx) {
+/// A queue of at most `deliveries` chunks and `max_bytes` bytes; with `overflow` (an ephemeral
+/// route) what does not fit waits there.
+pub fn client_queue(
+    deliveries: usize,
+    max_bytes: usize,
+    overflow: Option<Arc<Overflow>>,
+) -> (ClientTx, ClientRx) {
     let (tx, rx) = mpsc::channel(deliveries.max(1));
     let queued = Arc::new(AtomicUsize::new(0));
     (
@@ -100,14 +112,41 @@ pub fn client_queue(deliveries: usize, max_bytes: usize) -> (ClientTx, ClientRx)
             tx,
             queued: queued.clone(),
             max_bytes,
+            overflow: overflow.clone(),
         },
-        ClientRx { rx, queued },
+        ClientRx {
+            rx,
+            queued,
+            overflow,
+        },
     )
 }
 
 impl ClientTx {
-    /// Queues a live delivery if both bounds allow it.
+    /// Queues a live delivery if both bounds allow it. With an overflow, live events that do
+    /// not fit (or would pass events already waiting there) wait in it, and a comment that does
+    /// not fit is skipped: nothing is refused as full.
     pub fn try_send(&self, chunk: Chunk) -> Result<(), Refused> {
+        let Some(overflow) = &self.overflow else {
+            return self.try_queue(chunk);
+        };
+        if let Chunk::Events(batch) = &chunk {
+            if !overflow.is_empty() {
+                overflow.put(batch);
+                return Ok(());
+            }
+        }
+        match (self.try_queue(chunk.clone()), chunk) {
+            (Err(Refused::Full), Chunk::Events(batch)) => {
+                overflow.put(&batch);
+                Ok(())
+            }
+            (Err(Refused::Full), Chunk::Raw(_)) => Ok(()),
+            (other, _) => other,
+        }
+    }
+
+    fn try_queue(&self, chunk: Chunk) -> Result<(), Refused> {
         let size = chunk.size();
         let before = self.queued.fetch_add(size, Ordering::AcqRel);
         // A chunk larger than the whole bound still goes to an empty queue: it can never fit.
@@ -156,6 +195,15 @@ impl ClientRx {
         let c = self.rx.try_recv().ok()?;
         self.queued.fetch_sub(c.size(), Ordering::AcqRel);
         Some(c)
+    }
+
+    /// Events waiting in the overflow (ephemeral routes), oldest first; when none wait, the
+    /// task of `cx` is woken when one arrives.
+    pub fn take_overflow(&self, cx: &std::task::Context<'_>) -> Vec<(Arc<Event>, Option<Bytes>)> {
+        self.overflow
+            .as_ref()
+            .map(|o| o.take(cx.waker()))
+            .unwrap_or_default()
     }
 
     /// Refuses further deliveries (what is queued can still be received).

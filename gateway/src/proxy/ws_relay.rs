@@ -23,7 +23,7 @@ use crate::dedupe::Deduper;
 use crate::inject::{client_text, stamp, verified_context, ClientText, Crossing, Stamp, Stamped};
 use crate::metrics::Violation;
 use crate::outcome::StreamLog;
-use crate::presence::{is_snapshot_request, Member};
+use crate::presence::{is_snapshot_request, Member, Place};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
@@ -61,6 +61,8 @@ pub struct WsRelay {
     gw: Arc<Gateway>,
     route: Route,
     thread: String,
+    /// Where the session is present: its resource and the scope it named.
+    place: Place,
     ctx: RequestContext,
     stamp: Stamp,
     /// The verified context every client message carries upstream.
@@ -97,7 +99,15 @@ impl WsRelay {
             slot,
         } = greeted;
         let thread = admitted.thread_id.clone().unwrap_or_default();
+        let mut place = vec![(route.resource.clone(), thread.clone())];
+        place.extend(
+            route
+                .scope(&admitted.ctx)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         WsRelay {
+            place: Place(place),
             gw: gw.clone(),
             route: route.clone(),
             stamp: Stamp::for_resource(&admitted.ctx, &route.resource, &thread),
@@ -143,7 +153,7 @@ impl WsRelay {
             gw.presence.join(
                 self.ctx.tenant_id(),
                 self.ctx.env(),
-                &self.thread,
+                &self.place,
                 member,
                 ptx,
             );
@@ -153,7 +163,7 @@ impl WsRelay {
             gw.presence.leave(
                 self.ctx.tenant_id(),
                 self.ctx.env(),
-                &self.thread,
+                &self.place,
                 self.session,
             );
         }
@@ -341,7 +351,7 @@ impl WsRelay {
                 let snapshot = self.gw.presence.snapshot_for(
                     self.ctx.tenant_id(),
                     self.ctx.env(),
-                    &self.thread,
+                    &self.place,
                     self.session,
                 );
                 return self.send_client(client, Message::text(snapshot)).await;

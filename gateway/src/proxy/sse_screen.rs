@@ -1,0 +1,150 @@
+//! What a hub lets through: per upstream read, the isolation screen (strict JSON, the stream's
+//! tenant and scope), for ephemeral routes the coalescing key and the per-key rate cap, and
+//! each event's shared head; per client, what a client that replayed the journal still needs.
+
+use crate::dedupe::Deduper;
+use crate::inject::{Crossing, Prepared, Stamp};
+use crate::proxy::sse_queue::{Batch, Chunk};
+use crate::sse::write::write_fields;
+use crate::sse::Event;
+use bytes::Bytes;
+use prometheus::IntCounter;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per coalescing key: the start of its current one-second window and the events it passed.
+pub type Rates = HashMap<Option<String>, (Instant, u32)>;
+
+/// Most keys whose rate windows a hub remembers; past it, windows that ended are forgotten.
+const MAX_RATE_KEYS: usize = 65_536;
+
+/// The counters a screen reports to, looked up once per hub.
+pub struct ScreenCounters {
+    /// Foreign tenant or env.
+    pub violations: IntCounter,
+    /// Another scope than the stream's.
+    pub scope_violations: IntCounter,
+    /// Not strict JSON.
+    pub malformed: IntCounter,
+}
+
+/// What one read's isolation checks dropped, reported once per read.
+#[derive(Default)]
+pub struct Screen {
+    violations: u64,
+    scope_violations: u64,
+    malformed: u64,
+}
+
+impl Screen {
+    /// Whether an event passes: strict JSON (or not JSON at all) and within the stream's tenant
+    /// and scope.
+    pub fn passes(&mut self, prepared: Option<&Prepared<'_>>, owner: &Stamp) -> bool {
+        let Some(p) = prepared else { return true };
+        if p.is_malformed() {
+            self.malformed += 1;
+            return false;
+        }
+        match p.crossing(owner) {
+            Some(Crossing::Tenant) => self.violations += 1,
+            Some(Crossing::Scope(_)) => self.scope_violations += 1,
+            None => return true,
+        }
+        false
+    }
+
+    /// Counts and logs what was dropped.
+    pub fn report(self, counters: &ScreenCounters, route: &str, thread: &str) {
+        if self.violations > 0 {
+            counters.violations.inc_by(self.violations);
+            tracing::warn!(route = %route, thread_id = %thread, violations = self.violations, "upstream events name a foreign tenant; dropped");
+        }
+        if self.scope_violations > 0 {
+            counters.scope_violations.inc_by(self.scope_violations);
+            tracing::warn!(route = %route, thread_id = %thread, scope_violations = self.scope_violations, "upstream events name another scope than the stream's; dropped");
+        }
+        if self.malformed > 0 {
+            counters.malformed.inc_by(self.malformed);
+            tracing::warn!(route = %route, thread_id = %thread, malformed = self.malformed, "upstream events look like JSON but are not strict JSON; dropped");
+        }
+    }
+}
+
+/// The value at `pointer` in an event's JSON data (a string as itself, anything else as its
+/// JSON text); `None` when the data is not JSON or has no such member.
+pub fn coalescing_key(data: &str, pointer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    match v.pointer(pointer)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Counts one event of `key` in its one-second window; false when the window is full
+/// (`rate` 0: no cap).
+pub fn within_rate(rates: &mut Rates, key: &Option<String>, rate: u32, now: Instant) -> bool {
+    if rate == 0 {
+        return true;
+    }
+    if rates.len() >= MAX_RATE_KEYS && !rates.contains_key(key) {
+        rates.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        if rates.len() >= MAX_RATE_KEYS {
+            rates.clear();
+        }
+    }
+    let (start, count) = rates.entry(key.clone()).or_insert((now, 0));
+    if now.duration_since(*start) >= Duration::from_secs(1) {
+        (*start, *count) = (now, 0);
+    }
+    if *count >= rate {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// What one client gets of a shared batch: all of it, or — for a client that replayed the
+/// journal — what it did not already get (`None`: nothing). Checking stops once a whole batch
+/// was new.
+pub fn chunk_for(
+    dedupe: &mut Option<Deduper>,
+    batch: &Arc<Batch>,
+    deduplicated: &IntCounter,
+) -> Option<Chunk> {
+    let Some(d) = dedupe.as_mut() else {
+        return Some(Chunk::Events(batch.clone()));
+    };
+    let keep: Vec<usize> = (0..batch.events.len())
+        .filter(|i| batch.events[*i].id.as_deref().is_none_or(|id| d.is_new(id)))
+        .collect();
+    let dropped = (batch.events.len() - keep.len()) as u64;
+    if dropped > 0 {
+        deduplicated.inc_by(dropped);
+        tracing::debug!(
+            dropped,
+            "events the client replayed from the journal; dropped"
+        );
+    }
+    if keep.len() == batch.events.len() {
+        *dedupe = None;
+        return Some(Chunk::Events(batch.clone()));
+    }
+    if keep.is_empty() {
+        return None;
+    }
+    Some(Chunk::Events(Arc::new(Batch::new(
+        keep.iter().map(|i| batch.events[*i].clone()).collect(),
+        keep.iter().map(|i| batch.heads[*i].clone()).collect(),
+    ))))
+}
+
+/// An event's fields plus `data: {members,` when its data allows a shared prefix.
+pub fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Bytes> {
+    let prefix = prepared.shared_prefix()?;
+    let mut head = Vec::with_capacity(prefix.len() + 64);
+    write_fields(ev, &mut head);
+    head.extend_from_slice(b"data: ");
+    head.extend_from_slice(prefix.as_bytes());
+    Some(Bytes::from(head))
+}
