@@ -1,6 +1,6 @@
 //! Ownership registry: which tenant and env own a resource — a thread, or another kind a route
 //! declares (`resource_kind`, e.g. `canvas`). Each kind is asked at its own address
-//! (`GET {url}/registry/{kind}s/{id}`) or read from the file's records of that `kind`; threads are
+//! (`GET {url}/registry/{plural}/{id}`: `threads`, `canvases`, see [`plural`]) or read from the file's records of that `kind`; threads are
 //! cached under their id, other kinds under `{kind}/{id}`.
 //!
 //! Answers are cached (moka): positive for `ttl`, "not found" for `negative_ttl`; concurrent
@@ -93,6 +93,22 @@ pub fn key(kind: &str, id: &str) -> String {
         id.to_owned()
     } else {
         format!("{kind}/{id}")
+    }
+}
+
+/// The collection name of a kind in registry URLs: `thread` → `threads`, `canvas` →
+/// `canvases`, `story` → `stories` (English plural: `-es` after s, x, z, ch, sh; `-ies` for a
+/// consonant and y).
+pub fn plural(kind: &str) -> String {
+    let consonant_y = kind.len() > 1
+        && kind.ends_with('y')
+        && !kind[..kind.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
+    if consonant_y {
+        format!("{}ies", &kind[..kind.len() - 1])
+    } else if kind.ends_with(['s', 'x', 'z']) || kind.ends_with("ch") || kind.ends_with("sh") {
+        format!("{kind}es")
+    } else {
+        format!("{kind}s")
     }
 }
 
@@ -239,7 +255,7 @@ impl Registry {
                 client,
                 timeout,
             } => {
-                let url = format!("{base}/registry/{kind}s/{id}");
+                let url = format!("{base}/registry/{}/{id}", plural(kind));
                 let (status, body) = client
                     .get_small(&url, *timeout, 64 * 1024)
                     .await
@@ -320,5 +336,23 @@ impl Registry {
     /// Whether this registry reads a file (and wants the reload task).
     pub fn is_file(&self) -> bool {
         matches!(self.source, Source::File { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds_are_pluralised_as_in_english() {
+        for (kind, want) in [
+            ("thread", "threads"),
+            ("canvas", "canvases"),
+            ("box", "boxes"),
+            ("sketch", "sketches"),
+            ("story", "stories"),
+            ("day", "days"),
+            ("panel", "panels"),
+        ] {
+            assert_eq!(super::plural(kind), want);
+        }
     }
 }

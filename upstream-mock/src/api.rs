@@ -3,7 +3,7 @@
 use crate::body::{full, Body};
 use crate::levers::{Faults, RecordedRequest};
 use crate::store::StoreError;
-use crate::{sse, ws, App};
+use crate::{canvas, sse, ws, App};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -44,6 +44,17 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
         (Method::GET, ["chat", "threads", id, "messages"]) => list_messages(&app, id, &req),
         (Method::GET, ["registry", "threads", id]) => registry(&app, id),
+        (Method::GET, ["registry", "canvases", id]) => canvas::registry(&app, id),
+        (Method::POST, ["canvas", "canvases"]) => canvas::create(&app, req).await,
+        (Method::POST, ["canvas", "canvases", id, ch @ ("commits" | "artifacts" | "gestures")]) => {
+            let (id, ch) = ((*id).to_owned(), *ch);
+            canvas::post(&app, &id, ch, req).await
+        }
+        (Method::GET, ["sse", "canvas", id, ch @ ("commits" | "artifacts" | "gestures")]) => {
+            let (id, ch) = ((*id).to_owned(), *ch);
+            canvas::open(app, &id, ch, &req)
+        }
+        (Method::POST, ["_mock", "gestures"]) => canvas::generate(app, req).await,
         (Method::GET, ["sse", "chat", id]) => {
             let id = (*id).to_owned();
             sse::open(app, &id, &req)

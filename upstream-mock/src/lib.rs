@@ -3,13 +3,15 @@
 //! - [`store`] keeps threads and messages; with a data dir, [`log`] makes them durable (group
 //!   commit, torn-tail recovery) so sequence numbers continue after `kill -9`.
 //! - [`api`] routes requests: threads and messages, the registry endpoint, the SSE and WS streams
-//!   ([`sse`], [`ws`]), and the test levers under `/_mock/` ([`levers`], [`publish`]).
+//!   ([`sse`], [`ws`]), canvases with their three channels ([`canvas`]), and the test levers
+//!   under `/_mock/` ([`levers`], [`publish`]).
 //!
 //! It trusts the identity headers it receives: it is meant to be reachable only through the
 //! gateway. [`run`] takes an already bound listener and a shutdown future, so tests bind port 0.
 
 pub mod api;
 pub mod body;
+pub mod canvas;
 pub mod levers;
 pub mod log;
 pub mod publish;
@@ -40,6 +42,8 @@ pub struct App {
     pub store: Arc<store::Store>,
     /// Faults, request log, counters.
     pub levers: levers::Levers,
+    /// Canvases (in memory).
+    pub canvases: canvas::Canvases,
     /// Turns `true` when the mock shuts down; streams end then.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -65,6 +69,7 @@ pub async fn run(
     let app = Arc::new(App {
         store,
         levers: levers::Levers::default(),
+        canvases: canvas::Canvases::default(),
         shutdown: stop_rx,
     });
     let tracker = tokio_util::task::TaskTracker::new();

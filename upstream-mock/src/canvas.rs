@@ -1,0 +1,385 @@
+//! A canvas backend: canvases owned by a tenant, each streaming three channels over SSE.
+//!
+//! - **commits** (`event: commit`, ids 1, 2, 3… per canvas): authoritative changes; resumable
+//!   with `Last-Event-ID` (410 for an id never issued).
+//! - **artifacts** (`event: artifact`, ids per canvas): previews, replays, audit records;
+//!   resumable the same way.
+//! - **gestures** (`event: gesture`, no id): cursor moves and strokes in progress, live only.
+//!   `POST /_mock/gestures` generates them at a rate, round-robin over N actors.
+//!
+//! Canvases live in memory (the data dir keeps threads only). Like the rest of the mock it trusts
+//! the gateway's identity headers.
+
+use crate::api::{error, json_response, query_param, read_json};
+use crate::body::Body;
+use crate::levers::ActiveStream;
+use crate::store::now_us;
+use crate::App;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+
+/// Events a gesture subscriber may fall behind before it skips ahead.
+const GESTURE_BUFFER: usize = 4096;
+/// Most gestures one generator call may publish.
+const MAX_GESTURES: u64 = 10_000_000;
+
+/// One durable channel: pre-rendered SSE events, in id order.
+struct Log {
+    events: Mutex<Vec<Bytes>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log {
+            events: Mutex::new(Vec::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Appends the event that `render` makes of the next id; returns that id.
+    fn append(&self, render: impl FnOnce(u64) -> Bytes) -> u64 {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = events.len() as u64 + 1;
+        events.push(render(seq));
+        self.changed.send_replace(seq);
+        seq
+    }
+
+    fn after(&self, seq: u64) -> Vec<Bytes> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.iter().skip(seq as usize).cloned().collect()
+    }
+
+    fn last(&self) -> u64 {
+        *self.changed.borrow()
+    }
+}
+
+/// One canvas.
+pub struct Canvas {
+    id: String,
+    tenant_id: String,
+    env: String,
+    project_id: Option<String>,
+    commits: Log,
+    artifacts: Log,
+    gestures: broadcast::Sender<Bytes>,
+}
+
+impl Canvas {
+    /// The durable log of `channel` (`commits`, else artifacts).
+    fn log(&self, channel: &str) -> &Log {
+        if channel == "commits" {
+            &self.commits
+        } else {
+            &self.artifacts
+        }
+    }
+}
+
+/// Every canvas of one mock.
+#[derive(Default)]
+pub struct Canvases(Mutex<HashMap<String, Arc<Canvas>>>);
+
+impl Canvases {
+    fn get(&self, id: &str) -> Option<Arc<Canvas>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+fn sse_event(name: &str, id: Option<u64>, data: &Value) -> Bytes {
+    let id = id.map_or(String::new(), |i| format!("id: {i}\n"));
+    Bytes::from(format!("event: {name}\n{id}data: {data}\n\n"))
+}
+
+fn no_canvas() -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "mock.canvas_not_found",
+        "no such canvas",
+    )
+}
+
+#[derive(Deserialize)]
+struct NewCanvas {
+    #[serde(default)]
+    title: String,
+}
+
+/// `POST /canvas/canvases` → 201 `{"id","tenant_id","env","title"}`.
+pub async fn create(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    };
+    let (Some(tenant_id), env, project_id) = (
+        header("x-tenant-id"),
+        header("x-env").unwrap_or_else(|| "dev".into()),
+        header("x-project-id"),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "mock.tenant_missing",
+            "X-Tenant-Id is required",
+        );
+    };
+    let body: NewCanvas = match read_json(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let id = format!("cv_{:016x}", rand::random::<u64>());
+    let canvas = Arc::new(Canvas {
+        id: id.clone(),
+        tenant_id: tenant_id.clone(),
+        env: env.clone(),
+        project_id,
+        commits: Log::new(),
+        artifacts: Log::new(),
+        gestures: broadcast::channel(GESTURE_BUFFER).0,
+    });
+    app.canvases
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), canvas);
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": id, "tenant_id": tenant_id, "env": env, "title": body.title}),
+    )
+}
+
+/// `GET /registry/canvases/{id}` → the ownership record or 404.
+pub fn registry(app: &App, id: &str) -> Response<Body> {
+    let Some(c) = app.canvases.get(id) else {
+        return no_canvas();
+    };
+    let mut rec = json!({"tenant_id": c.tenant_id, "env": c.env});
+    if let Some(p) = &c.project_id {
+        rec["project_id"] = Value::String(p.clone());
+    }
+    json_response(StatusCode::OK, &rec)
+}
+
+/// A posted commit, artifact or gesture. `routing` is attached verbatim (lets tests play an
+/// upstream that names another canvas or tenant).
+#[derive(Deserialize)]
+struct Posted {
+    #[serde(default)]
+    actor_id: Option<String>,
+    #[serde(default)]
+    op: Option<Value>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    x: Option<f64>,
+    #[serde(default)]
+    y: Option<f64>,
+    #[serde(default)]
+    routing: Option<Value>,
+}
+
+/// `POST /canvas/canvases/{id}/{commits|artifacts|gestures}`.
+pub async fn post(app: &App, id: &str, channel: &str, req: Request<Incoming>) -> Response<Body> {
+    let Some(c) = app.canvases.get(id) else {
+        return no_canvas();
+    };
+    let p: Posted = match read_json(req).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let mut data =
+        json!({"type": "", "canvas_id": c.id, "actor_id": p.actor_id, "sent_at_us": now_us()});
+    if let Some(r) = p.routing {
+        data["routing"] = r;
+    }
+    match channel {
+        "commits" => {
+            data["type"] = "commit".into();
+            data["op"] = p.op.unwrap_or(Value::Null);
+        }
+        "artifacts" => {
+            data["type"] = "artifact".into();
+            data["kind"] = p.kind.unwrap_or_else(|| "preview".into()).into();
+            data["uri"] = p.uri.into();
+        }
+        _ => {
+            data["type"] = "gesture".into();
+            data["x"] = p.x.unwrap_or(0.0).into();
+            data["y"] = p.y.unwrap_or(0.0).into();
+            let receivers = c
+                .gestures
+                .send(sse_event("gesture", None, &data))
+                .unwrap_or(0);
+            return json_response(StatusCode::ACCEPTED, &json!({"receivers": receivers}));
+        }
+    }
+    let name = data["type"].as_str().unwrap_or_default().to_owned();
+    let seq = c.log(channel).append(|seq| {
+        data["seq"] = seq.into();
+        sse_event(&name, Some(seq), &data)
+    });
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": seq.to_string(), "seq": seq}),
+    )
+}
+
+/// `GET /sse/canvas/{id}/{commits|artifacts|gestures}`.
+pub fn open(app: Arc<App>, id: &str, channel: &str, req: &Request<Incoming>) -> Response<Body> {
+    let Some(c) = app.canvases.get(id) else {
+        return no_canvas();
+    };
+    let (tx, body) = crate::body::channel(16);
+    app.levers.sse_opened.fetch_add(1, Ordering::Relaxed);
+    if channel == "gestures" {
+        let rx = c.gestures.subscribe();
+        tokio::spawn(pump_gestures(app.clone(), rx, tx));
+        return stream_response(body);
+    }
+    let cursor = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| query_param(req.uri().query(), "last_event_id"));
+    let last = c.log(channel).last();
+    let start = match cursor.as_deref().map(str::trim) {
+        None | Some("") => last,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= last => n,
+            _ => return error(StatusCode::GONE, "chat.cursor_invalid", "unknown cursor"),
+        },
+    };
+    let channel = channel.to_owned();
+    tokio::spawn(async move { pump_log(app, c, channel, start, tx).await });
+    stream_response(body)
+}
+
+fn stream_response(body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn pump_log(
+    app: Arc<App>,
+    c: Arc<Canvas>,
+    channel: String,
+    mut at: u64,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let log = c.log(&channel);
+    let mut changes = log.changed.subscribe();
+    // Counted once subscribed, so "active" means "will see the next post".
+    let _active = ActiveStream::new(&app.levers.streams_active);
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        changes.borrow_and_update();
+        let fresh = log.after(at);
+        if !fresh.is_empty() {
+            at += fresh.len() as u64;
+            if tx.send(Bytes::from(fresh.concat())).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+async fn pump_gestures(
+    app: Arc<App>,
+    mut rx: broadcast::Receiver<Bytes>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let _active = ActiveStream::new(&app.levers.streams_active);
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        };
+        match ev {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Generate {
+    canvas_id: String,
+    #[serde(default = "one")]
+    actors: u64,
+    count: u64,
+    rate_per_s: f64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// `POST /_mock/gestures {"canvas_id","actors","count","rate_per_s"}`: publishes `count`
+/// gestures in the background, round-robin over actors `a1`…`aN`, each with its own `seq`
+/// (1, 2, 3… per actor) so a consumer can tell the newest. Answers 202 at once.
+pub async fn generate(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let g: Generate = match read_json(req).await {
+        Ok(g) => g,
+        Err(resp) => return resp,
+    };
+    let Some(c) = app.canvases.get(&g.canvas_id) else {
+        return no_canvas();
+    };
+    if g.count > MAX_GESTURES || g.actors == 0 || !(g.rate_per_s > 0.0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "mock.bad_request",
+            "count ≤ 10,000,000, actors ≥ 1 and rate_per_s > 0 are required",
+        );
+    }
+    tokio::spawn(async move {
+        let start = Instant::now();
+        for n in 0..g.count {
+            let due = start + Duration::from_secs_f64(n as f64 / g.rate_per_s);
+            tokio::time::sleep_until(due.into()).await;
+            let actor = n % g.actors + 1;
+            let data = json!({"type": "gesture", "canvas_id": c.id, "actor_id": format!("a{actor}"),
+                              "seq": n / g.actors + 1, "x": n, "y": actor, "sent_at_us": now_us()});
+            let _ = c.gestures.send(sse_event("gesture", None, &data));
+        }
+    });
+    json_response(StatusCode::ACCEPTED, &json!({"count": g.count}))
+}
