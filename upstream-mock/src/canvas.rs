@@ -363,7 +363,7 @@ pub async fn generate(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let Some(c) = app.canvases.get(&g.canvas_id) else {
         return no_canvas();
     };
-    if g.count > MAX_GESTURES || g.actors == 0 || !(g.rate_per_s > 0.0) {
+    if g.count > MAX_GESTURES || g.actors == 0 || g.rate_per_s.is_nan() || g.rate_per_s <= 0.0 {
         return error(
             StatusCode::BAD_REQUEST,
             "mock.bad_request",
