@@ -207,3 +207,56 @@ fn ws_event_id_must_be_a_json_pointer() {
     let c = load(Some(&route("/event/id")), &env(&[]), &Overrides::default()).expect("pointer");
     assert_eq!(c.routes[0].ws_event_id, "/event/id");
 }
+
+#[test]
+fn resources_and_delivery_are_read_and_checked() {
+    let sse = |extra: &str| {
+        format!("[[routes]]\nname = \"g\"\npath = \"/sse/canvas/{{canvas_id}}/gestures\"\nkind = \"sse\"\nresource = \"canvas_id\"\nresource_kind = \"canvas\"\n{extra}")
+    };
+    let c = load(
+        Some(&sse("delivery = \"ephemeral\"\n")),
+        &env(&[]),
+        &Overrides::default(),
+    )
+    .expect("ephemeral");
+    let r = &c.routes[0];
+    assert_eq!(
+        (r.resource.as_str(), r.resource_kind.as_str()),
+        ("canvas_id", "canvas")
+    );
+    assert_eq!(
+        r.delivery,
+        Delivery::Ephemeral(Ephemeral {
+            coalesce_key: "/actor_id".into(),
+            key_rate_per_s: 60
+        })
+    );
+    assert!(!r.resumable());
+    let errs = |text: &str| {
+        load(Some(text), &env(&[]), &Overrides::default())
+            .expect_err("refused")
+            .0
+    };
+    assert_eq!(
+        errs(&sse("delivery = \"lossy\"\n")),
+        vec!["routes[0].delivery: \"lossy\" is not \"durable\" or \"ephemeral\""]
+    );
+    assert_eq!(
+        errs(&sse("coalesce_key = \"/actor_id\"\n")),
+        vec!["routes[0].delivery: coalesce_key and key_rate_per_s need delivery = \"ephemeral\""]
+    );
+    assert_eq!(
+        errs(&sse(
+            "delivery = \"ephemeral\"\ncoalesce_key = \"actor_id\"\n"
+        )),
+        vec!["routes[0].coalesce_key: \"actor_id\" is not a JSON pointer such as \"/actor_id\""]
+    );
+    assert_eq!(
+        errs(&sse("").replace("resource_kind = \"canvas\"", "resource_kind = \"Canvas\"")),
+        vec!["routes[0].resource_kind: \"Canvas\" is not a lower-case name such as \"canvas\" (a-z, 0-9, _)"]
+    );
+    assert_eq!(
+        errs(&sse("").replace("resource = \"canvas_id\"", "resource = \"board_id\"")),
+        vec!["routes[0].path: sse and ws routes need a {board_id} segment (the route's resource)"]
+    );
+}

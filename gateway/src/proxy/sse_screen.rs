@@ -148,3 +148,43 @@ pub fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Bytes> {
     head.extend_from_slice(prefix.as_bytes());
     Some(Bytes::from(head))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_passes_at_most_rate_events_per_second() {
+        let mut rates = Rates::new();
+        let t0 = Instant::now();
+        let a = Some("a".to_owned());
+        let passed = (0..5)
+            .filter(|_| within_rate(&mut rates, &a, 3, t0))
+            .count();
+        assert_eq!(passed, 3);
+        assert!(
+            within_rate(&mut rates, &None, 3, t0),
+            "another key has its own window"
+        );
+        let t1 = t0 + Duration::from_millis(1000);
+        assert!(within_rate(&mut rates, &a, 3, t1), "a new window");
+        assert!(
+            (0..100).all(|_| within_rate(&mut rates, &a, 0, t1)),
+            "0: no cap"
+        );
+    }
+
+    #[test]
+    fn the_coalescing_key_is_the_value_at_the_pointer() {
+        assert_eq!(
+            coalescing_key(r#"{"actor_id":"u1"}"#, "/actor_id").as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            coalescing_key(r#"{"a":{"b":7}}"#, "/a/b").as_deref(),
+            Some("7")
+        );
+        assert_eq!(coalescing_key(r#"{"x":1}"#, "/actor_id"), None);
+        assert_eq!(coalescing_key("not json", "/actor_id"), None);
+    }
+}
