@@ -1,5 +1,7 @@
 //! `railgate demo`: an embedded upstream-mock and a gateway with fresh random secrets, a demo
-//! thread receiving a message every second, and ready-to-paste client commands.
+//! thread receiving a message every second, a demo canvas streaming its three channels (a commit
+//! every second, an artifact every five, gestures of three actors at 10/s each), and
+//! ready-to-paste client commands. The gateway runs deploy/examples/railgate.canvas.toml's routes.
 
 use crate::config::{self, Overrides};
 use crate::env::names;
@@ -21,8 +23,16 @@ async fn bind_or_any(preferred: &str) -> std::io::Result<TcpListener> {
     }
 }
 
+/// The routes the demo's gateway runs: chat and canvases.
+const ROUTES: &str = include_str!("../../deploy/examples/railgate.canvas.toml");
+
 /// The commands a newcomer pastes, one per line.
-pub fn instructions(listen: SocketAddr, admin: SocketAddr, thread: &str, token: &str) -> String {
+pub fn instructions(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    (thread, canvas): (&str, &str),
+    token: &str,
+) -> String {
     let h = format!(
         "-H \"Authorization: Bearer {token}\" -H \"X-Tenant-Id: {TENANT}\" -H \"X-Mode: lab\" -H \"X-Project-Id: {PROJECT}\" -H \"X-App-Id: app-chat\""
     );
@@ -40,6 +50,10 @@ pub fn instructions(listen: SocketAddr, admin: SocketAddr, thread: &str, token: 
          curl -N {h} -H \"Last-Event-ID: 3\" http://{listen}/sse/chat/{thread}\n\n\
          WebSocket (sends the hello, then prints messages for 30 s; npm install -g wscat):\n\
          wscat -H \"Authorization: Bearer {token}\" -c ws://{listen}/ws/chat/{thread} -x '{hello}' -w 30\n\n\
+         Canvas {canvas}: commits (durable: ids, resume), then gestures (ephemeral: the newest\n\
+         per actor, at most 30 per second each, no resume):\n\
+         curl -N {h} http://{listen}/sse/canvas/{canvas}/commits\n\
+         curl -N {h} http://{listen}/sse/canvas/{canvas}/gestures\n\n\
          A refusal (no X-Mode header):\n\
          curl -s -H \"Authorization: Bearer {token}\" -H \"X-Tenant-Id: {TENANT}\" http://{listen}/sse/chat/{thread}\n\n\
          Browser (tickets, EventSource and WebSocket from a page): http://{listen}/demo\n\n\
@@ -71,14 +85,15 @@ pub fn run() -> ExitCode {
 
 async fn demo() -> Result<(), String> {
     let store = upstream_mock::store::Store::in_memory();
+    let canvases = std::sync::Arc::new(upstream_mock::canvas::Canvases::default());
     let mock_listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let mock_addr = mock_listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_mock, mock_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mock_store = store.clone();
+    let (mock_store, mock_canvases) = (store.clone(), canvases.clone());
     let mock = tokio::spawn(async move {
-        let _ = upstream_mock::run(mock_listener, mock_store, async {
+        let _ = upstream_mock::run_with(mock_listener, mock_store, mock_canvases, async {
             let _ = mock_stopped.await;
         })
         .await;
@@ -104,7 +119,7 @@ async fn demo() -> Result<(), String> {
         admin_listen: Some(admin_addr.to_string()),
         upstream: Some(format!("http://{mock_addr}")),
     };
-    let config = config::load(None, &env, &flags).map_err(|e| e.to_string())?;
+    let config = config::load(Some(ROUTES), &env, &flags).map_err(|e| e.to_string())?;
     let gw = crate::Gateway::new(config, &env).map_err(|e| e.join("; "))?;
 
     let thread = store
@@ -132,7 +147,9 @@ async fn demo() -> Result<(), String> {
         }
     });
 
-    let page_config = serde_json::json!({"token": token, "tenant": TENANT, "project": PROJECT, "thread": thread.id});
+    let canvas = canvases.create(TENANT, "dev", Some(PROJECT));
+    let canvas_publisher = tokio::spawn(publish_canvas(canvas.clone()));
+    let page_config = serde_json::json!({"token": token, "tenant": TENANT, "project": PROJECT, "thread": thread.id, "canvas": canvas.id()});
     let _ = gw.demo_page.set(
         include_str!("demo_page/index.html").replace("__RAILGATE_DEMO__", &page_config.to_string()),
     );
@@ -140,14 +157,33 @@ async fn demo() -> Result<(), String> {
     crate::tickets_epoch(&gw).await;
     let keeper = tokio::spawn(keep_journal(listen, thread.id.clone(), token.clone()));
     println!("READY listen={listen} admin={admin_addr}");
-    println!("{}", instructions(listen, admin_addr, &thread.id, &token));
+    println!(
+        "{}",
+        instructions(listen, admin_addr, (&thread.id, canvas.id()), &token)
+    );
     let listeners = crate::Listeners { main, admin };
     let result = crate::run(gw, listeners, shutdown).await;
     publisher.abort();
+    canvas_publisher.abort();
     keeper.abort();
     let _ = stop_mock.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), mock).await;
     result.map_err(|e| e.to_string())
+}
+
+/// The demo canvas's life: gestures of three actors at 10/s each, a commit every second, an
+/// artifact every fifth.
+async fn publish_canvas(canvas: std::sync::Arc<upstream_mock::canvas::Canvas>) {
+    canvas.generate(3, 30 * 86_400, 30.0);
+    for n in 1u64.. {
+        let op = serde_json::json!({"actor_id": "demo-user", "op": {"stroke": n}});
+        canvas.publish("commits", op, None);
+        if n % 5 == 0 {
+            let artifact = serde_json::json!({"actor_id": "demo-user", "kind": "preview", "uri": format!("/previews/{n}.png")});
+            canvas.publish("artifacts", artifact, None);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A stream of the demo's own on its thread, through the gateway: the thread's journal holds

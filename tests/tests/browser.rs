@@ -73,7 +73,7 @@ async fn eventsource_resumes_after_its_ticket_ttl_and_across_gateway_restarts() 
 
 #[tokio::test]
 #[ignore = "needs Debian's chromium (apt-get install chromium); part of the long run"]
-async fn the_demo_page_receives_stamped_events_over_sse_and_websocket_ten_times_in_real_time() {
+async fn the_demo_page_receives_stamped_events_over_sse_websocket_and_the_canvas_ten_times() {
     let demo = Proc::spawn(&railgate_tests::bins::path("railgate"), &["demo"], &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !demo.logs().iter().any(|l| l.contains("/demo")) {
@@ -87,7 +87,7 @@ async fn the_demo_page_receives_stamped_events_over_sse_and_websocket_ten_times_
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = b
-                .eval(&page, "[document.getElementById('sse').textContent, document.getElementById('ws').textContent]")
+                .eval(&page, "['sse', 'ws', 'commits', 'gestures'].map(id => document.getElementById(id).textContent)")
                 .await;
             let stamped = |i: usize| {
                 text[i]
@@ -97,12 +97,13 @@ async fn the_demo_page_receives_stamped_events_over_sse_and_websocket_ten_times_
                     .filter(|l| l.contains("tenant=t_demo"))
                     .count()
             };
-            if stamped(0) >= 2 && stamped(1) >= 2 {
+            let canvas = |i: usize, what: &str| text[i].as_str().unwrap_or_default().contains(what);
+            if stamped(0) >= 2 && stamped(1) >= 2 && canvas(2, "canvas=cv_") && canvas(3, " seq ") {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "load {load}: no stamped events on both rails: {text}"
+                "load {load}: no stamped events on both rails and the canvas: {text}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

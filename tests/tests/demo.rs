@@ -119,6 +119,33 @@ async fn demo_serves_what_it_prints() {
     assert_eq!(msg["type"], "chat_message");
     assert_eq!(msg["routing"]["actor_id"], "demo-user");
 
+    // The canvas lines: a commit with an id, a gesture without one, both on the demo canvas.
+    for (channel, event, has_id) in [("commits", "commit", true), ("gestures", "gesture", false)] {
+        let line = logs
+            .iter()
+            .filter_map(|l| l.strip_prefix("[railgate stdout] "))
+            .find(|l| l.starts_with("curl -N") && l.contains(&format!("/{channel}")))
+            .unwrap_or_else(|| panic!("the printed {channel} command"));
+        let (ch, curl) = parse_command(line);
+        let ch: Vec<(&str, &str)> = ch.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let cpath = curl
+            .strip_prefix(&format!("http://{addr}"))
+            .expect("same address");
+        let mut st = SseStream::open(&addr, cpath, &ch).await;
+        assert_eq!(st.status, 200, "{line}");
+        let ev = st
+            .next_event_within(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("a {event} within 5 s"));
+        assert_eq!(
+            (ev.event.as_str(), ev.id.is_some()),
+            (event, has_id),
+            "{ev:?}"
+        );
+        let canvas = cpath.split('/').nth(3).expect("canvas id");
+        assert_eq!(ev.json()["routing"]["canvas_id"], canvas);
+    }
+
     let refusal = line_starting(&logs, "curl -s -H");
     let (rh, rurl) = parse_command(&refusal);
     let rpath = rurl

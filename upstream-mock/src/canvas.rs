@@ -76,6 +76,51 @@ pub struct Canvas {
 }
 
 impl Canvas {
+    /// The canvas's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Publishes on `channel` (`commits`, `artifacts` or `gestures`) an event with `fields`
+    /// (and `routing` verbatim when given); returns the id of a durable one.
+    pub fn publish(&self, channel: &str, mut fields: Value, routing: Option<Value>) -> Option<u64> {
+        fields["canvas_id"] = self.id.clone().into();
+        fields["sent_at_us"] = now_us().into();
+        if let Some(r) = routing {
+            fields["routing"] = r;
+        }
+        let name = match channel {
+            "commits" => "commit",
+            "artifacts" => "artifact",
+            _ => {
+                fields["type"] = "gesture".into();
+                let _ = self.gestures.send(sse_event("gesture", None, &fields));
+                return None;
+            }
+        };
+        fields["type"] = name.into();
+        Some(self.log(channel).append(|seq| {
+            fields["seq"] = seq.into();
+            sse_event(name, Some(seq), &fields)
+        }))
+    }
+
+    /// Publishes `count` gestures in the background at `rate_per_s`, round-robin over actors
+    /// `a1`…`aN`, each with its own `seq` (1, 2, 3… per actor).
+    pub fn generate(self: &Arc<Self>, actors: u64, count: u64, rate_per_s: f64) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            for n in 0..count {
+                let due = start + Duration::from_secs_f64(n as f64 / rate_per_s);
+                tokio::time::sleep_until(due.into()).await;
+                let actor = n % actors + 1;
+                let fields = json!({"actor_id": format!("a{actor}"), "seq": n / actors + 1, "x": n, "y": actor});
+                c.publish("gestures", fields, None);
+            }
+        });
+    }
+
     /// The durable log of `channel` (`commits`, else artifacts).
     fn log(&self, channel: &str) -> &Log {
         if channel == "commits" {
@@ -91,7 +136,26 @@ impl Canvas {
 pub struct Canvases(Mutex<HashMap<String, Arc<Canvas>>>);
 
 impl Canvases {
-    fn get(&self, id: &str) -> Option<Arc<Canvas>> {
+    /// Creates a canvas owned by `tenant_id` in `env` (and `project_id`).
+    pub fn create(&self, tenant_id: &str, env: &str, project_id: Option<&str>) -> Arc<Canvas> {
+        let canvas = Arc::new(Canvas {
+            id: format!("cv_{:016x}", rand::random::<u64>()),
+            tenant_id: tenant_id.into(),
+            env: env.into(),
+            project_id: project_id.map(String::from),
+            commits: Log::new(),
+            artifacts: Log::new(),
+            gestures: broadcast::channel(GESTURE_BUFFER).0,
+        });
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(canvas.id.clone(), canvas.clone());
+        canvas
+    }
+
+    /// A canvas by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Canvas>> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -143,24 +207,10 @@ pub async fn create(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let id = format!("cv_{:016x}", rand::random::<u64>());
-    let canvas = Arc::new(Canvas {
-        id: id.clone(),
-        tenant_id: tenant_id.clone(),
-        env: env.clone(),
-        project_id,
-        commits: Log::new(),
-        artifacts: Log::new(),
-        gestures: broadcast::channel(GESTURE_BUFFER).0,
-    });
-    app.canvases
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), canvas);
+    let c = app.canvases.create(&tenant_id, &env, project_id.as_deref());
     json_response(
         StatusCode::CREATED,
-        &json!({"id": id, "tenant_id": tenant_id, "env": env, "title": body.title}),
+        &json!({"id": c.id, "tenant_id": tenant_id, "env": env, "title": body.title}),
     )
 }
 
@@ -205,41 +255,20 @@ pub async fn post(app: &App, id: &str, channel: &str, req: Request<Incoming>) ->
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let mut data =
-        json!({"type": "", "canvas_id": c.id, "actor_id": p.actor_id, "sent_at_us": now_us()});
-    if let Some(r) = p.routing {
-        data["routing"] = r;
-    }
-    match channel {
-        "commits" => {
-            data["type"] = "commit".into();
-            data["op"] = p.op.unwrap_or(Value::Null);
-        }
+    let fields = match channel {
+        "commits" => json!({"actor_id": p.actor_id, "op": p.op}),
         "artifacts" => {
-            data["type"] = "artifact".into();
-            data["kind"] = p.kind.unwrap_or_else(|| "preview".into()).into();
-            data["uri"] = p.uri.into();
+            json!({"actor_id": p.actor_id, "kind": p.kind.unwrap_or_else(|| "preview".into()), "uri": p.uri})
         }
-        _ => {
-            data["type"] = "gesture".into();
-            data["x"] = p.x.unwrap_or(0.0).into();
-            data["y"] = p.y.unwrap_or(0.0).into();
-            let receivers = c
-                .gestures
-                .send(sse_event("gesture", None, &data))
-                .unwrap_or(0);
-            return json_response(StatusCode::ACCEPTED, &json!({"receivers": receivers}));
-        }
+        _ => json!({"actor_id": p.actor_id, "x": p.x.unwrap_or(0.0), "y": p.y.unwrap_or(0.0)}),
+    };
+    match c.publish(channel, fields, p.routing) {
+        Some(seq) => json_response(
+            StatusCode::CREATED,
+            &json!({"id": seq.to_string(), "seq": seq}),
+        ),
+        None => json_response(StatusCode::ACCEPTED, &json!({})),
     }
-    let name = data["type"].as_str().unwrap_or_default().to_owned();
-    let seq = c.log(channel).append(|seq| {
-        data["seq"] = seq.into();
-        sse_event(&name, Some(seq), &data)
-    });
-    json_response(
-        StatusCode::CREATED,
-        &json!({"id": seq.to_string(), "seq": seq}),
-    )
 }
 
 /// `GET /sse/canvas/{id}/{commits|artifacts|gestures}`.
@@ -370,16 +399,6 @@ pub async fn generate(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             "count ≤ 10,000,000, actors ≥ 1 and rate_per_s > 0 are required",
         );
     }
-    tokio::spawn(async move {
-        let start = Instant::now();
-        for n in 0..g.count {
-            let due = start + Duration::from_secs_f64(n as f64 / g.rate_per_s);
-            tokio::time::sleep_until(due.into()).await;
-            let actor = n % g.actors + 1;
-            let data = json!({"type": "gesture", "canvas_id": c.id, "actor_id": format!("a{actor}"),
-                              "seq": n / g.actors + 1, "x": n, "y": actor, "sent_at_us": now_us()});
-            let _ = c.gestures.send(sse_event("gesture", None, &data));
-        }
-    });
+    c.generate(g.actors, g.count, g.rate_per_s);
     json_response(StatusCode::ACCEPTED, &json!({"count": g.count}))
 }

@@ -43,7 +43,7 @@ pub struct App {
     /// Faults, request log, counters.
     pub levers: levers::Levers,
     /// Canvases (in memory).
-    pub canvases: canvas::Canvases,
+    pub canvases: Arc<canvas::Canvases>,
     /// Turns `true` when the mock shuts down; streams end then.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -65,11 +65,21 @@ pub async fn run(
     store: Arc<store::Store>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with(listener, store, Arc::default(), shutdown).await
+}
+
+/// Like [`run`], serving `canvases` too (an embedding program publishes on them directly).
+pub async fn run_with(
+    listener: TcpListener,
+    store: Arc<store::Store>,
+    canvases: Arc<canvas::Canvases>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let app = Arc::new(App {
         store,
         levers: levers::Levers::default(),
-        canvases: canvas::Canvases::default(),
+        canvases,
         shutdown: stop_rx,
     });
     let tracker = tokio_util::task::TaskTracker::new();
