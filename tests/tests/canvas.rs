@@ -493,3 +493,57 @@ async fn a_stream_of_one_panel_drops_events_of_another_panel() {
         "railgate_isolation_violations_total{reason=\"foreign_scope\",route=\"canvas-commits\"}";
     assert_eq!(s.metric(name).await, 1.0);
 }
+
+#[tokio::test]
+async fn a_canvas_made_through_the_gateway_is_learned_and_evicted_by_kind() {
+    use railgate_tests::client::request;
+    use railgate_tests::stack::ADMIN_TOKEN;
+    let s = Stack::start(&routes(&[]));
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let r = post_json(
+        &s.addr(),
+        "/canvas/canvases",
+        &refs(&h),
+        &json!({"title": "c"}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let cv = r.json()["id"].as_str().expect("id").to_owned();
+    let lookups = |s: &Stack| {
+        let (addr, cv) = (s.mock_addr(), cv.clone());
+        async move {
+            get(&addr, "/_mock/requests", &[])
+                .await
+                .json()
+                .as_array()
+                .expect("list")
+                .iter()
+                .filter(|r| r["path"] == format!("/registry/canvases/{cv}"))
+                .count()
+        }
+    };
+    // Learned from the answer: the owner check needs no lookup.
+    let st = open(&s, "t_a", &format!("/sse/canvas/{cv}/commits"), &[]).await;
+    drop(st);
+    assert_eq!(
+        lookups(&s).await,
+        1,
+        "only the check that the new canvas is not someone else's"
+    );
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let del = request(
+        "DELETE",
+        &s.gw.admin(),
+        &format!("/admin/registry/canvas/{cv}"),
+        &[("authorization", bearer.as_str())],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        del.json(),
+        json!({"kind": "canvas", "id": cv, "dropped": true})
+    );
+    let st = open(&s, "t_a", &format!("/sse/canvas/{cv}/artifacts"), &[]).await;
+    drop(st);
+    assert_eq!(lookups(&s).await, 2, "asked again after the eviction");
+}
