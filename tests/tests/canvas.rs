@@ -547,3 +547,71 @@ async fn a_canvas_made_through_the_gateway_is_learned_and_evicted_by_kind() {
     drop(st);
     assert_eq!(lookups(&s).await, 2, "asked again after the eviction");
 }
+
+#[tokio::test]
+async fn websocket_presence_is_per_panel_and_a_rejoin_sees_the_current_members() {
+    use futures_util::SinkExt;
+    use railgate_tests::client::{chat_context, ws_connect, ws_hello, ws_next_json, Ws};
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    let join = |user: &'static str, panel: &'static str| {
+        let (addr, th) = (s.addr(), th.clone());
+        async move {
+            let bearer = format!("Bearer {}", token("t_a", user, json!({})));
+            let mut ws: Ws = ws_connect(
+                &addr,
+                &format!("/ws/chat/{th}"),
+                &[("authorization", bearer.as_str())],
+            )
+            .await
+            .expect("upgrade");
+            let mut ctx = chat_context("t_a");
+            ctx["panel_id"] = json!(panel);
+            ws_hello(&mut ws, ctx, None).await;
+            ws
+        }
+    };
+    let routing =
+        |panel: &str| json!({"tenant_id": "t_a", "env": "dev", "thread_id": th, "panel_id": panel});
+    let mut alice = join("alice", "pa").await;
+    let mut carol = join("carol", "pb").await;
+    let mut bob = join("bob", "pa").await;
+    // Alice hears of Bob: as a join, or — when he came within her own first window — as the
+    // snapshot a newcomer gets.
+    let heard = ws_next_json(&mut alice).await;
+    let bob_only = json!([{"actor_id": "bob", "surface_id": null}]);
+    assert!(
+        heard
+            == json!({"type": "presence", "op": "join", "actor_id": "bob", "surface_id": null, "routing": routing("pa")})
+            || heard
+                == json!({"type": "presence", "op": "snapshot", "members": bob_only, "routing": routing("pa")}),
+        "{heard}"
+    );
+    assert_eq!(
+        ws_next_json(&mut bob).await,
+        json!({"type": "presence", "op": "snapshot", "members": [{"actor_id": "alice", "surface_id": null}], "routing": routing("pa")})
+    );
+    // Carol's panel is hers alone: a snapshot she asks for lists nobody.
+    carol
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"type":"presence","op":"snapshot"}"#,
+        ))
+        .await
+        .expect("ask");
+    assert_eq!(
+        ws_next_json(&mut carol).await,
+        json!({"type": "presence", "op": "snapshot", "members": [], "routing": routing("pb")})
+    );
+    // Bob's connection drops; he comes back and sees who is there now.
+    drop(bob);
+    assert_eq!(
+        ws_next_json(&mut alice).await,
+        json!({"type": "presence", "op": "leave", "actor_id": "bob", "surface_id": null, "routing": routing("pa")})
+    );
+    let mut bob = join("bob", "pa").await;
+    assert_eq!(
+        ws_next_json(&mut bob).await,
+        json!({"type": "presence", "op": "snapshot", "members": [{"actor_id": "alice", "surface_id": null}], "routing": routing("pa")})
+    );
+    assert_eq!(ws_next_json(&mut alice).await["op"], "join");
+}
