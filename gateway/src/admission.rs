@@ -91,7 +91,7 @@ pub async fn admit(
     let ctx = context(gw, adm, adm.require, caller, &verified)?;
     switched_on(gw, adm.route, ctx.tenant_id())?;
     if let Some((kind, id)) = adm.resource {
-        ownership(gw, &ctx, kind, id, adm.hide_foreign).await?;
+        ownership(gw, &ctx, (kind, id), adm.route, adm.hide_foreign).await?;
     }
     Ok(Admitted {
         ctx,
@@ -132,7 +132,7 @@ pub async fn precheck(
     let ctx = context(gw, adm, &[], caller, &verified)?;
     switched_on(gw, adm.route, ctx.tenant_id())?;
     match adm.resource {
-        Some((kind, id)) => ownership(gw, &ctx, kind, id, adm.hide_foreign).await,
+        Some(resource) => ownership(gw, &ctx, resource, adm.route, adm.hide_foreign).await,
         None => Ok(()),
     }
 }
@@ -205,12 +205,13 @@ pub fn context(
     build_context(&policy, &sources)
 }
 
-/// Phase 3: the resource (of `kind`) belongs to the context's tenant and env (404 / 403).
+/// Phase 3: the resource (`kind`, `id`) belongs to the context's tenant and env (404 / 403),
+/// and its record does not switch `route` off (403 `feature.disabled`).
 pub async fn ownership(
     gw: &Gateway,
     ctx: &RequestContext,
-    kind: &str,
-    id: &str,
+    (kind, id): (&str, &str),
+    route: Option<&str>,
     hide_foreign: bool,
 ) -> Result<(), Denial> {
     let record = gw.live().registry.lookup(kind, id).await?;
@@ -218,7 +219,20 @@ pub async fn ownership(
         ("thread", _) => d,
         (_, ErrorCode::ThreadNotFound) => Denial::with_message(d.code, format!("no {kind} {id}")),
         _ => Denial::with_message(d.code, format!("{kind} {id} belongs to another tenant")),
-    })
+    })?;
+    let off = record
+        .zip(route)
+        .is_some_and(|(r, route)| r.disabled_routes.iter().any(|d| d == route));
+    if off {
+        return Err(Denial::with_message(
+            ErrorCode::FeatureDisabled,
+            format!(
+                "route {} is switched off for this {kind}",
+                route.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The last phase, after the rail's own checks: a first-use ticket is marked used (a second

@@ -61,6 +61,8 @@ struct FileEntry {
     env: String,
     #[serde(default)]
     project_id: Option<String>,
+    #[serde(default)]
+    disabled_routes: Vec<String>,
 }
 
 type FileMap = Arc<HashMap<String, ThreadRecord>>;
@@ -113,7 +115,8 @@ pub fn plural(kind: &str) -> String {
 }
 
 /// Parses a registry file: a JSON array of
-/// `{"kind"?,"id" | "thread_id","tenant_id","env","project_id"?}` (`kind` defaults to `thread`).
+/// `{"kind"?,"id" | "thread_id","tenant_id","env","project_id"?,"disabled_routes"?}` (`kind`
+/// defaults to `thread`).
 pub fn parse_file(bytes: &[u8]) -> Result<HashMap<String, ThreadRecord>, String> {
     let entries: Vec<FileEntry> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let mut map = HashMap::with_capacity(entries.len());
@@ -132,6 +135,7 @@ pub fn parse_file(bytes: &[u8]) -> Result<HashMap<String, ThreadRecord>, String>
             tenant_id: e.tenant_id,
             env: e.env,
             project_id: e.project_id,
+            disabled_routes: e.disabled_routes,
         };
         map.insert(key(&kind, &id), record);
     }

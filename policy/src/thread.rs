@@ -15,6 +15,10 @@ pub struct ThreadRecord {
     /// Owning project, when the registry records one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    /// Routes switched off for this resource (the registry's counterpart of a tenant's
+    /// `disabled_routes`): a request for it on one of them is `feature.disabled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_routes: Vec<String>,
 }
 
 /// Decides whether `ctx` may use a thread whose record is `record` (`None`: unknown thread).

@@ -530,6 +530,7 @@ fn thread_access_decisions() {
         tenant_id: "t_a".into(),
         env: "dev".into(),
         project_id: Some("p1".into()),
+        disabled_routes: Vec::new(),
     };
     let code = |ctx: &RequestContext, r: Option<&ThreadRecord>, hide| {
         check_access(ctx, r, hide).map_err(|d| d.code)

@@ -615,3 +615,35 @@ async fn websocket_presence_is_per_panel_and_a_rejoin_sees_the_current_members()
     );
     assert_eq!(ws_next_json(&mut alice).await["op"], "join");
 }
+
+#[tokio::test]
+async fn the_registry_can_switch_a_route_off_for_one_canvas() {
+    let s = Stack::start(&routes(&[]));
+    let r = post_json(
+        &s.mock_addr(),
+        "/canvas/canvases",
+        &[
+            ("x-tenant-id", "t_a"),
+            ("x-env", "dev"),
+            ("x-project-id", "p_chat"),
+        ],
+        &json!({"title": "quiet", "disabled_routes": ["canvas-gestures"]}),
+    )
+    .await;
+    let quiet = r.json()["id"].as_str().expect("id").to_owned();
+    let loud = canvas(&s, "t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let r = get(
+        &s.addr(),
+        &format!("/sse/canvas/{quiet}/gestures"),
+        &refs(&h),
+    )
+    .await;
+    assert_envelope(&r, 403, "feature.disabled");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "route canvas-gestures is switched off for this canvas"
+    );
+    open(&s, "t_a", &format!("/sse/canvas/{quiet}/commits"), &[]).await;
+    open(&s, "t_a", &format!("/sse/canvas/{loud}/gestures"), &[]).await;
+}

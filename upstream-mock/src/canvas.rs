@@ -70,6 +70,7 @@ pub struct Canvas {
     tenant_id: String,
     env: String,
     project_id: Option<String>,
+    disabled_routes: Vec<String>,
     commits: Log,
     artifacts: Log,
     gestures: broadcast::Sender<Bytes>,
@@ -138,11 +139,23 @@ pub struct Canvases(Mutex<HashMap<String, Arc<Canvas>>>);
 impl Canvases {
     /// Creates a canvas owned by `tenant_id` in `env` (and `project_id`).
     pub fn create(&self, tenant_id: &str, env: &str, project_id: Option<&str>) -> Arc<Canvas> {
+        self.create_with(tenant_id, env, project_id, Vec::new())
+    }
+
+    /// Like [`Canvases::create`], with routes the registry says are off for it.
+    pub fn create_with(
+        &self,
+        tenant_id: &str,
+        env: &str,
+        project_id: Option<&str>,
+        disabled_routes: Vec<String>,
+    ) -> Arc<Canvas> {
         let canvas = Arc::new(Canvas {
             id: format!("cv_{:016x}", rand::random::<u64>()),
             tenant_id: tenant_id.into(),
             env: env.into(),
             project_id: project_id.map(String::from),
+            disabled_routes,
             commits: Log::new(),
             artifacts: Log::new(),
             gestures: broadcast::channel(GESTURE_BUFFER).0,
@@ -181,6 +194,9 @@ fn no_canvas() -> Response<Body> {
 struct NewCanvas {
     #[serde(default)]
     title: String,
+    /// Routes the registry answers as switched off for this canvas.
+    #[serde(default)]
+    disabled_routes: Vec<String>,
 }
 
 /// `POST /canvas/canvases` → 201 `{"id","tenant_id","env","title"}`.
@@ -207,7 +223,12 @@ pub async fn create(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let c = app.canvases.create(&tenant_id, &env, project_id.as_deref());
+    let c = app.canvases.create_with(
+        &tenant_id,
+        &env,
+        project_id.as_deref(),
+        body.disabled_routes,
+    );
     json_response(
         StatusCode::CREATED,
         &json!({"id": c.id, "tenant_id": tenant_id, "env": env, "title": body.title}),
@@ -222,6 +243,9 @@ pub fn registry(app: &App, id: &str) -> Response<Body> {
     let mut rec = json!({"tenant_id": c.tenant_id, "env": c.env});
     if let Some(p) = &c.project_id {
         rec["project_id"] = Value::String(p.clone());
+    }
+    if !c.disabled_routes.is_empty() {
+        rec["disabled_routes"] = json!(c.disabled_routes);
     }
     json_response(StatusCode::OK, &rec)
 }

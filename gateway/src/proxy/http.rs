@@ -148,6 +148,7 @@ async fn learn_and_return(
                 tenant_id: admitted.ctx.tenant_id().to_owned(),
                 env: admitted.ctx.env().to_owned(),
                 project_id: admitted.ctx.get(Field::Project).map(str::to_owned),
+                disabled_routes: Vec::new(),
             };
             match gw
                 .live()
