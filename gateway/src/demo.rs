@@ -126,26 +126,8 @@ async fn demo() -> Result<(), String> {
         .create_thread(TENANT, "dev", "demo", Some(PROJECT))
         .await
         .map_err(|e| format!("{e:?}"))?;
-    let spec = TokenSpec {
-        tenant: TENANT.into(),
-        sub: "demo-user".into(),
-        env: None,
-        ttl: Duration::from_secs(3600),
-        claims: vec![],
-    };
-    let token = mint::token(&spec, &env, crate::clock::now()).map_err(|e| e.to_string())?;
-    let publisher_store = store.clone();
-    let thread_id = thread.id.clone();
-    let publisher = tokio::spawn(async move {
-        let mut n = 0u64;
-        loop {
-            n += 1;
-            let _ = publisher_store
-                .append(&thread_id, format!("demo message {n}"), None)
-                .await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    let token = demo_token(&env)?;
+    let publisher = tokio::spawn(publish_thread(store.clone(), thread.id.clone()));
 
     let canvas = canvases.create(TENANT, "dev", Some(PROJECT));
     let canvas_publisher = tokio::spawn(publish_canvas(canvas.clone()));
@@ -169,6 +151,28 @@ async fn demo() -> Result<(), String> {
     let _ = stop_mock.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), mock).await;
     result.map_err(|e| e.to_string())
+}
+
+/// An hour's token for the demo user.
+fn demo_token(env: &HashMap<String, String>) -> Result<String, String> {
+    let spec = TokenSpec {
+        tenant: TENANT.into(),
+        sub: "demo-user".into(),
+        env: None,
+        ttl: Duration::from_secs(3600),
+        claims: vec![],
+    };
+    mint::token(&spec, env, crate::clock::now()).map_err(|e| e.to_string())
+}
+
+/// The demo thread's life: a message every second.
+async fn publish_thread(store: std::sync::Arc<upstream_mock::store::Store>, thread: String) {
+    for n in 1u64.. {
+        let _ = store
+            .append(&thread, format!("demo message {n}"), None)
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The demo canvas's life: gestures of three actors at 10/s each, a commit every second, an

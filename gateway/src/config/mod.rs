@@ -6,6 +6,7 @@ pub mod locate;
 mod pattern;
 mod reader;
 pub mod route;
+mod route_keys;
 mod sections;
 
 pub use route::{Accepts, Delivery, Ephemeral, HelloMode, Pattern, Rail, Route, StreamScope};

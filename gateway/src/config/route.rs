@@ -2,6 +2,9 @@
 
 pub use super::pattern::{Captures, Pattern};
 use super::reader::{Problems, Reader};
+use super::route_keys::{
+    read_accepts, read_delivery, read_hello, read_kind, read_resource_kind, read_scope,
+};
 use super::{check_http_url, fields};
 use railgate_policy::{Field, RequestContext};
 use std::time::Duration;
@@ -168,6 +171,15 @@ impl Route {
             .collect()
     }
 
+    /// Where a session of this route is: its resource (key and id), then [`Route::scope`].
+    pub fn place(&self, id: &str, ctx: &RequestContext) -> Vec<(String, String)> {
+        let scope = self.scope(ctx).into_iter();
+        std::iter::once((self.resource.as_str(), id))
+            .chain(scope)
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     /// The key of a stream's journal and shared upstream stream: the resource, or the resource
     /// and the user for `stream_scope = "user"`, then the request's [`Route::scope`], so that
     /// every client of one hub has the same scope (none of the parts can hold `/` or `|`).
@@ -214,19 +226,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
     }
     let pattern = read_pattern(r, p);
     let kind = read_kind(r, p);
-    let require_path = r.path_of("require");
-    let require = fields(
-        &r.strings("require", p)
-            .unwrap_or_else(|| vec!["tenant".into()]),
-        &require_path,
-        p,
-    );
-    if !require.contains(&Field::Tenant) {
-        p.add(
-            &require_path,
-            "must include \"tenant\" (tenant_id is always required)",
-        );
-    }
+    let require = read_require(r, p);
     // An inherited upstream was checked (and reported) where it was written.
     let upstream = match r.string("upstream", p) {
         Some(own) => {
@@ -238,16 +238,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
     let hello = read_hello(r, p);
     let kind = kind?;
     let accepts = read_accepts(r, kind, p);
-    let registers_thread = r.string("registers_thread", p);
-    if registers_thread
-        .as_ref()
-        .is_some_and(|ptr| !ptr.starts_with('/'))
-    {
-        p.add(
-            &r.path_of("registers_thread"),
-            "must be a JSON pointer such as \"/id\"",
-        );
-    }
+    let registers_thread = read_pointer(r, "registers_thread", p);
     let ws_event_id = read_ws_event_id(r, p);
     let upstream_path = r.string("upstream_path", p);
     if let (Some(t), Some(pat)) = (&upstream_path, &pattern) {
@@ -280,77 +271,38 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         delivery: read_delivery(r, kind, p),
     };
     if route.kind != Rail::Http && route.pattern.vars().all(|v| v != route.resource) {
-        p.add(
-            &r.path_of("path"),
-            format!(
-                "sse and ws routes need a {{{}}} segment (the route's resource)",
-                route.resource
-            ),
+        let why = format!(
+            "sse and ws routes need a {{{}}} segment (the route's resource)",
+            route.resource
         );
+        p.add(&r.path_of("path"), why);
     }
     Some(route)
 }
 
-/// `delivery` (SSE routes), with `coalesce_key` and `key_rate_per_s` for `"ephemeral"`.
-fn read_delivery(r: &mut Reader<'_>, kind: Rail, p: &mut Problems) -> Delivery {
-    let coalesce_key = r.string("coalesce_key", p);
-    let key_rate = r.uint("key_rate_per_s", p);
-    let ephemeral = match r.string("delivery", p).as_deref() {
-        None | Some("durable") => false,
-        Some("ephemeral") => true,
-        Some(other) => {
-            p.add(
-                &r.path_of("delivery"),
-                format!("{other:?} is not \"durable\" or \"ephemeral\""),
-            );
-            false
-        }
-    };
-    if ephemeral && kind != Rail::Sse {
+/// `require`: context fields, which must include `tenant` (default `["tenant"]`).
+fn read_require(r: &mut Reader<'_>, p: &mut Problems) -> Vec<Field> {
+    let path = r.path_of("require");
+    let names = r
+        .strings("require", p)
+        .unwrap_or_else(|| vec!["tenant".into()]);
+    let require = fields(&names, &path, p);
+    if !require.contains(&Field::Tenant) {
         p.add(
-            &r.path_of("delivery"),
-            "\"ephemeral\" applies to sse routes",
+            &path,
+            "must include \"tenant\" (tenant_id is always required)",
         );
     }
-    if !ephemeral && (coalesce_key.is_some() || key_rate.is_some()) {
-        p.add(
-            &r.path_of("delivery"),
-            "coalesce_key and key_rate_per_s need delivery = \"ephemeral\"",
-        );
-    }
-    if !ephemeral {
-        return Delivery::Durable;
-    }
-    let coalesce_key = coalesce_key.unwrap_or_else(|| "/actor_id".into());
-    if !coalesce_key.starts_with('/') {
-        p.add(
-            &r.path_of("coalesce_key"),
-            format!("{coalesce_key:?} is not a JSON pointer such as \"/actor_id\""),
-        );
-    }
-    Delivery::Ephemeral(Ephemeral {
-        coalesce_key,
-        key_rate_per_s: key_rate.map_or(60, |v| v.min(u64::from(u32::MAX)) as u32),
-    })
+    require
 }
 
-/// `resource_kind`: a lower-case name (`thread`, `canvas`, …) that goes into registry URLs.
-fn read_resource_kind(r: &mut Reader<'_>, p: &mut Problems) -> String {
-    let kind = r
-        .string("resource_kind", p)
-        .unwrap_or_else(|| "thread".into());
-    let ok = kind.len() <= 32
-        && kind.starts_with(|c: char| c.is_ascii_lowercase())
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !ok {
-        p.add(
-            &r.path_of("resource_kind"),
-            format!("{kind:?} is not a lower-case name such as \"canvas\" (a-z, 0-9, _)"),
-        );
+/// An optional JSON pointer key (`registers_thread`).
+fn read_pointer(r: &mut Reader<'_>, key: &'static str, p: &mut Problems) -> Option<String> {
+    let ptr = r.string(key, p);
+    if ptr.as_ref().is_some_and(|ptr| !ptr.starts_with('/')) {
+        p.add(&r.path_of(key), "must be a JSON pointer such as \"/id\"");
     }
-    kind
+    ptr
 }
 
 /// `ws_event_id`: a JSON pointer (default `/id`).
@@ -376,74 +328,6 @@ fn read_pattern(r: &mut Reader<'_>, p: &mut Problems) -> Option<Pattern> {
             p.add(&r.path_of("path"), "is required");
             None
         }
-    }
-}
-
-fn read_kind(r: &mut Reader<'_>, p: &mut Problems) -> Option<Rail> {
-    match r.string("kind", p).as_deref() {
-        Some("sse") => Some(Rail::Sse),
-        Some("ws") => Some(Rail::Ws),
-        Some("http") | None => Some(Rail::Http),
-        Some(other) => {
-            p.add(
-                &r.path_of("kind"),
-                format!("{other:?} is not \"sse\", \"ws\" or \"http\""),
-            );
-            None
-        }
-    }
-}
-
-fn read_scope(r: &mut Reader<'_>, p: &mut Problems) -> StreamScope {
-    match r.string("stream_scope", p).as_deref() {
-        None | Some("thread") => StreamScope::Thread,
-        Some("user") => StreamScope::User,
-        Some(other) => {
-            p.add(
-                &r.path_of("stream_scope"),
-                format!("{other:?} is not \"thread\" or \"user\""),
-            );
-            StreamScope::Thread
-        }
-    }
-}
-
-fn read_hello(r: &mut Reader<'_>, p: &mut Problems) -> HelloMode {
-    match r.string("hello", p).as_deref() {
-        None | Some("forward") => HelloMode::Forward,
-        Some("consume") => HelloMode::Consume,
-        Some(other) => {
-            p.add(
-                &r.path_of("hello"),
-                format!("{other:?} is not \"forward\" or \"consume\""),
-            );
-            HelloMode::Forward
-        }
-    }
-}
-
-/// `auth`: JWTs only on HTTP routes by default, JWTs and tickets on SSE and WS.
-fn read_accepts(r: &mut Reader<'_>, kind: Rail, p: &mut Problems) -> Accepts {
-    let default_auth: &[&str] = if kind == Rail::Http {
-        &["jwt"]
-    } else {
-        &["jwt", "ticket"]
-    };
-    let auth = r
-        .strings("auth", p)
-        .unwrap_or_else(|| default_auth.iter().map(|s| s.to_string()).collect());
-    for a in &auth {
-        if a != "jwt" && a != "ticket" {
-            p.add(
-                &r.path_of("auth"),
-                format!("{a:?} is not \"jwt\" or \"ticket\""),
-            );
-        }
-    }
-    Accepts {
-        jwt: auth.iter().any(|a| a == "jwt"),
-        ticket: auth.iter().any(|a| a == "ticket"),
-        resume_grant: kind == Rail::Sse,
     }
 }
 

@@ -40,14 +40,8 @@ pub struct Metrics {
     isolation_violations_total: IntCounterVec,
     /// Events not delivered because the client already got them (after a reconnect or replay).
     events_deduplicated_total: IntCounterVec,
-    /// Connections and streams refused by a capacity cap.
-    capacity_refusals_total: IntCounterVec,
-    /// Client connections served, by protocol (`http/1.1`, `h2`) and whether over TLS.
-    client_connections_total: IntCounterVec,
-    /// Requests by rail and HTTP version of the client's request.
-    requests_by_protocol_total: IntCounterVec,
-    /// Events of ephemeral routes let go by design, by reason.
-    ephemeral_dropped_total: IntCounterVec,
+    /// What operators watch beyond the request path: caps, protocols, ephemeral drops.
+    ops: OpsCounters,
     /// Open SSE streams and WebSocket sessions by rail (the sum of `connections_active`).
     streams_open: IntGaugeVec,
 }
@@ -110,6 +104,49 @@ pub struct EphemeralDropped {
     pub overflow: IntCounter,
 }
 
+/// The counters of capacity, protocols and ephemeral delivery.
+struct OpsCounters {
+    /// Connections and streams refused by a capacity cap.
+    capacity_refusals_total: IntCounterVec,
+    /// Client connections served, by protocol (`http/1.1`, `h2`) and whether over TLS.
+    client_connections_total: IntCounterVec,
+    /// Requests by rail and HTTP version of the client's request.
+    requests_by_protocol_total: IntCounterVec,
+    /// Events of ephemeral routes let go by design, by reason.
+    ephemeral_dropped_total: IntCounterVec,
+}
+
+impl OpsCounters {
+    fn new(reg: &Registry) -> prometheus::Result<OpsCounters> {
+        Ok(OpsCounters {
+            capacity_refusals_total: counter(
+                reg,
+                "capacity_refusals_total",
+                "Connections and streams refused by a capacity cap",
+                &["cap"],
+            )?,
+            client_connections_total: counter(
+                reg,
+                "client_connections_total",
+                "Client connections served, by protocol and TLS",
+                &["protocol", "tls"],
+            )?,
+            requests_by_protocol_total: counter(
+                reg,
+                "requests_by_protocol_total",
+                "Requests by rail and HTTP version",
+                &["transport", "protocol"],
+            )?,
+            ephemeral_dropped_total: counter(
+                reg,
+                "ephemeral_dropped_total",
+                "Events of ephemeral routes let go: superseded, overflow, rate_cap",
+                &["route", "reason"],
+            )?,
+        })
+    }
+}
+
 impl Metrics {
     /// Registers every metric.
     pub fn new(tenant_labels: Vec<String>) -> prometheus::Result<Metrics> {
@@ -168,26 +205,7 @@ impl Metrics {
                 "Events a client already got, not delivered again",
                 &["route", "rail"],
             )?,
-            capacity_refusals_total: c(
-                "capacity_refusals_total",
-                "Connections and streams refused by a capacity cap",
-                &["cap"],
-            )?,
-            client_connections_total: c(
-                "client_connections_total",
-                "Client connections served, by protocol and TLS",
-                &["protocol", "tls"],
-            )?,
-            requests_by_protocol_total: c(
-                "requests_by_protocol_total",
-                "Requests by rail and HTTP version",
-                &["transport", "protocol"],
-            )?,
-            ephemeral_dropped_total: c(
-                "ephemeral_dropped_total",
-                "Events of ephemeral routes let go: superseded, overflow, rate_cap",
-                &["route", "reason"],
-            )?,
+            ops: OpsCounters::new(&registry)?,
             connections_active,
             streams_open,
             event_relay_seconds,
@@ -231,7 +249,8 @@ impl Metrics {
                 .with_label_values(&[code.as_str()]);
         }
         for cap in crate::caps::Cap::ALL {
-            self.capacity_refusals_total
+            self.ops
+                .capacity_refusals_total
                 .with_label_values(&[cap.label()]);
         }
         for result in Lookup::ALL {
@@ -243,11 +262,13 @@ impl Metrics {
         }
         for protocol in ["http/1.1", "h2"] {
             for tls in ["true", "false"] {
-                self.client_connections_total
+                self.ops
+                    .client_connections_total
                     .with_label_values(&[protocol, tls]);
             }
             for rail in [Rail::Http, Rail::Sse, Rail::Ws] {
-                self.requests_by_protocol_total
+                self.ops
+                    .requests_by_protocol_total
                     .with_label_values(&[rail.label(), protocol]);
             }
         }
@@ -329,7 +350,8 @@ impl Metrics {
             http::Version::HTTP_10 => "http/1.0",
             _ => "http/1.1",
         };
-        self.requests_by_protocol_total
+        self.ops
+            .requests_by_protocol_total
             .with_label_values(&[rail.label(), protocol])
             .inc();
     }
@@ -337,7 +359,8 @@ impl Metrics {
     /// What an ephemeral route's client overflow lets go (`superseded`, `overflow`).
     pub fn ephemeral_dropped(&self, route: &str) -> EphemeralDropped {
         let c = |reason| {
-            self.ephemeral_dropped_total
+            self.ops
+                .ephemeral_dropped_total
                 .with_label_values(&[route, reason])
         };
         EphemeralDropped {
@@ -348,20 +371,23 @@ impl Metrics {
 
     /// Events of an ephemeral route over its per-key rate (`rate_cap`).
     pub fn ephemeral_rate_capped(&self, route: &str) -> IntCounter {
-        self.ephemeral_dropped_total
+        self.ops
+            .ephemeral_dropped_total
             .with_label_values(&[route, "rate_cap"])
     }
 
     /// One client connection served over `protocol` (`http/1.1` or `h2`).
     pub fn client_connection(&self, protocol: &str, tls: bool) {
-        self.client_connections_total
+        self.ops
+            .client_connections_total
             .with_label_values(&[protocol, if tls { "true" } else { "false" }])
             .inc();
     }
 
     /// One refusal by a capacity cap.
     pub fn capacity_refusal(&self, cap: crate::caps::Cap) {
-        self.capacity_refusals_total
+        self.ops
+            .capacity_refusals_total
             .with_label_values(&[cap.label()])
             .inc();
     }

@@ -6,7 +6,6 @@
 //! upstream's rate.
 
 use crate::metrics::EphemeralDropped as Dropped;
-use crate::proxy::sse_queue::Batch;
 use crate::sse::Event;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -50,12 +49,13 @@ impl Overflow {
         self.lock().items.is_empty()
     }
 
-    /// Puts a batch's events in, each replacing the waiting event of its key.
-    pub fn put(&self, batch: &Batch) {
+    /// Puts events in (with their shared heads and coalescing keys), each replacing the
+    /// waiting event of its key.
+    pub fn put(&self, events: &[Arc<Event>], heads: &[Option<Bytes>], keys: &[Option<String>]) {
         let waker = {
             let mut inner = self.lock();
-            for (i, (ev, head)) in batch.events.iter().zip(&batch.heads).enumerate() {
-                let key = batch.keys.get(i).cloned().flatten();
+            for (i, (ev, head)) in events.iter().zip(heads).enumerate() {
+                let key = keys.get(i).cloned().flatten();
                 if let Some(at) = inner.items.iter().position(|(k, _, _)| *k == key) {
                     inner.items.remove(at);
                     self.dropped.superseded.inc();
@@ -110,13 +110,10 @@ mod tests {
         }
     }
 
-    fn batch(items: &[(u32, &str)]) -> Batch {
-        let mut b = Batch::new(
-            items.iter().map(|(n, _)| ev(*n)).collect(),
-            vec![None; items.len()],
-        );
-        b.keys = items.iter().map(|(_, k)| Some(k.to_string())).collect();
-        b
+    fn put(o: &Overflow, items: &[(u32, &str)]) {
+        let events: Vec<_> = items.iter().map(|(n, _)| ev(*n)).collect();
+        let keys: Vec<_> = items.iter().map(|(_, k)| Some(k.to_string())).collect();
+        o.put(&events, &vec![None; items.len()], &keys);
     }
 
     fn data(taken: &[(Arc<Event>, Option<Bytes>)]) -> Vec<String> {
@@ -130,11 +127,11 @@ mod tests {
     fn keeps_the_newest_per_key_in_order_and_at_most_max_keys() {
         let d = counters();
         let o = Overflow::new(2, d.clone());
-        o.put(&batch(&[(1, "a"), (2, "b"), (3, "a")]));
+        put(&o, &[(1, "a"), (2, "b"), (3, "a")]);
         let waker = futures_util::task::noop_waker();
         assert_eq!(data(&o.take(&waker)), ["{\"n\":2}", "{\"n\":3}"]);
         assert_eq!(d.superseded.get(), 1);
-        o.put(&batch(&[(4, "a"), (5, "b"), (6, "c")]));
+        put(&o, &[(4, "a"), (5, "b"), (6, "c")]);
         assert_eq!(data(&o.take(&waker)), ["{\"n\":5}", "{\"n\":6}"]);
         assert_eq!(d.overflow.get(), 1);
         assert!(o.take(&waker).is_empty() && o.is_empty());

@@ -130,15 +130,16 @@ impl ClientTx {
         let Some(overflow) = &self.overflow else {
             return self.try_queue(chunk);
         };
+        let spill = |b: &Batch| overflow.put(&b.events, &b.heads, &b.keys);
         if let Chunk::Events(batch) = &chunk {
             if !overflow.is_empty() {
-                overflow.put(batch);
+                spill(batch);
                 return Ok(());
             }
         }
         match (self.try_queue(chunk.clone()), chunk) {
             (Err(Refused::Full), Chunk::Events(batch)) => {
-                overflow.put(&batch);
+                spill(&batch);
                 Ok(())
             }
             (Err(Refused::Full), Chunk::Raw(_)) => Ok(()),

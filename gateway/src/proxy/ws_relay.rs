@@ -27,7 +27,7 @@ use crate::presence::{is_snapshot_request, Member, Place};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
-use crate::proxy::ws_upstream::{event_id, upstream_error, Held, Target, UpstreamWs};
+use crate::proxy::ws_upstream::{self, event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
 use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
@@ -99,15 +99,8 @@ impl WsRelay {
             slot,
         } = greeted;
         let thread = admitted.thread_id.clone().unwrap_or_default();
-        let mut place = vec![(route.resource.clone(), thread.clone())];
-        place.extend(
-            route
-                .scope(&admitted.ctx)
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
         WsRelay {
-            place: Place(place),
+            place: Place(route.place(&thread, &admitted.ctx)),
             gw: gw.clone(),
             route: route.clone(),
             stamp: Stamp::for_resource(&admitted.ctx, &route.resource, &thread),
@@ -187,7 +180,7 @@ impl WsRelay {
             let upstream = &mut self.upstream;
             let step = tokio::select! {
                 _ = tokio::time::sleep_until(self.retry_at), if down => Event::Retry,
-                msg = next(upstream) => Event::Upstream(msg),
+                msg = ws_upstream::next(upstream) => Event::Upstream(msg),
                 msg = client.next() => Event::Client(msg),
                 Some(text) = presence.recv() => Event::Presence(text),
                 _ = ping.tick() => Event::Tick,
@@ -296,14 +289,13 @@ impl WsRelay {
             self.last_id = Some(id);
         }
         let out = match stamp(text, &self.stamp) {
-            Stamped::Foreign(Crossing::Tenant) => {
-                self.violation(Violation::ForeignTenant);
-                tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message names a foreign tenant; dropped");
-                return Ok(());
-            }
-            Stamped::Foreign(Crossing::Scope(key)) => {
-                self.violation(Violation::ForeignScope);
-                tracing::warn!(route = %self.route.name, thread_id = %self.thread, key, "upstream message names another scope than the stream's; dropped");
+            Stamped::Foreign(crossing) => {
+                let (reason, what) = match crossing {
+                    Crossing::Tenant => (Violation::ForeignTenant, "a foreign tenant".to_owned()),
+                    Crossing::Scope(key) => (Violation::ForeignScope, format!("another {key}")),
+                };
+                self.violation(reason);
+                tracing::warn!(route = %self.route.name, thread_id = %self.thread, "upstream message names {what}; dropped");
                 return Ok(());
             }
             Stamped::Malformed => {
@@ -449,12 +441,4 @@ enum Event {
     Presence(String),
     Tick,
     End(Denial),
-}
-
-/// The upstream's next message; never ready while there is no upstream.
-async fn next(upstream: &mut Option<UpstreamWs>) -> Option<Result<Message, WsError>> {
-    match upstream.as_mut() {
-        Some(u) => u.next().await,
-        None => std::future::pending().await,
-    }
 }

@@ -196,3 +196,15 @@ impl Held {
         self.queue.push_front(m);
     }
 }
+
+/// The upstream's next message; never ready while there is no upstream.
+pub async fn next(
+    upstream: &mut Option<UpstreamWs>,
+) -> Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
+{
+    use futures_util::StreamExt;
+    match upstream.as_mut() {
+        Some(u) => u.next().await,
+        None => std::future::pending().await,
+    }
+}
