@@ -21,6 +21,36 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
+/// Drops a cached owner here and, in cluster mode, on every other replica.
+async fn forget(admin: &Admin, key: String) -> bool {
+    let dropped = admin.gw.live().registry.forget(&key).await;
+    if let Some(c) = &admin.gw.cluster {
+        c.publish(&crate::cluster::events::Change::Forget { key })
+            .await;
+    }
+    dropped
+}
+
+/// `/readyz`: ready unless draining or the upstream is unreachable; the body says what each
+/// dependency is doing (the cluster's state degrades tickets only, so it does not fail it).
+async fn readyz(admin: &Admin) -> Response<Body> {
+    let cluster = match &admin.gw.cluster {
+        None => "cluster: off (single node)",
+        Some(c) if c.is_up() => "cluster: up",
+        Some(_) => "cluster: down (first uses of tickets are refused; streams go on)",
+    };
+    let (status, head) = if admin.gw.draining.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if upstream_reachable(admin).await {
+        (StatusCode::OK, "ready\nupstream: reachable")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable")
+    };
+    let mut r = Response::new(full(format!("{head}\n{cluster}\n")));
+    *r.status_mut() = status;
+    r
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
@@ -106,15 +136,7 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
             r
         }
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (Method::GET, ["readyz"]) => {
-            if admin.gw.draining.is_cancelled() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            } else if upstream_reachable(&admin).await {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n")
-            }
-        }
+        (Method::GET, ["readyz"]) => readyz(&admin).await,
         (method, ["admin", rest @ ..]) => {
             if let Some(resp) = refusal(&admin, &req) {
                 return resp;
@@ -127,7 +149,7 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
                 ),
                 (Method::POST, ["reload"]) => reload(&admin).await,
                 (Method::DELETE, ["registry", id]) => {
-                    let dropped = admin.gw.live().registry.forget(id).await;
+                    let dropped = forget(&admin, id.to_string()).await;
                     json(
                         StatusCode::OK,
                         &j!({"thread_id": id, "dropped": dropped}),
@@ -135,8 +157,7 @@ pub async fn handle<B>(admin: Arc<Admin>, req: Request<B>) -> Response<Body> {
                     )
                 }
                 (Method::DELETE, ["registry", kind, id]) => {
-                    let key = crate::registry::key(kind, id);
-                    let dropped = admin.gw.live().registry.forget(&key).await;
+                    let dropped = forget(&admin, crate::registry::key(kind, id)).await;
                     json(
                         StatusCode::OK,
                         &j!({"kind": kind, "id": id, "dropped": dropped}),

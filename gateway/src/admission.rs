@@ -237,10 +237,10 @@ pub async fn ownership(
 
 /// The last phase, after the rail's own checks: a first-use ticket is marked used (a second
 /// request racing with it gets `auth.ticket_replayed` here).
-pub fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denial> {
+pub async fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denial> {
     let verified = &admitted.verified;
     match verified.ticket.as_ref() {
-        Some(t) if !verified.ticket_resumed => gw.live().auth.book.consume(t, clock::now()),
+        Some(t) if !verified.ticket_resumed => gw.live().auth.book.spend(t, clock::now()).await,
         _ => Ok(()),
     }
 }

@@ -119,6 +119,8 @@ pub struct Gateway {
     pub caps: Arc<Caps>,
     /// Used tickets, kept across reloads.
     pub book: Arc<TicketBook>,
+    /// Cluster mode's shared state (`[cluster]`; read at start-up, not reloaded).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The client listener's certificate (`[tls]`), when it speaks TLS.
     pub tls: Option<Arc<crate::inbound::CertStore>>,
     /// Where `SIGHUP` and `POST /admin/reload` read the configuration (`None`: no file).
@@ -197,11 +199,21 @@ impl Gateway {
                 .map_err(|e| vec![format!("metrics: {e}")])?,
         );
         metrics.declare(&config.routes);
-        let book = Arc::new(TicketBook::new(
-            config.auth.max_used_tickets,
-            config.auth.max_used_tickets_per_tenant,
-            crate::clock::now() + 1,
-        ));
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let gauge = metrics.cluster_gauge().map_err(|e| vec![e])?;
+                Some(crate::cluster::Cluster::new(c, gauge).map_err(|e| vec![e])?)
+            }
+            None => None,
+        };
+        let book = Arc::new(
+            TicketBook::new(
+                config.auth.max_used_tickets,
+                config.auth.max_used_tickets_per_tenant,
+                crate::clock::now() + 1,
+            )
+            .with_cluster(cluster.clone()),
+        );
         let admin_token = env
             .get(crate::env::names::ADMIN_TOKEN)
             .filter(|t| !t.trim().is_empty());
@@ -228,6 +240,7 @@ impl Gateway {
             admin_token,
             caps,
             book,
+            cluster,
             tls,
             reload_from: Default::default(),
             hubs: Default::default(),

@@ -323,9 +323,10 @@ impl Auth {
         })
     }
 
-    /// A ticket, checked: a first use (fresh, unexpired, unused) or a resume its grant covers
-    /// until the ticket's session end (`sx`), even past the ticket's own `exp`.
-    fn verify_ticket(
+    /// A ticket, checked: a resume its grant covers until the ticket's session end (`sx`), even
+    /// past the ticket's own `exp` (decided without the used-ticket book, so resumes go on while
+    /// a cluster's state is unreachable); else a first use (fresh, unexpired, unused).
+    async fn verify_ticket(
         &self,
         raw: &str,
         grant: Option<&str>,
@@ -333,20 +334,21 @@ impl Auth {
     ) -> Result<(TicketClaims, bool), Denial> {
         let secrets = self.secrets()?;
         let t = ticket::open(raw, secrets, now)?;
-        let expired = now >= t.exp;
-        if !expired && !self.book.is_spent(&t) {
-            return Ok((t, false));
-        }
         let granted = grant
             .and_then(|g| ticket::verify_grant(g, secrets, now))
             .is_some_and(|g| g.covers(&t));
-        match (granted, expired) {
-            (true, _) => Ok((t, true)),
-            (false, true) => Err(Denial::with_message(
+        if granted {
+            return Ok((t, true));
+        }
+        if now >= t.exp {
+            return Err(Denial::with_message(
                 ErrorCode::TicketInvalid,
                 "ticket has expired",
-            )),
-            (false, false) => Err(Denial::new(ErrorCode::TicketReplayed)),
+            ));
+        }
+        match self.book.spent(&t).await? {
+            false => Ok((t, false)),
+            true => Err(Denial::new(ErrorCode::TicketReplayed)),
         }
     }
 
@@ -362,7 +364,9 @@ impl Auth {
             out.token = Some(self.verify_jwt(raw, now).await?);
         }
         if let (Some(raw), true) = (&presented.ticket, accepts.ticket) {
-            let (t, resumed) = self.verify_ticket(raw, presented.grant.as_deref(), now)?;
+            let (t, resumed) = self
+                .verify_ticket(raw, presented.grant.as_deref(), now)
+                .await?;
             out.ticket_resumed = resumed;
             out.ticket = Some(t);
         }

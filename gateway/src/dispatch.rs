@@ -86,7 +86,7 @@ async fn serve(
         out.route = tickets::ROUTE.into();
         let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
         conn.authenticated();
-        admission::spend_ticket(gw, &admitted)?;
+        admission::spend_ticket(gw, &admitted).await?;
         let body = req.into_body();
         return tickets::issue(gw, &admitted, body).await.map(Answer::Done);
     }
@@ -107,7 +107,7 @@ async fn serve(
             within_body_limit(&live.config, &req)?;
             let admitted = admit(gw, &adm, &req, out).await?;
             conn.authenticated();
-            admission::spend_ticket(gw, &admitted)?;
+            admission::spend_ticket(gw, &admitted).await?;
             proxy::http::forward(gw, route, &caps, &admitted, req, &fwd)
                 .await
                 .map(Answer::Done)
@@ -121,7 +121,7 @@ async fn serve(
                 false => None,
             };
             let slot = gw.stream_slot(admitted.ctx.tenant_id())?;
-            admission::spend_ticket(gw, &admitted)?;
+            admission::spend_ticket(gw, &admitted).await?;
             let checked = proxy::sse::Checked {
                 admitted: &admitted,
                 cursor,

@@ -288,11 +288,23 @@ impl Registry {
                 ));
             }
         }
+        self.remember(kind, id, record).await;
+        Ok(())
+    }
+
+    /// Records an owner learned here or by another replica (which already checked it against
+    /// any previous owner).
+    pub async fn remember(&self, kind: &str, id: &str, record: ThreadRecord) {
         self.count(Lookup::Learned);
         let key = key(kind, id);
         self.stale.insert(key.clone(), record.clone()).await;
         self.fresh.insert(key, Answer::Found(record)).await;
-        Ok(())
+    }
+
+    /// Drops every cached answer (after missing other replicas' changes).
+    pub fn forget_all(&self) {
+        self.fresh.invalidate_all();
+        self.stale.invalidate_all();
     }
 
     /// Drops a cached entry by its [`key`] (`DELETE /admin/registry/{id}` for a thread,

@@ -174,7 +174,43 @@ where
 /// Upkeep: journal sweeps, the registry file's changes, the JWKS refresh. Each reads the
 /// configuration in force when it runs, so a reload that adds a registry file or a JWKS URL
 /// is followed too.
+/// Cluster mode: the health check every second, and the other replicas' registry changes
+/// applied here (the whole cache dropped whenever the subscription is re-made).
+fn spawn_cluster(gw: &Arc<Gateway>) {
+    use crate::cluster::events::{Change, Heard};
+    let Some(cluster) = gw.cluster.clone() else {
+        return;
+    };
+    every(
+        gw,
+        |_| Duration::from_secs(1),
+        |gw| async move {
+            if let Some(c) = &gw.cluster {
+                c.check().await;
+            }
+        },
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move { cluster.follow(tx).await });
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        while let Some(heard) = rx.recv().await {
+            let registry = gw.live().registry.clone();
+            match heard {
+                Heard::Subscribed => registry.forget_all(),
+                Heard::Change(Change::Forget { key }) => {
+                    registry.forget(&key).await;
+                }
+                Heard::Change(Change::Learn { kind, id, record }) => {
+                    registry.remember(&kind, &id, record).await
+                }
+            }
+        }
+    });
+}
+
 fn spawn_background(gw: &Arc<Gateway>) {
+    spawn_cluster(gw);
     every(
         gw,
         |_| Duration::from_secs(30),

@@ -1,9 +1,10 @@
 //! The used-ticket book: single use of tickets, in memory, bounded in total and per tenant.
 
+use crate::cluster::Cluster;
 use railgate_policy::ticket::TicketClaims;
 use railgate_policy::{Denial, ErrorCode};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Tickets already used, remembered until they expire, in memory. Bounded in total and per
 /// tenant: when a tenant has as many live used tickets as its share, its new tickets are refused
@@ -14,11 +15,15 @@ use std::sync::Mutex;
 /// whose tickets are fresh; `bind` holds READY until it has begun, so every ticket minted
 /// against this process (by `POST /auth/tickets` or a backend) is fresh, and none used before a
 /// restart is.
+///
+/// In cluster mode the book is Redis's: a ticket is used once across every replica and across
+/// their restarts, so the epoch rule does not apply (see [`crate::cluster`]).
 pub struct TicketBook {
     used: Mutex<Used>,
     cap: usize,
     per_tenant: usize,
     epoch: u64,
+    cluster: Option<Arc<Cluster>>,
 }
 
 #[derive(Default)]
@@ -52,6 +57,34 @@ impl TicketBook {
             cap: cap.max(1),
             per_tenant: per_tenant.max(1),
             epoch,
+            cluster: None,
+        }
+    }
+
+    /// The same book, kept in the cluster's Redis when there is one.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> TicketBook {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Whether the ticket was used: on any replica in cluster mode (`cluster.unavailable` when
+    /// that cannot be known), else as [`TicketBook::is_spent`].
+    pub async fn spent(&self, t: &TicketClaims) -> Result<bool, Denial> {
+        match &self.cluster {
+            Some(c) => c.ticket_used(&t.tid).await,
+            None => Ok(self.is_spent(t)),
+        }
+    }
+
+    /// Marks the ticket used: atomically across the cluster in cluster mode, else as
+    /// [`TicketBook::consume`].
+    pub async fn spend(&self, t: &TicketClaims, now: u64) -> Result<(), Denial> {
+        match &self.cluster {
+            Some(c) => match c.use_ticket(&t.tid, t.exp).await? {
+                true => Ok(()),
+                false => Err(Denial::new(ErrorCode::TicketReplayed)),
+            },
+            None => self.consume(t, now),
         }
     }
 

@@ -121,6 +121,8 @@ codes! {
     UpstreamTimeout => ("upstream.timeout", 504, true, 1011, false, "upstream timed out"),
     /// Registry unreachable and nothing fresh cached: fail closed.
     RegistryUnavailable => ("registry.unavailable", 503, true, 1011, false, "thread registry is unavailable"),
+    /// Cluster state (Redis) unreachable where the gateway must fail closed (a ticket's first use).
+    ClusterUnavailable => ("cluster.unavailable", 503, true, 1011, false, "cluster state is unavailable"),
     /// Shutting down.
     Draining => ("gateway.draining", 503, true, 1001, false, "gateway is shutting down"),
     /// A capacity cap is reached (connections, unauthenticated connections, a tenant's streams).

@@ -51,6 +51,7 @@ fn every_code_has_its_contract_status_retry_flag_and_close_code() {
         (UpstreamUnavailable, "upstream.unavailable", 503, true, 1011),
         (UpstreamTimeout, "upstream.timeout", 504, true, 1011),
         (RegistryUnavailable, "registry.unavailable", 503, true, 1011),
+        (ClusterUnavailable, "cluster.unavailable", 503, true, 1011),
         (Draining, "gateway.draining", 503, true, 1001),
         (Overloaded, "gateway.overloaded", 503, true, 1013),
         (FeatureDisabled, "feature.disabled", 403, false, 4003),

@@ -5,6 +5,7 @@
 //! - [`browser`]: headless Chromium over the DevTools protocol, in real time.
 //! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
 //! - [`stack`]: a gateway in front of a mock on free ports, with tokens, threads and metrics.
+//! - [`redis`]: a real `redis-server` on a free port, for cluster mode.
 //! - [`chaos`]: a replayable seed, and events parsed from a prefix cut mid-event.
 //! - [`peer`]: a backend on third-party Python stacks (starlette, sse-starlette, websockets).
 //! - [`autobahn`]: the header-and-hello relay that lets the Autobahn suite through admission.
@@ -17,6 +18,7 @@ pub mod chaos;
 pub mod client;
 pub mod peer;
 pub mod process;
+pub mod redis;
 pub mod stack;
 pub mod tls;
 

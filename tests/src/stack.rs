@@ -92,6 +92,31 @@ impl Stack {
         self.gw = spawn_gateway(self.dir.path(), Some(&addr));
     }
 
+    /// Another gateway with this stack's configuration, in front of the same mock (a replica),
+    /// and the directory holding its copy of the config.
+    pub fn replica(&self) -> (Proc, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            self.dir.path().join("railgate.toml"),
+            dir.path().join("railgate.toml"),
+        )
+        .expect("copy config");
+        (spawn_gateway(dir.path(), None), dir)
+    }
+
+    /// Restarts a replica started by [`Stack::replica`] (SIGTERM and drain) on its address.
+    pub fn restart_replica(replica: &mut Proc, dir: &std::path::Path) {
+        let addr = replica.addr();
+        replica.signal(15);
+        assert!(
+            replica
+                .wait_exit(std::time::Duration::from_secs(30))
+                .is_some(),
+            "replica did not exit after SIGTERM"
+        );
+        *replica = spawn_gateway(dir, Some(&addr));
+    }
+
     /// Gateway address.
     pub fn addr(&self) -> String {
         self.gw.addr()

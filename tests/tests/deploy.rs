@@ -293,3 +293,72 @@ fn the_deployed_gateway_is_built_without_the_demo_backend() {
         "the default build keeps the demo"
     );
 }
+
+#[test]
+fn cluster_compose_balancer_and_kubernetes_example_agree_with_their_configs() {
+    let compose: Yaml = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("deploy/docker-compose.cluster.yml")).expect("read"),
+    )
+    .expect("yaml");
+    let config = std::fs::read_to_string(root().join("deploy/examples/railgate.cluster.toml"))
+        .expect("read");
+    let t: toml::Table = config.parse().expect("toml");
+    let redis_url = t["cluster"]["redis_url"].as_str().expect("redis_url");
+    assert_eq!(redis_url, "redis://redis:6379/0");
+    assert!(compose["services"]["redis"].is_mapping(), "a redis service");
+    let (listen, admin) = (
+        port(&toml_str(&config, "listen")),
+        port(&toml_str(&config, "admin_listen")),
+    );
+    let haproxy = std::fs::read_to_string(root().join("deploy/haproxy/haproxy.cfg")).expect("read");
+    for n in 1..=3 {
+        let svc = &compose["services"][format!("railgate-{n}").as_str()];
+        assert!(svc.is_mapping(), "railgate-{n}");
+        let server = format!("server railgate-{n} railgate-{n}:{listen} check port {admin}");
+        assert!(haproxy.contains(&server), "{server}");
+    }
+    let anchor = &compose["x-railgate"];
+    let mounts: Vec<&str> = anchor["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["./examples/railgate.cluster.toml:/etc/railgate/railgate.toml:ro"]
+    );
+    assert!(compose["services"]["balancer"]["volumes"][0]
+        .as_str()
+        .is_some_and(|v| v.starts_with("./haproxy/haproxy.cfg:")));
+
+    let text =
+        std::fs::read_to_string(root().join("deploy/k8s/railgate-cluster.yaml")).expect("read");
+    let docs: Vec<Yaml> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("yaml doc"))
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "Secret",
+            "ConfigMap",
+            "StatefulSet",
+            "Service",
+            "Deployment",
+            "Service"
+        ]
+    );
+    let config = docs[1]["data"]["railgate.toml"].as_str().expect("config");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("railgate.toml");
+    std::fs::write(&path, config).expect("write");
+    assert_eq!(check(&path, &[("AUTH_JWT_SIGNING", "x")]).0, 0);
+    let t: toml::Table = config.parse().expect("toml");
+    let host = docs[3]["metadata"]["name"].as_str().expect("redis service");
+    assert_eq!(
+        t["cluster"]["redis_url"].as_str(),
+        Some(format!("redis://{host}:6379/0").as_str())
+    );
+    assert_eq!(docs[4]["spec"]["replicas"].as_u64(), Some(3));
+}

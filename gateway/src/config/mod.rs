@@ -2,6 +2,7 @@
 //! TOML file, then the environment, then command-line flags. Reading collects every problem with
 //! its key path, so `railgate check` can print them all at once.
 
+mod cluster;
 pub mod locate;
 mod pattern;
 mod reader;
@@ -9,6 +10,7 @@ pub mod route;
 mod route_keys;
 mod sections;
 
+pub use cluster::ClusterConfig;
 pub use route::{Accepts, Delivery, Ephemeral, HelloMode, Pattern, Rail, Route, StreamScope};
 
 use crate::env::{names, Env};
@@ -61,6 +63,8 @@ pub struct Config {
     pub tls: Option<ListenerTls>,
     /// `[tenants."<id>"]`: per-tenant switches.
     pub tenants: std::collections::HashMap<String, TenantFlags>,
+    /// `[cluster]`: replicas sharing tickets and registry changes through Redis.
+    pub cluster: Option<ClusterConfig>,
     /// Routes, matched in order.
     pub routes: Vec<Route>,
 }
@@ -387,6 +391,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         .and_then(|t| sections::read_listener_tls(t, p));
     let routes = route::read_routes(r.tables("routes", p).unwrap_or_default(), &upstream, p);
     let tenants = sections::read_tenants(&mut r, &routes, p);
+    let cluster = cluster::read_cluster(r.table("cluster", p), p);
     r.finish(p);
     Some(Config {
         listen: listen?,
@@ -406,6 +411,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         tls_ca_file,
         tls,
         tenants,
+        cluster,
         routes,
     })
 }

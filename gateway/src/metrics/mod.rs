@@ -356,6 +356,19 @@ impl Metrics {
             .inc();
     }
 
+    /// `railgate_cluster_up` (registered in cluster mode only): 1 while Redis answers.
+    pub fn cluster_gauge(&self) -> Result<IntGauge, String> {
+        let g = IntGauge::new(
+            "railgate_cluster_up",
+            "1 while the cluster state (Redis) answers",
+        )
+        .map_err(|e| e.to_string())?;
+        self.registry
+            .register(Box::new(g.clone()))
+            .map_err(|e| format!("metrics: {e}"))?;
+        Ok(g)
+    }
+
     /// What an ephemeral route's client overflow lets go (`superseded`, `overflow`).
     pub fn ephemeral_dropped(&self, route: &str) -> EphemeralDropped {
         let c = |reason| {

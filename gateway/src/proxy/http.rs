@@ -3,6 +3,7 @@
 use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::body::{full, Body, BoxError};
+use crate::cluster::events::Change;
 use crate::config::route::Captures;
 use crate::config::Route;
 use crate::metrics::Violation;
@@ -150,13 +151,14 @@ async fn learn_and_return(
                 project_id: admitted.ctx.get(Field::Project).map(str::to_owned),
                 disabled_routes: Vec::new(),
             };
-            match gw
-                .live()
-                .registry
-                .learn(&route.resource_kind, &id, record)
-                .await
-            {
-                Ok(()) => {}
+            let kind = &route.resource_kind;
+            match gw.live().registry.learn(kind, &id, record.clone()).await {
+                Ok(()) => {
+                    if let Some(c) = &gw.cluster {
+                        let (kind, id) = (kind.clone(), id.clone());
+                        c.publish(&Change::Learn { kind, id, record }).await;
+                    }
+                }
                 Err(d) if d.code == ErrorCode::ThreadForbidden => {
                     gw.metrics
                         .isolation_violations(&route.name, Violation::ThreadTakeover)

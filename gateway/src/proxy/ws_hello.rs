@@ -128,7 +128,7 @@ impl Session {
             .gw
             .stream_slot(admitted.ctx.tenant_id())
             .map_err(End::Deny)?;
-        spend_ticket(&self.gw, &admitted).map_err(End::Deny)?;
+        spend_ticket(&self.gw, &admitted).await.map_err(End::Deny)?;
         Ok(Greeted {
             admitted,
             cursor,

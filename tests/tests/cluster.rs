@@ -1,0 +1,204 @@
+//! Cluster mode against real processes: a real `redis-server`, three railgate replicas with one
+//! configuration, and the mock behind them.
+
+use railgate_tests::client::{get, request, SseStream};
+use railgate_tests::eventually;
+use railgate_tests::process::Proc;
+use railgate_tests::redis::Redis;
+use railgate_tests::stack::{
+    assert_envelope, full_headers, metric_value, refs, ticket_for, token, Stack, ADMIN_TOKEN,
+};
+use serde_json::json;
+
+struct Cluster {
+    redis: Redis,
+    a: Stack,
+    b: (Proc, tempfile::TempDir),
+    c: (Proc, tempfile::TempDir),
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let redis = Redis::start();
+        let a = Stack::start(&format!("[cluster]\nredis_url = \"{}\"\n", redis.url()));
+        let (b, c) = (a.replica(), a.replica());
+        Cluster { redis, a, b, c }
+    }
+
+    fn addrs(&self) -> [String; 3] {
+        [self.a.addr(), self.b.0.addr(), self.c.0.addr()]
+    }
+
+    fn admins(&self) -> [String; 3] {
+        [self.a.gw.admin(), self.b.0.admin(), self.c.0.admin()]
+    }
+}
+
+async fn metric(admin: &str, sample: &str) -> f64 {
+    let m = get(admin, "/metrics", &[]).await;
+    metric_value(&String::from_utf8_lossy(&m.body), sample)
+}
+
+async fn all_up(c: &Cluster, up: f64) -> bool {
+    for admin in c.admins() {
+        if metric(&admin, "railgate_cluster_up").await != up {
+            return false;
+        }
+    }
+    true
+}
+
+async fn open_with_ticket(addr: &str, thread: &str, ticket: &str) -> SseStream {
+    SseStream::open(addr, &format!("/sse/chat/{thread}?ticket={ticket}"), &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_is_used_once_across_replicas_and_their_restarts() {
+    let mut c = Cluster::start();
+    eventually!(10, "every replica reaches Redis", all_up(&c, 1.0).await);
+    let th = c.a.thread("t_a").await;
+    let used = ticket_for("t_a", "u1", &th, "tid-cluster-1", None);
+    // Minted now, first used only after every replica restarted: in cluster mode a replica
+    // trusts the shared book, not its own start time.
+    let later = ticket_for("t_a", "u1", &th, "tid-cluster-2", None);
+    let [a, b, cc] = c.addrs();
+    assert_eq!(open_with_ticket(&a, &th, &used).await.status, 200);
+    for addr in [&b, &cc] {
+        let r = get(addr, &format!("/sse/chat/{th}?ticket={used}"), &[]).await;
+        assert_envelope(&r, 401, "auth.ticket_replayed");
+    }
+    c.a.restart_gateway(false);
+    Stack::restart_replica(&mut c.b.0, c.b.1.path());
+    Stack::restart_replica(&mut c.c.0, c.c.1.path());
+    eventually!(
+        10,
+        "every replica reaches Redis again",
+        all_up(&c, 1.0).await
+    );
+    for addr in c.addrs() {
+        let r = get(&addr, &format!("/sse/chat/{th}?ticket={used}"), &[]).await;
+        assert_envelope(&r, 401, "auth.ticket_replayed");
+    }
+    let [_, _, cc] = c.addrs();
+    assert_eq!(open_with_ticket(&cc, &th, &later).await.status, 200);
+    let r = get(&c.a.addr(), &format!("/sse/chat/{th}?ticket={later}"), &[]).await;
+    assert_envelope(&r, 401, "auth.ticket_replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_tickets_are_refused_and_streams_go_on() {
+    let mut c = Cluster::start();
+    eventually!(10, "every replica reaches Redis", all_up(&c, 1.0).await);
+    let th = c.a.thread("t_a").await;
+    let before = ticket_for("t_a", "u1", &th, "tid-outage-1", None);
+    let mut stream = open_with_ticket(&c.a.addr(), &th, &before).await;
+    assert_eq!(stream.status, 200);
+
+    c.redis.kill9();
+    eventually!(10, "every replica sees Redis down", all_up(&c, 0.0).await);
+    let fresh = ticket_for("t_a", "u1", &th, "tid-outage-2", None);
+    let r = get(
+        &c.b.0.addr(),
+        &format!("/sse/chat/{th}?ticket={fresh}"),
+        &[],
+    )
+    .await;
+    assert_envelope(&r, 503, "cluster.unavailable");
+    let ready = get(&c.b.0.admin(), "/readyz", &[]).await;
+    assert_eq!(
+        (ready.status, String::from_utf8_lossy(&ready.body).into_owned()),
+        (
+            200,
+            "ready\nupstream: reachable\ncluster: down (first uses of tickets are refused; streams go on)\n".to_owned()
+        )
+    );
+    // A JWT stream opens, and the open ticket stream keeps flowing.
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let jwt = SseStream::open(&c.c.0.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+    assert_eq!(jwt.status, 200);
+    c.a.publish(&th, 2).await;
+    let ids: Vec<_> = stream.take(2).await.into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, [Some("1".to_owned()), Some("2".to_owned())]);
+
+    c.redis.restart();
+    eventually!(
+        15,
+        "every replica reaches Redis again",
+        all_up(&c, 1.0).await
+    );
+    let r = open_with_ticket(&c.b.0.addr(), &th, &fresh).await;
+    assert_eq!(
+        r.status, 200,
+        "the refused ticket was never used: it works now"
+    );
+    // Redis kept what it had answered (fsync'd append-only file): the first ticket stays used.
+    let r = get(
+        &c.c.0.addr(),
+        &format!("/sse/chat/{th}?ticket={before}"),
+        &[],
+    )
+    .await;
+    assert_envelope(&r, 401, "auth.ticket_replayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_evictions_and_learned_owners_reach_every_replica() {
+    let c = Cluster::start();
+    eventually!(10, "every replica reaches Redis", all_up(&c, 1.0).await);
+    let th = c.a.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let lookups = |path: String| {
+        let mock = c.a.mock_addr();
+        async move {
+            let r = get(&mock, "/_mock/requests", &[]).await.json();
+            r.as_array()
+                .map(|a| a.iter().filter(|x| x["path"] == path).count())
+                .unwrap_or(0)
+        }
+    };
+    let [a, _, cc] = c.addrs();
+    let path = format!("/chat/threads/{th}/messages");
+    assert_eq!(get(&cc, &path, &refs(&h)).await.status, 200);
+    assert_eq!(get(&cc, &path, &refs(&h)).await.status, 200);
+    let registry_path = format!("/registry/threads/{th}");
+    assert_eq!(
+        lookups(registry_path.clone()).await,
+        1,
+        "C caches the owner"
+    );
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let del = request(
+        "DELETE",
+        &c.a.gw.admin(),
+        &format!("/admin/registry/{th}"),
+        &[("authorization", bearer.as_str())],
+        vec![],
+    )
+    .await;
+    assert_eq!(del.json(), json!({"thread_id": th, "dropped": false}));
+    // The eviction published on A drops C's cached owner: C asks again.
+    eventually!(10, "C looked the owner up again", {
+        assert_eq!(get(&cc, &path, &refs(&h)).await.status, 200);
+        lookups(registry_path.clone()).await == 2
+    });
+
+    // A thread made through A: C learns its owner from A, without asking the registry.
+    let created =
+        railgate_tests::client::post_json(&a, "/chat/threads", &refs(&h), &json!({"title": "x"}))
+            .await;
+    assert_eq!(created.status, 201);
+    let new_th = created.json()["id"].as_str().expect("id").to_owned();
+    let learned = "railgate_registry_lookups_total{result=\"learned\"}";
+    eventually!(
+        10,
+        "C heard of the new owner",
+        metric(&c.c.0.admin(), learned).await == 1.0
+    );
+    let new_path = format!("/chat/threads/{new_th}/messages");
+    assert_eq!(get(&cc, &new_path, &refs(&h)).await.status, 200);
+    assert_eq!(
+        lookups(format!("/registry/threads/{new_th}")).await,
+        1,
+        "only A's check that the new thread is nobody else's"
+    );
+}
