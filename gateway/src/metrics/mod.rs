@@ -11,8 +11,12 @@ use prometheus::{
 use railgate_policy::ErrorCode;
 
 pub use labels::{Lookup, Reconnect, ReplaySource, Violation};
+pub use ops::EphemeralDropped;
 
 mod labels;
+mod ops;
+
+use ops::OpsCounters;
 
 /// Every metric of the gateway.
 pub struct Metrics {
@@ -93,58 +97,6 @@ fn process_and_build(reg: &Registry) -> prometheus::Result<IntGaugeVec> {
         prometheus::process_collector::ProcessCollector::for_self(),
     ))?;
     Ok(streams_open)
-}
-
-/// Counters of what an ephemeral route's client overflow lets go.
-#[derive(Clone)]
-pub struct EphemeralDropped {
-    /// An older event replaced by a newer one of the same key.
-    pub superseded: IntCounter,
-    /// The oldest waiting event, pushed out by a new key over the bound.
-    pub overflow: IntCounter,
-}
-
-/// The counters of capacity, protocols and ephemeral delivery.
-struct OpsCounters {
-    /// Connections and streams refused by a capacity cap.
-    capacity_refusals_total: IntCounterVec,
-    /// Client connections served, by protocol (`http/1.1`, `h2`) and whether over TLS.
-    client_connections_total: IntCounterVec,
-    /// Requests by rail and HTTP version of the client's request.
-    requests_by_protocol_total: IntCounterVec,
-    /// Events of ephemeral routes let go by design, by reason.
-    ephemeral_dropped_total: IntCounterVec,
-}
-
-impl OpsCounters {
-    fn new(reg: &Registry) -> prometheus::Result<OpsCounters> {
-        Ok(OpsCounters {
-            capacity_refusals_total: counter(
-                reg,
-                "capacity_refusals_total",
-                "Connections and streams refused by a capacity cap",
-                &["cap"],
-            )?,
-            client_connections_total: counter(
-                reg,
-                "client_connections_total",
-                "Client connections served, by protocol and TLS",
-                &["protocol", "tls"],
-            )?,
-            requests_by_protocol_total: counter(
-                reg,
-                "requests_by_protocol_total",
-                "Requests by rail and HTTP version",
-                &["transport", "protocol"],
-            )?,
-            ephemeral_dropped_total: counter(
-                reg,
-                "ephemeral_dropped_total",
-                "Events of ephemeral routes let go: superseded, overflow, rate_cap",
-                &["route", "reason"],
-            )?,
-        })
-    }
 }
 
 impl Metrics {
@@ -341,68 +293,6 @@ impl Metrics {
     pub fn deduplicated(&self, route: &str, rail: Rail) -> IntCounter {
         self.events_deduplicated_total
             .with_label_values(&[route, rail.label()])
-    }
-
-    /// One request of `rail` in HTTP `version` (`http/1.0`, `http/1.1`, `h2`).
-    pub fn request_protocol(&self, rail: Rail, version: http::Version) {
-        let protocol = match version {
-            http::Version::HTTP_2 => "h2",
-            http::Version::HTTP_10 => "http/1.0",
-            _ => "http/1.1",
-        };
-        self.ops
-            .requests_by_protocol_total
-            .with_label_values(&[rail.label(), protocol])
-            .inc();
-    }
-
-    /// `railgate_cluster_up` (registered in cluster mode only): 1 while Redis answers.
-    pub fn cluster_gauge(&self) -> Result<IntGauge, String> {
-        let g = IntGauge::new(
-            "railgate_cluster_up",
-            "1 while the cluster state (Redis) answers",
-        )
-        .map_err(|e| e.to_string())?;
-        self.registry
-            .register(Box::new(g.clone()))
-            .map_err(|e| format!("metrics: {e}"))?;
-        Ok(g)
-    }
-
-    /// What an ephemeral route's client overflow lets go (`superseded`, `overflow`).
-    pub fn ephemeral_dropped(&self, route: &str) -> EphemeralDropped {
-        let c = |reason| {
-            self.ops
-                .ephemeral_dropped_total
-                .with_label_values(&[route, reason])
-        };
-        EphemeralDropped {
-            superseded: c("superseded"),
-            overflow: c("overflow"),
-        }
-    }
-
-    /// Events of an ephemeral route over its per-key rate (`rate_cap`).
-    pub fn ephemeral_rate_capped(&self, route: &str) -> IntCounter {
-        self.ops
-            .ephemeral_dropped_total
-            .with_label_values(&[route, "rate_cap"])
-    }
-
-    /// One client connection served over `protocol` (`http/1.1` or `h2`).
-    pub fn client_connection(&self, protocol: &str, tls: bool) {
-        self.ops
-            .client_connections_total
-            .with_label_values(&[protocol, if tls { "true" } else { "false" }])
-            .inc();
-    }
-
-    /// One refusal by a capacity cap.
-    pub fn capacity_refusal(&self, cap: crate::caps::Cap) {
-        self.ops
-            .capacity_refusals_total
-            .with_label_values(&[cap.label()])
-            .inc();
     }
 
     /// One registry lookup.
