@@ -11,6 +11,7 @@
 //! `ws.presence_fanout_max` members, changes are no longer pushed; a member asks for a snapshot
 //! with `{"type":"presence","op":"snapshot"}` (Centrifugo's approach for large channels).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A member's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// Session id (unique in this gateway).
     pub session: u64,
@@ -32,7 +33,7 @@ pub struct Member {
 
 /// Where a member is: the resource (`thread_id` or the route's resource key, and its id), then
 /// the scope fields the session named.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Place(pub Vec<(String, String)>);
 
 impl Place {
@@ -46,13 +47,23 @@ impl Place {
     }
 }
 
-type Key = (String, String, Place);
+/// A room: tenant, env and place.
+pub type Key = (String, String, Place);
 
 struct Entry {
     member: Member,
-    tx: mpsc::Sender<String>,
+    /// Where this replica's member hears presence; `None` for another replica's member.
+    tx: Option<mpsc::Sender<String>>,
+    /// The replica a member of another replica is on (cluster mode).
+    origin: Option<String>,
     /// Joined in the current window: gets a snapshot at its end, not the window's changes.
     fresh: bool,
+}
+
+impl Entry {
+    fn is(&self, origin: Option<&str>, session: u64) -> bool {
+        self.origin.as_deref() == origin && self.member.session == session
+    }
 }
 
 enum Change {
@@ -117,7 +128,7 @@ fn snapshot(room: &Room, key: &Key, session: u64) -> String {
     let members: Vec<Value> = room
         .entries
         .iter()
-        .filter(|e| e.member.session != session)
+        .filter(|e| !e.is(None, session))
         .map(|e| who(&e.member))
         .collect();
     json!({"type": "presence", "op": "snapshot", "members": members, "routing": routing(key)})
@@ -163,24 +174,98 @@ impl Presence {
         room.pending.push(Change::Join(member.clone()));
         room.entries.push(Entry {
             member,
-            tx,
+            tx: Some(tx),
+            origin: None,
             fresh: true,
         });
         self.schedule(room, key);
     }
 
+    /// Adds a member of another replica (cluster mode); this replica's members hear of it.
+    /// Known already: nothing changes.
+    pub fn join_remote(self: &Arc<Self>, origin: &str, key: Key, member: Member) {
+        let mut rooms = self.lock();
+        let room = rooms.entry(key.clone()).or_default();
+        if room
+            .entries
+            .iter()
+            .any(|e| e.is(Some(origin), member.session))
+        {
+            return;
+        }
+        room.pending.push(Change::Join(member.clone()));
+        room.entries.push(Entry {
+            member,
+            tx: None,
+            origin: Some(origin.to_owned()),
+            fresh: false,
+        });
+        self.schedule(room, key);
+    }
+
+    /// Removes a member of another replica.
+    pub fn leave_remote(self: &Arc<Self>, origin: &str, key: Key, session: u64) {
+        self.remove(key, Some(origin), session);
+    }
+
+    /// Removes every member of the replica `origin` (gone, or whose news this one missed);
+    /// `None`: of every other replica.
+    pub fn drop_origin(self: &Arc<Self>, origin: Option<&str>) {
+        let rooms = self.lock();
+        let gone: Vec<(Key, u64, String)> = rooms
+            .iter()
+            .flat_map(|(k, room)| {
+                room.entries
+                    .iter()
+                    .filter(|e| {
+                        e.origin.is_some() && (origin.is_none() || e.origin.as_deref() == origin)
+                    })
+                    .map(|e| {
+                        (
+                            k.clone(),
+                            e.member.session,
+                            e.origin.clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        drop(rooms);
+        for (key, session, node) in gone {
+            self.remove(key, Some(&node), session);
+        }
+    }
+
+    /// This replica's own members, where they are (what another replica asks for).
+    pub fn local_members(&self) -> Vec<(Key, Member)> {
+        let rooms = self.lock();
+        rooms
+            .iter()
+            .flat_map(|(k, room)| {
+                room.entries
+                    .iter()
+                    .filter(|e| e.origin.is_none())
+                    .map(|e| (k.clone(), e.member.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Removes a member; the others hear of it at the window's end.
     pub fn leave(self: &Arc<Self>, tenant: &str, env: &str, place: &Place, session: u64) {
-        let key = (tenant.to_owned(), env.to_owned(), place.clone());
+        self.remove(
+            (tenant.to_owned(), env.to_owned(), place.clone()),
+            None,
+            session,
+        );
+    }
+
+    fn remove(self: &Arc<Self>, key: Key, origin: Option<&str>, session: u64) {
         let mut rooms = self.lock();
         let Some(room) = rooms.get_mut(&key) else {
             return;
         };
-        let Some(pos) = room
-            .entries
-            .iter()
-            .position(|e| e.member.session == session)
-        else {
+        let Some(pos) = room.entries.iter().position(|e| e.is(origin, session)) else {
             return;
         };
         let gone = room.entries.remove(pos);
@@ -222,8 +307,8 @@ impl Presence {
             } else {
                 news.clone()
             };
-            if let Some(m) = msg {
-                let _ = room.entries[i].tx.try_send(m);
+            if let (Some(m), Some(tx)) = (msg, &room.entries[i].tx) {
+                let _ = tx.try_send(m);
             }
             room.entries[i].fresh = false;
         }
@@ -251,7 +336,7 @@ impl Presence {
             .filter(|((t, _, place), _)| t == tenant && place.resource() == resource)
             .flat_map(|(key, room)| {
                 room.entries.iter().map(move |e| {
-                    json!({"actor_id": e.member.actor_id, "surface_id": e.member.surface_id, "env": key.1, "joined_at": e.member.joined_at, "routing": routing(key)})
+                    json!({"actor_id": e.member.actor_id, "surface_id": e.member.surface_id, "env": key.1, "joined_at": e.member.joined_at, "routing": routing(key), "replica": e.origin.as_deref().unwrap_or("local")})
                 })
             })
             .collect();

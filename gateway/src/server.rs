@@ -181,6 +181,7 @@ fn spawn_cluster(gw: &Arc<Gateway>) {
     let Some(cluster) = gw.cluster.clone() else {
         return;
     };
+    crate::cluster::presence::spawn(cluster.clone(), gw.presence.clone());
     every(
         gw,
         |_| Duration::from_secs(1),
@@ -191,17 +192,17 @@ fn spawn_cluster(gw: &Arc<Gateway>) {
         },
     );
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    tokio::spawn(async move { cluster.follow(tx).await });
+    tokio::spawn(async move { cluster.follow::<Change>("registry", tx).await });
     let gw = gw.clone();
     tokio::spawn(async move {
         while let Some(heard) = rx.recv().await {
             let registry = gw.live().registry.clone();
             match heard {
                 Heard::Subscribed => registry.forget_all(),
-                Heard::Change(Change::Forget { key }) => {
+                Heard::News(_, Change::Forget { key }) => {
                     registry.forget(&key).await;
                 }
-                Heard::Change(Change::Learn { kind, id, record }) => {
+                Heard::News(_, Change::Learn { kind, id, record }) => {
                     registry.remember(&kind, &id, record).await
                 }
             }

@@ -202,3 +202,78 @@ async fn registry_evictions_and_learned_owners_reach_every_replica() {
         "only A's check that the new thread is nobody else's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_replicas_and_a_dead_replicas_members_leave() {
+    use railgate_tests::client::{ws_next_json, ws_open};
+    let mut c = Cluster::start();
+    eventually!(10, "every replica reaches Redis", all_up(&c, 1.0).await);
+    let th = c.a.thread("t_a").await;
+    let path = format!("/ws/chat/{th}");
+    let routing = json!({"tenant_id": "t_a", "env": "dev", "thread_id": th});
+    let mut alice = ws_open(
+        &c.a.addr(),
+        &path,
+        &token("t_a", "alice", json!({})),
+        "t_a",
+        None,
+    )
+    .await;
+    // Bob joins on B once A's announcement of Alice has reached B (the admin listing shows her).
+    let listed = |admin: String| {
+        let th = th.clone();
+        async move {
+            let bearer = format!("Bearer {ADMIN_TOKEN}");
+            get(
+                &admin,
+                &format!("/admin/presence/t_a/{th}"),
+                &[("authorization", bearer.as_str())],
+            )
+            .await
+            .json()
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["actor_id"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        }
+    };
+    eventually!(
+        10,
+        "B knows Alice",
+        listed(c.b.0.admin()).await == ["alice"]
+    );
+    let mut bob = ws_open(
+        &c.b.0.addr(),
+        &path,
+        &token("t_a", "bob", json!({})),
+        "t_a",
+        None,
+    )
+    .await;
+    // Alice hears of Bob: as a join, or — when he came within her own first window — in the
+    // snapshot a newcomer gets.
+    let heard = ws_next_json(&mut alice).await;
+    assert!(
+        heard
+            == json!({"type": "presence", "op": "join", "actor_id": "bob", "surface_id": null, "routing": routing})
+            || heard
+                == json!({"type": "presence", "op": "snapshot", "members": [{"actor_id": "bob", "surface_id": null}], "routing": routing}),
+        "{heard}"
+    );
+    assert_eq!(
+        ws_next_json(&mut bob).await,
+        json!({"type": "presence", "op": "snapshot", "members": [{"actor_id": "alice", "surface_id": null}], "routing": routing})
+    );
+    // B dies: on A, Bob leaves within the silence bound.
+    c.b.0.kill9();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        ws_next_json(&mut alice).await,
+        json!({"type": "presence", "op": "leave", "actor_id": "bob", "surface_id": null, "routing": routing})
+    );
+    println!("bob left {:?} after B was killed", started.elapsed());
+    assert_eq!(listed(c.a.gw.admin()).await, ["alice"]);
+}

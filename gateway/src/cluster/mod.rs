@@ -13,8 +13,13 @@
 //! next command, a health check runs every second (`railgate_cluster_up`), and the registry
 //! changes missed while the subscription was down are covered by dropping the registry cache
 //! when it comes back.
+//!
+//! WebSocket presence crosses replicas the same way ([`presence`]): joins and leaves are
+//! announced, every replica says it is alive every second, and the members of a replica not
+//! heard of for [`presence::SILENCE`] leave.
 
 pub mod events;
+pub mod presence;
 
 use crate::config::ClusterConfig;
 use prometheus::IntGauge;
@@ -147,18 +152,31 @@ impl Cluster {
             .map_err(Self::unavailable)
     }
 
-    /// The channel registry changes go out on.
-    fn channel(&self) -> String {
-        format!("{}registry", self.prefix)
+    /// The channel of a topic (`registry`, `presence`).
+    fn channel(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
     }
 
     /// Tells the other replicas of a registry change (best effort: a replica that misses it
     /// drops its cache when its subscription comes back).
     pub async fn publish(&self, change: &events::Change) {
-        let text = events::encode(&self.node, change);
-        let cmd = redis::cmd("PUBLISH").arg(self.channel()).arg(text).clone();
+        self.publish_on("registry", change).await
+    }
+
+    /// Tells the other replicas of presence news (best effort: a replica that misses some
+    /// asks every replica for its members again when its subscription comes back).
+    pub async fn announce(&self, news: &events::Presence) {
+        self.publish_on("presence", news).await
+    }
+
+    async fn publish_on<T: serde::Serialize + Clone>(&self, topic: &str, news: &T) {
+        let text = events::encode(&self.node, news);
+        let cmd = redis::cmd("PUBLISH")
+            .arg(self.channel(topic))
+            .arg(text)
+            .clone();
         if let Err(e) = self.run::<i64>(&cmd).await {
-            tracing::warn!(error = %e, "registry change not published to the cluster");
+            tracing::debug!(topic, error = %e, "news not published to the cluster");
         }
     }
 }

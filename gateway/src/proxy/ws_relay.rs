@@ -17,6 +17,7 @@ use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::caps::StreamSlot;
 use crate::clock;
+use crate::cluster;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
@@ -147,9 +148,13 @@ impl WsRelay {
                 self.ctx.tenant_id(),
                 self.ctx.env(),
                 &self.place,
-                member,
+                member.clone(),
                 ptx,
             );
+            if let Some(c) = &gw.cluster {
+                let room = (self.ctx.tenant_id(), self.ctx.env());
+                cluster::presence::joined(c, room, &self.place, &member).await;
+            }
         }
         let end = self.relay(&mut client, &mut prx).await;
         if presence {
@@ -159,6 +164,10 @@ impl WsRelay {
                 &self.place,
                 self.session,
             );
+            if let Some(c) = &gw.cluster {
+                let room = (self.ctx.tenant_id(), self.ctx.env());
+                cluster::presence::left(c, room, &self.place, self.session).await;
+            }
         }
         let (outcome, close_code) = end.describe();
         self.log.ended(&outcome, close_code);
