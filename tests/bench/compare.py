@@ -226,6 +226,58 @@ def fanout(b, label, threads, per_thread, rate, duration, include_shared):
     return results
 
 
+def cpu_of(pids):
+    """utime + stime (seconds) of each process in `pids` (name, pid), summed by name."""
+    out = {}
+    for name, pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def wrk(url, headers, seconds=10, connections=50):
+    """Runs wrk (1 thread); returns (requests/s, p50 ms, p99 ms, non-2xx count)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rps, pct(50), pct(99), int(bad.group(1)) if bad else 0
+
+
+def http_rail(b):
+    """(g) The HTTP rail: a plain proxied GET with JWT, context and ownership checks on railgate,
+    a plain proxy on nginx, the mock directly; wrk, 50 connections, 10 s, one worker each."""
+    th = b.threads(1)[0]
+    path = f"/chat/threads/{th}/messages"
+    gw = b.gw["railgate-1w"]
+    rows = [("direct", b.mock_addr, [("mock", b.mock.pid)], []),
+            ("nginx-1w", b.ngx[1][1], [("mock", b.mock.pid)] + [("nginx", p) for p in b.ngx[1][2]], []),
+            ("railgate-1w", gw[1], [("mock", b.mock.pid), ("railgate", gw[0].pid)],
+             [f"Authorization: Bearer {b.tok}", f"X-Tenant-Id: {TENANT}"])]
+    print("\n### (g) HTTP rail: GET of a thread's messages, wrk 1 thread × 50 connections, 10 s\n")
+    print("| path | requests/s | vs nginx-1w | p50 ms | p99 ms | non-2xx | CPU µs per request |\n|---|---|---|---|---|---|---|")
+    base = None
+    for name, addr, pids, headers in rows:
+        before = cpu_of(pids)
+        rps, p50, p99, bad = wrk(f"http://{addr}{path}", headers)
+        after = cpu_of(pids)
+        per = " ".join(f"{k}={(after[k] - before.get(k, 0)) / (rps * 10) * 1e6:.0f}" for k in sorted(after))
+        if name == "nginx-1w":
+            base = rps
+        ratio = f"{rps / base:.2f}" if base else "-"
+        print(f"| {name} | {rps:,.0f} | {ratio} | {p50:.2f} | {p99:.2f} | {bad} | {per} |", flush=True)
+
+
 def make_cert(tmp):
     """A self-signed leaf for `localhost` / 127.0.0.1 (not a CA, so rustls accepts it as its own
     trust anchor); returns (cert, key) paths."""
@@ -340,9 +392,11 @@ def main(which):
                 print(f"| {name} | {r['per_s']:,.0f} | {r['failed']} | {cpu} |", flush=True)
         if "f" in which:
             tls_h2(b)
+        if "g" in which:
+            http_rail(b)
     finally:
         b.close()
 
 
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e", "f"})
+    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e", "f", "g"})

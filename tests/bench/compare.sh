@@ -2,12 +2,16 @@
 # One run, three paths: client → mock directly; client → nginx → mock; client → railgate → mock.
 # Prints one table (absolute figures, ratios to direct and to nginx). Takes ~20 minutes.
 #   tests/bench/compare.sh            # everything
-#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f)
+#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f, g)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if ! command -v nginx >/dev/null 2>&1; then
-  echo "installing nginx (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing ${need[*]} (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --locked -p railgate -p railgate-upstream-mock -p railgate-tests --bin railgate --bin upstream-mock --bin railgate-load >&2
 exec python3 tests/bench/compare.py "$@"
