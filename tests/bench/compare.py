@@ -137,7 +137,8 @@ class Bench:
                     f'[limits]\nupstream_idle_timeout_s = 300\n{tls_table}'
                     f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
                     f'require = ["tenant", "mode", "project", "app"]\n'
-                    f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n')
+                    f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n'
+                    f'[[routes]]\nname = "chat-http"\npath = "/chat/threads/{{thread_id}}/**"\nkind = "http"\nrequire = ["tenant"]\n')
         env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "warn"}
         p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
         return (p, r["listen"], r["admin"])
