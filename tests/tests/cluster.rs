@@ -277,3 +277,57 @@ async fn presence_crosses_replicas_and_a_dead_replicas_members_leave() {
     println!("bob left {:?} after B was killed", started.elapsed());
     assert_eq!(listed(c.a.gw.admin()).await, ["alice"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
+    let mut c = Cluster::start();
+    eventually!(10, "every replica reaches Redis", all_up(&c, 1.0).await);
+    let th = c.a.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let path = format!("/sse/chat/{th}");
+    let mut first = SseStream::open(&c.b.0.addr(), &path, &refs(&h)).await;
+    assert_eq!(first.status, 200);
+    c.a.publish(&th, 5).await;
+    let got: Vec<_> = first.take(5).await.into_iter().map(|e| e.id).collect();
+    assert_eq!(
+        got,
+        (1..=5).map(|n| Some(n.to_string())).collect::<Vec<_>>()
+    );
+    let journal = format!("railgate:journal:chat-sse:{th}");
+    eventually!(
+        10,
+        "B wrote the five events to the cluster journal",
+        c.redis.integer(&["XLEN", &journal]) == 5
+    );
+    // B dies; three more events; the client comes back to C, which never served it.
+    c.b.0.kill9();
+    drop(first);
+    c.a.publish(&th, 3).await;
+    let mut h = h.clone();
+    h.push(("last-event-id".into(), "3".into()));
+    let mut resumed = SseStream::open(&c.c.0.addr(), &path, &refs(&h)).await;
+    assert_eq!(resumed.status, 200);
+    let head = resumed.next_event().await.expect("resume_cursor");
+    assert_eq!(
+        (head.event.as_str(), head.json()),
+        ("resume_cursor", json!({"cursor": "3", "source": "cluster"}))
+    );
+    let got: Vec<_> = resumed.take(5).await.into_iter().map(|e| e.id).collect();
+    assert_eq!(
+        got,
+        (4..=8).map(|n| Some(n.to_string())).collect::<Vec<_>>()
+    );
+    // 4 and 5 came from the cluster journal: C asked the upstream only for what followed 5.
+    let asked: Vec<_> =
+        c.a.mock_requests()
+            .await
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .map(|r| r["headers"]["last-event-id"].clone())
+            .collect();
+    assert_eq!(
+        asked,
+        [json!(null), json!("5")],
+        "B's stream from the live end, then C's after 5"
+    );
+}

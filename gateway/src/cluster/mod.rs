@@ -19,6 +19,7 @@
 //! heard of for [`presence::SILENCE`] leave.
 
 pub mod events;
+pub mod journal;
 pub mod presence;
 
 use crate::config::ClusterConfig;

@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 /// How long a replica may be silent before its members leave.
 pub const SILENCE: Duration = Duration::from_secs(3);
 
-/// Announces a member of this replica joining `place`.
+/// Announces a member of this replica joining `place` (cluster mode; nothing otherwise).
 pub async fn joined(
-    cluster: &Cluster,
+    cluster: Option<&Cluster>,
     (tenant, env): (&str, &str),
     place: &Place,
     member: &Member,
 ) {
+    let Some(cluster) = cluster else { return };
     let news = News::Join {
         tenant: tenant.to_owned(),
         env: env.to_owned(),
@@ -31,8 +32,14 @@ pub async fn joined(
     cluster.announce(&news).await;
 }
 
-/// Announces a member of this replica leaving `place`.
-pub async fn left(cluster: &Cluster, (tenant, env): (&str, &str), place: &Place, session: u64) {
+/// Announces a member of this replica leaving `place` (cluster mode; nothing otherwise).
+pub async fn left(
+    cluster: Option<&Cluster>,
+    (tenant, env): (&str, &str),
+    place: &Place,
+    session: u64,
+) {
+    let Some(cluster) = cluster else { return };
     let news = News::Leave {
         tenant: tenant.to_owned(),
         env: env.to_owned(),
@@ -110,6 +117,6 @@ async fn apply(
 
 async fn announce_all(cluster: &Cluster, presence: &Presence) {
     for ((tenant, env, place), member) in presence.local_members() {
-        joined(cluster, (&tenant, &env), &place, &member).await;
+        joined(Some(cluster), (&tenant, &env), &place, &member).await;
     }
 }

@@ -11,6 +11,8 @@ use crate::app::Gateway;
 use crate::body::Body;
 use crate::caps::StreamSlot;
 use crate::clock;
+use crate::cluster::journal::Place as ClusterPlace;
+use crate::cluster::Cluster;
 use crate::config::route::Captures;
 use crate::config::{Delivery, Rail, Route};
 use crate::inject::Stamp;
@@ -25,7 +27,7 @@ use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
 use crate::respond;
-use crate::sse::frames::resume_frame;
+use crate::sse::frames::{render, resume_frame};
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -144,6 +146,8 @@ struct Client {
     end: Arc<EndSlot>,
     stamp: Arc<Stamp>,
     trace_id: String,
+    /// A `resume_cursor` went out: a stream announces where it resumes once.
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -163,6 +167,7 @@ impl Client {
             end: Arc::new(EndSlot::default()),
             stamp: Arc::new(Stamp::for_resource(&admitted.ctx, &route.resource, thread)),
             trace_id: admitted.ctx.trace_id.clone(),
+            announced: Default::default(),
         }
     }
 
@@ -178,7 +183,12 @@ impl Client {
     }
 
     fn announce(&self, cursor: &str, source: &str) {
-        let _ = self.tx.try_send(Chunk::Raw(resume_frame(cursor, source)));
+        if !self
+            .announced
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let _ = self.tx.try_send(Chunk::Raw(resume_frame(cursor, source)));
+        }
     }
 }
 
@@ -201,12 +211,15 @@ impl Opening<'_> {
         client: &Client,
         cursor: Option<String>,
     ) -> Result<(Arc<Notify>, Option<Duration>), Denial> {
-        let in_journal = cursor.as_deref().is_some_and(|c| {
-            self.journal
-                .lock()
-                .map(|mut j| j.after(c, std::time::Instant::now()).is_some())
-                .unwrap_or(false)
-        });
+        let mut in_journal = self.in_journal(cursor.as_deref());
+        let cursor = match cursor {
+            Some(c) if !in_journal => {
+                let moved = self.replay_from_cluster(client, &c).await;
+                in_journal = moved.is_some() && self.in_journal(moved.as_deref());
+                Some(moved.unwrap_or(c))
+            }
+            other => other,
+        };
         match cursor {
             Some(c) if in_journal => Ok((self.resume_from_journal(client, c), None)),
             None if self.route.share_upstream => Ok((self.shared_live(client), None)),
@@ -218,8 +231,57 @@ impl Opening<'_> {
         }
     }
 
+    fn in_journal(&self, cursor: Option<&str>) -> bool {
+        cursor.is_some_and(|c| {
+            self.journal
+                .lock()
+                .map(|mut j| j.after(c, std::time::Instant::now()).is_some())
+                .unwrap_or(false)
+        })
+    }
+
+    /// Where this stream's journal lives in the cluster (durable routes in cluster mode).
+    fn cluster_place(&self) -> Option<(&Arc<Cluster>, ClusterPlace)> {
+        let cluster = self
+            .gw
+            .cluster
+            .as_ref()
+            .filter(|_| self.route.resumable())?;
+        let sse = &self.gw.live().config.sse;
+        let place = ClusterPlace {
+            route: self.route.name.clone(),
+            key: self.key.clone(),
+            max_events: sse.journal_events,
+            age_s: sse.journal_age.as_secs(),
+        };
+        Some((cluster, place))
+    }
+
+    /// A cursor this replica's journal does not hold, looked up in the cluster's: what follows
+    /// it there is replayed to the client (`resume_cursor` with source `cluster`), and the id
+    /// of the last one replayed is where the stream goes on. `None`: not there either, or more
+    /// than the client's queue holds before its response starts (the upstream resumes then).
+    async fn replay_from_cluster(&self, client: &Client, cursor: &str) -> Option<String> {
+        let (cluster, place) = self.cluster_place()?;
+        let events = cluster.journal_after(&place, cursor).await?;
+        if events.len() + 1 >= self.gw.live().config.sse.client_queue_events {
+            return None;
+        }
+        client.announce(cursor, "cluster");
+        let mut at = cursor.to_owned();
+        for ev in &events {
+            if let Some(b) = render(ev, &client.stamp) {
+                client.tx.send(Chunk::Raw(b)).await.ok()?;
+            }
+            if let Some(id) = ev.id.as_deref().filter(|i| !i.is_empty()) {
+                at = id.to_owned();
+            }
+        }
+        Some(at)
+    }
+
     fn hub(&self, cursor: Option<&str>, sharing: Sharing) -> Arc<Hub> {
-        Hub::new(
+        let hub = Hub::new(
             &self.gw.metrics,
             self.route.clone(),
             self.thread.to_owned(),
@@ -227,7 +289,11 @@ impl Opening<'_> {
             self.journal.clone(),
             cursor,
             sharing,
-        )
+        );
+        if let Some((cluster, place)) = self.cluster_place() {
+            hub.mirror_to(cluster.journal_writer(place));
+        }
+        hub
     }
 
     fn spawn(&self, hub: Arc<Hub>, first: Option<Box<Stream>>) {

@@ -90,6 +90,8 @@ pub struct Hub {
     metrics: HubMetrics,
     /// Clients replaying the journal that will join (they keep an idle hub alive).
     joining: AtomicU64,
+    /// Cluster mode: what is journaled here is also written to the cluster's journal.
+    mirror: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<Event>>>,
 }
 
 /// Counts a client as joining until dropped.
@@ -155,7 +157,13 @@ impl Hub {
             sharing,
             metrics,
             joining: AtomicU64::new(0),
+            mirror: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Writes what this hub journals to the cluster's journal too (see `crate::cluster::journal`).
+    pub fn mirror_to(&self, writer: tokio::sync::mpsc::UnboundedSender<Arc<Event>>) {
+        let _ = self.mirror.set(writer);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -379,6 +387,9 @@ impl Hub {
             let ev = Arc::new(ev);
             if let Ok(mut j) = self.journal.lock() {
                 j.append(&ev, prev.as_deref(), now);
+            }
+            if let Some(m) = self.mirror.get() {
+                let _ = m.send(ev.clone());
             }
             batch.bytes += wire_size(&ev);
             batch.events.push(ev);

@@ -151,10 +151,8 @@ impl WsRelay {
                 member.clone(),
                 ptx,
             );
-            if let Some(c) = &gw.cluster {
-                let room = (self.ctx.tenant_id(), self.ctx.env());
-                cluster::presence::joined(c, room, &self.place, &member).await;
-            }
+            let room = (self.ctx.tenant_id(), self.ctx.env());
+            cluster::presence::joined(gw.cluster.as_deref(), room, &self.place, &member).await;
         }
         let end = self.relay(&mut client, &mut prx).await;
         if presence {
@@ -164,10 +162,8 @@ impl WsRelay {
                 &self.place,
                 self.session,
             );
-            if let Some(c) = &gw.cluster {
-                let room = (self.ctx.tenant_id(), self.ctx.env());
-                cluster::presence::left(c, room, &self.place, self.session).await;
-            }
+            let room = (self.ctx.tenant_id(), self.ctx.env());
+            cluster::presence::left(gw.cluster.as_deref(), room, &self.place, self.session).await;
         }
         let (outcome, close_code) = end.describe();
         self.log.ended(&outcome, close_code);
