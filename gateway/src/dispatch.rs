@@ -117,7 +117,7 @@ async fn serve(
             conn.authenticated();
             // An ephemeral route has no resume cursor: a `Last-Event-ID` is ignored.
             let cursor = match route.resumable() {
-                true => proxy::sse::cursor_of(&req)?,
+                true => proxy::reconnect::cursor_of(&req)?,
                 false => None,
             };
             let slot = gw.stream_slot(admitted.ctx.tenant_id())?;

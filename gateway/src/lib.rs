@@ -15,7 +15,7 @@
 //! | credentials (401) | [`admission::credentials`] |
 //! | context (400, 403) | [`admission::context`] |
 //! | ownership (404, 403) | [`admission::ownership`] |
-//! | rail's checks after admission | [`proxy::sse::cursor_of`] (SSE); the hello's cursor (WS) |
+//! | rail's checks after admission | [`proxy::reconnect::cursor_of`] (SSE); the hello's cursor (WS) |
 //! | ticket spent | [`admission::spend_ticket`] |
 //! | rail | [`proxy::http::forward`], [`proxy::sse::serve`], [`proxy::ws::upgrade`] → [`proxy::ws_hello`] → [`proxy::ws_relay`] |
 //! | upstream | [`proxy::upstream::uri`], [`proxy::sse_upstream::run`], [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |

@@ -331,3 +331,143 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
         "B's stream from the live end, then C's after 5"
     );
 }
+
+/// The one replica (index) whose `railgate_cluster_leases_held` is 1, if exactly one is.
+async fn lease_holder(admins: &[String; 3]) -> Option<usize> {
+    let mut held = Vec::new();
+    for (i, admin) in admins.iter().enumerate() {
+        if metric(admin, "railgate_cluster_leases_held").await == 1.0 {
+            held.push(i);
+        }
+    }
+    held.first().copied().filter(|_| held.len() == 1)
+}
+
+/// Mock stats: upstream SSE streams opened so far.
+async fn upstream_streams(s: &Stack) -> u64 {
+    get(&s.mock_addr(), "/_mock/stats", &[]).await.json()["sse_streams_opened"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upstream_stream_per_thread_for_the_cluster_and_failover_keeps_every_sequence() {
+    let redis = Redis::start();
+    let a = Stack::start(&format!(
+        "[cluster]\nredis_url = \"{}\"\n[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
+        redis.url()
+    ));
+    let mut a = a;
+    let (mut b, _bd) = a.replica();
+    let (mut c, _cd) = a.replica();
+    let th = a.thread("t_a").await;
+    let h = vec![
+        (
+            "authorization".to_owned(),
+            format!("Bearer {}", token("t_a", "u1", json!({}))),
+        ),
+        ("x-tenant-id".to_owned(), "t_a".to_owned()),
+    ];
+    let path = format!("/sse/chat/{th}");
+    let addrs = [a.addr(), b.addr(), c.addr()];
+    let mut clients: Vec<(usize, SseStream)> = Vec::new();
+    for i in 0..300 {
+        let st = SseStream::open(&addrs[i % 3], &path, &refs(&h)).await;
+        assert_eq!(st.status, 200);
+        clients.push((i % 3, st));
+    }
+    let admins = [a.gw.admin(), b.admin(), c.admin()];
+    eventually!(
+        15,
+        "one replica holds the thread's lease",
+        lease_holder(&admins).await.is_some()
+    );
+    let holder = lease_holder(&admins).await.expect("holder");
+    assert_eq!(
+        upstream_streams(&a).await,
+        1,
+        "300 clients on three replicas: one upstream stream"
+    );
+
+    // 200 events at 50/s; the holder is killed once its clients have seen 20.
+    let r = railgate_tests::client::post_json(
+        &a.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 200, "rate_per_s": 50}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let watcher = clients
+        .iter()
+        .position(|(r, _)| *r == holder)
+        .expect("a client of the holder");
+    let seen: Vec<_> = clients[watcher].1.take(20).await;
+    assert_eq!(
+        seen.last().and_then(|e| e.id.clone()),
+        Some("20".to_owned())
+    );
+    match holder {
+        0 => a.gw.kill9(),
+        1 => b.kill9(),
+        _ => c.kill9(),
+    }
+    let alive: Vec<String> = (0..3)
+        .filter(|r| *r != holder)
+        .map(|r| addrs[r].clone())
+        .collect();
+    let want = |from: u64| {
+        (from..=200)
+            .map(|n| Some(n.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let mut reconnected = 0;
+    for (i, (replica, st)) in clients.iter_mut().enumerate() {
+        if *replica != holder {
+            let already = if i == watcher { 20 } else { 0 };
+            let got: Vec<_> = st
+                .take(200 - already)
+                .await
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(got, want(already as u64 + 1), "client {i} on a survivor");
+            continue;
+        }
+        // The killed replica's client: what it got, then the rest from a survivor.
+        let mut last = if i == watcher { 20 } else { 0 };
+        while let Some(ev) = st
+            .next_event_within(std::time::Duration::from_secs(10))
+            .await
+        {
+            last = ev
+                .id
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(last);
+        }
+        let mut hh = h.clone();
+        hh.push(("last-event-id".into(), last.to_string()));
+        let mut again = SseStream::open(&alive[i % 2], &path, &refs(&hh)).await;
+        assert_eq!(again.status, 200);
+        let mut got = Vec::new();
+        while got.len() < (200 - last) as usize {
+            let ev = again.next_event().await.expect("resumed event");
+            if ev.event != "resume_cursor" {
+                got.push(ev.id);
+            }
+        }
+        assert_eq!(
+            got,
+            want(last + 1),
+            "client {i} resumed on a survivor after {last}"
+        );
+        reconnected += 1;
+    }
+    assert_eq!(reconnected, 100);
+    assert_eq!(
+        upstream_streams(&a).await,
+        2,
+        "the survivor that took the lease opened the only other one"
+    );
+}

@@ -42,7 +42,7 @@ pub struct Place {
 }
 
 impl Cluster {
-    fn journal_key(&self, place: &Place) -> String {
+    pub(super) fn journal_key(&self, place: &Place) -> String {
         format!("{}journal:{}:{}", self.prefix, place.route, place.key)
     }
 
@@ -87,17 +87,20 @@ impl Cluster {
             .clone();
         let entries: Vec<(String, Vec<(String, String)>)> = self.run(&cmd).await.ok()?;
         let events: Vec<Event> = entries
-            .into_iter()
-            .filter_map(|(_, fields)| {
-                let ev = fields.into_iter().find(|(k, _)| k == "ev")?.1;
-                decode(&serde_json::from_str(&ev).ok()?)
-            })
+            .iter()
+            .filter_map(|(_, fields)| decode_entry(fields))
             .collect();
         let at = events
             .iter()
             .position(|e| e.id.as_deref() == Some(cursor))?;
         Some(events.into_iter().skip(at + 1).collect())
     }
+}
+
+/// The event of one journal entry's fields.
+pub fn decode_entry(fields: &[(String, String)]) -> Option<Event> {
+    let (_, ev) = fields.iter().find(|(k, _)| k == "ev")?;
+    decode(&serde_json::from_str(ev).ok()?)
 }
 
 fn encode(ev: &Event) -> Value {

@@ -20,6 +20,7 @@
 
 pub mod events;
 pub mod journal;
+pub mod lease;
 pub mod presence;
 
 use crate::config::ClusterConfig;

@@ -58,6 +58,21 @@ impl OpsCounters {
 }
 
 impl Metrics {
+    /// `railgate_cluster_leases_held` (cluster mode): shared threads whose upstream stream this
+    /// replica reads for the cluster. Registered on first use.
+    pub fn cluster_leases(&self) -> IntGauge {
+        let g = self.cluster_leases.get_or_init(|| {
+            let g = IntGauge::new(
+                "railgate_cluster_leases_held",
+                "Shared threads whose upstream stream this replica reads for the cluster",
+            )
+            .expect("valid metric");
+            let _ = self.registry.register(Box::new(g.clone()));
+            g
+        });
+        g.clone()
+    }
+
     /// One request of `rail` in HTTP `version` (`http/1.0`, `http/1.1`, `h2`).
     pub fn request_protocol(&self, rail: Rail, version: http::Version) {
         let protocol = match version {

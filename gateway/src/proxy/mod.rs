@@ -2,7 +2,8 @@
 //!
 //! - HTTP: [`http`]. SSE: [`sse`] (entry) → [`sse_hub`] (one stream's clients, registered in
 //!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects), delivered through [`sse_queue`]
-//!   (and, on an ephemeral route, [`sse_overflow`]) to [`sse_body`].
+//!   (and, on an ephemeral route, [`sse_overflow`]) to [`sse_body`]; in cluster mode a shared
+//!   hub is fed by [`sse_cluster`] (one upstream stream per thread per cluster).
 //! - WebSocket: [`ws`] (before the 101) → [`ws_hello`] → [`ws_relay`] ↔ [`ws_upstream`], on the
 //!   client connection of [`ws_conn`].
 //! - Shared: [`upstream`] (the URI builder, TCP connect), [`reconnect`] (backoff, deadline,
@@ -13,6 +14,7 @@ pub mod http;
 pub mod reconnect;
 pub mod sse;
 pub mod sse_body;
+pub mod sse_cluster;
 pub mod sse_hub;
 pub mod sse_hubs;
 pub mod sse_overflow;

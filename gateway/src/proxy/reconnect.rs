@@ -121,6 +121,25 @@ impl Reconnect {
     }
 }
 
+/// The client's cursor: one `Last-Event-ID` header, else the `last_event_id` query parameter.
+pub fn cursor_of(req: &http::Request<hyper::body::Incoming>) -> Result<Option<String>, Denial> {
+    let mut values = req.headers().get_all("last-event-id").iter();
+    let raw = match (values.next(), values.next()) {
+        (Some(_), Some(_)) => return Err(malformed_sse_cursor()),
+        (Some(v), None) => Some(v.to_str().map_err(|_| malformed_sse_cursor())?.to_owned()),
+        (None, _) => req.uri().query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "last_event_id")
+                .map(|(_, v)| v.into_owned())
+        }),
+    };
+    cursor(raw.as_deref(), "Last-Event-ID")
+}
+
+fn malformed_sse_cursor() -> Denial {
+    malformed_cursor("Last-Event-ID")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

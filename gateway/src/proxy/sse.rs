@@ -19,8 +19,9 @@ use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
 use crate::outcome::{Outcome, StreamLog};
 use crate::proxy::headers::{self, Forwarding};
-use crate::proxy::reconnect::{credential_end, cursor, malformed_cursor};
+use crate::proxy::reconnect::credential_end;
 use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
+use crate::proxy::sse_cluster;
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
 use crate::proxy::sse_overflow::Overflow;
 use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
@@ -36,25 +37,6 @@ use railgate_policy::{Denial, ErrorCode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-
-/// The client's cursor: one `Last-Event-ID` header, else the `last_event_id` query parameter.
-pub fn cursor_of(req: &Request<Incoming>) -> Result<Option<String>, Denial> {
-    let mut values = req.headers().get_all("last-event-id").iter();
-    let raw = match (values.next(), values.next()) {
-        (Some(_), Some(_)) => return Err(malformed()),
-        (Some(v), None) => Some(v.to_str().map_err(|_| malformed())?.to_owned()),
-        (None, _) => req.uri().query().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "last_event_id")
-                .map(|(_, v)| v.into_owned())
-        }),
-    };
-    cursor(raw.as_deref(), "Last-Event-ID")
-}
-
-fn malformed() -> Denial {
-    malformed_cursor("Last-Event-ID")
-}
 
 /// What admission and the rail's own checks produced for one stream.
 pub struct Checked<'a> {
@@ -297,8 +279,21 @@ impl Opening<'_> {
     }
 
     fn spawn(&self, hub: Arc<Hub>, first: Option<Box<Stream>>) {
-        let run = sse_upstream::run(self.gw.clone(), hub, self.spec.clone(), first);
-        self.gw.streams.spawn(run);
+        let (gw, spec) = (self.gw.clone(), self.spec.clone());
+        match self
+            .cluster_place()
+            .filter(|_| hub.sharing() == Sharing::Shared)
+        {
+            Some((cluster, place)) => {
+                let run = sse_cluster::run(gw, hub, spec, cluster.clone(), place);
+                self.gw.streams.spawn(run);
+            }
+            None => {
+                self.gw
+                    .streams
+                    .spawn(sse_upstream::run(gw, hub, spec, first));
+            }
+        }
     }
 
     /// Journal resume: announce, then replay with backpressure and join live.

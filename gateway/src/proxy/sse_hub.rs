@@ -90,8 +90,9 @@ pub struct Hub {
     metrics: HubMetrics,
     /// Clients replaying the journal that will join (they keep an idle hub alive).
     joining: AtomicU64,
-    /// Cluster mode: what is journaled here is also written to the cluster's journal.
+    /// Cluster mode: the cluster's journal, written while `mirroring` (not by a follower).
     mirror: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<Event>>>,
+    mirroring: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a client as joining until dropped.
@@ -158,10 +159,16 @@ impl Hub {
             metrics,
             joining: AtomicU64::new(0),
             mirror: std::sync::OnceLock::new(),
+            mirroring: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
-    /// Writes what this hub journals to the cluster's journal too (see `crate::cluster::journal`).
+    /// Whether what this hub relays is written to the cluster's journal (it reads the upstream).
+    pub fn set_mirroring(&self, on: bool) {
+        self.mirroring.store(on, Ordering::Relaxed);
+    }
+
+    /// Writes what this hub journals to the cluster's journal too (`crate::cluster::journal`).
     pub fn mirror_to(&self, writer: tokio::sync::mpsc::UnboundedSender<Arc<Event>>) {
         let _ = self.mirror.set(writer);
     }
@@ -388,7 +395,11 @@ impl Hub {
             if let Ok(mut j) = self.journal.lock() {
                 j.append(&ev, prev.as_deref(), now);
             }
-            if let Some(m) = self.mirror.get() {
+            if let Some(m) = self
+                .mirror
+                .get()
+                .filter(|_| self.mirroring.load(Ordering::Relaxed))
+            {
                 let _ = m.send(ev.clone());
             }
             batch.bytes += wire_size(&ev);

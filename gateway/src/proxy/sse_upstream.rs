@@ -136,7 +136,9 @@ pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Opt
     }
 }
 
-async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Option<Box<Stream>>) {
+/// One life of a hub's upstream side: connects (resuming after the hub's last id), pumps, and
+/// reconnects until the hub is empty, the resume deadline passes, or the gateway drains.
+pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Option<Box<Stream>>) {
     let mut parser = Parser::new(gw.live().config.sse.max_event_bytes);
     let mut reconnect = Reconnect::new(
         &gw.metrics,

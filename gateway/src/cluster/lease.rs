@@ -1,0 +1,164 @@
+//! One upstream stream per shared thread per cluster: a replica holds the thread's lease
+//! (`<prefix>lease:<route>:<key>`, [`LEASE`] long, renewed every quarter of it) while it reads
+//! the upstream; every other replica with clients on that thread follows the cluster's journal
+//! ([`super::journal`]) instead. When the holder dies its lease runs out and another replica
+//! takes it and resumes the upstream after the last event it relayed.
+
+use super::journal::{decode_entry, Place};
+use super::Cluster;
+use crate::sse::Event;
+use redis::aio::MultiplexedConnection;
+use std::time::Duration;
+
+/// How long a lease lasts without renewal: the bound on a holder's death going unnoticed.
+pub const LEASE: Duration = Duration::from_millis(1500);
+
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// One XREAD reply: per stream, its entries with their fields.
+type XRead = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
+
+impl Cluster {
+    fn lease_key(&self, place: &Place) -> String {
+        format!("{}lease:{}:{}", self.prefix, place.route, place.key)
+    }
+
+    /// Takes the lease if nobody holds it.
+    pub async fn acquire(&self, place: &Place) -> bool {
+        let cmd = redis::cmd("SET")
+            .arg(self.lease_key(place))
+            .arg(&self.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEASE.as_millis() as u64)
+            .clone();
+        matches!(self.run::<Option<String>>(&cmd).await, Ok(Some(_)))
+    }
+
+    /// Extends the lease if this replica still holds it.
+    pub async fn renew(&self, place: &Place) -> bool {
+        let cmd = redis::cmd("EVAL")
+            .arg(RENEW)
+            .arg(1)
+            .arg(self.lease_key(place))
+            .arg(&self.node)
+            .arg(LEASE.as_millis() as u64)
+            .clone();
+        matches!(self.run::<i64>(&cmd).await, Ok(1))
+    }
+
+    /// Gives the lease up if this replica holds it.
+    pub async fn release(&self, place: &Place) {
+        let cmd = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(self.lease_key(place))
+            .arg(&self.node)
+            .clone();
+        let _ = self.run::<i64>(&cmd).await;
+    }
+}
+
+/// A follower's reader of the cluster's journal of one stream, on a connection of its own (a
+/// blocking read would hold up every other command on the shared one).
+pub struct JournalReader<'a> {
+    cluster: &'a Cluster,
+    stream: String,
+    conn: Option<MultiplexedConnection>,
+    /// The last entry read (a Redis stream id).
+    at: Option<String>,
+}
+
+impl<'a> JournalReader<'a> {
+    /// A reader of `place`'s journal; it starts at the journal's end.
+    pub fn new(cluster: &'a Cluster, place: &Place) -> JournalReader<'a> {
+        JournalReader {
+            cluster,
+            stream: cluster.journal_key(place),
+            conn: None,
+            at: None,
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+        wait: Duration,
+    ) -> Option<T> {
+        if self.conn.is_none() {
+            let made = tokio::time::timeout(
+                self.cluster.timeout,
+                self.cluster.client.get_multiplexed_async_connection(),
+            )
+            .await;
+            self.conn = made.ok()?.ok();
+        }
+        let conn = self.conn.as_mut()?;
+        match tokio::time::timeout(wait + self.cluster.timeout, cmd.query_async::<T>(conn)).await {
+            Ok(Ok(v)) => Some(v),
+            _ => {
+                self.conn = None;
+                None
+            }
+        }
+    }
+
+    /// Continues after the entry holding event `id` (the last one the hub relayed), else at the
+    /// journal's end.
+    pub async fn resync(&mut self, id: Option<&str>) {
+        let cmd = redis::cmd("XRANGE")
+            .arg(&self.stream)
+            .arg("-")
+            .arg("+")
+            .clone();
+        let entries: Vec<(String, Vec<(String, String)>)> =
+            self.query(&cmd, Duration::ZERO).await.unwrap_or_default();
+        let found = id.and_then(|id| {
+            entries
+                .iter()
+                .find(|(_, f)| decode_entry(f).is_some_and(|e| e.id.as_deref() == Some(id)))
+        });
+        self.at = found
+            .or(entries.last())
+            .map(|(entry, _)| entry.clone())
+            .or(Some("0-0".to_owned()));
+    }
+
+    /// The events written after the last read, waiting up to `wait` for some.
+    pub async fn next(&mut self, wait: Duration) -> Vec<Event> {
+        if self.at.is_none() {
+            self.resync(None).await;
+        }
+        let at = self.at.clone().unwrap_or_else(|| "0-0".to_owned());
+        let cmd = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1024)
+            .arg("BLOCK")
+            .arg(wait.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(at)
+            .clone();
+        let Some(Some(streams)) = self.query::<XRead>(&cmd, wait).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, entries) in streams {
+            for (entry, fields) in entries {
+                self.at = Some(entry);
+                out.extend(decode_entry(&fields));
+            }
+        }
+        out
+    }
+}
