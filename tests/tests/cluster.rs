@@ -332,11 +332,11 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
     );
 }
 
-/// The one replica (index) whose `railgate_cluster_leases_held` is 1, if exactly one is.
+/// The one replica (index) whose `railgate_cluster_upstream_streams` is 1, if exactly one is.
 async fn lease_holder(admins: &[String; 3]) -> Option<usize> {
     let mut held = Vec::new();
     for (i, admin) in admins.iter().enumerate() {
-        if metric(admin, "railgate_cluster_leases_held").await == 1.0 {
+        if metric(admin, "railgate_cluster_upstream_streams").await == 1.0 {
             held.push(i);
         }
     }
@@ -470,4 +470,84 @@ async fn one_upstream_stream_per_thread_for_the_cluster_and_failover_keeps_every
         2,
         "the survivor that took the lease opened the only other one"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_streams_go_on_through_a_redis_outage_without_a_gap_or_a_duplicate() {
+    let mut redis = Redis::start();
+    let a = Stack::start(&format!(
+        "[cluster]\nredis_url = \"{}\"\n[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
+        redis.url()
+    ));
+    let (b, _bd) = a.replica();
+    let th = a.thread("t_a").await;
+    let h = vec![
+        (
+            "authorization".to_owned(),
+            format!("Bearer {}", token("t_a", "u1", json!({}))),
+        ),
+        ("x-tenant-id".to_owned(), "t_a".to_owned()),
+    ];
+    let path = format!("/sse/chat/{th}");
+    let mut on_a = SseStream::open(&a.addr(), &path, &refs(&h)).await;
+    let mut on_b = SseStream::open(&b.addr(), &path, &refs(&h)).await;
+    let admins = [a.gw.admin(), b.admin()];
+    let reading = |admins: [String; 2]| async move {
+        let mut n = 0.0;
+        for admin in &admins {
+            n += metric(admin, "railgate_cluster_upstream_streams").await;
+        }
+        n
+    };
+    eventually!(
+        15,
+        "one replica reads the upstream",
+        reading(admins.clone()).await == 1.0
+    );
+    let ids = |from: u64, to: u64| (from..=to).map(|n| Some(n.to_string())).collect::<Vec<_>>();
+    a.publish(&th, 3).await;
+    for st in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            st.take(3)
+                .await
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            ids(1, 3)
+        );
+    }
+    redis.kill9();
+    eventually!(
+        15,
+        "both replicas read the upstream themselves",
+        reading(admins.clone()).await == 2.0
+    );
+    a.publish(&th, 3).await;
+    for st in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            st.take(3)
+                .await
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            ids(4, 6)
+        );
+    }
+    redis.restart();
+    a.publish(&th, 3).await;
+    for st in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            st.take(3)
+                .await
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            ids(7, 9)
+        );
+    }
+    // Nothing twice: the next event on each is the next id.
+    a.publish(&th, 1).await;
+    for st in [&mut on_a, &mut on_b] {
+        assert_eq!(st.take(1).await[0].id.as_deref(), Some("10"));
+    }
 }

@@ -33,8 +33,8 @@ impl Cluster {
         format!("{}lease:{}:{}", self.prefix, place.route, place.key)
     }
 
-    /// Takes the lease if nobody holds it.
-    pub async fn acquire(&self, place: &Place) -> bool {
+    /// Takes the lease if nobody holds it; `None` when Redis cannot say.
+    pub async fn acquire(&self, place: &Place) -> Option<bool> {
         let cmd = redis::cmd("SET")
             .arg(self.lease_key(place))
             .arg(&self.node)
@@ -42,11 +42,14 @@ impl Cluster {
             .arg("PX")
             .arg(LEASE.as_millis() as u64)
             .clone();
-        matches!(self.run::<Option<String>>(&cmd).await, Ok(Some(_)))
+        self.run::<Option<String>>(&cmd)
+            .await
+            .ok()
+            .map(|set| set.is_some())
     }
 
-    /// Extends the lease if this replica still holds it.
-    pub async fn renew(&self, place: &Place) -> bool {
+    /// Extends the lease if this replica still holds it; `None` when Redis cannot say.
+    pub async fn renew(&self, place: &Place) -> Option<bool> {
         let cmd = redis::cmd("EVAL")
             .arg(RENEW)
             .arg(1)
@@ -54,7 +57,7 @@ impl Cluster {
             .arg(&self.node)
             .arg(LEASE.as_millis() as u64)
             .clone();
-        matches!(self.run::<i64>(&cmd).await, Ok(1))
+        self.run::<i64>(&cmd).await.ok().map(|n| n == 1)
     }
 
     /// Gives the lease up if this replica holds it.
@@ -114,8 +117,8 @@ impl<'a> JournalReader<'a> {
     }
 
     /// Continues after the entry holding event `id` (the last one the hub relayed), else at the
-    /// journal's end.
-    pub async fn resync(&mut self, id: Option<&str>) {
+    /// journal's end; returns whether it found `id` there (or had none to find).
+    pub async fn resync(&mut self, id: Option<&str>) -> bool {
         let cmd = redis::cmd("XRANGE")
             .arg(&self.stream)
             .arg("-")
@@ -128,10 +131,12 @@ impl<'a> JournalReader<'a> {
                 .iter()
                 .find(|(_, f)| decode_entry(f).is_some_and(|e| e.id.as_deref() == Some(id)))
         });
+        let positioned = id.is_none() || found.is_some();
         self.at = found
             .or(entries.last())
             .map(|(entry, _)| entry.clone())
             .or(Some("0-0".to_owned()));
+        positioned
     }
 
     /// The events written after the last read, waiting up to `wait` for some.

@@ -47,7 +47,7 @@ pub struct Metrics {
     /// What operators watch beyond the request path: caps, protocols, ephemeral drops.
     ops: OpsCounters,
     /// Cluster mode's lease gauge, registered on first use.
-    cluster_leases: std::sync::OnceLock<IntGauge>,
+    cluster_upstreams: std::sync::OnceLock<IntGauge>,
     /// Open SSE streams and WebSocket sessions by rail (the sum of `connections_active`).
     streams_open: IntGaugeVec,
 }
@@ -160,7 +160,7 @@ impl Metrics {
                 &["route", "rail"],
             )?,
             ops: OpsCounters::new(&registry)?,
-            cluster_leases: std::sync::OnceLock::new(),
+            cluster_upstreams: std::sync::OnceLock::new(),
             connections_active,
             streams_open,
             event_relay_seconds,

@@ -58,13 +58,14 @@ impl OpsCounters {
 }
 
 impl Metrics {
-    /// `railgate_cluster_leases_held` (cluster mode): shared threads whose upstream stream this
-    /// replica reads for the cluster. Registered on first use.
-    pub fn cluster_leases(&self) -> IntGauge {
-        let g = self.cluster_leases.get_or_init(|| {
+    /// `railgate_cluster_upstream_streams` (cluster mode): shared threads whose upstream stream
+    /// this replica reads — for the cluster (it holds the lease), or for itself while Redis
+    /// cannot be reached. Registered on first use.
+    pub fn cluster_upstreams(&self) -> IntGauge {
+        let g = self.cluster_upstreams.get_or_init(|| {
             let g = IntGauge::new(
-                "railgate_cluster_leases_held",
-                "Shared threads whose upstream stream this replica reads for the cluster",
+                "railgate_cluster_upstream_streams",
+                "Shared threads whose upstream stream this replica reads",
             )
             .expect("valid metric");
             let _ = self.registry.register(Box::new(g.clone()));

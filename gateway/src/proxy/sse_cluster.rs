@@ -5,6 +5,12 @@
 //! when the holder dies another replica reads the upstream within about
 //! [`LEASE`](crate::cluster::lease::LEASE) plus half a second, resuming after the last event it
 //! relayed: its clients see no gap and no duplicate.
+//!
+//! While Redis cannot be reached, every replica reads the upstream itself (streams go on; the
+//! cluster briefly has one upstream stream per replica). When it is back, one takes the lease and
+//! the others follow again — except a replica whose last relayed event the journal does not hold
+//! (it was relayed during the outage): following from the journal could skip events, so it keeps
+//! reading the upstream itself until the thread's clients leave.
 
 use crate::app::Gateway;
 use crate::cluster::journal::Place;
@@ -28,50 +34,81 @@ pub async fn run(
 ) {
     hub.set_mirroring(false);
     let mut reader = JournalReader::new(&cluster, &place);
-    reader.resync(hub.last_id().as_deref()).await;
+    let mut own = !reader.resync(hub.last_id().as_deref()).await;
     let done = |hub: &Arc<Hub>| hub.is_empty() && gw.hubs.try_remove(hub);
     while !gw.draining.is_cancelled() && !done(&hub) {
-        if cluster.acquire(&place).await {
-            lead(&gw, &hub, &spec, &cluster, &place).await;
-            reader.resync(hub.last_id().as_deref()).await;
-            continue;
-        }
-        let events = reader.next(FOLLOW).await;
-        if !events.is_empty() {
-            hub.deliver(events, Instant::now());
-        }
+        let lease = match own {
+            true => Lease::Never,
+            false => match cluster.acquire(&place).await {
+                Some(true) => Lease::Held,
+                None => Lease::Unknown,
+                Some(false) => {
+                    let events = reader.next(FOLLOW).await;
+                    if !events.is_empty() {
+                        hub.deliver(events, Instant::now());
+                    }
+                    continue;
+                }
+            },
+        };
+        lead(&gw, &hub, &spec, (&cluster, &place), lease).await;
+        own = own || !reader.resync(hub.last_id().as_deref()).await;
     }
     cluster.release(&place).await;
 }
 
-/// Reads the upstream while the lease holds (and the hub has clients).
+/// Why a replica reads the upstream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// It holds the thread's lease.
+    Held,
+    /// Redis cannot be reached: nobody can hold it.
+    Unknown,
+    /// The journal cannot place this hub: it reads the upstream itself for good.
+    Never,
+}
+
+/// Reads the upstream while the lease holds, or while Redis cannot say (or for good).
 async fn lead(
     gw: &Arc<Gateway>,
     hub: &Arc<Hub>,
     spec: &UpstreamSpec,
-    cluster: &Cluster,
-    place: &Place,
+    (cluster, place): (&Cluster, &Place),
+    lease: Lease,
 ) {
-    tracing::info!(route = %place.route, thread_id = %hub.thread, "this replica now reads the upstream stream for the cluster");
-    let held = gw.metrics.cluster_leases();
+    if lease == Lease::Held {
+        tracing::info!(route = %place.route, thread_id = %hub.thread, "this replica now reads the upstream stream for the cluster");
+    }
+    let held = gw.metrics.cluster_upstreams();
     held.inc();
     hub.set_mirroring(true);
     tokio::select! {
         _ = sse_upstream::run_once(gw, hub, spec, None) => {}
-        _ = keep(cluster, place) => {
-            tracing::warn!(route = %place.route, thread_id = %hub.thread, "lease lost; following the cluster's journal");
+        _ = keep(cluster, place, lease) => {
+            tracing::info!(route = %place.route, thread_id = %hub.thread, "another replica reads the upstream stream; following the cluster's journal");
         }
     }
     hub.set_mirroring(false);
     held.dec();
 }
 
-/// Renews the lease every quarter of its length; returns when it is lost.
-async fn keep(cluster: &Cluster, place: &Place) {
+/// Returns once another replica is known to hold the lease; renews it while this one does, and
+/// takes it when Redis answers again after an outage.
+async fn keep(cluster: &Cluster, place: &Place, mut lease: Lease) {
     loop {
         tokio::time::sleep(LEASE / 4).await;
-        if !cluster.renew(place).await {
-            return;
-        }
+        lease = match lease {
+            Lease::Never => continue,
+            Lease::Held => match cluster.renew(place).await {
+                Some(true) => Lease::Held,
+                Some(false) => return,
+                None => Lease::Unknown,
+            },
+            Lease::Unknown => match cluster.acquire(place).await {
+                Some(true) => Lease::Held,
+                Some(false) => return,
+                None => Lease::Unknown,
+            },
+        };
     }
 }
