@@ -127,11 +127,14 @@ class Bench:
             p, pids = nginx(w, self.mock_addr, port, self.tmp)
             self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
 
-    def start_gateway(self, name, shared, workers=0, tls=None):
+    def start_gateway(self, name, shared, workers=0, tls=None, cluster=None):
         """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route;
-        `workers`: runtime worker threads, 0 = one per core; `tls`: (cert, key) for the listener)."""
+        `workers`: runtime worker threads, 0 = one per core; `tls`: (cert, key) for the listener;
+        `cluster`: a Redis URL for cluster mode)."""
         cfg = os.path.join(self.tmp, f"{name}.toml")
         tls_table = f'[tls]\ncert_file = "{tls[0]}"\nkey_file = "{tls[1]}"\n' if tls else ""
+        if cluster:
+            tls_table += f'[cluster]\nredis_url = "{cluster}"\n'
         with open(cfg, "w") as f:
             f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\nworkers = {workers}\n'
                     f'[limits]\nupstream_idle_timeout_s = 300\n{tls_table}'
@@ -279,6 +282,69 @@ def http_rail(b):
         print(f"| {name} | {rps:,.0f} | {ratio} | {p50:.2f} | {p99:.2f} | {bad} | {per} |", flush=True)
 
 
+def start_redis(tmp):
+    """A redis-server on a free port (no persistence: a benchmark), answering PING."""
+    port = free_port()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(p)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(7) == b"+PONG\r\n":
+                    return p, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("redis-server did not start")
+
+
+def spread(b, targets, thread, per_target, rate, duration, watch):
+    """Clients of one thread spread over `targets` (one railgate-load each), all measured at once."""
+    loads = []
+    for i, t in enumerate(targets):
+        ready = os.path.join(b.tmp, f"ready-{i}")
+        if os.path.exists(ready):
+            os.remove(ready)
+        cmd = [os.path.join(REL, "railgate-load"), "sse", "--target", t, "--threads", thread, "--per-thread", str(per_target),
+               "--duration", str(duration), "--ready-file", ready, "--watch", ",".join(f"{n}{j}={p}" for j, (n, p) in enumerate(watch)),
+               "--header", f"Authorization: Bearer {b.tok}"] + sum((["--header", h] for h in HEADERS), [])
+        loads.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), ready))
+    while not all(os.path.exists(r) for _, r in loads):
+        time.sleep(0.05)
+    http("POST", f"http://{b.mock_addr}/_mock/publish", {"thread_id": thread, "count": int(rate * (duration + 30)), "rate_per_s": rate})
+    results = [json.loads(p.communicate(timeout=duration + 300)[0]) for p, _ in loads]
+    return results
+
+
+def cluster_row(b):
+    """(h) One thread × 600 SSE clients over three replicas in cluster mode (Redis) against a
+    single gateway; share_upstream on, one worker each."""
+    redis, url = start_redis(b.tmp)
+    replicas = [b.start_gateway(f"replica-{i}", "true", 1, cluster=url) for i in range(3)]
+    rate, duration = 100, 15
+    print(f"\n### (h) cluster: 1 thread × 600 SSE clients, {rate} events/s, {duration} s (share_upstream, 1 worker each)\n")
+    print("| setup | connected | upstream streams | delivered ev/s | of expected | p50 ms | p99 ms (worst replica) | CPU (cores) |\n|---|---|---|---|---|---|---|---|")
+    setups = [("single gateway", [b.gw["railgate-shared-1w"]]), ("3 replicas + Redis", replicas)]
+    for name, gws in setups:
+        before = b.stats()["sse_streams_opened"]
+        thread = b.threads(1)[0]
+        watch = [("mock", b.mock.pid), ("redis", redis.pid)] + [("railgate", g[0].pid) for g in gws]
+        rs = spread(b, [g[1] for g in gws], thread, 600 // len(gws), rate, duration, watch)
+        streams = b.stats()["sse_streams_opened"] - before
+        eps = sum(r["events_per_s"] for r in rs)
+        cpu = {}
+        for k, v in rs[0]["cpu"].items():
+            base = re.sub(r"\d+$", "", k)
+            cpu[base] = cpu.get(base, 0) + v
+        cpu_text = " ".join(f"{k}={v:.2f}" for k, v in sorted(cpu.items()) if k != "load")
+        p50 = max(r["latency_us"]["p50"] for r in rs) / 1000
+        p99 = max(r["latency_us"]["p99"] for r in rs) / 1000
+        print(f"| {name} | {sum(r['connected'] for r in rs)}/600 | {streams} | {eps:,.0f} | {eps / (600 * rate) * 100:.1f}% | "
+              f"{p50:.2f} | {p99:.2f} | {cpu_text} |", flush=True)
+
+
 def make_cert(tmp):
     """A self-signed leaf for `localhost` / 127.0.0.1 (not a CA, so rustls accepts it as its own
     trust anchor); returns (cert, key) paths."""
@@ -395,9 +461,11 @@ def main(which):
             tls_h2(b)
         if "g" in which:
             http_rail(b)
+        if "h" in which:
+            cluster_row(b)
     finally:
         b.close()
 
 
 if __name__ == "__main__":
-    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e", "f", "g"})
+    main(set(sys.argv[1:]) or {"a", "a+", "b", "c", "d", "e", "f", "g", "h"})

@@ -2,13 +2,14 @@
 # One run, three paths: client → mock directly; client → nginx → mock; client → railgate → mock.
 # Prints one table (absolute figures, ratios to direct and to nginx). Takes ~20 minutes.
 #   tests/bench/compare.sh            # everything
-#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f, g)
+#   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f, g, h)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing ${need[*]} (apt-get)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
