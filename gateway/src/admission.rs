@@ -140,20 +140,23 @@ pub async fn precheck(
 /// After the tenant is verified: a route its flags switch off is `403 feature.disabled`.
 fn switched_on(gw: &Gateway, route: Option<&str>, tenant: &str) -> Result<(), Denial> {
     let live = gw.live();
-    let off = match (route, live.config.tenants.get(tenant)) {
-        (Some(r), Some(flags)) => flags.disabled_routes.iter().any(|d| d == r),
-        _ => false,
-    };
-    if off {
-        return Err(Denial::with_message(
+    let flags = live.config.tenants.get(tenant);
+    switched_off(route, flags.map(|f| f.disabled_routes.as_slice()), "tenant")
+}
+
+/// `403 feature.disabled` when `route` is among `disabled` (a tenant's or a resource's flags).
+fn switched_off(
+    route: Option<&str>,
+    disabled: Option<&[String]>,
+    whose: &str,
+) -> Result<(), Denial> {
+    match (route, disabled) {
+        (Some(r), Some(off)) if off.iter().any(|d| d == r) => Err(Denial::with_message(
             ErrorCode::FeatureDisabled,
-            format!(
-                "route {} is switched off for this tenant",
-                route.unwrap_or_default()
-            ),
-        ));
+            format!("route {r} is switched off for this {whose}"),
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Phase 1: the credentials the route accepts, verified (401).
@@ -220,19 +223,8 @@ pub async fn ownership(
         (_, ErrorCode::ThreadNotFound) => Denial::with_message(d.code, format!("no {kind} {id}")),
         _ => Denial::with_message(d.code, format!("{kind} {id} belongs to another tenant")),
     })?;
-    let off = record
-        .zip(route)
-        .is_some_and(|(r, route)| r.disabled_routes.iter().any(|d| d == route));
-    if off {
-        return Err(Denial::with_message(
-            ErrorCode::FeatureDisabled,
-            format!(
-                "route {} is switched off for this {kind}",
-                route.unwrap_or_default()
-            ),
-        ));
-    }
-    Ok(())
+    let disabled = record.as_ref().map(|r| r.disabled_routes.as_slice());
+    switched_off(route, disabled, kind)
 }
 
 /// The last phase, after the rail's own checks: a first-use ticket is marked used (a second

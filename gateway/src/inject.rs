@@ -254,6 +254,19 @@ fn members_of_value(v: &RawValue) -> Vec<Member<'_>> {
 }
 
 impl Prepared<'_> {
+    /// The raw JSON text of the data's top-level member `name` (the last one, as a JSON
+    /// parser reads duplicates), `Some(None)` when there is none; `None` when the data is not a
+    /// JSON object.
+    pub fn member(&self, name: &str) -> Option<Option<&str>> {
+        let list = self.members.as_ref()?;
+        Some(
+            list.iter()
+                .rev()
+                .find(|m| m.name == name)
+                .map(|m| m.value.get()),
+        )
+    }
+
     /// Whether the data looks like JSON but is not strict JSON (it must be dropped).
     pub fn is_malformed(&self) -> bool {
         self.malformed

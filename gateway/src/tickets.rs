@@ -59,13 +59,11 @@ async fn read_ask(body: Incoming) -> Result<Ask, Denial> {
             "body must be {\"thread_id\": \"...\", \"ttl_s\": 60, \"kind\": \"thread\"}",
         )
     })?;
-    let kind_ok = ask.kind.as_deref().is_none_or(|k| {
-        !k.is_empty()
-            && k.len() <= 32
-            && k.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    });
-    if !kind_ok {
+    if !ask
+        .kind
+        .as_deref()
+        .is_none_or(railgate_policy::thread::valid_kind)
+    {
         return Err(Denial::with_message(
             ErrorCode::HeaderInvalid,
             "kind is malformed",

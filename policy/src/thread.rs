@@ -21,6 +21,16 @@ pub struct ThreadRecord {
     pub disabled_routes: Vec<String>,
 }
 
+/// Whether `kind` can name a kind of owned resource (`thread`, `canvas`, …): 1–32 bytes of
+/// `a-z`, `0-9` and `_`, starting with a letter. It goes into registry URLs and cache keys.
+pub fn valid_kind(kind: &str) -> bool {
+    kind.len() <= 32
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 /// Decides whether `ctx` may use a thread whose record is `record` (`None`: unknown thread).
 ///
 /// A record in another tenant or env is `chat.thread_forbidden`; with `hide_foreign` it is

@@ -28,19 +28,25 @@ fn routes(replace: &[(&str, &str)]) -> String {
 
 /// A canvas made on the mock directly, owned by `tenant` (env dev, project p_chat).
 async fn canvas(s: &Stack, tenant: &str) -> String {
-    let r = post_json(
-        &s.mock_addr(),
-        "/canvas/canvases",
-        &[
-            ("x-tenant-id", tenant),
-            ("x-env", "dev"),
-            ("x-project-id", "p_chat"),
-        ],
-        &json!({"title": "c"}),
-    )
-    .await;
+    canvas_with(s, tenant, json!({"title": "c"})).await
+}
+
+/// A canvas made on the mock from `body` (`title`, `disabled_routes`).
+async fn canvas_with(s: &Stack, tenant: &str, body: Value) -> String {
+    let headers = [
+        ("x-tenant-id", tenant),
+        ("x-env", "dev"),
+        ("x-project-id", "p_chat"),
+    ];
+    let r = post_json(&s.mock_addr(), "/canvas/canvases", &headers, &body).await;
     assert_eq!(r.status, 201);
     r.json()["id"].as_str().expect("id").to_owned()
+}
+
+/// `GET path` on the gateway `addr` as `t_a`'s user `u1`, with the chat context headers.
+async fn get_as_t_a(addr: &str, path: &str) -> railgate_tests::client::HttpResponse {
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    get(addr, path, &refs(&h)).await
 }
 
 /// Posts to a canvas channel on the mock (what the canvas backend would publish).
@@ -169,14 +175,13 @@ async fn canvases_never_see_each_others_events_on_any_channel_even_when_the_upst
 async fn a_canvas_of_another_tenant_is_403_or_404_when_hidden_and_asked_for_by_kind() {
     let s = Stack::start(&routes(&[]));
     let b1 = canvas(&s, "t_b").await;
-    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let r = get(&s.addr(), &format!("/sse/canvas/{b1}/commits"), &refs(&h)).await;
+    let r = get_as_t_a(&s.addr(), &format!("/sse/canvas/{b1}/commits")).await;
     assert_envelope(&r, 403, "chat.thread_forbidden");
     assert_eq!(
         r.json()["error"]["message"],
         format!("canvas {b1} belongs to another tenant")
     );
-    let r = get(&s.addr(), "/sse/canvas/cv_nope/commits", &refs(&h)).await;
+    let r = get_as_t_a(&s.addr(), "/sse/canvas/cv_nope/commits").await;
     assert_envelope(&r, 404, "chat.thread_not_found");
     let asked: Vec<String> = get(&s.mock_addr(), "/_mock/requests", &[])
         .await
@@ -200,12 +205,7 @@ async fn a_canvas_of_another_tenant_is_403_or_404_when_hidden_and_asked_for_by_k
         "name = \"canvas-commits\"\nhide_foreign_threads = true",
     )]));
     let b1 = canvas(&hidden, "t_b").await;
-    let r = get(
-        &hidden.addr(),
-        &format!("/sse/canvas/{b1}/commits"),
-        &refs(&h),
-    )
-    .await;
+    let r = get_as_t_a(&hidden.addr(), &format!("/sse/canvas/{b1}/commits")).await;
     assert_envelope(&r, 404, "chat.thread_not_found");
 }
 
@@ -216,8 +216,7 @@ async fn a_tenant_with_gestures_off_is_refused_and_keeps_its_commits() {
         routes(&[])
     ));
     let a1 = canvas(&s, "t_a").await;
-    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let r = get(&s.addr(), &format!("/sse/canvas/{a1}/gestures"), &refs(&h)).await;
+    let r = get_as_t_a(&s.addr(), &format!("/sse/canvas/{a1}/gestures")).await;
     assert_envelope(&r, 403, "feature.disabled");
     let mut commits = open(&s, "t_a", &format!("/sse/canvas/{a1}/commits"), &[]).await;
     eventually!(10, "subscribed", mock_active(&s).await == 1);
@@ -619,26 +618,10 @@ async fn websocket_presence_is_per_panel_and_a_rejoin_sees_the_current_members()
 #[tokio::test]
 async fn the_registry_can_switch_a_route_off_for_one_canvas() {
     let s = Stack::start(&routes(&[]));
-    let r = post_json(
-        &s.mock_addr(),
-        "/canvas/canvases",
-        &[
-            ("x-tenant-id", "t_a"),
-            ("x-env", "dev"),
-            ("x-project-id", "p_chat"),
-        ],
-        &json!({"title": "quiet", "disabled_routes": ["canvas-gestures"]}),
-    )
-    .await;
-    let quiet = r.json()["id"].as_str().expect("id").to_owned();
+    let body = json!({"title": "quiet", "disabled_routes": ["canvas-gestures"]});
+    let quiet = canvas_with(&s, "t_a", body).await;
     let loud = canvas(&s, "t_a").await;
-    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let r = get(
-        &s.addr(),
-        &format!("/sse/canvas/{quiet}/gestures"),
-        &refs(&h),
-    )
-    .await;
+    let r = get_as_t_a(&s.addr(), &format!("/sse/canvas/{quiet}/gestures")).await;
     assert_envelope(&r, 403, "feature.disabled");
     assert_eq!(
         r.json()["error"]["message"],

@@ -117,7 +117,7 @@ async fn while_redis_is_down_tickets_are_refused_and_streams_go_on() {
     let jwt = SseStream::open(&c.c.0.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
     assert_eq!(jwt.status, 200);
     c.a.publish(&th, 2).await;
-    let ids: Vec<_> = stream.take(2).await.into_iter().map(|e| e.id).collect();
+    let ids = next_ids(&mut stream, 2).await;
     assert_eq!(ids, [Some("1".to_owned()), Some("2".to_owned())]);
 
     c.redis.restart();
@@ -288,7 +288,7 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
     let mut first = SseStream::open(&c.b.0.addr(), &path, &refs(&h)).await;
     assert_eq!(first.status, 200);
     c.a.publish(&th, 5).await;
-    let got: Vec<_> = first.take(5).await.into_iter().map(|e| e.id).collect();
+    let got = next_ids(&mut first, 5).await;
     assert_eq!(
         got,
         (1..=5).map(|n| Some(n.to_string())).collect::<Vec<_>>()
@@ -312,7 +312,7 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
         (head.event.as_str(), head.json()),
         ("resume_cursor", json!({"cursor": "3", "source": "cluster"}))
     );
-    let got: Vec<_> = resumed.take(5).await.into_iter().map(|e| e.id).collect();
+    let got = next_ids(&mut resumed, 5).await;
     assert_eq!(
         got,
         (4..=8).map(|n| Some(n.to_string())).collect::<Vec<_>>()
@@ -330,6 +330,19 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
         [json!(null), json!("5")],
         "B's stream from the live end, then C's after 5"
     );
+}
+
+/// A cluster config whose chat SSE route shares upstream streams.
+fn shared_cluster(redis: &Redis) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{}\"\n[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
+        redis.url()
+    )
+}
+
+/// The ids of the next `n` events of a stream.
+async fn next_ids(st: &mut SseStream, n: usize) -> Vec<Option<String>> {
+    st.take(n).await.into_iter().map(|e| e.id).collect()
 }
 
 /// The one replica (index) whose `railgate_cluster_upstream_streams` is 1, if exactly one is.
@@ -353,21 +366,12 @@ async fn upstream_streams(s: &Stack) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_upstream_stream_per_thread_for_the_cluster_and_failover_keeps_every_sequence() {
     let redis = Redis::start();
-    let a = Stack::start(&format!(
-        "[cluster]\nredis_url = \"{}\"\n[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
-        redis.url()
-    ));
+    let a = Stack::start(&shared_cluster(&redis));
     let mut a = a;
     let (mut b, _bd) = a.replica();
     let (mut c, _cd) = a.replica();
     let th = a.thread("t_a").await;
-    let h = vec![
-        (
-            "authorization".to_owned(),
-            format!("Bearer {}", token("t_a", "u1", json!({}))),
-        ),
-        ("x-tenant-id".to_owned(), "t_a".to_owned()),
-    ];
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
     let path = format!("/sse/chat/{th}");
     let addrs = [a.addr(), b.addr(), c.addr()];
     let mut clients: Vec<(usize, SseStream)> = Vec::new();
@@ -425,12 +429,7 @@ async fn one_upstream_stream_per_thread_for_the_cluster_and_failover_keeps_every
     for (i, (replica, st)) in clients.iter_mut().enumerate() {
         if *replica != holder {
             let already = if i == watcher { 20 } else { 0 };
-            let got: Vec<_> = st
-                .take(200 - already)
-                .await
-                .into_iter()
-                .map(|e| e.id)
-                .collect();
+            let got = next_ids(st, 200 - already).await;
             assert_eq!(got, want(already as u64 + 1), "client {i} on a survivor");
             continue;
         }
@@ -475,19 +474,10 @@ async fn one_upstream_stream_per_thread_for_the_cluster_and_failover_keeps_every
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_streams_go_on_through_a_redis_outage_without_a_gap_or_a_duplicate() {
     let mut redis = Redis::start();
-    let a = Stack::start(&format!(
-        "[cluster]\nredis_url = \"{}\"\n[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
-        redis.url()
-    ));
+    let a = Stack::start(&shared_cluster(&redis));
     let (b, _bd) = a.replica();
     let th = a.thread("t_a").await;
-    let h = vec![
-        (
-            "authorization".to_owned(),
-            format!("Bearer {}", token("t_a", "u1", json!({}))),
-        ),
-        ("x-tenant-id".to_owned(), "t_a".to_owned()),
-    ];
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
     let path = format!("/sse/chat/{th}");
     let mut on_a = SseStream::open(&a.addr(), &path, &refs(&h)).await;
     let mut on_b = SseStream::open(&b.addr(), &path, &refs(&h)).await;
@@ -507,14 +497,7 @@ async fn shared_streams_go_on_through_a_redis_outage_without_a_gap_or_a_duplicat
     let ids = |from: u64, to: u64| (from..=to).map(|n| Some(n.to_string())).collect::<Vec<_>>();
     a.publish(&th, 3).await;
     for st in [&mut on_a, &mut on_b] {
-        assert_eq!(
-            st.take(3)
-                .await
-                .into_iter()
-                .map(|e| e.id)
-                .collect::<Vec<_>>(),
-            ids(1, 3)
-        );
+        assert_eq!(next_ids(st, 3).await, ids(1, 3));
     }
     redis.kill9();
     eventually!(
@@ -524,26 +507,12 @@ async fn shared_streams_go_on_through_a_redis_outage_without_a_gap_or_a_duplicat
     );
     a.publish(&th, 3).await;
     for st in [&mut on_a, &mut on_b] {
-        assert_eq!(
-            st.take(3)
-                .await
-                .into_iter()
-                .map(|e| e.id)
-                .collect::<Vec<_>>(),
-            ids(4, 6)
-        );
+        assert_eq!(next_ids(st, 3).await, ids(4, 6));
     }
     redis.restart();
     a.publish(&th, 3).await;
     for st in [&mut on_a, &mut on_b] {
-        assert_eq!(
-            st.take(3)
-                .await
-                .into_iter()
-                .map(|e| e.id)
-                .collect::<Vec<_>>(),
-            ids(7, 9)
-        );
+        assert_eq!(next_ids(st, 3).await, ids(7, 9));
     }
     // Nothing twice: the next event on each is the next id.
     a.publish(&th, 1).await;

@@ -10,13 +10,14 @@
 //! Canvases live in memory (the data dir keeps threads only). Like the rest of the mock it trusts
 //! the gateway's identity headers.
 
-use crate::api::{error, json_response, query_param, read_json};
+use crate::api::{error, json_response, read_json};
 use crate::body::Body;
 use crate::levers::ActiveStream;
+use crate::sse::{cursor_at, raw_cursor, stream_response, Cursor};
 use crate::store::now_us;
 use crate::App;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -307,34 +308,14 @@ pub fn open(app: Arc<App>, id: &str, channel: &str, req: &Request<Incoming>) -> 
         tokio::spawn(pump_gestures(app.clone(), rx, tx));
         return stream_response(body);
     }
-    let cursor = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .or_else(|| query_param(req.uri().query(), "last_event_id"));
-    let last = c.log(channel).last();
-    let start = match cursor.as_deref().map(str::trim) {
-        None | Some("") => last,
-        Some(s) => match s.parse::<u64>() {
-            Ok(n) if n <= last => n,
-            _ => return error(StatusCode::GONE, "chat.cursor_invalid", "unknown cursor"),
-        },
+    let raw = raw_cursor(req);
+    let start = match cursor_at(raw.as_deref(), c.log(channel).last()) {
+        Cursor::After(n) => n,
+        Cursor::Invalid => return error(StatusCode::GONE, "chat.cursor_invalid", "unknown cursor"),
     };
     let channel = channel.to_owned();
     tokio::spawn(async move { pump_log(app, c, channel, start, tx).await });
     stream_response(body)
-}
-
-fn stream_response(body: Body) -> Response<Body> {
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
 }
 
 async fn pump_log(

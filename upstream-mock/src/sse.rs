@@ -26,7 +26,11 @@ pub enum Cursor {
 
 /// Parses a client cursor against the thread's history. Empty means "from now".
 pub fn cursor(store: &Store, id: &str, raw: Option<&str>) -> Cursor {
-    let last = store.last_seq(id).unwrap_or(0);
+    cursor_at(raw, store.last_seq(id).unwrap_or(0))
+}
+
+/// Parses a client cursor against a history whose last seq is `last`.
+pub fn cursor_at(raw: Option<&str>, last: u64) -> Cursor {
     match raw.map(str::trim) {
         None | Some("") => Cursor::After(last),
         Some(s) => match s.parse::<u64>() {
@@ -45,12 +49,7 @@ pub fn open<B>(app: Arc<App>, id: &str, req: &Request<B>) -> Response<Body> {
             "no such thread",
         );
     }
-    let header_cursor = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let raw = header_cursor.or_else(|| query_param(req.uri().query(), "last_event_id"));
+    let raw = raw_cursor(req);
     let start = match cursor(&app.store, id, raw.as_deref()) {
         Cursor::After(seq) => seq,
         Cursor::Invalid => return error(StatusCode::GONE, "chat.cursor_invalid", "unknown cursor"),
@@ -62,6 +61,20 @@ pub fn open<B>(app: Arc<App>, id: &str, req: &Request<B>) -> Response<Body> {
     tokio::spawn(async move {
         pump(&app, &thread, start, limit, tx).await;
     });
+    stream_response(body)
+}
+
+/// The client's cursor: `Last-Event-ID`, else `?last_event_id=`.
+pub fn raw_cursor<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| query_param(req.uri().query(), "last_event_id"))
+}
+
+/// A `200 text/event-stream` answer streaming `body`.
+pub fn stream_response(body: Body) -> Response<Body> {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(

@@ -121,12 +121,7 @@ pub(super) fn read_resource_kind(r: &mut Reader<'_>, p: &mut Problems) -> String
     let kind = r
         .string("resource_kind", p)
         .unwrap_or_else(|| "thread".into());
-    let ok = kind.len() <= 32
-        && kind.starts_with(|c: char| c.is_ascii_lowercase())
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !ok {
+    if !railgate_policy::thread::valid_kind(&kind) {
         p.add(
             &r.path_of("resource_kind"),
             format!("{kind:?} is not a lower-case name such as \"canvas\" (a-z, 0-9, _)"),

@@ -430,7 +430,7 @@ impl Hub {
             let key = ev
                 .data
                 .as_deref()
-                .and_then(|d| coalescing_key(d, &eph.coalesce_key));
+                .and_then(|d| coalescing_key(d, prepared.as_ref(), &eph.coalesce_key));
             if !within_rate(&mut st.rates, &key, eph.key_rate_per_s, now) {
                 self.metrics.rate_capped.inc();
                 continue;
