@@ -9,10 +9,12 @@ SECRET = "bench-jwt-secret-0123456789"
 TENANT = "t_bench"
 HEADERS = ["X-Tenant-Id: t_bench", "X-Mode: lab", "X-Project-Id: p_chat", "X-App-Id: app-chat"]
 
-try:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
-except (ValueError, OSError):
-    pass
+for _nofile in (65536, 20000):
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_nofile, _nofile))
+        break
+    except (ValueError, OSError):
+        pass
 
 procs = []
 
@@ -127,21 +129,21 @@ class Bench:
             p, pids = nginx(w, self.mock_addr, port, self.tmp)
             self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
 
-    def start_gateway(self, name, shared, workers=0, tls=None, cluster=None):
+    def start_gateway(self, name, shared, workers=0, tls=None, cluster=None, limits="", routes=""):
         """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route;
         `workers`: runtime worker threads, 0 = one per core; `tls`: (cert, key) for the listener;
-        `cluster`: a Redis URL for cluster mode)."""
+        `cluster`: a Redis URL for cluster mode; `limits`: more lines for `[limits]`; `routes`: more `[[routes]]`)."""
         cfg = os.path.join(self.tmp, f"{name}.toml")
         tls_table = f'[tls]\ncert_file = "{tls[0]}"\nkey_file = "{tls[1]}"\n' if tls else ""
         if cluster:
             tls_table += f'[cluster]\nredis_url = "{cluster}"\n'
         with open(cfg, "w") as f:
             f.write(f'listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\nupstream = "http://{self.mock_addr}"\nworkers = {workers}\n'
-                    f'[limits]\nupstream_idle_timeout_s = 300\n{tls_table}'
+                    f'[limits]\nupstream_idle_timeout_s = 300\n{limits}{tls_table}'
                     f'[[routes]]\nname = "chat-sse"\npath = "/sse/chat/{{thread_id}}"\nkind = "sse"\nshare_upstream = {shared}\n'
                     f'require = ["tenant", "mode", "project", "app"]\n'
                     f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n'
-                    f'[[routes]]\nname = "chat-http"\npath = "/chat/threads/{{thread_id}}/**"\nkind = "http"\nrequire = ["tenant"]\n')
+                    f'[[routes]]\nname = "chat-http"\npath = "/chat/threads/{{thread_id}}/**"\nkind = "http"\nrequire = ["tenant"]\n{routes}')
         env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "warn"}
         p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
         return (p, r["listen"], r["admin"])
@@ -162,7 +164,8 @@ class Bench:
     def stats(self):
         return http("GET", f"http://{self.mock_addr}/_mock/stats")
 
-    def load(self, mode, target, threads, per_thread, headers, watch, duration, rate, extra=()):
+    def spawn_load(self, mode, target, threads, per_thread, headers, watch, duration, extra=()):
+        """Starts `railgate-load` and returns it once every connection is up."""
         ready = os.path.join(self.tmp, "ready")
         if os.path.exists(ready):
             os.remove(ready)
@@ -175,6 +178,10 @@ class Bench:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         while not os.path.exists(ready) and p.poll() is None:
             time.sleep(0.05)
+        return p
+
+    def load(self, mode, target, threads, per_thread, headers, watch, duration, rate, extra=()):
+        p = self.spawn_load(mode, target, threads, per_thread, headers, watch, duration, extra)
         if rate:
             for t in threads:
                 http("POST", f"http://{self.mock_addr}/_mock/publish", {"thread_id": t, "count": int(rate * (duration + 30)), "rate_per_s": rate})
@@ -463,6 +470,9 @@ def main(which):
             http_rail(b)
         if "h" in which:
             cluster_row(b)
+        if "soak" in which:
+            import soak
+            soak.run(b)
     finally:
         b.close()
 

@@ -20,6 +20,7 @@ pub mod peer;
 pub mod process;
 pub mod redis;
 pub mod stack;
+pub mod tally;
 pub mod tls;
 
 /// Polls `$cond` (an expression returning `bool`) every 20 ms until it holds or `$secs` pass;

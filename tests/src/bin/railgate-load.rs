@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use railgate_tests::tally::Tally;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,10 @@ struct Args {
     /// Speak HTTP/2 (ALPN `h2` over TLS, prior knowledge without), one connection per client.
     #[arg(long)]
     h2: bool,
+    /// SSE mode: check each client's `id:` sequence from its first byte (not only inside the
+    /// measured window) and report per-client counts, gaps and repeats under `"tally"`.
+    #[arg(long)]
+    tally: bool,
 }
 
 struct Shared {
@@ -81,6 +86,7 @@ struct Shared {
     errors: AtomicU64,
     connected: AtomicU64,
     hist: Mutex<Histogram<u64>>,
+    tallies: Mutex<Vec<Tally>>,
 }
 
 fn now_us() -> u64 {
@@ -239,7 +245,7 @@ async fn sse_client(
     headers: Arc<Vec<(String, String)>>,
     path: String,
     shared: Arc<Shared>,
-    idle: bool,
+    (idle, slot): (bool, usize),
 ) {
     let mut body = match open_sse(&transport, &args.target, &path, &headers).await {
         Ok(b) => b,
@@ -250,17 +256,48 @@ async fn sse_client(
     };
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let mut carry = Vec::new();
+    let (mut tally, mut lines) = (Tally::default(), Vec::new());
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => {
                 if let (Ok(data), false) = (f.into_data(), idle) {
                     scan(&data, &mut carry, &shared);
+                    if args.tally {
+                        tally.feed(&data, &mut lines);
+                        publish_tally(&shared, slot, tally);
+                    }
                 }
             }
             Err(_) => break,
         }
     }
+    tally.ended = true;
+    if args.tally {
+        publish_tally(&shared, slot, tally);
+    }
     shared.errors.fetch_add(1, Ordering::Relaxed);
+}
+
+fn publish_tally(shared: &Shared, slot: usize, tally: Tally) {
+    if let Ok(mut t) = shared.tallies.lock() {
+        if let Some(s) = t.get_mut(slot) {
+            *s = tally;
+        }
+    }
+}
+
+/// Every client's tally, summed up.
+fn tally_report(shared: &Shared) -> serde_json::Value {
+    let t = shared.tallies.lock().map(|t| t.clone()).unwrap_or_default();
+    let counts = t.iter().map(|t| t.events);
+    json!({
+        "clients": t.len(),
+        "min_events": counts.clone().min().unwrap_or(0),
+        "max_events": counts.max().unwrap_or(0),
+        "gaps": t.iter().map(|t| t.gaps).sum::<u64>(),
+        "repeats": t.iter().map(|t| t.repeats).sum::<u64>(),
+        "ended": t.iter().filter(|t| t.ended).count(),
+    })
 }
 
 async fn ws_client(
@@ -416,8 +453,15 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         errors: AtomicU64::new(0),
         connected: AtomicU64::new(0),
         hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
+        tallies: Mutex::new(Vec::new()),
     });
     let total = threads.len() * args.per_thread;
+    if args.tally {
+        if let Ok(mut t) = shared.tallies.lock() {
+            *t = vec![Tally::default(); total];
+        }
+    }
+    let mut slot = 0;
     let idle = matches!(args.mode, Mode::IdleSse | Mode::IdleWs);
     let sem = Arc::new(tokio::sync::Semaphore::new(args.ramp));
     let ramp_start = Instant::now();
@@ -425,6 +469,8 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         for _ in 0..args.per_thread {
             let (a, h, p, s) = (args.clone(), headers.clone(), path.clone(), shared.clone());
             let t = transport.clone();
+            slot += 1;
+            let slot = slot - 1;
             let permit = sem.clone().acquire_owned().await.expect("semaphore");
             let connected_before =
                 s.connected.load(Ordering::Relaxed) + s.errors.load(Ordering::Relaxed);
@@ -443,7 +489,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
                 tokio::spawn(release);
                 match a.mode {
                     Mode::Ws | Mode::IdleWs => ws_client(a, h, p, s, idle).await,
-                    _ => sse_client(a, t, h, p, s, idle).await,
+                    _ => sse_client(a, t, h, p, s, (idle, slot)).await,
                 }
             });
         }
@@ -491,5 +537,6 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         "events_per_s": events as f64 / secs,
         "latency_us": {"p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99), "max": h.max()},
         "cpu": cpu,
+        "tally": if args.tally { tally_report(&shared) } else { json!(null) },
     })
 }
