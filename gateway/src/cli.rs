@@ -179,10 +179,18 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
     };
     let source = startup::config_source(path.as_deref());
     crate::init_logging();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.workers > 0 {
-        builder.worker_threads(config.workers);
-    }
+    // One worker: a current-thread runtime, so the listener, every connection and every stream
+    // run on one thread with no cross-thread wake-ups or work stealing.
+    let mut builder = match config.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -75,6 +75,11 @@ pub fn log_started(config: &Config, env: &dyn Env, source: &str, ready: &str) {
     upstreams.sort_unstable();
     upstreams.dedup();
     let creds = credential_sources(&config.auth, env);
+    let handle = tokio::runtime::Handle::current();
+    let runtime = match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
+    };
     tracing::info!(
         target: "railgate::lifecycle",
         version = env!("CARGO_PKG_VERSION"),
@@ -84,7 +89,8 @@ pub fn log_started(config: &Config, env: &dyn Env, source: &str, ready: &str) {
         upstreams = upstreams.join(", "),
         credentials = if creds.is_empty() { "none".into() } else { creds.join(", ") },
         registry = registry(config),
-        workers = config.workers,
+        workers = handle.metrics().num_workers(),
+        runtime,
         "started"
     );
     if let Some(w) = no_credentials_warning(&config.auth, env) {

@@ -263,3 +263,51 @@ fn token_and_ticket_take_the_env_of_the_config() {
     let (_, note) = mint(&full);
     assert!(note.is_empty(), "{note}");
 }
+
+/// `workers = 1` runs the gateway on a current-thread runtime (the startup line says which), and
+/// that runtime serves the SSE and HTTP rails and drains on SIGTERM like the default one.
+#[tokio::test]
+async fn one_worker_runs_on_a_current_thread_runtime_and_serves_every_rail() {
+    use railgate_tests::client::{get, SseStream};
+    use railgate_tests::stack::{full_headers, refs, token};
+    for (workers, flavor) in [("workers = 1\n", "current_thread"), ("", "multi_thread")] {
+        let mut s = Stack::start(workers);
+        eventually!(10, "the startup line is logged", {
+            line_with(&s, "started").is_some()
+        });
+        assert_eq!(
+            line_with(&s, "started").expect("started")["runtime"],
+            flavor
+        );
+        let th = s.thread("t_a").await;
+        let tok = token("t_a", "u1", serde_json::json!({}));
+        let h = full_headers(&tok, "t_a");
+        let mut st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+        assert_eq!(st.status, 200);
+        s.publish(&th, 3).await;
+        let mut seqs = Vec::new();
+        while seqs.len() < 3 {
+            let e = st
+                .next_event_within(Duration::from_secs(20))
+                .await
+                .expect("an event within 20 s");
+            if e.event == "chat_message" {
+                seqs.push(e.json()["seq"].as_u64().expect("seq"));
+            }
+        }
+        assert_eq!(seqs, [1, 2, 3]);
+        let r = get(
+            &s.addr(),
+            &format!("/chat/threads/{th}/messages"),
+            &refs(&h),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        s.gw.signal(15);
+        assert_eq!(
+            s.gw.wait_exit(Duration::from_secs(30))
+                .and_then(|st| st.code()),
+            Some(0)
+        );
+    }
+}
