@@ -76,7 +76,7 @@ pub fn upgrade(
     let (parts, _) = req.into_parts();
     let accept = up.accept.clone();
     let session = Session::new(gw.clone(), route.clone(), caps.clone(), parts, up);
-    gw.streams.spawn(session.run(on_upgrade));
+    gw.streams.spawn(Box::new(session).run(on_upgrade));
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();

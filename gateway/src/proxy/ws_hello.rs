@@ -66,8 +66,9 @@ impl Session {
         }
     }
 
-    /// Runs the session to its end.
-    pub async fn run(mut self, on_upgrade: OnUpgrade) {
+    /// Runs the session to its end. Takes the session boxed: the task keeps its arguments for its
+    /// whole life, and the session's parts are freed once the relay starts.
+    pub async fn run(mut self: Box<Self>, on_upgrade: OnUpgrade) {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -101,7 +102,7 @@ impl Session {
             Err(End::Deny(d)) => {
                 self.out.code = Some(d.code);
                 record(&self.gw.metrics, &self.out, 101);
-                finish(&mut ws, End::Deny(d), &self.out.trace_id).await;
+                Box::pin(finish(&mut ws, End::Deny(d), &self.out.trace_id)).await;
             }
             Err(_) => {}
         }

@@ -152,7 +152,16 @@ impl WsRelay {
                 ptx,
             );
             let room = (self.ctx.tenant_id(), self.ctx.env());
-            cluster::presence::joined(gw.cluster.as_deref(), room, &self.place, &member).await;
+            // Boxed, like the two awaits below: a task keeps room for its largest state for its
+            // whole life, and these brief ones (a Redis command, the closing handshake) are
+            // larger than relaying.
+            Box::pin(cluster::presence::joined(
+                gw.cluster.as_deref(),
+                room,
+                &self.place,
+                &member,
+            ))
+            .await;
         }
         let end = self.relay(&mut client, &mut prx).await;
         if presence {
@@ -163,11 +172,17 @@ impl WsRelay {
                 self.session,
             );
             let room = (self.ctx.tenant_id(), self.ctx.env());
-            cluster::presence::left(gw.cluster.as_deref(), room, &self.place, self.session).await;
+            Box::pin(cluster::presence::left(
+                gw.cluster.as_deref(),
+                room,
+                &self.place,
+                self.session,
+            ))
+            .await;
         }
         let (outcome, close_code) = end.describe();
         self.log.ended(&outcome, close_code);
-        finish(&mut client, end, &self.ctx.trace_id).await;
+        Box::pin(finish(&mut client, end, &self.ctx.trace_id)).await;
     }
 
     async fn relay(&mut self, client: &mut ClientWs, presence: &mut mpsc::Receiver<String>) -> End {
