@@ -8,8 +8,9 @@
 //! for a single change, `batch` (`joined`, `left`) for several — and a newcomer gets one
 //! `snapshot` of the others instead of a message per member, so a thread that fills up costs about
 //! one message per member per window rather than one per member per join. Above
-//! `ws.presence_fanout_max` members, changes are no longer pushed; a member asks for a snapshot
-//! with `{"type":"presence","op":"snapshot"}` (Centrifugo's approach for large channels).
+//! `ws.presence_fanout_max` members nothing is pushed, not even a newcomer's snapshot; a member
+//! asks for a snapshot with `{"type":"presence","op":"snapshot"}` (Centrifugo's approach for
+//! large channels).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -286,7 +287,8 @@ impl Presence {
     }
 
     /// Ends a thread's window: newcomers get a snapshot of the others (when there are any),
-    /// everyone else the window's changes (unless the room is above `fanout_max`). A member whose
+    /// everyone else the window's changes — unless the room is above `fanout_max`: then nobody
+    /// gets either, and members ask for a snapshot. A member whose
     /// queue is full misses the message (best effort; it can ask for a snapshot).
     pub fn flush(&self, key: &Key) {
         let mut rooms = self.lock();
@@ -295,15 +297,14 @@ impl Presence {
         };
         room.flush_scheduled = false;
         let changes = std::mem::take(&mut room.pending);
-        let news = if room.entries.len() <= self.fanout_max {
-            news(&changes, key)
-        } else {
-            None
-        };
+        // Above the limit nothing is pushed, snapshots included: each newcomer's snapshot lists
+        // every other member, so a crowd joining one thread would cost members² bytes.
+        let pushed = room.entries.len() <= self.fanout_max;
+        let news = if pushed { news(&changes, key) } else { None };
         for i in 0..room.entries.len() {
             let e = &room.entries[i];
             let msg = if e.fresh {
-                (room.entries.len() > 1).then(|| snapshot(room, key, e.member.session))
+                (pushed && room.entries.len() > 1).then(|| snapshot(room, key, e.member.session))
             } else {
                 news.clone()
             };
@@ -455,8 +456,10 @@ mod tests {
             p.join("t_a", "dev", &th(), member(i, &format!("u{i}")), tx);
         }
         p.flush(&key("t_a"));
-        let first = next(&mut rx_a).expect("alice joined in this window: a snapshot");
-        assert_eq!(first["op"], "snapshot");
+        assert!(
+            next(&mut rx_a).is_none(),
+            "3 members > 2: not even a newcomer's snapshot is pushed"
+        );
         let (tx, _rx) = mpsc::channel(8);
         p.join("t_a", "dev", &th(), member(4, "u4"), tx);
         p.flush(&key("t_a"));
