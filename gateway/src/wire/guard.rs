@@ -12,6 +12,7 @@ use super::chunked::Chunked;
 use super::head::{self, BodyLen, Framing, Refused, Scan};
 use railgate_policy::Denial;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -226,20 +227,20 @@ impl<S> Guarded<S> {
 }
 
 impl<S: AsyncRead + Unpin> Guarded<S> {
-    /// Reads more from the socket into the buffer; `Ok(false)` at end of stream.
+    /// Reads more from the socket into the buffer; `Ok(false)` at end of stream. The read goes
+    /// to a chunk on the stack and only what arrived joins the buffer: hyper polls an idle
+    /// connection (to notice the client leaving), and a buffer sized for a read would be held,
+    /// empty, for as long as the connection stays idle.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let mut rb = ReadBuf::new(&mut self.buf[len..]);
-        let polled = Pin::new(&mut self.inner).poll_read(cx, &mut rb);
-        let n = rb.filled().len();
-        self.buf.truncate(len + n);
-        ready!(polled)?;
-        Poll::Ready(Ok(n > 0))
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut rb = ReadBuf::uninit(&mut chunk);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        self.buf.extend_from_slice(rb.filled());
+        Poll::Ready(Ok(!rb.filled().is_empty()))
     }
 }
 

@@ -97,3 +97,27 @@ async fn an_unfinished_head_at_end_of_stream_is_dropped() {
     assert!(res.is_ok());
     assert!(got.is_empty());
 }
+
+/// An idle connection (its request handed on, the client quiet while its stream runs) holds no
+/// read buffer in the guard: hyper keeps polling it to notice the client leaving.
+#[tokio::test]
+async fn an_idle_connection_holds_no_buffer_between_requests() {
+    let (mut client, server) = tokio::io::duplex(4096);
+    let mut g = Guarded::new(server, 1024, Refusal::new());
+    client
+        .write_all(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let n = g.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n");
+    let idle = tokio::time::timeout(std::time::Duration::from_millis(50), g.read(&mut buf));
+    assert!(idle.await.is_err(), "nothing more to read");
+    assert_eq!(g.buf.capacity(), 0);
+    client
+        .write_all(b"GET /next HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    let n = g.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"GET /next HTTP/1.1\r\n\r\n");
+}
