@@ -431,12 +431,15 @@ def main(which):
         if "c" in which:
             print("\n### (c) idle connections: gateway RSS growth per connection (each row a fresh gateway process)\n\n| rail | connections | RSS before (MiB) | RSS after (MiB) | KiB per connection |\n|---|---|---|---|---|")
             for mode, n, shared in (("idle-sse", 9000, "false"), ("idle-sse", 9000, "true"), ("idle-ws", 9000, "false")):
-                p, addr, _ = b.start_gateway(f"fresh-{mode}-{shared}", shared)
+                # Every client comes from 127.0.0.1: above the default cap on one address's
+                # connections still authenticating while 200 open at once.
+                p, addr, _ = b.start_gateway(f"fresh-{mode}-{shared}", shared,
+                                             limits="max_unauthenticated_per_address = 4096\n")
                 ts = b.threads(1)
                 before = rss_kib(p.pid)
                 path = "/sse/chat/{thread}" if mode == "idle-sse" else "/ws/chat/{thread}"
                 hello = json.dumps({"type": "hello", "context": {"tenant_id": TENANT, "mode": "lab", "project_id": "p_chat", "app_id": "app-chat"}})
-                extra = ["--path", path, "--ramp", "500"] + (["--hello", hello] if mode == "idle-ws" else [])
+                extra = ["--path", path, "--ramp", "200"] + (["--hello", hello] if mode == "idle-ws" else [])
                 ready = os.path.join(b.tmp, "ready")
                 if os.path.exists(ready):
                     os.remove(ready)
