@@ -5,7 +5,7 @@
 //!   (and, on an ephemeral route, [`sse_overflow`]) to [`sse_body`]; in cluster mode a shared
 //!   hub is fed by [`sse_cluster`] (one upstream stream per thread per cluster).
 //! - WebSocket: [`ws`] (before the 101) → [`ws_hello`] → [`ws_relay`] ↔ [`ws_upstream`], on the
-//!   client connection of [`ws_conn`].
+//!   client connection of [`ws_conn`]; presence through [`ws_presence`].
 //! - Shared: [`upstream`] (the URI builder, TCP connect), [`reconnect`] (backoff, deadline,
 //!   status classes, cursor and credential limits), [`headers`] (hygiene both ways).
 
@@ -25,5 +25,6 @@ pub mod upstream;
 pub mod ws;
 pub mod ws_conn;
 pub mod ws_hello;
+pub mod ws_presence;
 pub mod ws_relay;
 pub mod ws_upstream;

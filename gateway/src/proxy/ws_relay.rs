@@ -17,21 +17,21 @@ use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::caps::StreamSlot;
 use crate::clock;
-use crate::cluster;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{client_text, stamp, verified_context, ClientText, Crossing, Stamp, Stamped};
 use crate::metrics::Violation;
 use crate::outcome::StreamLog;
-use crate::presence::{is_snapshot_request, Member, Place};
+use crate::presence::{is_snapshot_request, Place};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
+use crate::proxy::ws_presence;
 use crate::proxy::ws_upstream::{self, event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use http::request::Parts;
-use railgate_policy::{Denial, ErrorCode, Field, RequestContext};
+use railgate_policy::{Denial, ErrorCode, RequestContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,44 +137,23 @@ impl WsRelay {
         let gw = self.gw.clone();
         let presence = gw.live().config.ws.presence;
         let (ptx, mut prx) = mpsc::channel::<String>(64);
+        // Boxed, like the closing handshake below: a task keeps room for its largest state for
+        // its whole life, and these brief ones (Redis commands in cluster mode) are larger.
         if presence {
-            let member = Member {
-                session: self.session,
-                actor_id: self.ctx.user_id.clone(),
-                surface_id: self.ctx.get(Field::Surface).map(str::to_owned),
-                joined_at: clock::now(),
-            };
-            gw.presence.join(
-                self.ctx.tenant_id(),
-                self.ctx.env(),
+            Box::pin(ws_presence::join(
+                &gw,
+                &self.ctx,
                 &self.place,
-                member.clone(),
+                self.session,
                 ptx,
-            );
-            let room = (self.ctx.tenant_id(), self.ctx.env());
-            // Boxed, like the two awaits below: a task keeps room for its largest state for its
-            // whole life, and these brief ones (a Redis command, the closing handshake) are
-            // larger than relaying.
-            Box::pin(cluster::presence::joined(
-                gw.cluster.as_deref(),
-                room,
-                &self.place,
-                &member,
             ))
             .await;
         }
         let end = self.relay(&mut client, &mut prx).await;
         if presence {
-            gw.presence.leave(
-                self.ctx.tenant_id(),
-                self.ctx.env(),
-                &self.place,
-                self.session,
-            );
-            let room = (self.ctx.tenant_id(), self.ctx.env());
-            Box::pin(cluster::presence::left(
-                gw.cluster.as_deref(),
-                room,
+            Box::pin(ws_presence::leave(
+                &gw,
+                &self.ctx,
                 &self.place,
                 self.session,
             ))
