@@ -18,7 +18,7 @@
 //! | rail's checks after admission | [`proxy::reconnect::cursor_of`] (SSE); the hello's cursor (WS) |
 //! | ticket spent | [`admission::spend_ticket`] |
 //! | rail | [`proxy::http::forward`], [`proxy::sse::serve`], [`proxy::ws::upgrade`] → [`proxy::ws_hello`] → [`proxy::ws_relay`] |
-//! | upstream | [`proxy::upstream::uri`], [`proxy::sse_upstream::run`], [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |
+//! | upstream | [`proxy::upstream::uri`], [`proxy::sse_upstream::run`] (over [`proxy::sse_wire`]), [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |
 //! | refusal, any transport | [`respond`] |
 //! | log and metrics | [`outcome::record`] |
 //!

@@ -1,7 +1,8 @@
 //! The rails that relay admitted traffic to the upstream, and what they share.
 //!
 //! - HTTP: [`http`]. SSE: [`sse`] (entry) → [`sse_hub`] (one stream's clients, registered in
-//!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects), delivered through [`sse_queue`]
+//!   [`sse_hubs`]) ← [`sse_upstream`] (reads and reconnects, over [`sse_wire`]), delivered through
+//!   [`sse_queue`]
 //!   (and, on an ephemeral route, [`sse_overflow`]) to [`sse_body`]; in cluster mode a shared
 //!   hub is fed by [`sse_cluster`] (one upstream stream per thread per cluster).
 //! - WebSocket: [`ws`] (before the 101) → [`ws_hello`] → [`ws_relay`] ↔ [`ws_upstream`], on the
@@ -21,6 +22,7 @@ pub mod sse_overflow;
 pub mod sse_queue;
 pub mod sse_screen;
 pub mod sse_upstream;
+pub mod sse_wire;
 pub mod upstream;
 pub mod ws;
 pub mod ws_conn;

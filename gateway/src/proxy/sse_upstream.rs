@@ -5,15 +5,12 @@
 use crate::app::Gateway;
 use crate::body::Body;
 use crate::config::Rail;
-use crate::outbound::{self, UpstreamIo, UpstreamTls};
+use crate::outbound::{self, UpstreamTls};
 use crate::proxy::reconnect::{classify, Reconnect, Refusal};
 use crate::proxy::sse_hub::{Hub, Sharing};
+use crate::proxy::sse_wire::{exchange, Wire};
 use crate::sse::Parser;
 use http::{HeaderMap, HeaderValue, Request, Uri};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use railgate_policy::ErrorCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,19 +26,9 @@ pub struct UpstreamSpec {
     pub tls: UpstreamTls,
 }
 
-/// An upstream event stream: the response body and the connection that feeds it. Both are
-/// driven by the hub's own task, so an upstream read reaches the parser without a hop through
-/// another task (and a stream costs one task, not two).
-pub struct Stream {
-    body: Incoming,
-    conn: UpstreamConn,
-    conn_done: bool,
-    // Dropping the sender would let the connection close once the response ends; kept for
-    // the stream's life.
-    _sender: http1::SendRequest<Body>,
-}
-
-type UpstreamConn = http1::Connection<TokioIo<UpstreamIo>, Body>;
+/// An upstream event stream on its own connection ([`super::sse_wire`]), read by the hub's own
+/// task: an upstream read reaches the parser without a hop through another task.
+pub type Stream = Wire;
 
 /// The outcome of opening the upstream stream.
 pub enum Connect {
@@ -91,33 +78,19 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
         Ok(io) => io,
         Err(e) => return Connect::Retry(e),
     };
-    let (mut sender, mut conn) = match http1::handshake(TokioIo::new(io)).await {
-        Ok(pair) => pair,
-        Err(e) => return Connect::Retry(format!("handshake: {e}")),
-    };
     let req = stream_request(spec, cursor);
-    let answer = async {
-        tokio::select! {
-            r = sender.send_request(req) => r.map_err(|e| e.to_string()),
-            r = &mut conn => Err(format!("connection ended before the answer: {r:?}")),
-        }
-    };
-    let resp = match tokio::time::timeout(limits.upstream_response_timeout, answer).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return Connect::Retry(e),
-        Err(_) => return Connect::Retry("no answer within the response timeout".into()),
-    };
-    if resp.status() == http::StatusCode::OK {
-        return Connect::Streaming(Box::new(Stream {
-            body: resp.into_body(),
-            conn,
-            conn_done: false,
-            _sender: sender,
-        }));
+    let answer =
+        match tokio::time::timeout(limits.upstream_response_timeout, exchange(io, req)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Connect::Retry(e),
+            Err(_) => return Connect::Retry("no answer within the response timeout".into()),
+        };
+    if answer.status == 200 {
+        return Connect::Streaming(Box::new(answer.body));
     }
-    match classify(resp.status().as_u16()) {
+    match classify(answer.status) {
         Refusal::Gone(code) => Connect::Gone(code),
-        Refusal::Retry => Connect::Retry(format!("upstream answered {}", resp.status())),
+        Refusal::Retry => Connect::Retry(format!("upstream answered {}", answer.status)),
     }
 }
 
@@ -214,9 +187,8 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
     tokio::pin!(draining);
     let outcome = loop {
         tokio::select! {
-            frame = up.body.frame() => {
-                let Some(Ok(f)) = frame else { break Pumped::Broken };
-                let Ok(data) = f.into_data() else { continue };
+            data = std::future::poll_fn(|cx| up.poll_data(cx)) => {
+                let Some(Ok(data)) = data else { break Pumped::Broken };
                 if pending.is_empty() {
                     pending_since = Instant::now();
                 }
@@ -247,8 +219,6 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                     break Pumped::Stop;
                 }
             }
-            // Reads the socket into the body; once it ends, the body still yields what was read.
-            _ = &mut up.conn, if !up.conn_done => up.conn_done = true,
             _ = left.as_mut() => {
                 if hub.is_empty() {
                     break Pumped::Stop;

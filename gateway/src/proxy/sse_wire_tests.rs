@@ -1,0 +1,171 @@
+use super::{exchange, parse_head, Chunked, Framing};
+use crate::outbound::UpstreamIo;
+use std::future::poll_fn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::either::Either;
+
+/// Decodes `raw` split at every position (and byte by byte), expecting `data` and the end.
+fn decodes_at_every_split(raw: &[u8], data: &[u8]) {
+    for cut in 0..=raw.len() {
+        let (mut c, mut out) = (Chunked::START, Vec::new());
+        let first = c.decode(&raw[..cut], &mut out).expect("first part");
+        let done = first || c.decode(&raw[cut..], &mut out).expect("second part");
+        assert!(done, "ended, cut at {cut}");
+        assert_eq!(out, data, "cut at {cut}");
+    }
+    let (mut c, mut out) = (Chunked::START, Vec::new());
+    let mut done = false;
+    for b in raw {
+        done = c.decode(std::slice::from_ref(b), &mut out).expect("byte");
+    }
+    assert!(done);
+    assert_eq!(out, data);
+}
+
+#[test]
+fn chunked_bodies_decode_whatever_the_reads() {
+    decodes_at_every_split(
+        b"5\r\nhello\r\n7;name=v\r\n, world\r\nA \r\n0123456789\r\n0\r\n\r\n",
+        b"hello, world0123456789",
+    );
+    decodes_at_every_split(b"3\r\nabc\r\n0\r\nx-trailer: 1\r\nother: 2\r\n\r\n", b"abc");
+}
+
+#[test]
+fn broken_chunked_framing_is_an_error() {
+    for bad in [
+        &b"g\r\n"[..],
+        b"\r\n",
+        b"5\nhello",
+        b"3\r\nabcX",
+        b"3\r\nabc\rX",
+        b"1234567890abcdef0\r\n",
+    ] {
+        let (mut c, mut out) = (Chunked::START, Vec::new());
+        assert!(
+            c.decode(bad, &mut out).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn heads_give_status_framing_and_length() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n";
+    let (status, framing, used) = parse_head(head).expect("ok").expect("complete");
+    assert_eq!(
+        (status, framing, used),
+        (200, Framing::Chunked(Chunked::START), head.len() - 3)
+    );
+    let (_, framing, _) = parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\n\r\n")
+        .expect("ok")
+        .expect("complete");
+    assert_eq!(framing, Framing::Length(12));
+    let (_, framing, _) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n")
+        .expect("ok")
+        .expect("complete");
+    assert_eq!(framing, Framing::ToEnd);
+    assert_eq!(
+        parse_head(b"HTTP/1.1 200 OK\r\nContent-Ty").expect("ok"),
+        None
+    );
+    assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
+    assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+    assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
+}
+
+/// A server that answers one request with `answer` (in pieces), then closes.
+async fn serve_once(answer: Vec<u8>) -> (UpstreamIo, tokio::task::JoinHandle<Vec<u8>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut req = vec![0u8; 4096];
+        let n = s.read(&mut req).await.expect("read");
+        req.truncate(n);
+        for piece in answer.chunks(5) {
+            s.write_all(piece).await.expect("write");
+            s.flush().await.expect("flush");
+            tokio::task::yield_now().await;
+        }
+        req
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    (Either::Left(tcp), server)
+}
+
+#[tokio::test]
+async fn a_stream_is_requested_and_read_to_its_end() {
+    let answer =
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        e\r\nid: 1\ndata: a\n\r\ne\r\nid: 2\ndata: b\n\r\n0\r\n\r\n"
+            .to_vec();
+    let (io, server) = serve_once(answer).await;
+    let req = http::Request::get("/sse/x?y=1")
+        .header("host", "up")
+        .header("last-event-id", "0")
+        .body(crate::body::empty())
+        .expect("request");
+    let mut got = exchange(io, req).await.expect("answer");
+    assert_eq!(got.status, 200);
+    let mut body = Vec::new();
+    while let Some(piece) = poll_fn(|cx| got.body.poll_data(cx)).await {
+        body.extend_from_slice(&piece.expect("data"));
+    }
+    assert_eq!(body, b"id: 1\ndata: a\nid: 2\ndata: b\n");
+    let sent = server.await.expect("server");
+    assert_eq!(
+        String::from_utf8(sent).expect("utf8"),
+        "GET /sse/x?y=1 HTTP/1.1\r\nhost: up\r\nlast-event-id: 0\r\n\r\n"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_chunk_is_an_error() {
+    let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nid: 1\n".to_vec();
+    let (io, _server) = serve_once(answer).await;
+    let req = http::Request::get("/")
+        .body(crate::body::empty())
+        .expect("request");
+    let mut got = exchange(io, req).await.expect("answer");
+    let mut pieces = Vec::new();
+    while let Some(piece) = poll_fn(|cx| got.body.poll_data(cx)).await {
+        pieces.push(piece);
+    }
+    assert_eq!(pieces.last().map(Result::is_err), Some(true));
+}
+
+proptest::proptest! {
+    /// Any data, cut into any chunks (some with extensions), read in any pieces, decodes back.
+    #[test]
+    fn chunked_round_trip(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        sizes in proptest::collection::vec(1usize..80, 1..20),
+        reads in proptest::collection::vec(1usize..40, 1..30),
+        ext in proptest::prelude::any::<bool>(),
+    ) {
+        let mut raw = Vec::new();
+        let (mut at, mut k) = (0, 0);
+        while at < data.len() {
+            let n = sizes[k % sizes.len()].min(data.len() - at);
+            raw.extend_from_slice(format!("{n:x}{}\r\n", if ext && k % 2 == 0 { ";a=b" } else { "" }).as_bytes());
+            raw.extend_from_slice(&data[at..at + n]);
+            raw.extend_from_slice(b"\r\n");
+            at += n;
+            k += 1;
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        let (mut c, mut out, mut pos, mut r, mut done) = (Chunked::START, Vec::new(), 0, 0, false);
+        while pos < raw.len() {
+            let n = reads[r % reads.len()].min(raw.len() - pos);
+            done = c.decode(&raw[pos..pos + n], &mut out).expect("valid framing");
+            pos += n;
+            r += 1;
+        }
+        proptest::prop_assert!(done);
+        proptest::prop_assert_eq!(out, data);
+    }
+}
