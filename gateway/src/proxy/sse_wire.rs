@@ -206,7 +206,7 @@ pub async fn exchange(
                         io,
                         framing,
                         early: buf,
-                        ended: false,
+                        ended: framing == Framing::Length(0),
                     },
                 });
             }

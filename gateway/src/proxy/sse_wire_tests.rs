@@ -169,3 +169,34 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out, data);
     }
 }
+
+#[tokio::test]
+async fn an_empty_body_ends_at_once_while_the_connection_stays_open() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut req = vec![0u8; 1024];
+        let _ = s.read(&mut req).await.expect("read");
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .expect("write");
+        // Held open: the body's end must come from its length, not from the connection.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = http::Request::get("/")
+        .body(crate::body::empty())
+        .expect("request");
+    let mut got = exchange(Either::Left(tcp), req).await.expect("answer");
+    let next = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        poll_fn(|cx| got.body.poll_data(cx)),
+    )
+    .await
+    .expect("the end, not a wait");
+    assert!(next.is_none());
+    server.abort();
+}
