@@ -6,6 +6,7 @@
 //! words of state.
 
 use crate::outbound::UpstreamIo;
+use crate::wire::chunked::Chunked;
 use bytes::Bytes;
 use http::Request;
 use std::future::poll_fn;
@@ -22,118 +23,15 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
 const MAX_HEADERS: usize = 100;
 
+/// Most bytes of a chunked response's trailers.
+const MAX_TRAILERS: usize = 16 * 1024;
+
 /// How the response body is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Framing {
     Chunked(Chunked),
     Length(u64),
     ToEnd,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
-    /// In a chunk-size line: the size so far, its digits, and whether an extension began.
-    Size {
-        n: u64,
-        digits: u8,
-        ext: bool,
-    },
-    /// After the size line's CR.
-    SizeLf {
-        n: u64,
-    },
-    /// Inside a chunk's data, this many bytes left.
-    Data(u64),
-    /// After a chunk's data: its CR, then LF.
-    DataCr,
-    DataLf,
-    /// In the trailer section, `len` bytes into a line (a line of 0 ends the body).
-    Trailer {
-        len: usize,
-    },
-    TrailerLf {
-        len: usize,
-    },
-    /// The last chunk and its trailers were read.
-    Done,
-}
-
-impl Chunked {
-    const START: Chunked = Chunked::Size {
-        n: 0,
-        digits: 0,
-        ext: false,
-    };
-
-    /// Decodes `input`, appending chunk data to `out`; `Ok(true)` once the body ended.
-    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, &'static str> {
-        let mut i = 0;
-        while i < input.len() {
-            if let Chunked::Data(left) = self {
-                let take = (*left).min((input.len() - i) as u64) as usize;
-                out.extend_from_slice(&input[i..i + take]);
-                i += take;
-                *left -= take as u64;
-                if *left == 0 {
-                    *self = Chunked::DataCr;
-                }
-                continue;
-            }
-            *self = self.step(input[i])?;
-            i += 1;
-            if *self == Chunked::Done {
-                return Ok(true);
-            }
-        }
-        Ok(*self == Chunked::Done)
-    }
-
-    /// One framing byte.
-    fn step(self, b: u8) -> Result<Chunked, &'static str> {
-        Ok(match (self, b) {
-            (Chunked::Size { n, digits, .. }, b'\r') if digits > 0 => Chunked::SizeLf { n },
-            (Chunked::Size { .. }, b'\r' | b'\n') => return Err("bad chunk size"),
-            (
-                Chunked::Size {
-                    n,
-                    digits,
-                    ext: true,
-                },
-                _,
-            ) => Chunked::Size {
-                n,
-                digits,
-                ext: true,
-            },
-            (Chunked::Size { n, digits, .. }, b';' | b' ' | b'\t') if digits > 0 => Chunked::Size {
-                n,
-                digits,
-                ext: true,
-            },
-            (Chunked::Size { n, digits, .. }, _) => {
-                let d = (b as char).to_digit(16).ok_or("bad chunk size")?;
-                if digits >= 15 {
-                    return Err("chunk size too large");
-                }
-                Chunked::Size {
-                    n: n * 16 + u64::from(d),
-                    digits: digits + 1,
-                    ext: false,
-                }
-            }
-            (Chunked::SizeLf { n: 0 }, b'\n') => Chunked::Trailer { len: 0 },
-            (Chunked::SizeLf { n }, b'\n') => Chunked::Data(n),
-            (Chunked::DataCr, b'\r') => Chunked::DataLf,
-            (Chunked::DataLf, b'\n') => Chunked::START,
-            (Chunked::Trailer { len }, b'\r') => Chunked::TrailerLf { len },
-            (Chunked::Trailer { len }, _) if b != b'\n' => Chunked::Trailer { len: len + 1 },
-            (Chunked::TrailerLf { len: 0 }, b'\n') => Chunked::Done,
-            (Chunked::TrailerLf { .. }, b'\n') => Chunked::Trailer { len: 0 },
-            (Chunked::Done, _) => Chunked::Done,
-            _ => return Err("bad chunked framing"),
-        })
-    }
 }
 
 /// A response's status and the start of its body.
@@ -203,10 +101,10 @@ pub async fn exchange(
                 return Ok(Answer {
                     status,
                     body: Wire {
+                        ended: framing == Framing::Length(0),
                         io,
                         framing,
                         early: buf,
-                        ended: framing == Framing::Length(0),
                     },
                 });
             }
@@ -244,7 +142,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, usize)>, String> {
             if !chunked {
                 return Err("unsupported transfer-encoding".into());
             }
-            framing = Framing::Chunked(Chunked::START);
+            framing = Framing::Chunked(Chunked::new(MAX_TRAILERS));
         } else if h.name.eq_ignore_ascii_case("content-length") && framing == Framing::ToEnd {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -258,23 +156,28 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, usize)>, String> {
 
 impl Wire {
     /// The next piece of the body: `None` at its end, an error when the connection broke or the
-    /// framing did (both end the stream like a broken connection).
+    /// framing did (both end the stream like a broken connection). A read goes to a chunk on the
+    /// stack and is decoded from there: one copy, into the piece handed on.
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
         loop {
             if self.ended {
                 return Poll::Ready(None);
             }
-            let raw = if self.early.is_empty() {
-                let mut raw = Vec::new();
-                match ready!(poll_read_into(&mut self.io, cx, &mut raw)) {
-                    Err(e) => return Poll::Ready(Some(Err(format!("read: {e}")))),
-                    Ok(0) => return Poll::Ready(self.at_eof()),
-                    Ok(_) => raw,
+            let decoded = if self.early.is_empty() {
+                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut rb = ReadBuf::uninit(&mut chunk);
+                if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
+                    return Poll::Ready(Some(Err(format!("read: {e}"))));
                 }
+                if rb.filled().is_empty() {
+                    return Poll::Ready(self.at_eof());
+                }
+                self.decode(rb.filled())
             } else {
-                std::mem::take(&mut self.early)
+                let early = std::mem::take(&mut self.early);
+                self.decode(&early)
             };
-            match self.decode(raw) {
+            match decoded {
                 Ok(data) if data.is_empty() => continue,
                 Ok(data) => return Poll::Ready(Some(Ok(Bytes::from(data)))),
                 Err(why) => {
@@ -286,19 +189,18 @@ impl Wire {
     }
 
     /// Decodes raw body bytes into data.
-    fn decode(&mut self, raw: Vec<u8>) -> Result<Vec<u8>, &'static str> {
+    fn decode(&mut self, raw: &[u8]) -> Result<Vec<u8>, &'static str> {
         match &mut self.framing {
-            Framing::ToEnd => Ok(raw),
+            Framing::ToEnd => Ok(raw.to_vec()),
             Framing::Length(left) => {
-                let mut raw = raw;
-                raw.truncate((*left).min(raw.len() as u64) as usize);
-                *left -= raw.len() as u64;
+                let take = (*left).min(raw.len() as u64) as usize;
+                *left -= take as u64;
                 self.ended = *left == 0;
-                Ok(raw)
+                Ok(raw[..take].to_vec())
             }
             Framing::Chunked(state) => {
                 let mut out = Vec::new();
-                self.ended = state.decode(&raw, &mut out)?;
+                self.ended = state.decode(raw, &mut out)?;
                 Ok(out)
             }
         }
@@ -307,7 +209,7 @@ impl Wire {
     /// The connection ended: the body's end when it has no framing, an error otherwise.
     fn at_eof(&mut self) -> Option<Result<Bytes, String>> {
         self.ended = true;
-        match self.framing {
+        match &self.framing {
             Framing::ToEnd => None,
             _ => Some(Err("the connection ended inside the body".into())),
         }

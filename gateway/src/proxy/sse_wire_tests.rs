@@ -1,4 +1,4 @@
-use super::{exchange, parse_head, Chunked, Framing};
+use super::{exchange, parse_head, Chunked, Framing, MAX_TRAILERS};
 use crate::outbound::UpstreamIo;
 use std::future::poll_fn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -7,13 +7,13 @@ use tokio_util::either::Either;
 /// Decodes `raw` split at every position (and byte by byte), expecting `data` and the end.
 fn decodes_at_every_split(raw: &[u8], data: &[u8]) {
     for cut in 0..=raw.len() {
-        let (mut c, mut out) = (Chunked::START, Vec::new());
+        let (mut c, mut out) = (Chunked::new(MAX_TRAILERS), Vec::new());
         let first = c.decode(&raw[..cut], &mut out).expect("first part");
         let done = first || c.decode(&raw[cut..], &mut out).expect("second part");
         assert!(done, "ended, cut at {cut}");
         assert_eq!(out, data, "cut at {cut}");
     }
-    let (mut c, mut out) = (Chunked::START, Vec::new());
+    let (mut c, mut out) = (Chunked::new(MAX_TRAILERS), Vec::new());
     let mut done = false;
     for b in raw {
         done = c.decode(std::slice::from_ref(b), &mut out).expect("byte");
@@ -25,7 +25,7 @@ fn decodes_at_every_split(raw: &[u8], data: &[u8]) {
 #[test]
 fn chunked_bodies_decode_whatever_the_reads() {
     decodes_at_every_split(
-        b"5\r\nhello\r\n7;name=v\r\n, world\r\nA \r\n0123456789\r\n0\r\n\r\n",
+        b"5\r\nhello\r\n7;name=v\r\n, world\r\nA\r\n0123456789\r\n0\r\n\r\n",
         b"hello, world0123456789",
     );
     decodes_at_every_split(b"3\r\nabc\r\n0\r\nx-trailer: 1\r\nother: 2\r\n\r\n", b"abc");
@@ -41,7 +41,7 @@ fn broken_chunked_framing_is_an_error() {
         b"3\r\nabc\rX",
         b"1234567890abcdef0\r\n",
     ] {
-        let (mut c, mut out) = (Chunked::START, Vec::new());
+        let (mut c, mut out) = (Chunked::new(MAX_TRAILERS), Vec::new());
         assert!(
             c.decode(bad, &mut out).is_err(),
             "{:?}",
@@ -56,7 +56,11 @@ fn heads_give_status_framing_and_length() {
     let (status, framing, used) = parse_head(head).expect("ok").expect("complete");
     assert_eq!(
         (status, framing, used),
-        (200, Framing::Chunked(Chunked::START), head.len() - 3)
+        (
+            200,
+            Framing::Chunked(Chunked::new(MAX_TRAILERS)),
+            head.len() - 3
+        )
     );
     let (_, framing, _) = parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\n\r\n")
         .expect("ok")
@@ -75,8 +79,12 @@ fn heads_give_status_framing_and_length() {
     assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
 }
 
-/// A server that answers one request with `answer` (in pieces), then closes.
-async fn serve_once(answer: Vec<u8>) -> (UpstreamIo, tokio::task::JoinHandle<Vec<u8>>) {
+/// A server that answers one request with `answer` (in pieces), then closes — or, with
+/// `hold_open`, keeps the connection open.
+async fn serve_once(
+    answer: Vec<u8>,
+    hold_open: bool,
+) -> (UpstreamIo, tokio::task::JoinHandle<Vec<u8>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -91,6 +99,9 @@ async fn serve_once(answer: Vec<u8>) -> (UpstreamIo, tokio::task::JoinHandle<Vec
             s.flush().await.expect("flush");
             tokio::task::yield_now().await;
         }
+        if hold_open {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
         req
     });
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -103,7 +114,7 @@ async fn a_stream_is_requested_and_read_to_its_end() {
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
         e\r\nid: 1\ndata: a\n\r\ne\r\nid: 2\ndata: b\n\r\n0\r\n\r\n"
             .to_vec();
-    let (io, server) = serve_once(answer).await;
+    let (io, server) = serve_once(answer, false).await;
     let req = http::Request::get("/sse/x?y=1")
         .header("host", "up")
         .header("last-event-id", "0")
@@ -126,7 +137,7 @@ async fn a_stream_is_requested_and_read_to_its_end() {
 #[tokio::test]
 async fn a_stream_cut_inside_a_chunk_is_an_error() {
     let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nid: 1\n".to_vec();
-    let (io, _server) = serve_once(answer).await;
+    let (io, _server) = serve_once(answer, false).await;
     let req = http::Request::get("/")
         .body(crate::body::empty())
         .expect("request");
@@ -158,7 +169,7 @@ proptest::proptest! {
             k += 1;
         }
         raw.extend_from_slice(b"0\r\n\r\n");
-        let (mut c, mut out, mut pos, mut r, mut done) = (Chunked::START, Vec::new(), 0, 0, false);
+        let (mut c, mut out, mut pos, mut r, mut done) = (Chunked::new(MAX_TRAILERS), Vec::new(), 0, 0, false);
         while pos < raw.len() {
             let n = reads[r % reads.len()].min(raw.len() - pos);
             done = c.decode(&raw[pos..pos + n], &mut out).expect("valid framing");
@@ -172,25 +183,13 @@ proptest::proptest! {
 
 #[tokio::test]
 async fn an_empty_body_ends_at_once_while_the_connection_stays_open() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.expect("accept");
-        let mut req = vec![0u8; 1024];
-        let _ = s.read(&mut req).await.expect("read");
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .await
-            .expect("write");
-        // Held open: the body's end must come from its length, not from the connection.
-        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-    });
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Held open: the body's end must come from its length, not from the connection.
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let (io, server) = serve_once(answer, true).await;
     let req = http::Request::get("/")
         .body(crate::body::empty())
         .expect("request");
-    let mut got = exchange(Either::Left(tcp), req).await.expect("answer");
+    let mut got = exchange(io, req).await.expect("answer");
     let next = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         poll_fn(|cx| got.body.poll_data(cx)),

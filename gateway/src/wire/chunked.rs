@@ -1,5 +1,6 @@
-//! Follows a chunked request body byte by byte, only to know where it ends (hyper decodes it).
-//! Strict: hex sizes without whitespace, CRLF line ends only, bounded extensions and trailers.
+//! Follows a chunked body byte by byte: a request body only to know where it ends (hyper decodes
+//! it), an upstream SSE response to decode it ([`Chunked::decode`]). Strict: hex sizes without
+//! whitespace, CRLF line ends only, bounded extensions and trailers.
 
 use super::head::is_field_byte;
 
@@ -47,10 +48,25 @@ impl Chunked {
     /// Reads `input` up to the end of the body at most. Returns how many bytes were read as
     /// good body bytes, and whether the body ended there or why its framing broke after them.
     pub fn advance(&mut self, input: &[u8]) -> (usize, Result<bool, &'static str>) {
+        self.walk(input, |_| {})
+    }
+
+    /// Reads `input`, appending the chunks' data to `out`; `Ok(true)` once the body ended.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, &'static str> {
+        self.walk(input, |data| out.extend_from_slice(data)).1
+    }
+
+    /// [`Chunked::advance`], handing each run of chunk data to `data`.
+    fn walk(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> (usize, Result<bool, &'static str>) {
         let mut i = 0;
         while i < input.len() && self.at != At::Done {
             if let At::Data(left) = self.at {
                 let take = left.min((input.len() - i) as u64);
+                data(&input[i..i + take as usize]);
                 i += take as usize;
                 self.at = if take == left {
                     At::DataCr
