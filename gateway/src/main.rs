@@ -255,3 +255,9 @@ fn main() -> ExitCode {
         None => railgate::cli::serve(None, &env, &railgate::config::Overrides::default()),
     }
 }
+
+/// jemalloc instead of the system allocator: per-connection memory, allocation cost on the
+/// request path and a long-running process's fragmentation are all lower with it
+/// (docs/BENCHMARKS.md, "Optimisations made").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
