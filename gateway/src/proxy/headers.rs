@@ -24,6 +24,11 @@ const HOP_BY_HOP: &[&str] = &[
 /// Headers the gateway owns towards the upstream; client copies are always removed.
 const CONTEXT_HEADERS: &[&str] = &["x-user-id", "x-request-id", "traceparent", "tracestate"];
 
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Headers that say where a request came from or what it asked for before a proxy rewrote it.
 /// From a client they are lies a backend may believe; only a trusted front proxy may send them.
 const FORWARDING_HEADERS: &[&str] = &[
@@ -73,52 +78,67 @@ pub fn detached(headers: &HeaderMap) -> HeaderMap {
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    remove_where(headers, |n| {
+        HOP_BY_HOP.contains(&n.as_str()) || named.contains(n)
+    });
+}
+
+/// The headers a `Connection` header names (hop-by-hop by RFC 9110 §7.6.1).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(&name);
+        .collect()
+}
+
+/// Removes every header `drop` picks, in one pass over the map (each `remove` by name would hash
+/// and look up again); a map with nothing to drop is left as it is.
+fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&drop) {
+        return;
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    let old = std::mem::take(headers);
+    headers.reserve(old.keys_len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in old {
+        // `None`: another value of the header before it.
+        if let Some(name) = name {
+            current = (!drop(&name)).then_some(name);
+        }
+        if let Some(name) = &current {
+            headers.append(name.clone(), value);
+        }
     }
 }
 
 /// Prepares the client's headers for the upstream: hygiene, the verified context, forwarding.
 pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) {
-    let client_traceparent = single(headers, "traceparent");
-    let host = single(headers, "host");
-    strip_hop_by_hop(headers);
-    if !fwd.authorization {
-        headers.remove(http::header::AUTHORIZATION);
-    }
+    let client_traceparent = single(headers, &TRACEPARENT);
+    let host = single(headers, &http::header::HOST);
+    let named = connection_named(headers);
+    remove_where(headers, |n| {
+        let s = n.as_str();
+        HOP_BY_HOP.contains(&s)
+            || named.contains(n)
+            || (!fwd.authorization && n == http::header::AUTHORIZATION)
+            || s.starts_with("x-railgate-")
+            || Field::ALL.iter().any(|f| f.header() == s)
+            || CONTEXT_HEADERS.contains(&s)
+            || (!fwd.peer.trusted && FORWARDING_HEADERS.contains(&s))
+    });
     forwarding(headers, fwd.peer, host.as_deref());
-    let railgate: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-railgate-"))
-        .cloned()
-        .collect();
-    for name in railgate {
-        headers.remove(&name);
-    }
-    for f in Field::ALL {
-        headers.remove(f.header());
-    }
-    for name in CONTEXT_HEADERS {
-        headers.remove(*name);
-    }
     for (f, v) in ctx.fields() {
-        set(headers, f.header(), v);
+        set(headers, HeaderName::from_static(f.header()), v);
     }
-    set(headers, "x-user-id", &ctx.user_id);
-    set(headers, "x-request-id", &ctx.trace_id);
+    set(headers, X_USER_ID, &ctx.user_id);
+    set(headers, X_REQUEST_ID, &ctx.trace_id);
     set(
         headers,
-        "traceparent",
+        TRACEPARENT,
         &traceparent(&ctx.trace_id, client_traceparent.as_deref()),
     );
 }
@@ -129,45 +149,48 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
     let ip = peer.ip.to_string();
     if peer.trusted {
         let chain: Vec<String> = headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .chain([ip])
             .collect();
-        set(headers, "x-forwarded-for", &chain.join(", "));
+        set(headers, X_FORWARDED_FOR, &chain.join(", "));
         return;
     }
-    for name in FORWARDING_HEADERS {
-        headers.remove(*name);
-    }
-    set(headers, "x-forwarded-for", &ip);
-    set(headers, "x-real-ip", &ip);
-    set(headers, "x-forwarded-proto", "http");
+    // The client's own forwarding headers are gone already (`to_upstream`).
+    set(headers, X_FORWARDED_FOR, &ip);
+    set(headers, HeaderName::from_static("x-real-ip"), &ip);
+    set(
+        headers,
+        HeaderName::from_static("x-forwarded-proto"),
+        "http",
+    );
     let node = match peer.ip {
         std::net::IpAddr::V6(_) => format!("\"[{ip}]\""),
         std::net::IpAddr::V4(_) => ip.clone(),
     };
+    let forwarded = HeaderName::from_static("forwarded");
     match host.filter(|h| HeaderValue::from_str(h).is_ok()) {
         Some(h) => {
-            set(headers, "x-forwarded-host", h);
+            set(headers, HeaderName::from_static("x-forwarded-host"), h);
             let quoted = serde_json::Value::String(h.to_owned()).to_string();
             set(
                 headers,
-                "forwarded",
+                forwarded,
                 &format!("for={node};host={quoted};proto=http"),
             );
         }
-        None => set(headers, "forwarded", &format!("for={node};proto=http")),
+        None => set(headers, forwarded, &format!("for={node};proto=http")),
     }
 }
 
 /// Prepares the upstream's response headers for the client.
 pub fn to_client(headers: &mut HeaderMap, trace_id: &str) {
     strip_hop_by_hop(headers);
-    set(headers, "x-request-id", trace_id);
+    set(headers, X_REQUEST_ID, trace_id);
 }
 
-fn single(headers: &HeaderMap, name: &str) -> Option<String> {
+fn single(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut it = headers.get_all(name).iter();
     match (it.next(), it.next()) {
         (Some(v), None) => v.to_str().ok().map(str::to_owned),
@@ -175,7 +198,7 @@ fn single(headers: &HeaderMap, name: &str) -> Option<String> {
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
@@ -280,6 +303,28 @@ mod tests {
             tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"),
             "{tp}"
         );
+    }
+
+    #[test]
+    fn one_pass_removal_keeps_every_value_of_kept_headers_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", "1".parse().expect("v"));
+        h.append("x-tenant-id", "t_evil".parse().expect("v"));
+        h.append("x-a", "2".parse().expect("v"));
+        h.append("te", "trailers".parse().expect("v"));
+        h.append("x-tenant-id", "t_evil2".parse().expect("v"));
+        h.append("x-a", "3".parse().expect("v"));
+        remove_where(&mut h, |n| n == "x-tenant-id" || n == "te");
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2", "3"]);
+        let mut resp = HeaderMap::new();
+        resp.insert("content-type", "text/plain".parse().expect("v"));
+        resp.insert("connection", "keep-alive".parse().expect("v"));
+        resp.insert("keep-alive", "timeout=5".parse().expect("v"));
+        to_client(&mut resp, "t1");
+        assert_eq!(resp.len(), 2);
+        assert_eq!(resp["content-type"], "text/plain");
+        assert_eq!(resp["x-request-id"], "t1");
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub struct Finish {
 const COALESCE_BYTES: usize = 64 * 1024;
 
 impl Finish {
+    /// About how many bytes this client's render of `chunk` takes (to size the write once).
+    fn size_of(&self, chunk: &Chunk) -> usize {
+        match chunk {
+            Chunk::Raw(b) => b.len(),
+            Chunk::Events(batch) => batch.bytes + batch.events.len() * (self.stamp.tail.len() + 2),
+        }
+    }
+
     /// Appends this client's bytes for a chunk; returns how many events they hold.
     fn render_into(&self, chunk: Chunk, buf: &mut Vec<u8>) -> u64 {
         match chunk {
@@ -227,7 +235,7 @@ impl HttpBody for SseBody {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
                 // Everything already queued goes out as one frame: one write, one chunk header.
-                let mut buf = Vec::new();
+                let mut buf = Vec::with_capacity(self.finish.size_of(&first));
                 let mut events = self.finish.render_into(first, &mut buf);
                 while buf.len() < COALESCE_BYTES {
                     match self.rx.try_recv() {
