@@ -4,10 +4,11 @@
 use crate::client::HttpClient;
 use crate::config::{Accepts, AuthConfig};
 use crate::env::Env;
+use crate::seen_tokens::SeenTokens;
 pub use crate::ticket_book::TicketBook;
 use railgate_policy::keys::{load_jwks, parse_alg, Key, KeySet};
 use railgate_policy::ticket::{self, TicketClaims, TicketSecrets};
-use railgate_policy::token::{self, Claims, Rules, TokenError};
+use railgate_policy::token::{Claims, Rules, TokenError};
 use railgate_policy::{Denial, ErrorCode};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -218,6 +219,8 @@ pub struct Auth {
     pub tickets: Option<TicketSecrets>,
     /// Used tickets (one book for the process, shared by the credentials of every reload).
     pub book: Arc<TicketBook>,
+    /// Tokens verified before (this configuration's).
+    seen: SeenTokens,
 }
 
 /// The credentials a request presented.
@@ -304,15 +307,17 @@ impl Auth {
             },
             tickets,
             book,
+            seen: SeenTokens::default(),
         }
     }
 
     /// Verifies a JWT; an unknown `kid` triggers one rate-limited JWKS refetch and a retry.
     pub async fn verify_jwt(&self, raw: &str, now: u64) -> Result<Claims, Denial> {
-        match token::verify(raw, &self.keys.keys(), now, &self.rules) {
-            Err(TokenError::UnknownKid(_)) if self.keys.refresh_for_unknown_kid().await => {
-                token::verify(raw, &self.keys.keys(), now, &self.rules).map_err(Denial::from)
-            }
+        match self.seen.verify(raw, &self.keys.keys(), now, &self.rules) {
+            Err(TokenError::UnknownKid(_)) if self.keys.refresh_for_unknown_kid().await => self
+                .seen
+                .verify(raw, &self.keys.keys(), now, &self.rules)
+                .map_err(Denial::from),
             other => other.map_err(Denial::from),
         }
     }

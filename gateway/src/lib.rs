@@ -60,6 +60,7 @@ pub mod proxy;
 pub mod registry;
 pub mod reload;
 pub mod respond;
+pub mod seen_tokens;
 pub mod server;
 pub mod sse;
 pub mod startup;

@@ -183,6 +183,12 @@ pub fn verify_signed(
     })
 }
 
+/// Whether verified claims are still in force at `now`: the `exp` and `nbf` rule of [`verify`],
+/// for a token verified before and remembered.
+pub fn times_valid(claims: &Claims, now: u64, leeway: u64) -> Result<(), TokenError> {
+    check_times(&claims.all, now, leeway).map(|_| ())
+}
+
 fn decode_object(segment: &str) -> Result<Map<String, Value>, TokenError> {
     let bytes = b64url_decode(segment).ok_or(TokenError::Malformed("bad base64url"))?;
     parse_object(&bytes).map_err(|e| match e {
