@@ -55,7 +55,7 @@ pub async fn serve(
     gw: &Arc<Gateway>,
     route: &Route,
     caps: &Captures,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     checked: Checked<'_>,
     fwd: &Forwarding,
 ) -> Result<Response<Body>, Denial> {
@@ -77,7 +77,9 @@ pub async fn serve(
         &["last_event_id"],
         upstream::Scheme::Http,
     )?;
-    let mut up_headers = headers::detached(req.headers());
+    // Rendered into the upstream request's head below and dropped: nothing keeps a value that
+    // points into the connection's read buffer.
+    let mut up_headers = std::mem::take(req.headers_mut());
     up_headers.remove(header::COOKIE);
     headers::to_upstream(&mut up_headers, &admitted.ctx, fwd);
     let client = Client::new(gw, route, &thread, admitted);
@@ -88,11 +90,11 @@ pub async fn serve(
         thread: &thread,
         journal: journal(gw, route, &key),
         key,
-        spec: UpstreamSpec {
+        spec: UpstreamSpec::new(
             uri,
-            headers: up_headers,
-            tls: gw.live().outbound.tls_for(&route.name).clone(),
-        },
+            &up_headers,
+            gw.live().outbound.tls_for(&route.name).clone(),
+        ),
     };
     let (left, connected_in) = stream.open(&client, cursor).await?;
     let mut log = StreamLog::new(out, fwd.peer.ip, 200);

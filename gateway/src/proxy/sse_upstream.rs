@@ -3,14 +3,15 @@
 //! [`super::reconnect`]) until no client is left, the resume deadline passes, or drain.
 
 use crate::app::Gateway;
-use crate::body::Body;
 use crate::config::Rail;
 use crate::outbound::{self, UpstreamTls};
 use crate::proxy::reconnect::{classify, Reconnect, Refusal};
 use crate::proxy::sse_hub::{Hub, Sharing};
 use crate::proxy::sse_wire::{exchange, Wire};
 use crate::sse::Parser;
-use http::{HeaderMap, HeaderValue, Request, Uri};
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Uri};
 use railgate_policy::ErrorCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +21,59 @@ use std::time::{Duration, Instant};
 pub struct UpstreamSpec {
     /// Full upstream URI.
     pub uri: Uri,
-    /// Prepared headers (verified context, hygiene applied).
-    pub headers: HeaderMap,
+    /// The request's header lines, rendered once: the prepared headers (verified context,
+    /// hygiene applied) with `Host` and `Accept` set; each connect adds its `Last-Event-ID`.
+    head: Bytes,
     /// TLS settings for an `https://` upstream.
     pub tls: UpstreamTls,
 }
+
+impl UpstreamSpec {
+    /// The stream at `uri`, asked for with `headers` (a client's `Host`, `Accept` and
+    /// `Last-Event-ID` give way to the gateway's).
+    pub fn new(uri: Uri, headers: &HeaderMap, tls: UpstreamTls) -> UpstreamSpec {
+        let mut head = Vec::with_capacity(512);
+        let mut line = |name: &[u8], value: &[u8]| {
+            head.extend_from_slice(name);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        };
+        let own = [header::HOST, header::ACCEPT, LAST_EVENT_ID];
+        for (name, value) in headers.iter().filter(|(n, _)| !own.contains(n)) {
+            line(name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let Some(authority) = uri.authority() {
+            line(b"host", authority.as_str().as_bytes());
+        }
+        line(b"accept", b"text/event-stream");
+        UpstreamSpec {
+            uri,
+            head: Bytes::from(head),
+            tls,
+        }
+    }
+
+    /// The request head of one connect, resuming after `cursor` (one that is not a valid header
+    /// value is left out).
+    fn request_head(&self, cursor: Option<&str>) -> Vec<u8> {
+        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut head = Vec::with_capacity(self.head.len() + target.len() + 64);
+        head.extend_from_slice(b"GET ");
+        head.extend_from_slice(target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        head.extend_from_slice(&self.head);
+        if let Some(c) = cursor.filter(|c| HeaderValue::from_str(c).is_ok()) {
+            head.extend_from_slice(b"last-event-id: ");
+            head.extend_from_slice(c.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+}
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// An upstream event stream on its own connection ([`super::sse_wire`]), read by the hub's own
 /// task: an upstream read reaches the parser without a hop through another task.
@@ -40,33 +89,6 @@ pub enum Connect {
     Retry(String),
 }
 
-fn stream_request(spec: &UpstreamSpec, cursor: Option<&str>) -> Request<Body> {
-    let mut req = Request::new(crate::body::empty());
-    *req.uri_mut() = spec
-        .uri
-        .path_and_query()
-        .map(|pq| Uri::from(pq.clone()))
-        .unwrap_or_else(|| Uri::from_static("/"));
-    *req.headers_mut() = spec.headers.clone();
-    let h = req.headers_mut();
-    if let Some(host) = spec
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        h.insert(http::header::HOST, host);
-    }
-    h.insert(
-        http::header::ACCEPT,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.remove("last-event-id");
-    if let Some(v) = cursor.and_then(|c| HeaderValue::from_str(c).ok()) {
-        h.insert("last-event-id", v);
-    }
-    req
-}
-
 /// Opens the upstream stream on its own connection, resuming after `cursor`.
 pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) -> Connect {
     let live = gw.live();
@@ -78,9 +100,9 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
         Ok(io) => io,
         Err(e) => return Connect::Retry(e),
     };
-    let req = stream_request(spec, cursor);
+    let head = spec.request_head(cursor);
     let answer =
-        match tokio::time::timeout(limits.upstream_response_timeout, exchange(io, req)).await {
+        match tokio::time::timeout(limits.upstream_response_timeout, exchange(io, &head)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return Connect::Retry(e),
             Err(_) => return Connect::Retry("no answer within the response timeout".into()),
@@ -233,4 +255,42 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
         hub.deliver(pending, pending_since);
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_head_is_rendered_once_and_each_connect_adds_its_cursor() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant-id", HeaderValue::from_static("t_a"));
+        h.insert("host", HeaderValue::from_static("client.example"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        h.insert("last-event-id", HeaderValue::from_static("from-the-client"));
+        h.append("x-multi", HeaderValue::from_static("1"));
+        h.append("x-multi", HeaderValue::from_static("2"));
+        let uri: Uri = "http://up.internal:9000/sse/chat/th_1?x=1"
+            .parse()
+            .expect("uri");
+        let tls = UpstreamTls {
+            config: crate::outbound::client_config(None, &[]).expect("tls"),
+            server_name: None,
+        };
+        let spec = UpstreamSpec::new(uri, &h, tls);
+        let head = |c| String::from_utf8(spec.request_head(c)).expect("utf8");
+        assert_eq!(
+            head(None),
+            "GET /sse/chat/th_1?x=1 HTTP/1.1\r\nx-tenant-id: t_a\r\nx-multi: 1\r\nx-multi: 2\r\n\
+             host: up.internal:9000\r\naccept: text/event-stream\r\n\r\n"
+        );
+        assert!(
+            head(Some("42")).ends_with("accept: text/event-stream\r\nlast-event-id: 42\r\n\r\n")
+        );
+        assert_eq!(
+            head(Some("bad\ncursor")),
+            head(None),
+            "not a header value: left out"
+        );
+    }
 }

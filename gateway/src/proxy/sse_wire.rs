@@ -8,7 +8,6 @@
 use crate::outbound::UpstreamIo;
 use crate::wire::chunked::Chunked;
 use bytes::Bytes;
-use http::Request;
 use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
@@ -51,24 +50,6 @@ pub struct Wire {
     ended: bool,
 }
 
-/// Writes `req`'s head (a GET without a body) on `io`.
-async fn send_head(io: &mut UpstreamIo, req: &Request<crate::body::Body>) -> io::Result<()> {
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(b"GET ");
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
-    io.write_all(&head).await?;
-    io.flush().await
-}
-
 /// Reads once from `io` into a stack chunk, appending what arrived to `out`; `Ok(0)` at the end.
 fn poll_read_into(
     io: &mut UpstreamIo,
@@ -82,14 +63,14 @@ fn poll_read_into(
     Poll::Ready(Ok(rb.filled().len()))
 }
 
-/// Sends `req` and reads the response head (skipping interim 1xx answers).
-pub async fn exchange(
-    mut io: UpstreamIo,
-    req: Request<crate::body::Body>,
-) -> Result<Answer, String> {
-    send_head(&mut io, &req)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
+/// Sends a request `head` (a GET without a body) and reads the response head (skipping interim
+/// 1xx answers).
+pub async fn exchange(mut io: UpstreamIo, head: &[u8]) -> Result<Answer, String> {
+    let sent = async {
+        io.write_all(head).await?;
+        io.flush().await
+    };
+    sent.await.map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     loop {
         match parse_head(&buf)? {
