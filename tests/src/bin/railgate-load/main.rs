@@ -2,19 +2,19 @@
 //! measures for `--duration` seconds: delivered events, end-to-end latency from the mock's
 //! `sent_at_us`, and CPU of itself and of the processes named by `--watch`. Prints one JSON object.
 
-use bytes::Bytes;
+mod transport;
+
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::BodyExt;
 use railgate_tests::tally::Tally;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use transport::{open_sse, Transport};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Mode {
@@ -137,106 +137,6 @@ fn scan(data: &[u8], carry: &mut Vec<u8>, shared: &Shared) {
     }
     let keep_from = consumed.max(carry.len().saturating_sub(KEY.len() + 24));
     carry.drain(..keep_from);
-}
-
-/// How a client reaches the target: plain or TLS, HTTP/1.1 or HTTP/2.
-struct Transport {
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
-    h2: bool,
-}
-
-impl Transport {
-    fn new(args: &Args) -> Transport {
-        let tls = args.tls_ca.as_ref().map(|path| {
-            let ca = std::fs::read_to_string(path).expect("read --tls-ca");
-            let alpn: &[&[u8]] = if args.h2 { &[b"h2"] } else { &[b"http/1.1"] };
-            let config = railgate_tests::tls::client_config(&ca, alpn);
-            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-            (tokio_rustls::TlsConnector::from(config), name)
-        });
-        Transport { tls, h2: args.h2 }
-    }
-
-    /// One connection to `target`, handshaken; returns a sender for requests.
-    async fn connect(&self, target: &str) -> Result<Sender, String> {
-        let tcp = TcpStream::connect(target)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            Some((connector, name)) => {
-                let tls = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.handshake(tls).await
-            }
-            None => self.handshake(tcp).await,
-        }
-    }
-
-    async fn handshake<S>(&self, io: S) -> Result<Sender, String>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let io = TokioIo::new(io);
-        if self.h2 {
-            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            Ok(Sender::H2(sender))
-        } else {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            Ok(Sender::H1(sender))
-        }
-    }
-}
-
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
-}
-
-async fn open_sse(
-    transport: &Transport,
-    target: &str,
-    path: &str,
-    headers: &[(String, String)],
-) -> Result<hyper::body::Incoming, String> {
-    let sender = transport.connect(target).await?;
-    let mut req = hyper::Request::get(path).header("accept", "text/event-stream");
-    req = match sender {
-        // HTTP/2 carries the authority in the URI; HTTP/1.1 in Host.
-        Sender::H2(_) => req.uri(format!(
-            "{}://{target}{path}",
-            if transport.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            }
-        )),
-        Sender::H1(_) => req.header("host", target),
-    };
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let resp = match sender {
-        Sender::H1(mut s) => s.send_request(req).await,
-        Sender::H2(mut s) => s.send_request(req).await,
-    }
-    .map_err(|e| e.to_string())?;
-    if resp.status() != 200 {
-        return Err(format!("status {}", resp.status()));
-    }
-    Ok(resp.into_body())
 }
 
 async fn sse_client(
@@ -430,7 +330,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         .map(|t| args.path.replace("{thread}", t))
         .collect();
     let watched = watch_list(&args.watch);
-    let transport = Arc::new(Transport::new(&args));
+    let transport = Arc::new(Transport::new(args.tls_ca.as_deref(), args.h2));
     if args.mode == Mode::Handshakes {
         let before: Vec<f64> = watched.iter().map(|(_, p)| cpu_seconds(p)).collect();
         let mut r = handshakes(args.clone(), transport, headers, paths).await;
