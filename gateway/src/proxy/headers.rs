@@ -79,9 +79,12 @@ pub fn detached(headers: &HeaderMap) -> HeaderMap {
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);
-    remove_where(headers, |n| {
-        HOP_BY_HOP.contains(&n.as_str()) || named.contains(n)
-    });
+    remove_where(headers, |n| hop_by_hop(n, &named));
+}
+
+/// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`] or `named` by the `Connection` header.
+fn hop_by_hop(name: &HeaderName, named: &[HeaderName]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || named.contains(name)
 }
 
 /// The headers a `Connection` header names (hop-by-hop by RFC 9110 §7.6.1).
@@ -122,8 +125,7 @@ pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwardi
     let named = connection_named(headers);
     remove_where(headers, |n| {
         let s = n.as_str();
-        HOP_BY_HOP.contains(&s)
-            || named.contains(n)
+        hop_by_hop(n, &named)
             || (!fwd.authorization && n == http::header::AUTHORIZATION)
             || s.starts_with("x-railgate-")
             || Field::ALL.iter().any(|f| f.header() == s)

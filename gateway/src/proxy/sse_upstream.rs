@@ -33,20 +33,14 @@ impl UpstreamSpec {
     /// `Last-Event-ID` give way to the gateway's).
     pub fn new(uri: Uri, headers: &HeaderMap, tls: UpstreamTls) -> UpstreamSpec {
         let mut head = Vec::with_capacity(512);
-        let mut line = |name: &[u8], value: &[u8]| {
-            head.extend_from_slice(name);
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value);
-            head.extend_from_slice(b"\r\n");
-        };
         let own = [header::HOST, header::ACCEPT, LAST_EVENT_ID];
         for (name, value) in headers.iter().filter(|(n, _)| !own.contains(n)) {
-            line(name.as_str().as_bytes(), value.as_bytes());
+            header_line(&mut head, name.as_str(), value.as_bytes());
         }
         if let Some(authority) = uri.authority() {
-            line(b"host", authority.as_str().as_bytes());
+            header_line(&mut head, "host", authority.as_str().as_bytes());
         }
-        line(b"accept", b"text/event-stream");
+        header_line(&mut head, "accept", b"text/event-stream");
         UpstreamSpec {
             uri,
             head: Bytes::from(head),
@@ -64,9 +58,7 @@ impl UpstreamSpec {
         head.extend_from_slice(b" HTTP/1.1\r\n");
         head.extend_from_slice(&self.head);
         if let Some(c) = cursor.filter(|c| HeaderValue::from_str(c).is_ok()) {
-            head.extend_from_slice(b"last-event-id: ");
-            head.extend_from_slice(c.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            header_line(&mut head, LAST_EVENT_ID.as_str(), c.as_bytes());
         }
         head.extend_from_slice(b"\r\n");
         head
@@ -74,6 +66,14 @@ impl UpstreamSpec {
 }
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Appends `name: value` and its CRLF to a request head.
+fn header_line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
 
 /// An upstream event stream on its own connection ([`super::sse_wire`]), read by the hub's own
 /// task: an upstream read reaches the parser without a hop through another task.

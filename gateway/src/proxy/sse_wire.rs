@@ -7,16 +7,12 @@
 
 use crate::outbound::UpstreamIo;
 use crate::wire::chunked::Chunked;
+use crate::wire::poll_read_chunk;
 use bytes::Bytes;
 use std::future::poll_fn;
-use std::io;
-use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
-/// How much is read from the socket at once.
-const READ_CHUNK: usize = 8 * 1024;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
@@ -50,19 +46,6 @@ pub struct Wire {
     ended: bool,
 }
 
-/// Reads once from `io` into a stack chunk, appending what arrived to `out`; `Ok(0)` at the end.
-fn poll_read_into(
-    io: &mut UpstreamIo,
-    cx: &mut Context<'_>,
-    out: &mut Vec<u8>,
-) -> Poll<io::Result<usize>> {
-    let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-    let mut rb = ReadBuf::uninit(&mut chunk);
-    ready!(Pin::new(io).poll_read(cx, &mut rb))?;
-    out.extend_from_slice(rb.filled());
-    Poll::Ready(Ok(rb.filled().len()))
-}
-
 /// Sends a request `head` (a GET without a body) and reads the response head (skipping interim
 /// 1xx answers).
 pub async fn exchange(mut io: UpstreamIo, head: &[u8]) -> Result<Answer, String> {
@@ -93,9 +76,14 @@ pub async fn exchange(mut io: UpstreamIo, head: &[u8]) -> Result<Answer, String>
                 if buf.len() > MAX_HEAD {
                     return Err("response head too large".into());
                 }
-                let n = poll_fn(|cx| poll_read_into(&mut io, cx, &mut buf))
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
+                let n = poll_fn(|cx| {
+                    poll_read_chunk(&mut io, cx, |got| {
+                        buf.extend_from_slice(got);
+                        got.len()
+                    })
+                })
+                .await
+                .map_err(|e| format!("read: {e}"))?;
                 if n == 0 {
                     return Err("connection ended before the answer".into());
                 }
@@ -135,6 +123,24 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, usize)>, String> {
     Ok(Some((status, framing, used)))
 }
 
+/// Decodes raw body bytes into data, setting `ended` when the framing says the body ended.
+fn decode(framing: &mut Framing, ended: &mut bool, raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+    match framing {
+        Framing::ToEnd => Ok(raw.to_vec()),
+        Framing::Length(left) => {
+            let take = (*left).min(raw.len() as u64) as usize;
+            *left -= take as u64;
+            *ended = *left == 0;
+            Ok(raw[..take].to_vec())
+        }
+        Framing::Chunked(state) => {
+            let mut out = Vec::new();
+            *ended = state.decode(raw, &mut out)?;
+            Ok(out)
+        }
+    }
+}
+
 impl Wire {
     /// The next piece of the body: `None` at its end, an error when the connection broke or the
     /// framing did (both end the stream like a broken connection). A read goes to a chunk on the
@@ -145,18 +151,18 @@ impl Wire {
                 return Poll::Ready(None);
             }
             let decoded = if self.early.is_empty() {
-                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-                let mut rb = ReadBuf::uninit(&mut chunk);
-                if let Err(e) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
-                    return Poll::Ready(Some(Err(format!("read: {e}"))));
+                let (framing, ended) = (&mut self.framing, &mut self.ended);
+                let read = poll_read_chunk(&mut self.io, cx, |got| {
+                    (!got.is_empty()).then(|| decode(framing, ended, got))
+                });
+                match ready!(read) {
+                    Err(e) => return Poll::Ready(Some(Err(format!("read: {e}")))),
+                    Ok(None) => return Poll::Ready(self.at_eof()),
+                    Ok(Some(decoded)) => decoded,
                 }
-                if rb.filled().is_empty() {
-                    return Poll::Ready(self.at_eof());
-                }
-                self.decode(rb.filled())
             } else {
                 let early = std::mem::take(&mut self.early);
-                self.decode(&early)
+                decode(&mut self.framing, &mut self.ended, &early)
             };
             match decoded {
                 Ok(data) if data.is_empty() => continue,
@@ -165,24 +171,6 @@ impl Wire {
                     self.ended = true;
                     return Poll::Ready(Some(Err(why.into())));
                 }
-            }
-        }
-    }
-
-    /// Decodes raw body bytes into data.
-    fn decode(&mut self, raw: &[u8]) -> Result<Vec<u8>, &'static str> {
-        match &mut self.framing {
-            Framing::ToEnd => Ok(raw.to_vec()),
-            Framing::Length(left) => {
-                let take = (*left).min(raw.len() as u64) as usize;
-                *left -= take as u64;
-                self.ended = *left == 0;
-                Ok(raw[..take].to_vec())
-            }
-            Framing::Chunked(state) => {
-                let mut out = Vec::new();
-                self.ended = state.decode(raw, &mut out)?;
-                Ok(out)
             }
         }
     }

@@ -12,7 +12,6 @@ use super::chunked::Chunked;
 use super::head::{self, BodyLen, Framing, Refused, Scan};
 use railgate_policy::Denial;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -20,8 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The header naming a stand-in request.
 const STAND_IN_HEADER: &str = "x-railgate-refusal";
-/// How much is read from the socket at once.
-const READ_CHUNK: usize = 8 * 1024;
 
 /// The refusal a connection's guard decided, waiting for the service to answer it.
 pub struct Refusal {
@@ -236,11 +233,11 @@ impl<S: AsyncRead + Unpin> Guarded<S> {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut rb = ReadBuf::uninit(&mut chunk);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
-        self.buf.extend_from_slice(rb.filled());
-        Poll::Ready(Ok(!rb.filled().is_empty()))
+        let buf = &mut self.buf;
+        super::poll_read_chunk(&mut self.inner, cx, |got| {
+            buf.extend_from_slice(got);
+            !got.is_empty()
+        })
     }
 }
 

@@ -8,3 +8,26 @@ pub mod guard;
 pub mod head;
 
 pub use guard::{Guarded, Refusal};
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// How much is read from a socket at once.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Reads once from `io` into a chunk on the stack and hands what arrived (empty at the end of
+/// the stream) to `take`. A connection that waits between reads then holds no read buffer: only
+/// what `take` keeps.
+pub fn poll_read_chunk<S: AsyncRead + Unpin, R>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Poll<io::Result<R>> {
+    let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut rb = ReadBuf::uninit(&mut chunk);
+    ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+    Poll::Ready(Ok(take(rb.filled())))
+}
