@@ -19,6 +19,7 @@ pub mod sse_cluster;
 pub mod sse_hub;
 pub mod sse_hubs;
 pub mod sse_overflow;
+pub mod sse_placement;
 pub mod sse_queue;
 pub mod sse_screen;
 pub mod sse_upstream;

@@ -24,6 +24,7 @@ use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Ti
 use crate::proxy::sse_cluster;
 use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
 use crate::proxy::sse_overflow::Overflow;
+use crate::proxy::sse_placement;
 use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
@@ -206,7 +207,11 @@ impl Opening<'_> {
         };
         match cursor {
             Some(c) if in_journal => Ok((self.resume_from_journal(client, c), None)),
-            None if self.route.share_upstream => Ok((self.shared_live(client), None)),
+            None if self.route.share_upstream => {
+                let (left, hub) = self.shared_live(client);
+                hub.placement.wait(sse_placement::WAIT).await;
+                Ok((left, None))
+            }
             cursor => {
                 let started = std::time::Instant::now();
                 let left = self.private(client, cursor).await?;
@@ -276,6 +281,9 @@ impl Opening<'_> {
         );
         if let Some((cluster, place)) = self.cluster_place() {
             hub.mirror_to(cluster.journal_writer(place));
+            if sharing == Sharing::Shared {
+                hub.placement.pending();
+            }
         }
         hub
     }
@@ -330,7 +338,7 @@ impl Opening<'_> {
     }
 
     /// No cursor on a shared route: join the thread's hub live.
-    fn shared_live(&self, client: &Client) -> Arc<Notify> {
+    fn shared_live(&self, client: &Client) -> (Arc<Notify>, Arc<Hub>) {
         let joined = self.gw.hubs.join_shared(
             &self.route.name,
             &self.key,
@@ -339,9 +347,9 @@ impl Opening<'_> {
         );
         let left = joined.hub.left.clone();
         if joined.created {
-            self.spawn(joined.hub, None);
+            self.spawn(joined.hub.clone(), None);
         }
-        left
+        (left, joined.hub)
     }
 
     /// A private stream; the first connect decides statuses (404, 410) while we can still answer.

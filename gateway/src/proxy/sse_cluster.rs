@@ -35,6 +35,7 @@ pub async fn run(
     hub.set_mirroring(false);
     let mut reader = JournalReader::new(&cluster, &place);
     let mut own = !reader.resync(hub.last_id().as_deref()).await;
+    hub.placement.placed();
     let done = |hub: &Arc<Hub>| hub.is_empty() && gw.hubs.try_remove(hub);
     while !gw.draining.is_cancelled() && !done(&hub) {
         let lease = match own {

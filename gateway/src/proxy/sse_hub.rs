@@ -9,8 +9,9 @@ use crate::config::{Delivery, Ephemeral, Rail, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Stamp};
 use crate::journal::Journal;
-use crate::metrics::{Metrics, ReplaySource, Violation};
+use crate::metrics::{Metrics, ReplaySource};
 use crate::proxy::sse_body::EndSlot;
+use crate::proxy::sse_placement::Placement;
 use crate::proxy::sse_queue::{wire_size, Batch, Chunk, ClientTx, Refused};
 use crate::proxy::sse_screen::{
     chunk_for, coalescing_key, shared_head, within_rate, Rates, Screen, ScreenCounters,
@@ -90,6 +91,8 @@ pub struct Hub {
     metrics: HubMetrics,
     /// Clients replaying the journal that will join (they keep an idle hub alive).
     joining: AtomicU64,
+    /// Whether the hub's source is in place ([`crate::proxy::sse_placement`]).
+    pub placement: Placement,
     /// Cluster mode: the cluster's journal, written while `mirroring` (not by a follower).
     mirror: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<Event>>>,
     mirroring: std::sync::atomic::AtomicBool,
@@ -131,12 +134,7 @@ impl Hub {
             forwarded: metrics.forwarded(&route.name, Rail::Sse),
             deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
             slow: metrics.slow_consumer(&route.name, Rail::Sse),
-            screen: ScreenCounters {
-                violations: metrics.isolation_violations(&route.name, Violation::ForeignTenant),
-                scope_violations: metrics
-                    .isolation_violations(&route.name, Violation::ForeignScope),
-                malformed: metrics.isolation_violations(&route.name, Violation::NotStrictJson),
-            },
+            screen: ScreenCounters::of(metrics, &route.name),
             replayed: metrics.replayed(&route.name, ReplaySource::Journal),
             rate_capped: metrics.ephemeral_rate_capped(&route.name),
             latency: metrics.relay_latency().clone(),
@@ -158,6 +156,7 @@ impl Hub {
             sharing,
             metrics,
             joining: AtomicU64::new(0),
+            placement: Placement::default(),
             mirror: std::sync::OnceLock::new(),
             mirroring: std::sync::atomic::AtomicBool::new(true),
         })

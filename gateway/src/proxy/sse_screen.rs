@@ -4,6 +4,7 @@
 
 use crate::dedupe::Deduper;
 use crate::inject::{Crossing, Prepared, Stamp};
+use crate::metrics::{Metrics, Violation};
 use crate::proxy::sse_queue::{Batch, Chunk};
 use crate::sse::write::write_fields;
 use crate::sse::Event;
@@ -27,6 +28,17 @@ pub struct ScreenCounters {
     pub scope_violations: IntCounter,
     /// Not strict JSON.
     pub malformed: IntCounter,
+}
+
+impl ScreenCounters {
+    /// The counters of `route`.
+    pub fn of(metrics: &Metrics, route: &str) -> ScreenCounters {
+        ScreenCounters {
+            violations: metrics.isolation_violations(route, Violation::ForeignTenant),
+            scope_violations: metrics.isolation_violations(route, Violation::ForeignScope),
+            malformed: metrics.isolation_violations(route, Violation::NotStrictJson),
+        }
+    }
 }
 
 /// What one read's isolation checks dropped, reported once per read.
