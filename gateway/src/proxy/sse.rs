@@ -28,7 +28,6 @@ use crate::proxy::sse_placement;
 use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
-use crate::respond;
 use crate::sse::frames::{render, resume_frame};
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -391,8 +390,7 @@ fn response(
 ) -> Response<Body> {
     let trace = &admitted.ctx.trace_id;
     let own = OwnFrames {
-        draining: respond::sse(ErrorCode::Draining, trace),
-        expired: respond::sse(ErrorCode::TokenExpired, trace),
+        trace_id: trace.as_str().into(),
     };
     let timers = Timers {
         expires_at: credential_end(

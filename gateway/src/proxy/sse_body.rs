@@ -10,6 +10,7 @@ use crate::body::BoxError;
 use crate::inject::Stamp;
 use crate::outcome::StreamLog;
 use crate::proxy::sse_queue::{Chunk, ClientRx};
+use crate::respond;
 use crate::sse::frames::render;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
@@ -108,12 +109,11 @@ impl EndSlot {
     }
 }
 
-/// Frames the body sends on its own.
+/// What the body needs for the frames it sends on its own (drain, expiry): rendered only when
+/// one is sent, not kept for the stream's life.
 pub struct OwnFrames {
-    /// Sent when the drain signal fires.
-    pub draining: Bytes,
-    /// Sent when the credential expires.
-    pub expired: Bytes,
+    /// The client's trace id, for the error envelope.
+    pub trace_id: Box<str>,
 }
 
 /// When a stream ends on its own, and how often it sends keep-alive comments.
@@ -225,11 +225,11 @@ impl HttpBody for SseBody {
             return Poll::Ready(None);
         }
         if self.draining.as_mut().poll(cx).is_ready() {
-            let f = self.own.draining.clone();
+            let f = respond::sse(ErrorCode::Draining, &self.own.trace_id);
             return self.end_with(f, ErrorCode::Draining);
         }
         if self.expiry.as_mut().poll(cx).is_ready() {
-            let f = self.own.expired.clone();
+            let f = respond::sse(ErrorCode::TokenExpired, &self.own.trace_id);
             return self.end_with(f, ErrorCode::TokenExpired);
         }
         match self.rx.poll_recv(cx) {

@@ -145,7 +145,11 @@ impl Hub {
             key,
             journal,
             state: Mutex::new(State {
-                subs: Vec::new(),
+                // A private hub has one client for its whole life.
+                subs: match sharing {
+                    Sharing::Private => Vec::with_capacity(1),
+                    Sharing::Shared => Vec::new(),
+                },
                 dedupe: Deduper::after(cursor),
                 last_id: cursor.map(str::to_owned),
                 pending_resume: None,

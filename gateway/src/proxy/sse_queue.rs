@@ -1,5 +1,5 @@
-//! The queue between a hub and one client's body: bounded by deliveries (the channel's
-//! capacity, `sse.client_queue_events`) and by bytes (`sse.client_queue_bytes`). A live delivery
+//! The queue between a hub and one client's body: bounded by deliveries
+//! (`sse.client_queue_events`) and by bytes (`sse.client_queue_bytes`). A live delivery
 //! that would pass either bound is refused, and the hub ends that client as a slow consumer; a
 //! journal replay waits for room instead (a long backlog is not slowness). On an ephemeral route
 //! nothing is refused: what does not fit waits in the client's [`Overflow`], coalesced.
@@ -7,9 +7,11 @@
 use crate::proxy::sse_overflow::Overflow;
 use crate::sse::Event;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
 
 /// Events of one upstream read, shared by every client of a hub. Each client's body finishes
 /// them with its own stamp, on its own task — the hub does no per-client rendering.
@@ -82,19 +84,70 @@ pub enum Refused {
     Closed,
 }
 
-/// The hub's side of a client's queue.
-#[derive(Clone)]
-pub struct ClientTx {
-    tx: mpsc::Sender<Chunk>,
-    queued: Arc<AtomicUsize>,
+/// What both sides of a queue share. A plain deque under a lock: it takes no room until
+/// something is queued (an idle stream's queue is this struct), and the hub and the body each
+/// take the lock once per delivery.
+struct Shared {
+    state: Mutex<State>,
+    /// The body closed its side or is gone.
+    closed: AtomicBool,
+    /// Live senders; none left (and nothing queued) ends the body's stream.
+    senders: AtomicUsize,
+    /// Signalled when room is made while a replay waits for it.
+    room: Notify,
+    max_chunks: usize,
     max_bytes: usize,
+}
+
+struct State {
+    chunks: VecDeque<Chunk>,
+    /// Bytes queued (against `max_bytes`).
+    bytes: usize,
+    /// The body's task, woken when a chunk arrives or the last sender goes.
+    rx_waker: Option<Waker>,
+    /// A replay waits for room.
+    send_waiting: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `chunk`, live (both bounds) or replayed (the count only; a refusal then marks a
+    /// replay as waiting for room, under the same lock); wakes the body.
+    fn push(&self, chunk: Chunk, live: bool) -> Result<(), Refused> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let size = chunk.size();
+        let mut st = self.lock();
+        // A chunk larger than the whole byte bound still goes to an empty queue: it can never fit.
+        let over_bytes = live && st.bytes > 0 && st.bytes + size > self.max_bytes;
+        if st.chunks.len() >= self.max_chunks || over_bytes {
+            st.send_waiting |= !live;
+            return Err(Refused::Full);
+        }
+        st.bytes += size;
+        st.chunks.push_back(chunk);
+        let waker = st.rx_waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+/// The hub's side of a client's queue.
+pub struct ClientTx {
+    shared: Arc<Shared>,
     overflow: Option<Arc<Overflow>>,
 }
 
 /// The body's side of a client's queue.
 pub struct ClientRx {
-    rx: mpsc::Receiver<Chunk>,
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     overflow: Option<Arc<Overflow>>,
 }
 
@@ -105,21 +158,47 @@ pub fn client_queue(
     max_bytes: usize,
     overflow: Option<Arc<Overflow>>,
 ) -> (ClientTx, ClientRx) {
-    let (tx, rx) = mpsc::channel(deliveries.max(1));
-    let queued = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            rx_waker: None,
+            send_waiting: false,
+        }),
+        closed: AtomicBool::new(false),
+        senders: AtomicUsize::new(1),
+        room: Notify::new(),
+        max_chunks: deliveries.max(1),
+        max_bytes,
+    });
     (
         ClientTx {
-            tx,
-            queued: queued.clone(),
-            max_bytes,
+            shared: shared.clone(),
             overflow: overflow.clone(),
         },
-        ClientRx {
-            rx,
-            queued,
-            overflow,
-        },
+        ClientRx { shared, overflow },
     )
+}
+
+impl Clone for ClientTx {
+    fn clone(&self) -> ClientTx {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        ClientTx {
+            shared: self.shared.clone(),
+            overflow: self.overflow.clone(),
+        }
+    }
+}
+
+impl Drop for ClientTx {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waker = self.shared.lock().rx_waker.take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
 }
 
 impl ClientTx {
@@ -128,7 +207,7 @@ impl ClientTx {
     /// not fit is skipped: nothing is refused as full.
     pub fn try_send(&self, chunk: Chunk) -> Result<(), Refused> {
         let Some(overflow) = &self.overflow else {
-            return self.try_queue(chunk);
+            return self.shared.push(chunk, true);
         };
         let spill = |b: &Batch| overflow.put(&b.events, &b.heads, &b.keys);
         if let Chunk::Events(batch) = &chunk {
@@ -137,7 +216,7 @@ impl ClientTx {
                 return Ok(());
             }
         }
-        match (self.try_queue(chunk.clone()), chunk) {
+        match (self.shared.push(chunk.clone(), true), chunk) {
             (Err(Refused::Full), Chunk::Events(batch)) => {
                 spill(&batch);
                 Ok(())
@@ -147,60 +226,65 @@ impl ClientTx {
         }
     }
 
-    fn try_queue(&self, chunk: Chunk) -> Result<(), Refused> {
-        let size = chunk.size();
-        let before = self.queued.fetch_add(size, Ordering::AcqRel);
-        // A chunk larger than the whole bound still goes to an empty queue: it can never fit.
-        if before > 0 && before + size > self.max_bytes {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            return Err(Refused::Full);
-        }
-        self.tx.try_send(chunk).map_err(|e| {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            match e {
-                mpsc::error::TrySendError::Full(_) => Refused::Full,
-                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-            }
-        })
-    }
-
-    /// Queues a replayed chunk, waiting for room in the channel (the byte bound is not applied:
-    /// a replay is backpressured, not cut).
+    /// Queues a replayed chunk, waiting for room among the deliveries (the byte bound is not
+    /// applied: a replay is backpressured, not cut).
     pub async fn send(&self, chunk: Chunk) -> Result<(), Refused> {
-        let size = chunk.size();
-        self.queued.fetch_add(size, Ordering::AcqRel);
-        self.tx.send(chunk).await.map_err(|_| {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            Refused::Closed
-        })
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            // Registered before the check: room made after it wakes this wait.
+            room.as_mut().enable();
+            match self.shared.push(chunk.clone(), false) {
+                Err(Refused::Full) => room.await,
+                done => return done,
+            }
+        }
     }
 
     /// Whether the client's body is gone.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.shared.closed.load(Ordering::Acquire)
     }
 }
 
 impl ClientRx {
-    /// Receives the next chunk (see `mpsc::Receiver::poll_recv`).
-    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Chunk>> {
-        let polled = self.rx.poll_recv(cx);
-        if let std::task::Poll::Ready(Some(c)) = &polled {
-            self.queued.fetch_sub(c.size(), Ordering::AcqRel);
+    /// The next chunk; `None` once the queue is empty and no sender is left (or it is empty and
+    /// closed). When nothing is queued, the task of `cx` is woken when something is.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        let mut st = self.shared.lock();
+        if let Some(c) = self.pop(&mut st) {
+            return Poll::Ready(Some(c));
         }
-        polled
+        if self.shared.senders.load(Ordering::Acquire) == 0
+            || self.shared.closed.load(Ordering::Acquire)
+        {
+            return Poll::Ready(None);
+        }
+        match &st.rx_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.rx_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// A chunk already queued, if any.
     pub fn try_recv(&mut self) -> Option<Chunk> {
-        let c = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(c.size(), Ordering::AcqRel);
+        let mut st = self.shared.lock();
+        self.pop(&mut st)
+    }
+
+    fn pop(&self, st: &mut State) -> Option<Chunk> {
+        let c = st.chunks.pop_front()?;
+        st.bytes -= c.size();
+        if std::mem::take(&mut st.send_waiting) {
+            self.shared.room.notify_waiters();
+        }
         Some(c)
     }
 
     /// Events waiting in the overflow (ephemeral routes), oldest first; when none wait, the
     /// task of `cx` is woken when one arrives.
-    pub fn take_overflow(&self, cx: &std::task::Context<'_>) -> Vec<(Arc<Event>, Option<Bytes>)> {
+    pub fn take_overflow(&self, cx: &Context<'_>) -> Vec<(Arc<Event>, Option<Bytes>)> {
         self.overflow
             .as_ref()
             .map(|o| o.take(cx.waker()))
@@ -209,6 +293,128 @@ impl ClientRx {
 
     /// Refuses further deliveries (what is queued can still be received).
     pub fn close(&mut self) {
-        self.rx.close();
+        self.shared.closed.store(true, Ordering::Release);
+        // A replay waiting for room gives up.
+        self.shared.room.notify_waiters();
+    }
+}
+
+impl Drop for ClientRx {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn raw(s: &'static str) -> Chunk {
+        Chunk::Raw(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn text(c: Option<Chunk>) -> Option<String> {
+        match c? {
+            Chunk::Raw(b) => Some(String::from_utf8(b.to_vec()).expect("utf8")),
+            Chunk::Events(_) => Some("<events>".into()),
+        }
+    }
+
+    async fn recv(rx: &mut ClientRx) -> Option<String> {
+        let next = std::future::poll_fn(|cx| rx.poll_recv(cx));
+        text(
+            tokio::time::timeout(Duration::from_secs(5), next)
+                .await
+                .expect("no hang"),
+        )
+    }
+
+    #[tokio::test]
+    async fn live_deliveries_are_refused_past_either_bound_and_come_out_in_order() {
+        let (tx, mut rx) = client_queue(3, 10, None);
+        assert_eq!(tx.try_send(raw("123456")), Ok(()));
+        // 6 + 6 > 10 bytes.
+        assert_eq!(tx.try_send(raw("abcdef")), Err(Refused::Full));
+        assert_eq!(tx.try_send(raw("ab")), Ok(()));
+        assert_eq!(tx.try_send(raw("c")), Ok(()));
+        // Three chunks: the count bound.
+        assert_eq!(tx.try_send(raw("d")), Err(Refused::Full));
+        assert_eq!(recv(&mut rx).await.as_deref(), Some("123456"));
+        assert_eq!(tx.try_send(raw("d")), Ok(()));
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("ab"));
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("c"));
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("d"));
+        assert_eq!(text(rx.try_recv()), None);
+        // Larger than the whole byte bound: still goes to an empty queue.
+        assert_eq!(tx.try_send(raw("0123456789abc")), Ok(()));
+        assert_eq!(recv(&mut rx).await.as_deref(), Some("0123456789abc"));
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_after_what_is_queued_once_every_sender_is_gone() {
+        let (tx, mut rx) = client_queue(4, 1024, None);
+        let tx2 = tx.clone();
+        tx.try_send(raw("a")).expect("room");
+        drop(tx);
+        tx2.try_send(raw("b")).expect("room");
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(c) = recv(&mut rx).await {
+                got.push(c);
+            }
+            got
+        });
+        tokio::task::yield_now().await;
+        drop(tx2);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("no hang")
+            .expect("task");
+        assert_eq!(got, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_refuses_deliveries_and_hands_out_what_it_holds() {
+        let (tx, mut rx) = client_queue(4, 1024, None);
+        tx.try_send(raw("kept")).expect("room");
+        rx.close();
+        assert!(tx.is_closed());
+        assert_eq!(tx.try_send(raw("late")), Err(Refused::Closed));
+        assert_eq!(tx.send(raw("late")).await, Err(Refused::Closed));
+        assert_eq!(recv(&mut rx).await.as_deref(), Some("kept"));
+        assert_eq!(recv(&mut rx).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_replay_waits_for_room_ignores_the_byte_bound_and_gives_up_when_the_body_goes() {
+        let (tx, mut rx) = client_queue(2, 4, None);
+        tx.send(raw("123456"))
+            .await
+            .expect("over the byte bound: still queued");
+        tx.send(raw("2")).await.expect("room");
+        let tx2 = tx.clone();
+        let blocked = tokio::spawn(async move { tx2.send(raw("3")).await });
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished(), "two chunks queued: the third waits");
+        assert_eq!(recv(&mut rx).await.as_deref(), Some("123456"));
+        let sent = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("room made wakes the replay")
+            .expect("task");
+        assert_eq!(sent, Ok(()));
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("2"));
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("3"));
+        tx.send(raw("4")).await.expect("room");
+        tx.send(raw("5")).await.expect("room");
+        let tx3 = tx.clone();
+        let blocked = tokio::spawn(async move { tx3.send(raw("6")).await });
+        tokio::task::yield_now().await;
+        drop(rx);
+        let sent = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("the body going wakes the replay")
+            .expect("task");
+        assert_eq!(sent, Err(Refused::Closed));
     }
 }

@@ -41,6 +41,8 @@ impl UpstreamSpec {
             header_line(&mut head, "host", authority.as_str().as_bytes());
         }
         header_line(&mut head, "accept", b"text/event-stream");
+        // Kept for the stream's life: no spare room.
+        head.shrink_to_fit();
         UpstreamSpec {
             uri,
             head: Bytes::from(head),
