@@ -173,7 +173,7 @@ pub fn early_checks(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial>
 }
 
 /// The first route of `config` whose pattern matches `path`, with what it captured.
-pub fn route<'c>(config: &'c Config, path: &str) -> Result<(&'c Route, Captures), Denial> {
+pub fn route<'c>(config: &'c Config, path: &str) -> Result<(&'c Arc<Route>, Captures), Denial> {
     config
         .routes
         .iter()

@@ -65,8 +65,8 @@ pub struct Config {
     pub tenants: std::collections::HashMap<String, TenantFlags>,
     /// `[cluster]`: replicas sharing tickets and registry changes through Redis.
     pub cluster: Option<ClusterConfig>,
-    /// Routes, matched in order.
-    pub routes: Vec<Route>,
+    /// Routes, matched in order; shared with the streams opened on them.
+    pub routes: Vec<std::sync::Arc<Route>>,
 }
 
 impl Config {
@@ -95,7 +95,7 @@ impl Config {
             fix(&mut t.key_file);
         }
         for r in &mut self.routes {
-            if let Some(f) = r.tls_ca_file.as_mut() {
+            if let Some(f) = std::sync::Arc::make_mut(r).tls_ca_file.as_mut() {
                 fix(f);
             }
         }
@@ -412,7 +412,7 @@ fn read(root: &Table, env: &dyn Env, flags: &Overrides, p: &mut Problems) -> Opt
         tls,
         tenants,
         cluster,
-        routes,
+        routes: routes.into_iter().map(std::sync::Arc::new).collect(),
     })
 }
 

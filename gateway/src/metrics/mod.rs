@@ -171,7 +171,7 @@ impl Metrics {
 
     /// Creates every series a route can have, at 0, so that dashboards and alerts see them
     /// before their first event (and `rate()` has a start).
-    pub fn declare(&self, routes: &[crate::config::Route]) {
+    pub fn declare(&self, routes: &[std::sync::Arc<crate::config::Route>]) {
         for r in routes {
             let (name, rail) = (r.name.as_str(), r.kind.label());
             if self.tenant_labels.is_empty() {

@@ -53,7 +53,7 @@ pub struct Checked<'a> {
 /// Serves one admitted SSE request.
 pub async fn serve(
     gw: &Arc<Gateway>,
-    route: &Route,
+    route: &Arc<Route>,
     caps: &Captures,
     mut req: Request<Incoming>,
     checked: Checked<'_>,
@@ -179,7 +179,7 @@ impl Client {
 /// Attaching one client to a hub of its thread.
 struct Opening<'a> {
     gw: &'a Arc<Gateway>,
-    route: &'a Route,
+    route: &'a Arc<Route>,
     thread: &'a str,
     /// The stream's key (`Route::stream_key`): journal and shared hub.
     key: String,

@@ -77,7 +77,7 @@ struct HubMetrics {
 /// A hub.
 pub struct Hub {
     /// The route (for metrics and deadlines).
-    pub route: Route,
+    pub route: Arc<Route>,
     /// The thread.
     pub thread: String,
     /// The stream's key: the thread, or thread and user (`stream_scope`).
@@ -123,7 +123,7 @@ impl Hub {
     /// A hub for `thread` (stream `key`) on `route`, resuming after `cursor` if given.
     pub fn new(
         metrics: &Metrics,
-        route: Route,
+        route: Arc<Route>,
         thread: String,
         key: String,
         journal: Arc<Mutex<Journal>>,

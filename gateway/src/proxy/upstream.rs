@@ -86,7 +86,7 @@ mod tests {
         );
         let env = std::collections::HashMap::<String, String>::new();
         let config = crate::config::load(Some(&text), &env, &Default::default()).expect("config");
-        config.routes.into_iter().next().expect("route")
+        std::sync::Arc::unwrap_or_clone(config.routes.into_iter().next().expect("route"))
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn check_upgrade(route: &Route, req: &Request<Incoming>) -> Result<String, D
 /// Answers 101 and starts the session.
 pub fn upgrade(
     gw: &Arc<Gateway>,
-    route: &Route,
+    route: &Arc<Route>,
     caps: &Captures,
     mut req: Request<Incoming>,
     up: Upgrade,

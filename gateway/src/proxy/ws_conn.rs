@@ -142,3 +142,20 @@ pub fn read_failure(e: &WsError) -> End {
         _ => End::ClientLeft,
     }
 }
+
+/// Counts a session in `connections_active` until dropped.
+pub struct Active(prometheus::IntGauge);
+
+impl Active {
+    /// Counts one more session in `gauge`.
+    pub fn new(gauge: prometheus::IntGauge) -> Active {
+        gauge.inc();
+        Active(gauge)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -10,7 +10,7 @@ use crate::config::{Rail, Route};
 use crate::outcome::{count, record, Outcome, StreamLog};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::cursor;
-use crate::proxy::ws_conn::{finish, ws_config, ClientWs, End, Heartbeat};
+use crate::proxy::ws_conn::{finish, ws_config, Active, ClientWs, End, Heartbeat};
 use crate::proxy::ws_relay::{Greeted, WsRelay};
 use futures_util::StreamExt;
 use http::request::Parts;
@@ -35,10 +35,13 @@ pub struct Upgrade {
     pub conn: Arc<Connection>,
 }
 
+/// A session's relay, run by the session's task.
+type Relay = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// An upgraded session before its hello.
 pub struct Session {
     gw: Arc<Gateway>,
-    route: Route,
+    route: Arc<Route>,
     caps: Captures,
     parts: Parts,
     out: Outcome,
@@ -50,7 +53,7 @@ impl Session {
     /// Prepares a session for the request whose upgrade was accepted.
     pub fn new(
         gw: Arc<Gateway>,
-        route: Route,
+        route: Arc<Route>,
         caps: Captures,
         parts: Parts,
         up: Upgrade,
@@ -68,20 +71,28 @@ impl Session {
 
     /// Runs the session to its end. Takes the session boxed: the task keeps its arguments for its
     /// whole life, and the session's parts are freed once the relay starts.
-    pub async fn run(mut self: Box<Self>, on_upgrade: OnUpgrade) {
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
+    ///
+    /// The task itself holds two boxes: the greeting (upgrade, hello, admission), then the
+    /// relay. A value moved on inside one async function keeps its room there until the
+    /// function ends, so a session that did both in this task kept the client stream and the
+    /// relay twice (16 KiB per session; about 6 now).
+    pub async fn run(self: Box<Self>, on_upgrade: OnUpgrade) {
+        if let Some(relay) = Box::pin(self.greet(on_upgrade)).await {
+            relay.await;
+        }
+    }
+
+    /// The upgrade and the hello; the relay to run once it is admitted.
+    async fn greet(mut self: Box<Self>, on_upgrade: OnUpgrade) -> Option<Relay> {
+        let upgraded = on_upgrade.await.ok()?;
         let config = ws_config(self.gw.live().config.ws.max_message_bytes);
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        let active = self.gw.metrics.active(&self.route.name, Rail::Ws);
-        active.inc();
-        // Boxed here and below: the session task is allocated at the size of its largest
-        // state, and admission (auth, registry) and the upstream handshake are large and brief.
-        let greeting = Box::pin(self.hello(&mut ws)).await;
-        match greeting {
+        let active = Active::new(self.gw.metrics.active(&self.route.name, Rail::Ws));
+        // Boxed here and below: admission (auth, registry) and the upstream handshake are
+        // large and brief.
+        match Box::pin(self.hello(&mut ws)).await {
             Ok(greeted) => {
                 self.out.admitted(&greeted.admitted.ctx);
                 count(&self.gw.metrics, &self.out);
@@ -93,20 +104,20 @@ impl Session {
                     &self.parts,
                     &self.fwd,
                     greeted,
-                    log,
+                    (log, active),
                 );
                 // The request's parts point into the connection's read buffer; let it go.
                 drop(self);
-                relay.run(ws).await;
+                Some(Box::pin(relay.run(ws)))
             }
             Err(End::Deny(d)) => {
                 self.out.code = Some(d.code);
                 record(&self.gw.metrics, &self.out, 101);
                 Box::pin(finish(&mut ws, End::Deny(d), &self.out.trace_id)).await;
+                None
             }
-            Err(_) => {}
+            Err(_) => None,
         }
-        active.dec();
     }
 
     /// Waits for the hello and admits it. `Err(End::ClientLeft)`: the client left first.

@@ -26,7 +26,7 @@ use crate::outcome::StreamLog;
 use crate::presence::{is_snapshot_request, Place};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
-use crate::proxy::ws_conn::{finish, read_failure, ClientWs, End, Heartbeat};
+use crate::proxy::ws_conn::{finish, read_failure, Active, ClientWs, End, Heartbeat};
 use crate::proxy::ws_presence;
 use crate::proxy::ws_upstream::{self, event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -60,7 +60,7 @@ pub struct Greeted {
 /// The relay of one admitted session.
 pub struct WsRelay {
     gw: Arc<Gateway>,
-    route: Route,
+    route: Arc<Route>,
     thread: String,
     /// Where the session is present: its resource and the scope it named.
     place: Place,
@@ -81,18 +81,20 @@ pub struct WsRelay {
     _slot: StreamSlot,
     /// The session's access line, written when it ends.
     log: StreamLog,
+    /// Counts the session in `connections_active` while it lives.
+    _active: Active,
 }
 
 impl WsRelay {
     /// The relay of a session whose hello was admitted.
     pub fn new(
         gw: &Arc<Gateway>,
-        route: &Route,
+        route: &Arc<Route>,
         caps: &Captures,
         parts: &Parts,
         fwd: &Forwarding,
         greeted: Greeted,
-        log: StreamLog,
+        (log, active): (StreamLog, Active),
     ) -> WsRelay {
         let Greeted {
             admitted,
@@ -129,6 +131,7 @@ impl WsRelay {
             heartbeat: Heartbeat::new(),
             _slot: slot,
             log,
+            _active: active,
         }
     }
 
