@@ -728,3 +728,29 @@ async fn presence_of_300_members_joining_in_waves_is_coalesced_and_every_view_en
         t.abort();
     }
 }
+
+#[tokio::test]
+async fn a_message_longer_than_one_frame_arrives_whole_stamped_and_in_order() {
+    // Messages over 8 KiB go to the client as a first frame and continuations.
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    let mut ws = open(&s, &th, "t_a", Some("0")).await;
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 3, "payload_bytes": 40000}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for seq in 1..=3u64 {
+        let m = next_message(&mut ws).await;
+        assert_eq!(m["seq"], seq);
+        let text = m["text"].as_str().expect("text");
+        let head = format!("message {}", seq - 1);
+        assert!(text.starts_with(&head), "{}", &text[..40]);
+        assert_eq!(text.len(), 40000);
+        assert!(text[head.len()..].bytes().all(|b| b == b'x'));
+        assert_eq!(m["routing"]["tenant_id"], "t_a");
+    }
+}

@@ -10,7 +10,7 @@ use crate::config::{Rail, Route};
 use crate::outcome::{count, record, Outcome, StreamLog};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::cursor;
-use crate::proxy::ws_conn::{finish, ws_config, Active, ClientWs, End, Heartbeat};
+use crate::proxy::ws_conn::{finish, ws_config, Active, ClientWs, End, Heartbeat, Side};
 use crate::proxy::ws_relay::{Greeted, WsRelay};
 use futures_util::StreamExt;
 use http::request::Parts;
@@ -85,7 +85,7 @@ impl Session {
     /// The upgrade and the hello; the relay to run once it is admitted.
     async fn greet(mut self: Box<Self>, on_upgrade: OnUpgrade) -> Option<Relay> {
         let upgraded = on_upgrade.await.ok()?;
-        let config = ws_config(self.gw.live().config.ws.max_message_bytes);
+        let config = ws_config(self.gw.live().config.ws.max_message_bytes, Side::Client);
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;

@@ -26,7 +26,7 @@ use crate::outcome::StreamLog;
 use crate::presence::{is_snapshot_request, Place};
 use crate::proxy::headers::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
-use crate::proxy::ws_conn::{finish, read_failure, Active, ClientWs, End, Heartbeat};
+use crate::proxy::ws_conn::{finish, read_failure, send_message, Active, ClientWs, End, Heartbeat};
 use crate::proxy::ws_presence;
 use crate::proxy::ws_upstream::{self, event_id, upstream_error, Held, Target, UpstreamWs};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -415,7 +415,7 @@ impl WsRelay {
     async fn send_client(&mut self, client: &mut ClientWs, msg: Message) -> Step {
         let counted = matches!(msg, Message::Text(_) | Message::Binary(_));
         let len = msg.len() as u64;
-        match tokio::time::timeout(CLIENT_SEND_STALL, client.send(msg)).await {
+        match tokio::time::timeout(CLIENT_SEND_STALL, send_message(client, msg)).await {
             Ok(Ok(())) => {
                 if counted {
                     self.log.tally.events_down += 1;
