@@ -8,6 +8,9 @@ REL = os.path.join(ROOT, "target", "release")
 SECRET = "bench-jwt-secret-0123456789"
 TENANT = "t_bench"
 HEADERS = ["X-Tenant-Id: t_bench", "X-Mode: lab", "X-Project-Id: p_chat", "X-App-Id: app-chat"]
+# Seconds a row's publisher runs past its window. The mock serves every row: a publisher still
+# running into the next rows would take CPU from them.
+PUBLISH_MARGIN_S = 2
 
 for _nofile in (65536, 20000):
     try:
@@ -188,7 +191,7 @@ class Bench:
         p = self.spawn_load(mode, target, threads, per_thread, headers, watch, duration, extra)
         if rate:
             for t in threads:
-                http("POST", f"http://{self.mock_addr}/_mock/publish", {"thread_id": t, "count": int(rate * (duration + 30)), "rate_per_s": rate})
+                http("POST", f"http://{self.mock_addr}/_mock/publish", {"thread_id": t, "count": int(rate * (duration + PUBLISH_MARGIN_S)), "rate_per_s": rate})
         out, _ = p.communicate(timeout=duration + 300)
         result = json.loads(out)
         cpu = {}

@@ -4,7 +4,7 @@ three replicas sharing a Redis against a single gateway."""
 
 import json, os, re, socket, subprocess, time
 
-from compare import HEADERS, REL, free_port, http, nginx, procs
+from compare import HEADERS, PUBLISH_MARGIN_S, REL, free_port, http, nginx, procs
 
 
 def start_redis(tmp):
@@ -38,7 +38,7 @@ def spread(b, targets, thread, per_target, rate, duration, watch):
         loads.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), ready))
     while not all(os.path.exists(r) for _, r in loads):
         time.sleep(0.05)
-    http("POST", f"http://{b.mock_addr}/_mock/publish", {"thread_id": thread, "count": int(rate * (duration + 30)), "rate_per_s": rate})
+    http("POST", f"http://{b.mock_addr}/_mock/publish", {"thread_id": thread, "count": int(rate * (duration + PUBLISH_MARGIN_S)), "rate_per_s": rate})
     results = [json.loads(p.communicate(timeout=duration + 300)[0]) for p, _ in loads]
     return results
 
