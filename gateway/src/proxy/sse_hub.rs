@@ -145,11 +145,8 @@ impl Hub {
             key,
             journal,
             state: Mutex::new(State {
-                // A private hub has one client for its whole life.
-                subs: match sharing {
-                    Sharing::Private => Vec::with_capacity(1),
-                    Sharing::Shared => Vec::new(),
-                },
+                // A private hub has one client for its whole life; a shared one grows.
+                subs: Vec::with_capacity(usize::from(sharing == Sharing::Private)),
                 dedupe: Deduper::after(cursor),
                 last_id: cursor.map(str::to_owned),
                 pending_resume: None,
