@@ -84,6 +84,9 @@ pub enum Refused {
     Closed,
 }
 
+/// Slots an empty queue may keep from an earlier burst.
+const KEPT_SLOTS: usize = 64;
+
 /// What both sides of a queue share. A plain deque under a lock: it takes no room until
 /// something is queued (an idle stream's queue is this struct), and the hub and the body each
 /// take the lock once per delivery.
@@ -276,6 +279,10 @@ impl ClientRx {
     fn pop(&self, st: &mut State) -> Option<Chunk> {
         let c = st.chunks.pop_front()?;
         st.bytes -= c.size();
+        // A burst's room is given back once it is sent: a deque keeps its largest size.
+        if st.chunks.is_empty() && st.chunks.capacity() > KEPT_SLOTS {
+            st.chunks = VecDeque::new();
+        }
         if std::mem::take(&mut st.send_waiting) {
             self.shared.room.notify_waiters();
         }
@@ -349,6 +356,23 @@ mod tests {
         // Larger than the whole byte bound: still goes to an empty queue.
         assert_eq!(tx.try_send(raw("0123456789abc")), Ok(()));
         assert_eq!(recv(&mut rx).await.as_deref(), Some("0123456789abc"));
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_back_the_room_of_a_burst() {
+        let (tx, mut rx) = client_queue(1024, usize::MAX, None);
+        for _ in 0..500 {
+            tx.try_send(raw("x")).expect("room");
+        }
+        assert!(rx.shared.lock().chunks.capacity() >= 500);
+        for _ in 0..499 {
+            rx.try_recv().expect("queued");
+        }
+        assert!(rx.shared.lock().chunks.capacity() >= 500, "not empty yet");
+        rx.try_recv().expect("queued");
+        assert!(rx.shared.lock().chunks.capacity() <= KEPT_SLOTS);
+        tx.try_send(raw("y")).expect("room");
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("y"));
     }
 
     #[tokio::test]
