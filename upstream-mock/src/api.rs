@@ -1,7 +1,7 @@
 //! Request routing and the JSON endpoints.
 
 use crate::body::{full, Body};
-use crate::levers::{Faults, RecordedRequest};
+use crate::levers::{Arrival, Faults};
 use crate::store::StoreError;
 use crate::{canvas, sse, ws, App};
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,31 +78,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn record_of(req: &Request<Incoming>) -> RecordedRequest {
-    let mut headers = Map::new();
-    for (name, value) in req.headers() {
-        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        match headers.get_mut(name.as_str()) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(&v);
-            }
-            _ => {
-                headers.insert(name.as_str().to_owned(), Value::String(v));
-            }
-        }
-    }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
-    RecordedRequest {
-        method: req.method().to_string(),
-        path,
-        headers,
-    }
+fn record_of(req: &Request<Incoming>) -> Arrival {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Arrival::of(req.method().as_str(), path, req.headers())
 }
 
 /// A JSON response.

@@ -32,11 +32,67 @@ pub struct RecordedRequest {
     pub headers: Map<String, Value>,
 }
 
+/// A request as it arrived, packed into one buffer (method, path, then each header as a
+/// length-prefixed name and value); expanded into a [`RecordedRequest`] only when the log is read.
+/// Recording costs one allocation per request, however many headers it carries.
+pub struct Arrival(Box<[u8]>);
+
+impl Arrival {
+    /// Packs `method`, `path` and `headers`.
+    pub fn of(method: &str, path: &str, headers: &http::HeaderMap) -> Arrival {
+        let fields = || {
+            [method.as_bytes(), path.as_bytes()].into_iter().chain(
+                headers
+                    .iter()
+                    .flat_map(|(n, v)| [n.as_str().as_bytes(), v.as_bytes()]),
+            )
+        };
+        let size: usize = fields().map(|f| 4 + f.len()).sum();
+        let mut buf = Vec::with_capacity(size);
+        for f in fields() {
+            buf.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            buf.extend_from_slice(f);
+        }
+        Arrival(buf.into_boxed_slice())
+    }
+
+    /// Method, path and headers (repeated headers joined with `, `, as they arrived).
+    pub fn expand(&self) -> RecordedRequest {
+        let mut rest = &self.0[..];
+        let mut next = move || {
+            let (len, tail) = rest.split_at_checked(4)?;
+            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+            let (field, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(String::from_utf8_lossy(field).into_owned())
+        };
+        let method = next().unwrap_or_default();
+        let path = next().unwrap_or_default();
+        let mut headers = Map::new();
+        while let (Some(name), Some(v)) = (next(), next()) {
+            match headers.get_mut(&name) {
+                Some(Value::String(prev)) => {
+                    prev.push_str(", ");
+                    prev.push_str(&v);
+                }
+                _ => {
+                    headers.insert(name, Value::String(v));
+                }
+            }
+        }
+        RecordedRequest {
+            method,
+            path,
+            headers,
+        }
+    }
+}
+
 /// Shared lever state.
 #[derive(Default)]
 pub struct Levers {
     faults: Mutex<Faults>,
-    requests: Mutex<VecDeque<RecordedRequest>>,
+    requests: Mutex<VecDeque<Arrival>>,
     /// SSE streams opened since start.
     pub sse_opened: AtomicU64,
     /// WS streams opened since start.
@@ -67,7 +123,7 @@ impl Levers {
     }
 
     /// Remembers a request (keeps the last [`REQUEST_LOG_LEN`]).
-    pub fn record(&self, req: RecordedRequest) {
+    pub fn record(&self, req: Arrival) {
         if let Ok(mut log) = self.requests.lock() {
             if log.len() == REQUEST_LOG_LEN {
                 log.pop_front();
@@ -80,7 +136,7 @@ impl Levers {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.requests
             .lock()
-            .map(|l| l.iter().cloned().collect())
+            .map(|l| l.iter().map(Arrival::expand).collect())
             .unwrap_or_default()
     }
 
@@ -108,5 +164,46 @@ impl<'a> ActiveStream<'a> {
 impl Drop for ActiveStream<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn an_arrival_expands_to_the_request_it_packed() {
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant-id", HeaderValue::from_static("t_1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("127.0.0.1"));
+        h.insert("x-empty", HeaderValue::from_static(""));
+        h.insert("x-bin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let r = Arrival::of("POST", "/chat/threads/th_1/messages?x=1", &h).expand();
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/chat/threads/th_1/messages?x=1");
+        let expected = serde_json::json!({
+            "x-tenant-id": "t_1",
+            "x-forwarded-for": "10.0.0.1, 127.0.0.1",
+            "x-empty": "",
+            "x-bin": "caf\u{fffd}",
+        });
+        assert_eq!(Value::Object(r.headers), expected);
+    }
+
+    #[test]
+    fn the_log_keeps_the_last_requests_in_order() {
+        let levers = Levers::default();
+        for i in 0..REQUEST_LOG_LEN + 2 {
+            levers.record(Arrival::of(
+                "GET",
+                &format!("/{i}"),
+                &http::HeaderMap::new(),
+            ));
+        }
+        let paths: Vec<String> = levers.requests().into_iter().map(|r| r.path).collect();
+        let expected: Vec<String> = (2..REQUEST_LOG_LEN + 2).map(|i| format!("/{i}")).collect();
+        assert_eq!(paths, expected);
     }
 }
