@@ -6,7 +6,7 @@
 
 use crate::app::Gateway;
 use crate::caps::Connection;
-use crate::wire::{head, Guarded, Refusal};
+use crate::wire::{head, prefixed, Guarded, Prefixed, Refusal};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -19,9 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-
-/// The HTTP/2 connection preface.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What every connection of the listener shares.
 #[derive(Clone)]
@@ -38,20 +35,24 @@ pub struct Listener {
 /// life, and the TLS and HTTP/2 states are several KiB larger than a plain HTTP/1.1 connection's
 /// (measured: 5.7 KiB for this future unboxed, 1 KiB for plain HTTP/1.1). The TLS path is a
 /// function of its own: a TLS stream held here, even moved on, would keep its room in the task.
-pub async fn serve(l: Listener, stream: TcpStream, peer: SocketAddr, slot: Arc<Connection>) {
+pub async fn serve(l: Listener, mut stream: TcpStream, peer: SocketAddr, slot: Arc<Connection>) {
     let header_timeout = l.gw.live().config.limits.header_read_timeout;
     let Some(tls) = l.tls.clone() else {
-        // Boxed too: its timers would otherwise keep their room in the task.
-        return match Box::pin(opens_with_h2_preface(&stream, header_timeout)).await {
-            Some(true) => {
+        // Boxed too: its timers and first read would otherwise keep their room in the task.
+        let deadline = tokio::time::Instant::now() + header_timeout;
+        let stream = match Box::pin(prefixed::opening(&mut stream, deadline)).await {
+            Some((h2, first)) => (h2, Prefixed::new(first, stream)),
+            None => return,
+        };
+        return match stream {
+            (true, stream) => {
                 l.gw.metrics.client_connection("h2", false);
                 Box::pin(serve_h2(l.gw, stream, peer, slot)).await
             }
-            Some(false) => {
+            (false, stream) => {
                 l.gw.metrics.client_connection("http/1.1", false);
                 Box::pin(serve_h1(l.gw, stream, peer, slot)).await
             }
-            None => {}
         };
     };
     Box::pin(serve_tls(l.gw, tls, stream, peer, slot)).await
@@ -77,34 +78,6 @@ async fn serve_tls(
     } else {
         gw.metrics.client_connection("http/1.1", true);
         Box::pin(serve_h1(gw, stream, peer, slot)).await
-    }
-}
-
-/// Whether a plain connection starts with the HTTP/2 preface: decided at the first byte that
-/// differs from it (an HTTP/1 request differs within its first two bytes), else once the whole
-/// preface is there. `None`: the client went away or sent nothing in time.
-async fn opens_with_h2_preface(stream: &TcpStream, wait: Duration) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut buf = [0u8; 24];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // A prefix of the preface so far: wait for more (a peek does not consume).
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
     }
 }
 

@@ -6,8 +6,10 @@
 pub mod chunked;
 pub mod guard;
 pub mod head;
+pub mod prefixed;
 
 pub use guard::{Guarded, Refusal};
+pub use prefixed::Prefixed;
 
 use std::io;
 use std::mem::MaybeUninit;
