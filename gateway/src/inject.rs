@@ -58,22 +58,41 @@ impl Stamp {
     /// `routing` = tenant_id, env, the resource (`thread_id`, `canvas_id`, …), actor_id (= sub),
     /// then every other present field.
     pub fn for_resource(ctx: &RequestContext, resource_key: &str, id: &str) -> Stamp {
-        let mut routing = serde_json::Map::new();
-        routing.insert("tenant_id".into(), ctx.tenant_id().into());
-        routing.insert("env".into(), ctx.env().into());
-        routing.insert(resource_key.into(), id.into());
-        routing.insert("actor_id".into(), ctx.user_id.as_str().into());
+        // Written out directly (a JSON map per stream cost more than the rest of the stamp): a
+        // key met again keeps its first place and takes the later value, as a map would.
+        let mut members: Vec<(&str, &str)> = Vec::with_capacity(Field::ALL.len() + 2);
+        let mut put = |k, v| match members.iter_mut().find(|(seen, _)| *seen == k) {
+            Some(m) => m.1 = v,
+            None => members.push((k, v)),
+        };
+        put("tenant_id", ctx.tenant_id());
+        put("env", ctx.env());
+        put(resource_key, id);
+        put("actor_id", ctx.user_id.as_str());
         for (f, v) in ctx.fields() {
             if !matches!(f, Field::Tenant | Field::Env) {
-                routing.insert(f.key().into(), v.into());
+                put(f.key(), v);
             }
         }
-        let scope = routing
+        let scope = members
             .iter()
             .filter(|(k, _)| is_scope_key(k, resource_key))
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let routing = serde_json::Value::Object(routing).to_string();
+        let mut routing = Vec::with_capacity(256);
+        routing.push(b'{');
+        for (i, (k, v)) in members.iter().enumerate() {
+            if i > 0 {
+                routing.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut routing, k);
+            routing.push(b':');
+            let _ = serde_json::to_writer(&mut routing, v);
+        }
+        routing.push(b'}');
+        let routing = String::from_utf8(routing)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let trace_json = serde_json::Value::String(ctx.trace_id.clone()).to_string();
         let tail = bytes::Bytes::from(format!(
             "\"routing\":{routing},\"meta\":{{\"trace_id\":{trace_json}}}}}"

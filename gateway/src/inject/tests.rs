@@ -256,3 +256,55 @@ fn another_scope_in_routing_is_reported_with_its_key() {
         Stamped::Rewritten(_)
     ));
 }
+
+/// `routing` as a JSON map (insertion order kept, a repeated key keeping its first place and
+/// taking the later value) would write it.
+fn routing_by_map(ctx: &RequestContext, resource_key: &str, id: &str) -> String {
+    let mut m = serde_json::Map::new();
+    m.insert("tenant_id".into(), ctx.tenant_id().into());
+    m.insert("env".into(), ctx.env().into());
+    m.insert(resource_key.into(), id.into());
+    m.insert("actor_id".into(), ctx.user_id.as_str().into());
+    for (f, v) in ctx.fields() {
+        if !matches!(f, Field::Tenant | Field::Env) {
+            m.insert(f.key().into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+#[test]
+fn routing_is_exact_json_with_a_resource_key_that_is_also_a_field() {
+    let canvas = RequestContext::from_parts(
+        &[
+            (Field::Tenant, "t_a"),
+            (Field::Env, "dev"),
+            (Field::Canvas, "cv1"),
+            (Field::Panel, "pa"),
+        ],
+        "u\"1\\\u{1}é",
+        "trace-1",
+    );
+    let st = Stamp::for_resource(&canvas, "canvas_id", "cv1");
+    assert_eq!(
+        st.routing,
+        r#"{"tenant_id":"t_a","env":"dev","canvas_id":"cv1","actor_id":"u\"1\\\u0001é","panel_id":"pa"}"#
+    );
+    assert_eq!(st.routing, routing_by_map(&canvas, "canvas_id", "cv1"));
+    assert_eq!(
+        st.scope,
+        vec![
+            ("canvas_id".to_owned(), "cv1".to_owned()),
+            ("panel_id".to_owned(), "pa".to_owned())
+        ]
+    );
+    assert_eq!(
+        st.routing,
+        serde_json::from_str::<serde_json::Value>(&st.routing)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    );
+    let thread = Stamp::for_resource(&ctx(), "thread_id", "th1");
+    assert_eq!(thread.routing, ROUTING);
+    assert_eq!(thread.routing, routing_by_map(&ctx(), "thread_id", "th1"));
+}
