@@ -179,7 +179,7 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("127.0.0.1"));
         h.insert("x-empty", HeaderValue::from_static(""));
-        h.insert("x-bin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.insert("x-bin", HeaderValue::from_bytes(b"caf\xe9").expect("value"));
         let r = Arrival::of("POST", "/chat/threads/th_1/messages?x=1", &h).expand();
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/chat/threads/th_1/messages?x=1");
