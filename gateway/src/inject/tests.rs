@@ -15,6 +15,20 @@ fn ctx() -> RequestContext {
     )
 }
 
+/// A canvas panel's context for `user`.
+fn canvas_ctx(user: &str) -> RequestContext {
+    RequestContext::from_parts(
+        &[
+            (Field::Tenant, "t_a"),
+            (Field::Env, "dev"),
+            (Field::Canvas, "cv1"),
+            (Field::Panel, "pa"),
+        ],
+        user,
+        "trace-1",
+    )
+}
+
 fn st() -> Stamp {
     Stamp::new(&ctx(), "th1")
 }
@@ -207,16 +221,7 @@ fn shared_prefix_plus_tail_equals_the_full_stamp() {
 
 #[test]
 fn another_scope_in_routing_is_reported_with_its_key() {
-    let canvas = RequestContext::from_parts(
-        &[
-            (Field::Tenant, "t_a"),
-            (Field::Env, "dev"),
-            (Field::Canvas, "cv1"),
-            (Field::Panel, "pa"),
-        ],
-        "u1",
-        "trace-1",
-    );
+    let canvas = canvas_ctx("u1");
     let cst = Stamp::for_resource(&canvas, "canvas_id", "cv1");
     let scope = |k: &str| Stamped::Foreign(Crossing::Scope(k.to_owned()));
     for (data, want) in [
@@ -275,16 +280,7 @@ fn routing_by_map(ctx: &RequestContext, resource_key: &str, id: &str) -> String 
 
 #[test]
 fn routing_is_exact_json_with_a_resource_key_that_is_also_a_field() {
-    let canvas = RequestContext::from_parts(
-        &[
-            (Field::Tenant, "t_a"),
-            (Field::Env, "dev"),
-            (Field::Canvas, "cv1"),
-            (Field::Panel, "pa"),
-        ],
-        "u\"1\\\u{1}é",
-        "trace-1",
-    );
+    let canvas = canvas_ctx("u\"1\\\u{1}é");
     let st = Stamp::for_resource(&canvas, "canvas_id", "cv1");
     assert_eq!(
         st.routing,
