@@ -40,20 +40,16 @@ pub async fn serve(l: Listener, mut stream: TcpStream, peer: SocketAddr, slot: A
     let Some(tls) = l.tls.clone() else {
         // Boxed too: its timers and first read would otherwise keep their room in the task.
         let deadline = tokio::time::Instant::now() + header_timeout;
-        let stream = match Box::pin(prefixed::opening(&mut stream, deadline)).await {
-            Some((h2, first)) => (h2, Prefixed::new(first, stream)),
-            None => return,
+        let Some((h2, first)) = Box::pin(prefixed::opening(&mut stream, deadline)).await else {
+            return;
         };
-        return match stream {
-            (true, stream) => {
-                l.gw.metrics.client_connection("h2", false);
-                Box::pin(serve_h2(l.gw, stream, peer, slot)).await
-            }
-            (false, stream) => {
-                l.gw.metrics.client_connection("http/1.1", false);
-                Box::pin(serve_h1(l.gw, stream, peer, slot)).await
-            }
-        };
+        let stream = Prefixed::new(first, stream);
+        if h2 {
+            l.gw.metrics.client_connection("h2", false);
+            return Box::pin(serve_h2(l.gw, stream, peer, slot)).await;
+        }
+        l.gw.metrics.client_connection("http/1.1", false);
+        return Box::pin(serve_h1(l.gw, stream, peer, slot)).await;
     };
     Box::pin(serve_tls(l.gw, tls, stream, peer, slot)).await
 }

@@ -3,6 +3,7 @@
 //! instead of peeking saves a system call on every connection: the first read usually holds the
 //! whole request head.
 
+use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,22 +15,16 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How much the first read may take (a request head usually fits).
 const FIRST_READ: usize = 8 * 1024;
 
-/// `inner`, with `prefix` read first.
+/// `inner`, with what is left of `prefix` read first.
 pub struct Prefixed<S> {
-    prefix: Option<Box<[u8]>>,
-    at: usize,
+    prefix: Bytes,
     inner: S,
 }
 
 impl<S> Prefixed<S> {
     /// `inner` read after `prefix`.
-    pub fn new(prefix: Box<[u8]>, inner: S) -> Prefixed<S> {
-        let prefix = (!prefix.is_empty()).then_some(prefix);
-        Prefixed {
-            prefix,
-            at: 0,
-            inner,
-        }
+    pub fn new(prefix: Bytes, inner: S) -> Prefixed<S> {
+        Prefixed { prefix, inner }
     }
 }
 
@@ -40,7 +35,7 @@ impl<S> Prefixed<S> {
 pub async fn opening<S: AsyncRead + Unpin>(
     io: &mut S,
     deadline: tokio::time::Instant,
-) -> Option<(bool, Box<[u8]>)> {
+) -> Option<(bool, Bytes)> {
     let mut buf = Vec::with_capacity(FIRST_READ);
     loop {
         let n = tokio::time::timeout_at(deadline, io.read_buf(&mut buf))
@@ -50,15 +45,13 @@ pub async fn opening<S: AsyncRead + Unpin>(
         if n == 0 {
             return None;
         }
+        // The buffer outgrows the preface before it can fill up: the loop ends first.
         let seen = buf.len().min(H2_PREFACE.len());
         if buf[..seen] != H2_PREFACE[..seen] {
-            return Some((false, buf.into_boxed_slice()));
+            return Some((false, buf.into()));
         }
         if seen == H2_PREFACE.len() {
-            return Some((true, buf.into_boxed_slice()));
-        }
-        if buf.len() == buf.capacity() {
-            buf.reserve(FIRST_READ);
+            return Some((true, buf.into()));
         }
     }
 }
@@ -70,16 +63,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(prefix) = &this.prefix {
-            let n = out.remaining().min(prefix.len() - this.at);
-            out.put_slice(&prefix[this.at..this.at + n]);
-            this.at += n;
-            if this.at == prefix.len() {
-                this.prefix = None;
-            }
-            return Poll::Ready(Ok(()));
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, out);
         }
-        Pin::new(&mut this.inner).poll_read(cx, out)
+        let n = out.remaining().min(this.prefix.len());
+        out.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        if this.prefix.is_empty() {
+            // Give the first read's buffer back now, not with the connection.
+            this.prefix = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -155,7 +149,7 @@ mod tests {
     #[tokio::test]
     async fn a_small_reader_gets_the_prefix_in_parts() {
         let (_client, server) = tokio::io::duplex(1024);
-        let mut io = Prefixed::new(b"abcdef".to_vec().into_boxed_slice(), server);
+        let mut io = Prefixed::new(Bytes::from_static(b"abcdef"), server);
         let mut two = [0u8; 4];
         let n = io.read(&mut two).await.expect("ok");
         assert_eq!(&two[..n], b"abcd");
