@@ -198,7 +198,7 @@ pub fn context(
     let headers = Headers(caller.headers);
     let sources = Sources {
         headers: &headers,
-        token: verified.token.as_ref(),
+        token: verified.token.as_deref(),
         ticket: verified.ticket.as_ref(),
         hello: caller.hello,
         path_thread: adm.resource.map(|(_, id)| id),

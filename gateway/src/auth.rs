@@ -238,7 +238,7 @@ pub struct Credentials {
 #[derive(Debug, Default, Clone)]
 pub struct Verified {
     /// JWT claims.
-    pub token: Option<Claims>,
+    pub token: Option<Arc<Claims>>,
     /// Ticket claims.
     pub ticket: Option<TicketClaims>,
     /// The ticket was used before and a valid resume grant for it came along.
@@ -312,7 +312,7 @@ impl Auth {
     }
 
     /// Verifies a JWT; an unknown `kid` triggers one rate-limited JWKS refetch and a retry.
-    pub async fn verify_jwt(&self, raw: &str, now: u64) -> Result<Claims, Denial> {
+    pub async fn verify_jwt(&self, raw: &str, now: u64) -> Result<Arc<Claims>, Denial> {
         match self.seen.verify(raw, &self.keys.keys(), now, &self.rules) {
             Err(TokenError::UnknownKid(_)) if self.keys.refresh_for_unknown_kid().await => self
                 .seen

@@ -199,13 +199,19 @@ impl Registry {
     pub async fn lookup(&self, kind: &str, id: &str) -> Result<Option<ThreadRecord>, Denial> {
         let thread_id = &key(kind, id);
         let mut fetched = false;
-        let result = self
-            .fresh
-            .try_get_with(thread_id.to_owned(), async {
-                fetched = true;
-                self.fetch(kind, id).await
-            })
-            .await;
+        // A hit is a plain read; only a miss goes through the loader (which makes concurrent
+        // misses for one id share a single fetch).
+        let result = match self.fresh.get(thread_id).await {
+            Some(answer) => Ok(answer),
+            None => {
+                self.fresh
+                    .try_get_with(thread_id.to_owned(), async {
+                        fetched = true;
+                        self.fetch(kind, id).await
+                    })
+                    .await
+            }
+        };
         match result {
             Ok(Answer::Found(rec)) => {
                 self.count(if fetched {

@@ -18,7 +18,8 @@ pub const TTL: Duration = Duration::from_secs(300);
 
 struct Entry {
     keys: Arc<KeySet>,
-    claims: Claims,
+    /// Shared with every request that presents the token (no copy of its claims per request).
+    claims: Arc<Claims>,
 }
 
 /// The map of verified tokens.
@@ -50,14 +51,14 @@ impl SeenTokens {
         keys: &Arc<KeySet>,
         now: u64,
         rules: &Rules,
-    ) -> Result<Claims, TokenError> {
+    ) -> Result<Arc<Claims>, TokenError> {
         if let Some(seen) = self.map.get(raw).filter(|e| Arc::ptr_eq(&e.keys, keys)) {
             token::times_valid(&seen.claims, now, rules.leeway_s)?;
             #[cfg(test)]
             self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(seen.claims.clone());
         }
-        let claims = token::verify(raw, keys, now, rules)?;
+        let claims = Arc::new(token::verify(raw, keys, now, rules)?);
         let entry = Entry {
             keys: keys.clone(),
             claims: claims.clone(),
