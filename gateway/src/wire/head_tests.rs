@@ -1,4 +1,4 @@
-use super::{check, leading_empty_lines, scan, BodyLen, Framing, Scan, MAX_HEADERS};
+use super::{check, leading_empty_lines, scan, BodyLen, Framing, Refused, Scan, MAX_HEADERS};
 use railgate_policy::ErrorCode;
 
 fn head(lines: &[&str]) -> Vec<u8> {
@@ -167,6 +167,16 @@ fn scanning_finds_the_end_and_refuses_bad_line_ends_early() {
         scan(b"GET / HTTP/1.1\r", 0, 1024),
         Scan::More { scanned: 14 }
     ));
+    // A NUL after the head is the body's; one in bytes read later, resumed from, is the head's.
+    let with_body = b"GET / HTTP/1.1\r\nA: b\r\n\r\n\0\0";
+    assert_eq!(scan(with_body, 0, 1024), Scan::Complete { end: 24 });
+    assert_eq!(
+        scan(b"GET / HTTP/1.1\r\nA: \0", 16, 1024),
+        Scan::Refused(Refused {
+            code: ErrorCode::Malformed,
+            why: "NUL byte in the request head"
+        })
+    );
     let long = [b"GET /".as_slice(), &[b'a'; 1100], b" HTTP/1.1\r\n\r\n"].concat();
     assert!(
         matches!(scan(&long, 0, 1024), Scan::Refused(r) if r.code == ErrorCode::HeadersTooLarge)
