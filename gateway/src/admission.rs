@@ -13,7 +13,7 @@ use crate::clock;
 use crate::config::route::Captures;
 use crate::config::{Accepts, Route};
 use crate::mint::random_hex_id;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use railgate_policy::context::{check_headers, HeaderSource};
 use railgate_policy::field::{traceparent_trace_id, valid_value};
 use railgate_policy::thread::check_access;
@@ -124,7 +124,7 @@ pub async fn precheck(
     };
     let names_tenant = verified.ticket.is_some()
         || !Headers(caller.headers)
-            .values(Field::Tenant.header())
+            .field_values(Field::Tenant)
             .is_empty();
     if !names_tenant {
         return Ok(());
@@ -244,7 +244,17 @@ impl HeaderSource for Headers<'_> {
     fn values(&self, name: &str) -> Vec<&[u8]> {
         self.0.get_all(name).iter().map(|v| v.as_bytes()).collect()
     }
+
+    fn field_values(&self, field: Field) -> Vec<&[u8]> {
+        let name = &FIELD_HEADERS[field.index()];
+        self.0.get_all(name).iter().map(|v| v.as_bytes()).collect()
+    }
 }
+
+/// The context fields' header names, made once: looking one up by its text parses the text
+/// again on every request.
+static FIELD_HEADERS: std::sync::LazyLock<[HeaderName; Field::ALL.len()]> =
+    std::sync::LazyLock::new(|| Field::ALL.map(|f| HeaderName::from_static(f.header())));
 
 /// The trace id before the context is verified (used by early rejections): a well-formed single
 /// `X-Request-Id`, else a valid `traceparent`'s trace-id, else a fresh random id.
@@ -284,4 +294,27 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fields_header_is_found_by_its_made_name_as_by_its_text() {
+        let mut h = HeaderMap::new();
+        h.append("X-Tenant-Id", http::HeaderValue::from_static("t_a"));
+        h.append("x-tenant-id", http::HeaderValue::from_static("t_b"));
+        h.insert("X-App-Id", http::HeaderValue::from_static("app"));
+        let headers = Headers(&h);
+        for f in Field::ALL {
+            assert_eq!(headers.field_values(f), headers.values(f.header()), "{f:?}");
+        }
+        assert_eq!(
+            headers.field_values(Field::Tenant),
+            [b"t_a".as_slice(), b"t_b"]
+        );
+        assert_eq!(headers.field_values(Field::App), [b"app".as_slice()]);
+        assert!(headers.field_values(Field::Mode).is_empty());
+    }
 }

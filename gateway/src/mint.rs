@@ -88,7 +88,19 @@ fn secret(env: &dyn Env, name: &str) -> Result<String, MintError> {
 
 /// A random 128-bit id as 32 lower-case hex digits (trace ids, ticket ids).
 pub fn random_hex_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, rand::random::<u128>(), 32);
+    id
+}
+
+/// Appends the low `digits` hex digits of `value` (lower case, zero-padded) to `out`, without
+/// the formatting machinery (ids are minted on every request).
+pub fn push_hex(out: &mut String, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        let nibble = value.checked_shr(4 * i).unwrap_or(0) & 0xf;
+        out.push(char::from(HEX[nibble as usize]));
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +176,16 @@ mod tests {
 
     #[test]
     fn random_ids_are_32_hex() {
+        let mut hex = String::new();
+        push_hex(&mut hex, 0xabc, 5);
+        assert_eq!(hex, "00abc");
+        push_hex(&mut hex, u128::MAX, 32);
+        assert_eq!(&hex[5..], "f".repeat(32));
+        push_hex(&mut hex, 0x0123_4567_89ab_cdef_u128 << 64 | 0xfedc, 32);
+        assert_eq!(
+            &hex[37..],
+            format!("{:032x}", 0x0123_4567_89ab_cdef_u128 << 64 | 0xfedc)
+        );
         let a = random_hex_id();
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));

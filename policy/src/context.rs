@@ -12,6 +12,12 @@ use serde_json::{Map, Value};
 pub trait HeaderSource {
     /// Every value sent for `name`.
     fn values(&self, name: &str) -> Vec<&[u8]>;
+
+    /// Every value sent for a context field's header ([`Field::header`]); a source that can
+    /// find a known field faster than by its name's text overrides this.
+    fn field_values(&self, field: Field) -> Vec<&[u8]> {
+        self.values(field.header())
+    }
 }
 
 /// Name/value pairs, as tests and simple callers hold them.
@@ -153,7 +159,7 @@ type Candidates = [Vec<String>; 10];
 /// upgrade whose hello is still to come). [`build`] applies the same rule.
 pub fn check_headers(headers: &dyn HeaderSource) -> Result<(), Denial> {
     for f in Field::ALL {
-        header_value(headers, f.header())?;
+        field_header_value(headers, f)?;
     }
     Ok(())
 }
@@ -221,7 +227,15 @@ fn invalid(field: &str, why: &str) -> Denial {
 
 /// A single header value, syntax-checked; a repeated header is invalid.
 fn header_value(headers: &dyn HeaderSource, name: &str) -> Result<Option<String>, Denial> {
-    let values = headers.values(name);
+    one_value(headers.values(name), name)
+}
+
+/// A context field's header, syntax-checked.
+fn field_header_value(headers: &dyn HeaderSource, f: Field) -> Result<Option<String>, Denial> {
+    one_value(headers.field_values(f), f.header())
+}
+
+fn one_value(values: Vec<&[u8]>, name: &str) -> Result<Option<String>, Denial> {
     match values.as_slice() {
         [] => Ok(None),
         [one] if valid_value(one) => Ok(Some(String::from_utf8_lossy(one).into_owned())),
@@ -268,7 +282,7 @@ fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
     let mut out: Candidates = Default::default();
     for f in Field::ALL {
         let slot = &mut out[f.index()];
-        slot.extend(header_value(src.headers, f.header())?);
+        slot.extend(field_header_value(src.headers, f)?);
         for (_, v) in src.path_fields.iter().filter(|(pf, _)| *pf == f) {
             if !valid_value(v.as_bytes()) {
                 return Err(Denial::with_message(

@@ -159,23 +159,23 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
-    let node = match peer.ip {
-        std::net::IpAddr::V6(_) => format!("\"[{ip}]\""),
-        std::net::IpAddr::V4(_) => ip.clone(),
-    };
-    let forwarded = HeaderName::from_static("forwarded");
-    match host.filter(|h| HeaderValue::from_str(h).is_ok()) {
-        Some(h) => {
-            set(headers, HeaderName::from_static("x-forwarded-host"), h);
-            let quoted = serde_json::to_string(h).unwrap_or_default();
-            set(
-                headers,
-                forwarded,
-                &format!("for={node};host={quoted};proto=http"),
-            );
+    let mut forwarded = String::with_capacity(64);
+    forwarded.push_str("for=");
+    match peer.ip {
+        std::net::IpAddr::V6(_) => {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&ip);
+            forwarded.push_str("]\"");
         }
-        None => set(headers, forwarded, &format!("for={node};proto=http")),
+        std::net::IpAddr::V4(_) => forwarded.push_str(&ip),
     }
+    if let Some(h) = host.filter(|h| HeaderValue::from_str(h).is_ok()) {
+        set(headers, HeaderName::from_static("x-forwarded-host"), h);
+        forwarded.push_str(";host=");
+        forwarded.push_str(&serde_json::to_string(h).unwrap_or_default());
+    }
+    forwarded.push_str(";proto=http");
+    set(headers, HeaderName::from_static("forwarded"), &forwarded);
 }
 
 /// Prepares the upstream's response headers for the client.
@@ -206,20 +206,28 @@ pub fn traceparent(trace_id: &str, client: Option<&str>) -> String {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && trace_id.bytes().any(|b| b != b'0');
+    let minted;
     let trace = if is_trace {
-        trace_id.to_owned()
+        trace_id
     } else if let Some(t) = client.and_then(|c| traceparent_trace_id(c.as_bytes())) {
-        t.to_owned()
+        t
     } else {
-        crate::mint::random_hex_id()
+        minted = crate::mint::random_hex_id();
+        &minted
     };
     let parent = loop {
-        let p = format!("{:016x}", rand::random::<u64>());
-        if p != "0000000000000000" {
+        let p = rand::random::<u64>();
+        if p != 0 {
             break p;
         }
     };
-    format!("00-{trace}-{parent}-01")
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    out.push_str(trace);
+    out.push('-');
+    crate::mint::push_hex(&mut out, u128::from(parent), 16);
+    out.push_str("-01");
+    out
 }
 
 #[cfg(test)]
@@ -377,6 +385,11 @@ mod tests {
             "for=\"[2001:db8::1]\";host=\"gw.example:8000\";proto=http"
         );
         assert!(h.get("authorization").is_none());
+        // No Host (an HTTP/1.0 client): no host parameter, no X-Forwarded-Host.
+        let mut h = HeaderMap::new();
+        to_upstream(&mut h, &ctx(), &direct("203.0.113.7"));
+        assert_eq!(h["forwarded"], "for=203.0.113.7;proto=http");
+        assert!(h.get("x-forwarded-host").is_none());
     }
 
     #[test]
@@ -400,5 +413,17 @@ mod tests {
         );
         assert!(!tp.contains("b7ad6b7169203331"), "a new parent id per hop");
         assert_eq!(traceparent("req-1", None).len(), 55);
+        // Whole and well-formed: read back, it names the trace; its parent is 16 hex, not zero.
+        let tp = traceparent("4bf92f3577b34da6a3ce929d0e0e4736", None);
+        assert_eq!(
+            traceparent_trace_id(tp.as_bytes()),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let parent = &tp[36..52];
+        assert!(parent
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(parent, "0000000000000000");
+        assert!(tp.ends_with("-01"));
     }
 }
