@@ -1,19 +1,14 @@
 //! The pooled HTTP/1.1 client for short exchanges with the upstream: the HTTP rail's requests, the
-//! registry's lookups and the JWKS fetcher. Long-lived SSE and WebSocket streams do not use it;
-//! each opens its own connection (see `proxy::upstream`).
+//! registry's lookups and the JWKS fetcher ([`crate::client_pool`]). Long-lived SSE and
+//! WebSocket streams do not use it; each opens its own connection (see `proxy::upstream`).
 
 use crate::body::{empty, Body};
+use crate::client_pool::{Pool, PooledBody, Settings};
 use crate::config::Limits;
 use crate::outbound::UpstreamTls;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,61 +31,35 @@ impl UpstreamError {
     }
 }
 
-/// An error with its chain of causes (`client error (Connect): invalid peer certificate: …`),
-/// so a TLS failure says what failed.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+/// Most idle connections kept per upstream.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
 /// A pooled HTTP/1.1 client (`http://` and `https://`) with connect and response-header
 /// timeouts.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Arc<Client<HttpsConnector<HttpConnector>, Body>>,
+    pool: Arc<Pool>,
     response_timeout: Duration,
 }
 
 impl HttpClient {
     /// Builds the client from the limits; `https://` is verified as `tls` says.
     pub fn new(limits: &Limits, tls: &UpstreamTls) -> HttpClient {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        // The connector sets ALPN itself (from the protocols it enables).
-        let mut config = (*tls.config).clone();
-        config.alpn_protocols.clear();
-        let builder = HttpsConnectorBuilder::new().with_tls_config(config);
-        let builder = builder.https_or_http();
-        let builder = match tls
-            .server_name
-            .as_deref()
-            .and_then(|n| ServerName::try_from(n.to_owned()).ok())
-        {
-            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
-            None => builder,
-        };
-        let connector = builder.enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(limits.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let pool = Pool::new(Settings {
+            tls: tls.clone(),
+            connect_timeout: limits.upstream_connect_timeout,
+            idle_timeout: limits.upstream_idle_timeout,
+            max_idle: MAX_IDLE_PER_UPSTREAM,
+        });
         HttpClient {
-            client: Arc::new(client),
+            pool,
             response_timeout: limits.upstream_response_timeout,
         }
     }
 
-    /// Sends a request; waits at most the response timeout for the response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    /// Sends a request (absolute URI, `Host` set by the caller); waits at most the response
+    /// timeout for the response head.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, UpstreamError> {
         self.send_within(req, self.response_timeout).await
     }
 
@@ -99,12 +68,17 @@ impl HttpClient {
         &self,
         req: Request<Body>,
         wait: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(wait, self.client.request(req)).await {
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        match tokio::time::timeout(wait, self.pool.send(req)).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable(with_causes(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
             Err(_) => Err(UpstreamError::Timeout),
         }
+    }
+
+    /// Idle connections the client holds (all upstreams).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle_count()
     }
 
     /// `GET url`, reading at most `max` body bytes, all within `wait`.
@@ -117,7 +91,12 @@ impl HttpClient {
         let uri: Uri = url
             .parse()
             .map_err(|_| UpstreamError::Unavailable(format!("bad url {url}")))?;
+        let host = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .ok_or_else(|| UpstreamError::Unavailable(format!("bad url {url}")))?;
         let req = Request::get(uri)
+            .header(http::header::HOST, host)
             .body(empty())
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         let work = async {

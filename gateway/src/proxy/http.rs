@@ -3,6 +3,7 @@
 use crate::admission::Admitted;
 use crate::app::Gateway;
 use crate::body::{full, Body, BoxError};
+use crate::client_pool::PooledBody;
 use crate::cluster::events::Change;
 use crate::config::route::Captures;
 use crate::config::Route;
@@ -125,7 +126,7 @@ async fn learn_and_return(
     route: &Route,
     admitted: &Admitted,
     parts: http::response::Parts,
-    body: Incoming,
+    body: PooledBody,
 ) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
     let bytes: Bytes = Limited::new(body, MAX_REGISTER_BODY)
