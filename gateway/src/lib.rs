@@ -18,14 +18,14 @@
 //! | rail's checks after admission | [`proxy::reconnect::cursor_of`] (SSE); the hello's cursor (WS) |
 //! | ticket spent | [`admission::spend_ticket`] |
 //! | rail | [`proxy::http::forward`], [`proxy::sse::serve`], [`proxy::ws::upgrade`] → [`proxy::ws_hello`] → [`proxy::ws_relay`] |
-//! | upstream | [`proxy::upstream::uri`], [`proxy::sse_upstream::run`] (over [`proxy::sse_wire`]), [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |
+//! | upstream | [`proxy::upstream::uri`], [`client::HttpClient`] over [`client_pool`] (HTTP), [`proxy::sse_upstream::run`] (over [`proxy::sse_wire`]), [`proxy::ws_upstream::Target::connect`], [`proxy::reconnect`] |
 //! | refusal, any transport | [`respond`] |
 //! | log and metrics | [`outcome::record`] |
 //!
 //! [`admission::admit`] runs the three admission phases for HTTP, SSE, the ticket endpoint and a
 //! WebSocket's hello; [`admission::precheck`] runs those a WebSocket upgrade can fail before its
 //! hello. Around them: [`config`], [`app`] (the shared state), [`auth`] (keys, JWKS, used
-//! tickets), [`registry`] (ownership cache), [`client`] (the pooled upstream client), [`admin`],
+//! tickets), [`registry`] (ownership cache), [`client`] (the upstream client, its connections in [`client_pool`]), [`admin`],
 //! [`metrics`], and the pure codecs [`sse`], [`inject`], [`journal`], [`dedupe`].
 //! With the `demo` feature (on by default), `railgate demo` runs an embedded backend
 //! (`railgate-upstream-mock`) and serves the browser example; a deployment build can leave it
