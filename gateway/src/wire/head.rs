@@ -172,15 +172,39 @@ pub(super) fn is_field_byte(b: u8) -> bool {
 /// body is framed.
 pub fn check(head: &[u8]) -> Result<Framing, Refused> {
     let text = head.strip_suffix(b"\r\n\r\n").unwrap_or(head);
-    let mut lines = text
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = LineSplit { rest: Some(text) }.map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let http10 = request_line(lines.next().unwrap_or_default())?;
     let mut fields = Fields::default();
     for line in lines {
         fields.add(line)?;
     }
     fields.framing(http10)
+}
+
+/// The lines of a head, found with `memchr` (as `split` on `\n` would give them).
+struct LineSplit<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for LineSplit<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memchr(b'\n', rest) {
+            Some(at) => {
+                self.rest = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => self.rest.take(),
+        }
+    }
+}
+
+/// Whether every byte of `bytes` may be in a field value, without stopping at the first that
+/// may not (so the loop vectorises; a refused head is rare).
+fn all_field_bytes(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| ok & is_field_byte(b))
 }
 
 /// Checks the request line; returns whether it is HTTP/1.0.
@@ -252,7 +276,7 @@ impl Fields {
         if self.count > MAX_HEADERS {
             return Err(too_large("more header fields than the gateway reads"));
         }
-        let colon = line.iter().position(|&b| b == b':');
+        let colon = memchr::memchr(b':', line);
         let Some(colon) = colon.filter(|&c| c > 0) else {
             return Err(malformed("header line without a field name and colon"));
         };
@@ -262,7 +286,7 @@ impl Fields {
                 "header name is not a token (whitespace before the colon?)",
             ));
         }
-        if !value.iter().all(|&b| is_field_byte(b)) {
+        if !all_field_bytes(value) {
             return Err(malformed("control byte in a header value"));
         }
         if name.eq_ignore_ascii_case(b"content-length") {

@@ -190,3 +190,27 @@ fn leading_empty_lines_are_skipped_up_to_a_bound() {
     assert_eq!(leading_empty_lines(b"GET"), Ok(0));
     assert!(leading_empty_lines(&b"\r\n".repeat(9)).is_err());
 }
+
+#[test]
+fn lines_are_split_as_split_on_lf_splits_them() {
+    for text in [
+        &b""[..],
+        b"a",
+        b"\n",
+        b"a\n",
+        b"\nb",
+        b"GET / HTTP/1.1\r\nHost: x\r\nA: b",
+        b"a\n\nb\n",
+    ] {
+        let ours: Vec<&[u8]> = super::LineSplit { rest: Some(text) }.collect();
+        let std: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        assert_eq!(ours, std, "{:?}", String::from_utf8_lossy(text));
+    }
+    for b in 0..=255u8 {
+        assert_eq!(
+            super::all_field_bytes(&[b'a', b, b'z']),
+            super::is_field_byte(b),
+            "{b}"
+        );
+    }
+}
