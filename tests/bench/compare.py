@@ -274,12 +274,16 @@ def wrk(url, headers, seconds=10, connections=50):
 
 def http_rail(b):
     """(g) The HTTP rail: a plain proxied GET with JWT, context and ownership checks on railgate,
-    a plain proxy on nginx, the mock directly; wrk, 50 connections, 10 s, one worker each."""
+    a plain proxy on nginx and on bare hyper (`bare-proxy`), the mock directly; wrk, 50
+    connections, 10 s, one worker each."""
     th = b.threads(1)[0]
     path = f"/chat/threads/{th}/messages"
     gw = b.gw["railgate-1w"]
+    # What hyper alone costs: each client connection paired with an upstream one, no checks.
+    bare, r = start([os.path.join(REL, "bare-proxy"), "127.0.0.1:0", b.mock_addr])
     rows = [("direct", b.mock_addr, [("mock", b.mock.pid)], []),
             ("nginx-1w", b.ngx[1][1], [("mock", b.mock.pid)] + [("nginx", p) for p in b.ngx[1][2]], []),
+            ("hyper-bare-1w", r["listen"], [("mock", b.mock.pid), ("hyper", bare.pid)], []),
             ("railgate-1w", gw[1], [("mock", b.mock.pid), ("railgate", gw[0].pid)],
              [f"Authorization: Bearer {b.tok}", f"X-Tenant-Id: {TENANT}"])]
     print("\n### (g) HTTP rail: GET of a thread's messages, wrk 1 thread × 50 connections, 10 s\n")

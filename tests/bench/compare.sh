@@ -15,5 +15,5 @@ if [ "${#need[@]}" -gt 0 ]; then
   echo "installing ${need[*]} (apt-get)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -p railgate -p railgate-upstream-mock -p railgate-tests --bin railgate --bin upstream-mock --bin railgate-load >&2
+cargo build --release --locked -p railgate -p railgate-upstream-mock -p railgate-tests --bin railgate --bin upstream-mock --bin railgate-load --bin bare-proxy >&2
 exec python3 tests/bench/compare.py "$@"
