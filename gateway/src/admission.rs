@@ -242,11 +242,16 @@ pub struct Headers<'a>(pub &'a HeaderMap);
 
 impl HeaderSource for Headers<'_> {
     fn values(&self, name: &str) -> Vec<&[u8]> {
-        self.0.get_all(name).iter().map(|v| v.as_bytes()).collect()
+        self.all(name)
     }
 
     fn field_values(&self, field: Field) -> Vec<&[u8]> {
-        let name = &FIELD_HEADERS[field.index()];
+        self.all(&FIELD_HEADERS[field.index()])
+    }
+}
+
+impl Headers<'_> {
+    fn all(&self, name: impl http::header::AsHeaderName) -> Vec<&[u8]> {
         self.0.get_all(name).iter().map(|v| v.as_bytes()).collect()
     }
 }

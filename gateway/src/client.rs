@@ -76,11 +76,6 @@ impl HttpClient {
         }
     }
 
-    /// Idle connections the client holds (all upstreams).
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle_count()
-    }
-
     /// `GET url`, reading at most `max` body bytes, all within `wait`.
     pub async fn get_small(
         &self,

@@ -165,6 +165,7 @@ impl Pool {
     }
 
     /// Idle connections held, all upstreams together.
+    #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.idle
             .lock()

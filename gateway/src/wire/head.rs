@@ -129,31 +129,19 @@ pub fn scan(buf: &[u8], from: usize, max_bytes: usize) -> Scan {
     }
 }
 
-/// RFC 9110 `tchar`, by byte.
+/// RFC 9110 `tchar`, by byte: letters, digits and these.
 const TCHAR: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        table[i] = (i as u8).is_ascii_alphanumeric();
         i += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut j = 0;
+    while j < extra.len() {
+        table[extra[j] as usize] = true;
+        j += 1;
     }
     table
 };
