@@ -232,7 +232,9 @@ pub async fn ownership(
 pub async fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denial> {
     let verified = &admitted.verified;
     match verified.ticket.as_ref() {
-        Some(t) if !verified.ticket_resumed => gw.live().auth.book.spend(t, clock::now()).await,
+        Some(t) if !verified.ticket_resumed => {
+            Box::pin(gw.live().auth.book.spend(t, clock::now())).await
+        }
         _ => Ok(()),
     }
 }

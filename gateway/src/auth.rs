@@ -314,10 +314,13 @@ impl Auth {
     /// Verifies a JWT; an unknown `kid` triggers one rate-limited JWKS refetch and a retry.
     pub async fn verify_jwt(&self, raw: &str, now: u64) -> Result<Arc<Claims>, Denial> {
         match self.seen.verify(raw, &self.keys.keys(), now, &self.rules) {
-            Err(TokenError::UnknownKid(_)) if self.keys.refresh_for_unknown_kid().await => self
-                .seen
-                .verify(raw, &self.keys.keys(), now, &self.rules)
-                .map_err(Denial::from),
+            Err(TokenError::UnknownKid(_))
+                if Box::pin(self.keys.refresh_for_unknown_kid()).await =>
+            {
+                self.seen
+                    .verify(raw, &self.keys.keys(), now, &self.rules)
+                    .map_err(Denial::from)
+            }
             other => other.map_err(Denial::from),
         }
     }
@@ -351,7 +354,7 @@ impl Auth {
                 "ticket has expired",
             ));
         }
-        match self.book.spent(&t).await? {
+        match Box::pin(self.book.spent(&t)).await? {
             false => Ok((t, false)),
             true => Err(Denial::new(ErrorCode::TicketReplayed)),
         }

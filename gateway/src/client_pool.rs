@@ -82,7 +82,7 @@ impl Pool {
                 Some(s) => s,
                 None => {
                     fresh = true;
-                    self.open(&uri).await?
+                    Box::pin(self.open(&uri)).await?
                 }
             };
             match sender.try_send_request(req).await {

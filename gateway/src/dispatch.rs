@@ -88,7 +88,9 @@ async fn serve(
         conn.authenticated();
         admission::spend_ticket(gw, &admitted).await?;
         let body = req.into_body();
-        return tickets::issue(gw, &admitted, body).await.map(Answer::Done);
+        return Box::pin(tickets::issue(gw, &admitted, body))
+            .await
+            .map(Answer::Done);
     }
     #[cfg(feature = "demo")]
     if let Some(resp) = demo_page(gw, &req) {
@@ -128,7 +130,7 @@ async fn serve(
                 slot,
                 out: out.clone(),
             };
-            proxy::sse::serve(gw, route, &caps, req, checked, &fwd)
+            Box::pin(proxy::sse::serve(gw, route, &caps, req, checked, &fwd))
                 .await
                 .map(Answer::Stream)
         }

@@ -204,12 +204,11 @@ impl Registry {
         let result = match self.fresh.get(thread_id).await {
             Some(answer) => Ok(answer),
             None => {
-                self.fresh
-                    .try_get_with(thread_id.to_owned(), async {
-                        fetched = true;
-                        self.fetch(kind, id).await
-                    })
-                    .await
+                let load = self.fresh.try_get_with(thread_id.to_owned(), async {
+                    fetched = true;
+                    self.fetch(kind, id).await
+                });
+                Box::pin(load).await
             }
         };
         match result {
@@ -220,7 +219,7 @@ impl Registry {
                     Lookup::Hit
                 });
                 if fetched {
-                    self.stale.insert(thread_id.to_owned(), rec.clone()).await;
+                    Box::pin(self.stale.insert(thread_id.to_owned(), rec.clone())).await;
                 }
                 Ok(Some(rec))
             }
@@ -232,7 +231,7 @@ impl Registry {
                 });
                 Ok(None)
             }
-            Err(err) => match self.stale.get(thread_id).await {
+            Err(err) => match Box::pin(self.stale.get(thread_id)).await {
                 Some(rec) => {
                     self.count(Lookup::Stale);
                     tracing::warn!(thread_id, error = %err, "registry source failed; serving a stale record");

@@ -74,7 +74,7 @@ pub async fn forward(
     let (mut rparts, rbody) = resp.into_parts();
     headers::to_client(&mut rparts.headers, trace);
     if route.registers_thread.is_some() && rparts.status.is_success() {
-        return learn_and_return(gw, route, admitted, rparts, rbody).await;
+        return Box::pin(learn_and_return(gw, route, admitted, rparts, rbody)).await;
     }
     Ok(Response::from_parts(
         rparts,

@@ -45,13 +45,16 @@ pub async fn opening<S: AsyncRead + Unpin>(
         if n == 0 {
             return None;
         }
-        // The buffer outgrows the preface before it can fill up: the loop ends first.
+        // The buffer outgrows the preface before it can fill up: the loop ends first. What was
+        // read is kept in an allocation of its own size: the 8 KiB buffer, freed only once the
+        // bytes are read again, would outlive the connection's first long-lived allocations and
+        // leave a touched hole among them (about 3.5 KiB per idle stream, docs/BENCHMARKS.md).
         let seen = buf.len().min(H2_PREFACE.len());
         if buf[..seen] != H2_PREFACE[..seen] {
-            return Some((false, buf.into()));
+            return Some((false, buf.into_boxed_slice().into()));
         }
         if seen == H2_PREFACE.len() {
-            return Some((true, buf.into()));
+            return Some((true, buf.into_boxed_slice().into()));
         }
     }
 }
