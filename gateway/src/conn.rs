@@ -16,9 +16,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// What every connection of the listener shares.
 #[derive(Clone)]
@@ -113,29 +115,70 @@ fn service(
 }
 
 /// HTTP/1.1 with upgrades, behind the framing guard.
-async fn serve_h1<S>(gw: Arc<Gateway>, io: S, peer: SocketAddr, slot: Arc<Connection>)
+///
+/// Not an `async fn`: its arguments and setup locals would keep their room in its state, held
+/// for as long as the connection stays open (1,072 bytes that way, in the next allocation size
+/// class up; [`UntilDrained`] is the connection and the drain signal only).
+fn serve_h1<S>(
+    gw: Arc<Gateway>,
+    io: S,
+    peer: SocketAddr,
+    slot: Arc<Connection>,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = gw.live().config.limits.clone();
-    let max_buf = (limits.max_header_bytes * 2).max(8192);
-    let stop = gw.draining.clone();
+    let (header_bytes, header_timeout) = {
+        let live = gw.live();
+        let limits = &live.config.limits;
+        (limits.max_header_bytes, limits.header_read_timeout)
+    };
+    let stopped = gw.draining.clone().cancelled_owned();
     let refusal = Refusal::new();
-    let io = Guarded::new(io, limits.max_header_bytes, refusal.clone());
+    let io = Guarded::new(io, header_bytes, refusal.clone());
     let svc = service(gw, peer, slot, Some(refusal));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(max_buf)
+        .header_read_timeout(header_timeout)
+        .max_buf_size((header_bytes * 2).max(8192))
         .max_headers(head::MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service_fn(svc))
         .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    UntilDrained {
+        conn,
+        stopped,
+        shutdown: Some(|conn| conn.graceful_shutdown()),
     }
-    let _ = conn.await;
+}
+
+pin_project_lite::pin_project! {
+    /// A connection served until it ends; once the gateway drains, it is told to finish the
+    /// exchange under way and close (`shutdown`, taken when called).
+    struct UntilDrained<C> {
+        #[pin]
+        conn: C,
+        #[pin]
+        stopped: WaitForCancellationFutureOwned,
+        shutdown: Option<fn(Pin<&mut C>)>,
+    }
+}
+
+impl<C: Future> Future for UntilDrained<C> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.conn.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if this.shutdown.is_some() && this.stopped.poll(cx).is_ready() {
+            if let Some(shutdown) = this.shutdown.take() {
+                shutdown(this.conn.as_mut());
+            }
+            return this.conn.poll(cx).map(|_| ());
+        }
+        Poll::Pending
+    }
 }
 
 /// HTTP/2: every request a stream of its own, each with its own flow control (a stalled SSE
