@@ -16,23 +16,28 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
 
-/// The verified values stamped into every event of one stream.
+/// The verified values stamped into every event of one stream. Held for the stream's life: the
+/// `routing` object and the trace id are read out of the one text that holds them both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
-    /// `routing` as compact JSON.
-    pub routing: String,
-    /// The trace id as a JSON string literal.
-    pub trace_json: String,
+    /// `"routing":…,"meta":{"trace_id":…}}` (see [`Stamp::tail`]).
+    tail: Box<str>,
+    /// Where `routing`'s object ends in `tail`.
+    routing_end: usize,
+    /// Where the trace id's JSON string starts in `tail`.
+    trace_at: usize,
     /// The tenant events must belong to.
     pub tenant: String,
     /// The env events must belong to.
     pub env: String,
     /// The stream's own values of its scope keys (see `is_scope_key`).
-    pub scope: Vec<(String, String)>,
-    /// `"routing":…,"meta":{"trace_id":…}}`: what this stream appends to an event that carries
-    /// neither member (see [`Prepared::shared_prefix`]).
-    pub tail: bytes::Bytes,
+    pub scope: Box<[(String, String)]>,
 }
+
+/// What `tail` opens with, before the `routing` object.
+const ROUTING_MEMBER: &str = "\"routing\":";
+/// What comes between the `routing` object and the trace id.
+const META_MEMBER: &str = ",\"meta\":{\"trace_id\":";
 
 /// Whether an event naming another value of routing key `k` than its stream's is dropped: the
 /// scope fields ([`Field::SCOPES`]), `thread_id`, and the route's resource key.
@@ -79,32 +84,51 @@ impl Stamp {
             .filter(|(k, _)| is_scope_key(k, resource_key))
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let mut routing = Vec::with_capacity(256);
-        routing.push(b'{');
+        let mut tail = Vec::with_capacity(256);
+        tail.extend_from_slice(ROUTING_MEMBER.as_bytes());
+        tail.push(b'{');
         for (i, (k, v)) in members.iter().enumerate() {
             if i > 0 {
-                routing.push(b',');
+                tail.push(b',');
             }
             // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut routing, k);
-            routing.push(b':');
-            let _ = serde_json::to_writer(&mut routing, v);
+            let _ = serde_json::to_writer(&mut tail, k);
+            tail.push(b':');
+            let _ = serde_json::to_writer(&mut tail, v);
         }
-        routing.push(b'}');
-        let routing = String::from_utf8(routing)
+        tail.push(b'}');
+        let routing_end = tail.len();
+        tail.extend_from_slice(META_MEMBER.as_bytes());
+        let trace_at = tail.len();
+        let _ = serde_json::to_writer(&mut tail, &ctx.trace_id);
+        tail.extend_from_slice(b"}}");
+        // serde_json writes UTF-8 only, and the rest is ASCII.
+        let tail = String::from_utf8(tail)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        let trace_json = serde_json::Value::String(ctx.trace_id.clone()).to_string();
-        let tail = bytes::Bytes::from(format!(
-            "\"routing\":{routing},\"meta\":{{\"trace_id\":{trace_json}}}}}"
-        ));
         Stamp {
-            routing,
-            trace_json,
+            tail: tail.into_boxed_str(),
+            routing_end,
+            trace_at,
             tenant: ctx.tenant_id().to_owned(),
             env: ctx.env().to_owned(),
             scope,
-            tail,
         }
+    }
+
+    /// `routing` as compact JSON.
+    pub fn routing(&self) -> &str {
+        &self.tail[ROUTING_MEMBER.len()..self.routing_end]
+    }
+
+    /// The trace id as a JSON string literal.
+    pub fn trace_json(&self) -> &str {
+        &self.tail[self.trace_at..self.tail.len() - 2]
+    }
+
+    /// `"routing":…,"meta":{"trace_id":…}}`: what this stream appends to an event that carries
+    /// neither member (see [`Prepared::shared_prefix`]).
+    pub fn tail(&self) -> &str {
+        &self.tail
     }
 }
 
@@ -345,7 +369,7 @@ impl Prepared<'_> {
             return Stamped::Foreign(crossing);
         }
         let mut out =
-            String::with_capacity(self.len + stamp.routing.len() + stamp.trace_json.len() + 40);
+            String::with_capacity(self.len + stamp.routing().len() + stamp.trace_json().len() + 40);
         out.push('{');
         let mut first = true;
         let (mut routing_done, mut meta_done) = (false, false);
@@ -353,7 +377,7 @@ impl Prepared<'_> {
             match m.name.as_str() {
                 "routing" => {
                     if !routing_done {
-                        push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+                        push_member(&mut out, &mut first, "\"routing\"", stamp.routing());
                         routing_done = true;
                     }
                 }
@@ -363,7 +387,7 @@ impl Prepared<'_> {
                             &mut out,
                             &mut first,
                             "\"meta\"",
-                            &merged_meta(Some(m.value), &stamp.trace_json),
+                            &merged_meta(Some(m.value), stamp.trace_json()),
                         );
                         meta_done = true;
                     }
@@ -372,14 +396,14 @@ impl Prepared<'_> {
             }
         }
         if !routing_done {
-            push_member(&mut out, &mut first, "\"routing\"", &stamp.routing);
+            push_member(&mut out, &mut first, "\"routing\"", stamp.routing());
         }
         if !meta_done {
             push_member(
                 &mut out,
                 &mut first,
                 "\"meta\"",
-                &merged_meta(None, &stamp.trace_json),
+                &merged_meta(None, stamp.trace_json()),
             );
         }
         out.push('}');

@@ -206,7 +206,7 @@ fn shared_prefix_plus_tail_equals_the_full_stamp() {
     ] {
         let p = prepare(data);
         let prefix = p.shared_prefix().expect("fast path applies");
-        let fast = format!("{prefix}{}", String::from_utf8_lossy(&st().tail));
+        let fast = format!("{prefix}{}", st().tail());
         assert_eq!(Stamped::Rewritten(fast), p.stamp(&st()), "{data}");
     }
     for data in [
@@ -283,24 +283,35 @@ fn routing_is_exact_json_with_a_resource_key_that_is_also_a_field() {
     let canvas = canvas_ctx("u\"1\\\u{1}é");
     let st = Stamp::for_resource(&canvas, "canvas_id", "cv1");
     assert_eq!(
-        st.routing,
+        st.routing(),
         r#"{"tenant_id":"t_a","env":"dev","canvas_id":"cv1","actor_id":"u\"1\\\u0001é","panel_id":"pa"}"#
     );
-    assert_eq!(st.routing, routing_by_map(&canvas, "canvas_id", "cv1"));
+    assert_eq!(st.routing(), routing_by_map(&canvas, "canvas_id", "cv1"));
     assert_eq!(
-        st.scope,
+        st.scope.to_vec(),
         vec![
             ("canvas_id".to_owned(), "cv1".to_owned()),
             ("panel_id".to_owned(), "pa".to_owned())
         ]
     );
     assert_eq!(
-        st.routing,
-        serde_json::from_str::<serde_json::Value>(&st.routing)
+        st.routing(),
+        serde_json::from_str::<serde_json::Value>(st.routing())
             .map(|v| v.to_string())
             .unwrap_or_default()
     );
     let thread = Stamp::for_resource(&ctx(), "thread_id", "th1");
-    assert_eq!(thread.routing, ROUTING);
-    assert_eq!(thread.routing, routing_by_map(&ctx(), "thread_id", "th1"));
+    assert_eq!(thread.routing(), ROUTING);
+    assert_eq!(thread.routing(), routing_by_map(&ctx(), "thread_id", "th1"));
+}
+
+#[test]
+fn routing_and_trace_id_are_read_out_of_the_one_tail() {
+    let st = st();
+    assert_eq!(
+        st.tail(),
+        format!(r#""routing":{ROUTING},"meta":{{"trace_id":"trace-1"}}}}"#)
+    );
+    assert_eq!(st.routing(), ROUTING);
+    assert_eq!(st.trace_json(), r#""trace-1""#);
 }

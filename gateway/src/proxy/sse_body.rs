@@ -39,7 +39,7 @@ impl Finish {
     fn size_of(&self, chunk: &Chunk) -> usize {
         match chunk {
             Chunk::Raw(b) => b.len(),
-            Chunk::Events(batch) => batch.bytes + batch.events.len() * (self.stamp.tail.len() + 2),
+            Chunk::Events(batch) => batch.bytes + batch.events.len() * (self.stamp.tail().len() + 2),
         }
     }
 
@@ -69,7 +69,7 @@ impl Finish {
         match head {
             Some(head) => {
                 buf.extend_from_slice(head);
-                buf.extend_from_slice(&self.stamp.tail);
+                buf.extend_from_slice(self.stamp.tail().as_bytes());
                 buf.extend_from_slice(b"\n\n");
             }
             None => {

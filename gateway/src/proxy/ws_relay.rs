@@ -386,7 +386,7 @@ impl WsRelay {
         let refuse =
             |why: &'static str| End::Deny(Denial::with_message(ErrorCode::HeaderInvalid, why));
         match msg {
-            Message::Text(t) => match client_text(t.as_str(), &self.stamp.routing, &self.context) {
+            Message::Text(t) => match client_text(t.as_str(), self.stamp.routing(), &self.context) {
                 ClientText::Object(s) => Ok(Message::text(s)),
                 ClientText::Plain => Ok(Message::Text(t)),
                 ClientText::Hello => Err(refuse("the hello was already sent")),

@@ -22,7 +22,7 @@ pub fn render_prepared(ev: &Event, prepared: Option<&Prepared<'_>>, st: &Stamp) 
     let capacity = ev
         .data
         .as_ref()
-        .map_or(16, |d| d.len() + st.routing.len() + 64);
+        .map_or(16, |d| d.len() + st.routing().len() + 64);
     let mut out = Vec::with_capacity(capacity);
     match prepared.map(|p| p.stamp(st)) {
         Some(Stamped::Foreign(_) | Stamped::Malformed) => return None,
