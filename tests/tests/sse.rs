@@ -333,6 +333,37 @@ async fn stream_ends_with_token_expired_at_exp() {
     assert_eq!(st.next_event().await, None, "then the stream ends");
 }
 
+/// The keep-alive comments and the credential's end share one timer per stream: a quiet stream
+/// gets its keep-alives, then ends at the token's `exp` all the same.
+#[tokio::test]
+async fn a_quiet_stream_gets_keep_alives_then_ends_at_token_exp() {
+    let s = Stack::start("[auth]\nleeway_s = 0\n[sse]\nkeepalive_s = 1\n");
+    let th = s.thread("t_a").await;
+    let exp = now() + 4;
+    let tok = token("t_a", "u1", json!({ "exp": exp }));
+    let h = full_headers(&tok, "t_a");
+    let mut st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+    assert_eq!(st.status, 200);
+    let ev = st
+        .next_event_within(Duration::from_secs(15))
+        .await
+        .expect("error event");
+    assert!(now() >= exp, "ended before the token's exp");
+    assert_eq!(ev.event, "error");
+    assert_eq!(ev.json()["error"]["code"], "auth.token_expired");
+    let keep_alives = st
+        .comments
+        .iter()
+        .filter(|c| c.trim() == "keep-alive")
+        .count();
+    assert!(
+        keep_alives >= 2,
+        "keep-alives in 4 quiet seconds at 1 s: {:?}",
+        st.comments
+    );
+    assert_eq!(st.next_event().await, None, "then the stream ends");
+}
+
 #[tokio::test]
 async fn shared_upstream_makes_one_upstream_stream_for_fifty_clients() {
     let s = Stack::start(

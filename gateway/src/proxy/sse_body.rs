@@ -39,7 +39,9 @@ impl Finish {
     fn size_of(&self, chunk: &Chunk) -> usize {
         match chunk {
             Chunk::Raw(b) => b.len(),
-            Chunk::Events(batch) => batch.bytes + batch.events.len() * (self.stamp.tail().len() + 2),
+            Chunk::Events(batch) => {
+                batch.bytes + batch.events.len() * (self.stamp.tail().len() + 2)
+            }
         }
     }
 
@@ -143,9 +145,12 @@ pub struct SseBody {
     finish: Finish,
     end: Arc<EndSlot>,
     own: OwnFrames,
-    expiry: Pin<Box<Sleep>>,
+    /// The credential's end.
+    expires_at: Instant,
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
-    keepalive: Pin<Box<Sleep>>,
+    /// One timer for both the next keep-alive comment and the credential's end, set to the
+    /// earlier of the two (one timer per stream instead of two).
+    timer: Pin<Box<Sleep>>,
     keepalive_every: Duration,
     /// When data last went out: the keep-alive timer is moved only when it fires (moving it on
     /// every write would cost a timer update per delivery).
@@ -172,9 +177,13 @@ impl SseBody {
             finish,
             end,
             own,
-            expiry: Box::pin(tokio::time::sleep_until(timers.expires_at)),
+            expires_at: timers.expires_at,
             draining: Box::pin(timers.draining),
-            keepalive: Box::pin(tokio::time::sleep(timers.keepalive_every)),
+            timer: Box::pin(tokio::time::sleep_until(
+                timers
+                    .expires_at
+                    .min(Instant::now() + timers.keepalive_every),
+            )),
             keepalive_every: timers.keepalive_every,
             last_sent: Instant::now(),
             done: false,
@@ -228,9 +237,9 @@ impl HttpBody for SseBody {
             let f = respond::sse(ErrorCode::Draining, &self.own.trace_id);
             return self.end_with(f, ErrorCode::Draining);
         }
-        if self.expiry.as_mut().poll(cx).is_ready() {
-            let f = respond::sse(ErrorCode::TokenExpired, &self.own.trace_id);
-            return self.end_with(f, ErrorCode::TokenExpired);
+        // The clock is read only once the timer has fired (for a keep-alive or the expiry).
+        if self.timer.as_mut().poll(cx).is_ready() && Instant::now() >= self.expires_at {
+            return self.expired();
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
@@ -291,18 +300,30 @@ impl SseBody {
         }
     }
 
-    /// Nothing queued: a keep-alive comment when one is due.
+    /// The credential ended: the stream ends with `auth.token_expired`.
+    fn expired(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let f = respond::sse(ErrorCode::TokenExpired, &self.own.trace_id);
+        self.end_with(f, ErrorCode::TokenExpired)
+    }
+
+    /// Nothing queued: a keep-alive comment when one is due, or the end at the credential's.
     fn idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        while self.keepalive.as_mut().poll(cx).is_ready() {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= self.expires_at {
+                return self.expired();
+            }
             let every = self.keepalive_every;
             let due = self.last_sent + every;
-            if due > Instant::now() {
+            if due > now {
                 // Data went out since the timer was set: wait a full interval after it.
-                self.keepalive.as_mut().reset(due);
+                self.timer.as_mut().reset(due.min(self.expires_at));
                 continue;
             }
-            self.keepalive.as_mut().reset(Instant::now() + every);
-            self.last_sent = Instant::now();
+            self.timer
+                .as_mut()
+                .reset((now + every).min(self.expires_at));
+            self.last_sent = now;
             return self.sent(Bytes::from_static(b": keep-alive\n\n"));
         }
         Poll::Pending

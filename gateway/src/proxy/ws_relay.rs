@@ -386,15 +386,17 @@ impl WsRelay {
         let refuse =
             |why: &'static str| End::Deny(Denial::with_message(ErrorCode::HeaderInvalid, why));
         match msg {
-            Message::Text(t) => match client_text(t.as_str(), self.stamp.routing(), &self.context) {
-                ClientText::Object(s) => Ok(Message::text(s)),
-                ClientText::Plain => Ok(Message::Text(t)),
-                ClientText::Hello => Err(refuse("the hello was already sent")),
-                ClientText::Malformed => {
-                    self.violation(Violation::NotStrictJson);
-                    Err(refuse("the message looks like JSON but is not strict JSON"))
+            Message::Text(t) => {
+                match client_text(t.as_str(), self.stamp.routing(), &self.context) {
+                    ClientText::Object(s) => Ok(Message::text(s)),
+                    ClientText::Plain => Ok(Message::Text(t)),
+                    ClientText::Hello => Err(refuse("the hello was already sent")),
+                    ClientText::Malformed => {
+                        self.violation(Violation::NotStrictJson);
+                        Err(refuse("the message looks like JSON but is not strict JSON"))
+                    }
                 }
-            },
+            }
             Message::Binary(_) if !self.route.ws_allow_binary => Err(End::Close(
                 1003,
                 "binary messages are not accepted on this route".into(),
