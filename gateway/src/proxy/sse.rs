@@ -270,7 +270,7 @@ impl Opening<'_> {
 
     fn hub(&self, cursor: Option<&str>, sharing: Sharing) -> Arc<Hub> {
         let hub = Hub::new(
-            &self.gw.metrics,
+            self.gw.hubs.metrics_of(&self.gw.metrics, &self.route.name),
             self.route.clone(),
             self.thread.to_owned(),
             self.key.clone(),

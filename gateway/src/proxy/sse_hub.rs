@@ -63,8 +63,8 @@ struct State {
     rates: Rates,
 }
 
-/// The metrics a hub updates, looked up once for its route.
-struct HubMetrics {
+/// The metrics a hub updates, looked up once per route (see [`crate::proxy::sse_hubs::Hubs`]).
+pub struct HubMetrics {
     forwarded: IntCounter,
     deduplicated: IntCounter,
     slow: IntCounter,
@@ -72,6 +72,21 @@ struct HubMetrics {
     replayed: IntCounter,
     rate_capped: IntCounter,
     latency: Histogram,
+}
+
+impl HubMetrics {
+    /// The metrics of the hubs of `route`.
+    pub fn of(metrics: &Metrics, route: &str) -> HubMetrics {
+        HubMetrics {
+            forwarded: metrics.forwarded(route, Rail::Sse),
+            deduplicated: metrics.deduplicated(route, Rail::Sse),
+            slow: metrics.slow_consumer(route, Rail::Sse),
+            screen: ScreenCounters::of(metrics, route),
+            replayed: metrics.replayed(route, ReplaySource::Journal),
+            rate_capped: metrics.ephemeral_rate_capped(route),
+            latency: metrics.relay_latency().clone(),
+        }
+    }
 }
 
 /// A hub.
@@ -88,7 +103,7 @@ pub struct Hub {
     pub left: Arc<Notify>,
     next_sub: AtomicU64,
     sharing: Sharing,
-    metrics: HubMetrics,
+    metrics: Arc<HubMetrics>,
     /// Clients replaying the journal that will join (they keep an idle hub alive).
     joining: AtomicU64,
     /// Whether the hub's source is in place ([`crate::proxy::sse_placement`]).
@@ -122,7 +137,7 @@ pub const REPLAY_STALL: Duration = Duration::from_secs(30);
 impl Hub {
     /// A hub for `thread` (stream `key`) on `route`, resuming after `cursor` if given.
     pub fn new(
-        metrics: &Metrics,
+        metrics: Arc<HubMetrics>,
         route: Arc<Route>,
         thread: String,
         key: String,
@@ -130,15 +145,6 @@ impl Hub {
         cursor: Option<&str>,
         sharing: Sharing,
     ) -> Arc<Hub> {
-        let metrics = HubMetrics {
-            forwarded: metrics.forwarded(&route.name, Rail::Sse),
-            deduplicated: metrics.deduplicated(&route.name, Rail::Sse),
-            slow: metrics.slow_consumer(&route.name, Rail::Sse),
-            screen: ScreenCounters::of(metrics, &route.name),
-            replayed: metrics.replayed(&route.name, ReplaySource::Journal),
-            rate_capped: metrics.ephemeral_rate_capped(&route.name),
-            latency: metrics.relay_latency().clone(),
-        };
         Arc::new(Hub {
             route,
             thread,

@@ -2,7 +2,8 @@
 //! user — with `share_upstream`) and the journals of every stream.
 
 use crate::journal::Journals;
-use crate::proxy::sse_hub::Hub;
+use crate::metrics::Metrics;
+use crate::proxy::sse_hub::{Hub, HubMetrics};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +13,9 @@ pub struct Hubs {
     shared: Mutex<HashMap<(String, String), Arc<Hub>>>,
     /// Per-thread journals.
     pub journals: Journals,
+    /// The hub metrics of each route name, looked up once (not per stream: a lookup hashes
+    /// every label, and each hub would hold its own copy of the handles).
+    metrics: Mutex<HashMap<String, Arc<HubMetrics>>>,
 }
 
 /// A client attached to a shared hub.
@@ -25,6 +29,17 @@ pub struct Joined<T> {
 }
 
 impl Hubs {
+    /// The metrics of the hubs of route `route`.
+    pub fn metrics_of(&self, metrics: &Metrics, route: &str) -> Arc<HubMetrics> {
+        let mut known = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = known.get(route) {
+            return m.clone();
+        }
+        let m = Arc::new(HubMetrics::of(metrics, route));
+        known.insert(route.to_owned(), m.clone());
+        m
+    }
+
     /// Attaches a client to the shared hub of a stream, creating the hub if needed. `attach` runs
     /// under the registry lock, so a hub is never removed between being found and being joined.
     pub fn join_shared<T>(
