@@ -90,11 +90,11 @@ pub async fn serve(
         thread: &thread,
         journal: journal(gw, route, &key),
         key,
-        spec: UpstreamSpec::new(
+        spec: Arc::new(UpstreamSpec::new(
             uri,
             &up_headers,
             gw.live().outbound.tls_for(&route.name).clone(),
-        ),
+        )),
     };
     let (left, connected_in) = stream.open(&client, cursor).await?;
     let mut log = StreamLog::new(out, fwd.peer.ip, 200);
@@ -183,7 +183,8 @@ struct Opening<'a> {
     thread: &'a str,
     /// The stream's key (`Route::stream_key`): journal and shared hub.
     key: String,
-    spec: UpstreamSpec,
+    /// Shared with the upstream side's task (which holds it for the stream's life).
+    spec: Arc<UpstreamSpec>,
     journal: Arc<Mutex<Journal>>,
 }
 

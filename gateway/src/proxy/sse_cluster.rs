@@ -28,7 +28,7 @@ const FOLLOW: Duration = Duration::from_millis(500);
 pub async fn run(
     gw: Arc<Gateway>,
     hub: Arc<Hub>,
-    spec: UpstreamSpec,
+    spec: Arc<UpstreamSpec>,
     cluster: Arc<Cluster>,
     place: Place,
 ) {

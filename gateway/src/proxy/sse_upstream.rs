@@ -13,8 +13,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Uri};
 use railgate_policy::ErrorCode;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Instant;
+use tokio::time::Sleep;
 
 /// How to reach the upstream stream.
 #[derive(Clone)]
@@ -120,7 +124,12 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
 
 /// Runs a hub's upstream side until no client is left, the deadline passes, or drain. A shared
 /// hub that a client joined while it was stopping keeps going.
-pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Option<Box<Stream>>) {
+pub async fn run(
+    gw: Arc<Gateway>,
+    hub: Arc<Hub>,
+    spec: Arc<UpstreamSpec>,
+    first: Option<Box<Stream>>,
+) {
     let mut first = first;
     loop {
         run_once(&gw, &hub, &spec, first.take()).await;
@@ -137,12 +146,18 @@ pub async fn run(gw: Arc<Gateway>, hub: Arc<Hub>, spec: UpstreamSpec, first: Opt
 /// reconnects until the hub is empty, the resume deadline passes, or the gateway drains.
 pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Option<Box<Stream>>) {
     let mut parser = Parser::new(gw.live().config.sse.max_event_bytes);
-    let mut reconnect = Reconnect::new(
-        &gw.metrics,
-        &hub.route.name,
-        Rail::Sse,
-        hub.route.resume_deadline,
-    );
+    // Made at the first break: most streams never need it, and the task keeps room for what it
+    // holds across awaits for the stream's whole life.
+    let mut reconnect: Option<Box<Reconnect>> = None;
+    let reconnect_state = || {
+        let route = &hub.route;
+        Box::new(Reconnect::new(
+            &gw.metrics,
+            &route.name,
+            Rail::Sse,
+            route.resume_deadline,
+        ))
+    };
     let mut body = first;
     if body.is_some() {
         hub.on_connected();
@@ -156,7 +171,9 @@ pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Optio
             // one, and the task would keep room for it for the stream's whole life.
             match Box::pin(connect(gw, spec, hub.last_id().as_deref())).await {
                 Connect::Streaming(b) => {
-                    reconnect.connected();
+                    if let Some(r) = reconnect.as_mut() {
+                        r.connected();
+                    }
                     parser.reset_stream();
                     hub.reconnected();
                     hub.on_connected();
@@ -164,7 +181,9 @@ pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Optio
                 }
                 Connect::Gone(code) => return hub.fail_all(code),
                 Connect::Retry(why) => {
-                    reconnect.attempt_failed();
+                    reconnect
+                        .get_or_insert_with(reconnect_state)
+                        .attempt_failed();
                     tracing::debug!(route = %hub.route.name, thread_id = %hub.thread, reason = %why, "upstream stream unavailable");
                 }
             }
@@ -176,7 +195,7 @@ pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Optio
             }
         }
         if body.is_none() {
-            let Some(delay) = reconnect.next_delay() else {
+            let Some(delay) = reconnect.get_or_insert_with(reconnect_state).next_delay() else {
                 return hub.fail_all(ErrorCode::UpstreamUnavailable);
             };
             hub.comment(b": reconnecting\n\n");
@@ -201,8 +220,9 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
     let mut pending = Vec::new();
     let mut pending_since = Instant::now();
     let mut last_delivery: Option<Instant> = None;
-    let flush_at = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(flush_at);
+    // Made the first time events are held for the window: a quiet stream never needs it, and
+    // its room would be kept in the task for the stream's life.
+    let mut flush_at: Option<Pin<Box<Sleep>>> = None;
     let mut armed = false;
     // Made once, not on every read: each new one would register with its `Notify` again.
     let left = hub.left.notified();
@@ -225,7 +245,10 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                 }
                 let now = Instant::now();
                 if let Some(due) = last_delivery.map(|t| t + window).filter(|due| *due > now) {
-                    flush_at.as_mut().reset(due.into());
+                    match flush_at.as_mut() {
+                        Some(timer) => timer.as_mut().reset(due.into()),
+                        None => flush_at = Some(Box::pin(tokio::time::sleep_until(due.into()))),
+                    }
                     armed = true;
                     continue;
                 }
@@ -235,7 +258,7 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                     break Pumped::Stop;
                 }
             },
-            _ = &mut flush_at, if armed => {
+            _ = fired(&mut flush_at), if armed => {
                 armed = false;
                 hub.deliver(std::mem::take(&mut pending), pending_since);
                 last_delivery = Some(Instant::now());
@@ -257,6 +280,14 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
         hub.deliver(pending, pending_since);
     }
     outcome
+}
+
+/// Completes when `timer` (if made) fires.
+fn fired(timer: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match timer.as_mut() {
+        Some(t) => t.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 #[cfg(test)]
