@@ -75,7 +75,7 @@ impl Pool {
         let uri = req.uri().clone();
         let key = key_of(&uri)?;
         let mut req = req;
-        *req.uri_mut() = origin_form(&uri)?;
+        *req.uri_mut() = origin_form(&uri);
         let mut fresh = false;
         loop {
             let mut sender = match self.checkout(&key).await {
@@ -190,9 +190,11 @@ fn key_of(uri: &Uri) -> Result<Key, String> {
     Ok((uri.scheme_str() == Some("https"), authority.clone()))
 }
 
-fn origin_form(uri: &Uri) -> Result<Uri, String> {
-    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    pq.parse().map_err(|e| format!("bad upstream path: {e}"))
+/// `uri`'s path and query alone (already parsed: shared, not parsed again).
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from)
 }
 
 /// An error with its chain of causes (`TLS: invalid peer certificate: …`), so a failure says

@@ -231,6 +231,13 @@ fn within_body_limit(config: &Config, req: &Request<Incoming>) -> Result<(), Den
     }
 }
 
+/// Whether `s` holds `%2f` or `%5c` (an encoded `/` or `\`), in either case.
+fn has_encoded_separator(s: &str) -> bool {
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c')))
+}
+
 /// How many layers of percent-encoding a path may carry before it is refused outright.
 const MAX_ENCODING_DEPTH: usize = 3;
 
@@ -241,8 +248,7 @@ const MAX_ENCODING_DEPTH: usize = 3;
 pub fn path_is_safe(path: &str) -> bool {
     let mut current = std::borrow::Cow::Borrowed(path);
     for _ in 0..=MAX_ENCODING_DEPTH {
-        let lower = current.to_ascii_lowercase();
-        if current.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        if current.contains('\\') || has_encoded_separator(&current) {
             return false;
         }
         let dot_segment = current.split('/').any(|seg| {
@@ -251,6 +257,10 @@ pub fn path_is_safe(path: &str) -> bool {
         });
         if dot_segment {
             return false;
+        }
+        // Nothing left to decode (the usual path: no copy made).
+        if !current.contains('%') {
+            return true;
         }
         let decoded = percent_encoding::percent_decode_str(&current).decode_utf8_lossy();
         if decoded == current {
@@ -276,6 +286,9 @@ mod tests {
             "/chat/threads/A/.;x/B",
             "/chat/threads/A/..\\B",
             "/chat/threads/A/%5c..%5cB",
+            "/chat/threads/A/%5C..%5CB",
+            "/chat/threads/A%2fB/messages",
+            "/chat/threads/A%252FB/messages",
             "/chat/threads/A/%252e%252e/B",
             "/chat/threads/A/%25252e%25252e/B",
             "/chat/threads/A/%2525252e/B",

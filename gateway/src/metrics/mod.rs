@@ -38,6 +38,8 @@ pub struct Metrics {
     replayed_events_total: IntCounterVec,
     /// Registry lookups by result.
     registry_lookups_total: IntCounterVec,
+    /// Its series, by [`Lookup`] (in the order of [`Lookup::ALL`]).
+    lookups: ops::Series<7>,
     /// Clients cut for falling behind.
     slow_consumer_disconnects_total: IntCounterVec,
     /// Upstream events naming a foreign tenant, dropped.
@@ -144,6 +146,7 @@ impl Metrics {
                 "Thread registry lookups",
                 &["result"],
             )?,
+            lookups: ops::Series::default(),
             slow_consumer_disconnects_total: c(
                 "slow_consumer_disconnects_total",
                 "Clients cut for falling behind",
@@ -300,8 +303,9 @@ impl Metrics {
 
     /// One registry lookup.
     pub fn registry_lookup(&self, result: Lookup) {
-        self.registry_lookups_total
-            .with_label_values(&[result.label()])
+        let i = Lookup::ALL.iter().position(|l| *l == result).unwrap_or(0);
+        self.lookups
+            .get(i, &self.registry_lookups_total, &[result.label()])
             .inc();
     }
 
@@ -378,5 +382,30 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("t_a"));
+    }
+
+    #[test]
+    fn series_looked_up_once_count_under_their_own_labels() {
+        let m = Metrics::new(vec![]).expect("metrics");
+        m.registry_lookup(Lookup::Hit);
+        m.registry_lookup(Lookup::Hit);
+        m.registry_lookup(Lookup::Stale);
+        m.request_protocol(Rail::Http, http::Version::HTTP_10);
+        m.request_protocol(Rail::Sse, http::Version::HTTP_2);
+        m.request_protocol(Rail::Sse, http::Version::HTTP_2);
+        m.client_connection("h2", true);
+        m.client_connection("http/1.1", false);
+        m.client_connection("http/1.1", false);
+        let text = String::from_utf8(m.render()).expect("utf8");
+        for line in [
+            "railgate_registry_lookups_total{result=\"hit\"} 2",
+            "railgate_registry_lookups_total{result=\"stale\"} 1",
+            "railgate_requests_by_protocol_total{protocol=\"http/1.0\",transport=\"http\"} 1",
+            "railgate_requests_by_protocol_total{protocol=\"h2\",transport=\"sse\"} 2",
+            "railgate_client_connections_total{protocol=\"h2\",tls=\"true\"} 1",
+            "railgate_client_connections_total{protocol=\"http/1.1\",tls=\"false\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -4,6 +4,24 @@
 use super::{counter, Metrics};
 use crate::config::Rail;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
+use std::sync::OnceLock;
+
+/// The series of a counter with a closed set of label values, each looked up once (a lookup
+/// hashes every label value) and then kept: `N` series, found by their index.
+pub(super) struct Series<const N: usize>([OnceLock<IntCounter>; N]);
+
+impl<const N: usize> Default for Series<N> {
+    fn default() -> Self {
+        Series(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl<const N: usize> Series<N> {
+    /// Series `i` of `vec`, labelled `labels` (the same labels for the same `i` every time).
+    pub(super) fn get(&self, i: usize, vec: &IntCounterVec, labels: &[&str]) -> &IntCounter {
+        self.0[i].get_or_init(|| vec.with_label_values(labels))
+    }
+}
 
 /// Counters of what an ephemeral route's client overflow lets go.
 #[derive(Clone)]
@@ -22,6 +40,10 @@ pub(super) struct OpsCounters {
     pub(super) client_connections_total: IntCounterVec,
     /// Requests by rail and HTTP version of the client's request.
     pub(super) requests_by_protocol_total: IntCounterVec,
+    /// Its series: rail × (`http/1.0`, `http/1.1`, `h2`).
+    by_protocol: Series<9>,
+    /// `client_connections_total`'s series: (`http/1.1`, `h2`) × TLS.
+    connections: Series<4>,
     /// Events of ephemeral routes let go by design, by reason.
     pub(super) ephemeral_dropped_total: IntCounterVec,
 }
@@ -47,6 +69,8 @@ impl OpsCounters {
                 "Requests by rail and HTTP version",
                 &["transport", "protocol"],
             )?,
+            by_protocol: Series::default(),
+            connections: Series::default(),
             ephemeral_dropped_total: counter(
                 reg,
                 "ephemeral_dropped_total",
@@ -76,14 +100,23 @@ impl Metrics {
 
     /// One request of `rail` in HTTP `version` (`http/1.0`, `http/1.1`, `h2`).
     pub fn request_protocol(&self, rail: Rail, version: http::Version) {
-        let protocol = match version {
-            http::Version::HTTP_2 => "h2",
-            http::Version::HTTP_10 => "http/1.0",
-            _ => "http/1.1",
+        let (p, protocol) = match version {
+            http::Version::HTTP_2 => (2, "h2"),
+            http::Version::HTTP_10 => (0, "http/1.0"),
+            _ => (1, "http/1.1"),
         };
-        self.ops
-            .requests_by_protocol_total
-            .with_label_values(&[rail.label(), protocol])
+        let r = match rail {
+            Rail::Http => 0,
+            Rail::Sse => 1,
+            Rail::Ws => 2,
+        };
+        let ops = &self.ops;
+        ops.by_protocol
+            .get(
+                r * 3 + p,
+                &ops.requests_by_protocol_total,
+                &[rail.label(), protocol],
+            )
             .inc();
     }
 
@@ -122,9 +155,11 @@ impl Metrics {
 
     /// One client connection served over `protocol` (`http/1.1` or `h2`).
     pub fn client_connection(&self, protocol: &str, tls: bool) {
-        self.ops
-            .client_connections_total
-            .with_label_values(&[protocol, if tls { "true" } else { "false" }])
+        let i = usize::from(protocol == "h2") * 2 + usize::from(tls);
+        let labels = [protocol, if tls { "true" } else { "false" }];
+        let ops = &self.ops;
+        ops.connections
+            .get(i, &ops.client_connections_total, &labels)
             .inc();
     }
 

@@ -36,10 +36,13 @@ pub fn uri(
     };
     let base = route.upstream.trim_end_matches('/');
     let base = match scheme {
-        Scheme::Http => base.to_owned(),
-        Scheme::WebSocket => websocket_base(base),
+        Scheme::Http => std::borrow::Cow::Borrowed(base),
+        Scheme::WebSocket => std::borrow::Cow::Owned(websocket_base(base)),
     };
-    let mut uri = format!("{base}{upstream_path}");
+    let mut uri =
+        String::with_capacity(base.len() + upstream_path.len() + 1 + query.map_or(0, str::len));
+    uri.push_str(&base);
+    uri.push_str(&upstream_path);
     if let Some(q) = query {
         let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
             .filter(|(k, _)| {
