@@ -218,7 +218,7 @@ pub async fn ownership(
     hide_foreign: bool,
 ) -> Result<(), Denial> {
     let record = gw.live().registry.lookup(kind, id).await?;
-    check_access(ctx, record.as_ref(), hide_foreign).map_err(|d| match (kind, d.code) {
+    check_access(ctx, record.as_deref(), hide_foreign).map_err(|d| match (kind, d.code) {
         ("thread", _) => d,
         (_, ErrorCode::ThreadNotFound) => Denial::with_message(d.code, format!("no {kind} {id}")),
         _ => Denial::with_message(d.code, format!("{kind} {id} belongs to another tenant")),

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// One cached answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// The owner.
-    Found(ThreadRecord),
+    /// The owner (shared with every request that reads it: no copy per request).
+    Found(Arc<ThreadRecord>),
     /// The source says no such thread.
     NotFound,
 }
@@ -83,7 +83,7 @@ enum Source {
 /// The registry.
 pub struct Registry {
     fresh: Cache<String, Answer>,
-    stale: Cache<String, ThreadRecord>,
+    stale: Cache<String, Arc<ThreadRecord>>,
     source: Source,
     metrics: Arc<Metrics>,
 }
@@ -196,7 +196,7 @@ impl Registry {
     }
 
     /// The owner of the `kind` resource `id`, `None` if unknown, or `registry.unavailable`.
-    pub async fn lookup(&self, kind: &str, id: &str) -> Result<Option<ThreadRecord>, Denial> {
+    pub async fn lookup(&self, kind: &str, id: &str) -> Result<Option<Arc<ThreadRecord>>, Denial> {
         let thread_id = &key(kind, id);
         let mut fetched = false;
         // A hit is a plain read; only a miss goes through the loader (which makes concurrent
@@ -251,12 +251,10 @@ impl Registry {
             Source::File { map, .. } => {
                 let map = map
                     .read()
-                    .map(|m| m.clone())
                     .map_err(|_| "registry map poisoned".to_string())?;
                 Ok(map
                     .get(&key(kind, id))
-                    .cloned()
-                    .map(Answer::Found)
+                    .map(|r| Answer::Found(Arc::new(r.clone())))
                     .unwrap_or(Answer::NotFound))
             }
             Source::Upstream {
@@ -271,7 +269,7 @@ impl Registry {
                     .map_err(|e| format!("{e:?}"))?;
                 match status.as_u16() {
                     200 => serde_json::from_slice::<ThreadRecord>(&body)
-                        .map(Answer::Found)
+                        .map(|r| Answer::Found(Arc::new(r)))
                         .map_err(|e| format!("bad registry answer: {e}")),
                     404 => Ok(Answer::NotFound),
                     other => Err(format!("registry answered {other}")),
@@ -302,6 +300,7 @@ impl Registry {
     pub async fn remember(&self, kind: &str, id: &str, record: ThreadRecord) {
         self.count(Lookup::Learned);
         let key = key(kind, id);
+        let record = Arc::new(record);
         self.stale.insert(key.clone(), record.clone()).await;
         self.fresh.insert(key, Answer::Found(record)).await;
     }
