@@ -248,7 +248,7 @@ impl HeaderSource for Headers<'_> {
     }
 
     fn field_values(&self, field: Field) -> Vec<&[u8]> {
-        self.all(&FIELD_HEADERS[field.index()])
+        self.all(field_header(field))
     }
 }
 
@@ -262,6 +262,11 @@ impl Headers<'_> {
 /// again on every request.
 static FIELD_HEADERS: std::sync::LazyLock<[HeaderName; Field::ALL.len()]> =
     std::sync::LazyLock::new(|| Field::ALL.map(|f| HeaderName::from_static(f.header())));
+
+/// The header name of context field `field` (made once).
+pub fn field_header(field: Field) -> &'static HeaderName {
+    &FIELD_HEADERS[field.index()]
+}
 
 /// The trace id before the context is verified (used by early rejections): a well-formed single
 /// `X-Request-Id`, else a valid `traceparent`'s trace-id, else a fresh random id.

@@ -3,6 +3,7 @@
 //! clients is dropped, and forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
 //! `X-Original-URL`, …) are the gateway's own unless the peer is a trusted front proxy.
 
+use crate::admission::field_header;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use railgate_policy::field::traceparent_trace_id;
@@ -125,7 +126,7 @@ pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwardi
     });
     forwarding(headers, fwd.peer, host.as_deref());
     for (f, v) in ctx.fields() {
-        set(headers, HeaderName::from_static(f.header()), v);
+        set(headers, field_header(f).clone(), v);
     }
     set(headers, X_USER_ID, &ctx.user_id);
     set(headers, X_REQUEST_ID, &ctx.trace_id);
