@@ -14,7 +14,7 @@ use crate::config::route::Captures;
 use crate::config::{Accepts, Route};
 use crate::mint::random_hex_id;
 use http::{HeaderMap, HeaderName};
-use railgate_policy::context::{check_headers, HeaderSource};
+use railgate_policy::context::{check_headers, HeaderSource, Values};
 use railgate_policy::field::{traceparent_trace_id, valid_value};
 use railgate_policy::thread::check_access;
 use railgate_policy::{
@@ -123,9 +123,7 @@ pub async fn precheck(
         return Ok(());
     };
     let names_tenant = verified.ticket.is_some()
-        || !Headers(caller.headers)
-            .field_values(Field::Tenant)
-            .is_empty();
+        || Headers(caller.headers).field_values(Field::Tenant) != Values::None;
     if !names_tenant {
         return Ok(());
     }
@@ -243,18 +241,18 @@ pub async fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denia
 pub struct Headers<'a>(pub &'a HeaderMap);
 
 impl HeaderSource for Headers<'_> {
-    fn values(&self, name: &str) -> Vec<&[u8]> {
+    fn values(&self, name: &str) -> Values<'_> {
         self.all(name)
     }
 
-    fn field_values(&self, field: Field) -> Vec<&[u8]> {
+    fn field_values(&self, field: Field) -> Values<'_> {
         self.all(field_header(field))
     }
 }
 
 impl Headers<'_> {
-    fn all(&self, name: impl http::header::AsHeaderName) -> Vec<&[u8]> {
-        self.0.get_all(name).iter().map(|v| v.as_bytes()).collect()
+    fn all(&self, name: impl http::header::AsHeaderName) -> Values<'_> {
+        Values::of(self.0.get_all(name).iter().map(|v| v.as_bytes()))
     }
 }
 
@@ -322,11 +320,8 @@ mod tests {
         for f in Field::ALL {
             assert_eq!(headers.field_values(f), headers.values(f.header()), "{f:?}");
         }
-        assert_eq!(
-            headers.field_values(Field::Tenant),
-            [b"t_a".as_slice(), b"t_b"]
-        );
-        assert_eq!(headers.field_values(Field::App), [b"app".as_slice()]);
-        assert!(headers.field_values(Field::Mode).is_empty());
+        assert_eq!(headers.field_values(Field::Tenant), Values::Several);
+        assert_eq!(headers.field_values(Field::App), Values::One(b"app"));
+        assert_eq!(headers.field_values(Field::Mode), Values::None);
     }
 }

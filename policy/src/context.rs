@@ -8,25 +8,49 @@ use crate::token::Claims;
 use crate::{Denial, ErrorCode};
 use serde_json::{Map, Value};
 
-/// Read access to request headers (names given in lower case; every value of a repeated header).
-pub trait HeaderSource {
-    /// Every value sent for `name`.
-    fn values(&self, name: &str) -> Vec<&[u8]>;
+/// What was sent for one header, as far as the context needs to know: nothing, one value, or
+/// more than one (a repeated context header is refused whatever its values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values<'a> {
+    /// Not sent.
+    None,
+    /// Sent once, with this value.
+    One(&'a [u8]),
+    /// Sent more than once.
+    Several,
+}
 
-    /// Every value sent for a context field's header ([`Field::header`]); a source that can
-    /// find a known field faster than by its name's text overrides this.
-    fn field_values(&self, field: Field) -> Vec<&[u8]> {
+impl<'a> Values<'a> {
+    /// Tells the values of a header from an iterator over them (reading at most two).
+    pub fn of(mut values: impl Iterator<Item = &'a [u8]>) -> Values<'a> {
+        match (values.next(), values.next()) {
+            (None, _) => Values::None,
+            (Some(one), None) => Values::One(one),
+            (Some(_), Some(_)) => Values::Several,
+        }
+    }
+}
+
+/// Read access to request headers (names given in lower case).
+pub trait HeaderSource {
+    /// What was sent for `name`.
+    fn values(&self, name: &str) -> Values<'_>;
+
+    /// What was sent for a context field's header ([`Field::header`]); a source that can find a
+    /// known field faster than by its name's text overrides this.
+    fn field_values(&self, field: Field) -> Values<'_> {
         self.values(field.header())
     }
 }
 
 /// Name/value pairs, as tests and simple callers hold them.
 impl<N: AsRef<str>, V: AsRef<[u8]>> HeaderSource for Vec<(N, V)> {
-    fn values(&self, name: &str) -> Vec<&[u8]> {
-        self.iter()
-            .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_ref())
-            .collect()
+    fn values(&self, name: &str) -> Values<'_> {
+        Values::of(
+            self.iter()
+                .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_ref()),
+        )
     }
 }
 
@@ -235,12 +259,12 @@ fn field_header_value(headers: &dyn HeaderSource, f: Field) -> Result<Option<Str
     one_value(headers.field_values(f), f.header())
 }
 
-fn one_value(values: Vec<&[u8]>, name: &str) -> Result<Option<String>, Denial> {
-    match values.as_slice() {
-        [] => Ok(None),
-        [one] if valid_value(one) => Ok(Some(String::from_utf8_lossy(one).into_owned())),
-        [_] => Err(invalid(name, "is malformed")),
-        _ => Err(invalid(name, "was sent more than once")),
+fn one_value(values: Values<'_>, name: &str) -> Result<Option<String>, Denial> {
+    match values {
+        Values::None => Ok(None),
+        Values::One(one) if valid_value(one) => Ok(Some(String::from_utf8_lossy(one).into_owned())),
+        Values::One(_) => Err(invalid(name, "is malformed")),
+        Values::Several => Err(invalid(name, "was sent more than once")),
     }
 }
 
@@ -356,9 +380,8 @@ fn trace_id(src: &Sources<'_>) -> Result<String, Denial> {
         (Some(h), Some(k)) if h != k => Err(mismatch("request_id differs between its sources")),
         (Some(id), _) | (None, Some(id)) => Ok(id),
         (None, None) => {
-            let parents = src.headers.values("traceparent");
-            let from_parent = match parents.as_slice() {
-                [one] => traceparent_trace_id(one),
+            let from_parent = match src.headers.values("traceparent") {
+                Values::One(one) => traceparent_trace_id(one),
                 _ => None,
             };
             Ok(from_parent.unwrap_or(src.fallback_trace_id).to_owned())

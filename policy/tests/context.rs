@@ -618,3 +618,22 @@ fn a_path_variable_named_like_a_field_is_a_source_that_must_agree() {
     c.path_fields = vec![(Field::Panel, "a b")];
     assert_eq!(c.run().err(), Some(ErrorCode::PathInvalid));
 }
+
+#[test]
+fn a_headers_values_are_told_apart_as_none_one_or_several() {
+    use railgate_policy::context::Values;
+    let h: Vec<(&str, &str)> = vec![
+        ("X-Tenant-Id", "t_a"),
+        ("x-mode", "lab"),
+        ("X-MODE", "prod"),
+        ("x-mode", "dev"),
+    ];
+    assert_eq!(h.values("x-tenant-id"), Values::One(b"t_a"));
+    assert_eq!(h.values("x-mode"), Values::Several);
+    assert_eq!(h.values("x-app-id"), Values::None);
+    assert_eq!(
+        Values::of([b"a".as_slice(), b"b"].into_iter()),
+        Values::Several
+    );
+    assert_eq!(Values::of(std::iter::empty()), Values::None);
+}
