@@ -5,22 +5,20 @@
 //! that client with `stream.slow_consumer`. A hub is private (one client) or shared by every
 //! client of its thread (`share_upstream`).
 
-use crate::config::{Delivery, Ephemeral, Rail, Route};
+use crate::config::{Delivery, Ephemeral, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Stamp};
 use crate::journal::Journal;
-use crate::metrics::{Metrics, ReplaySource};
 use crate::proxy::sse_body::EndSlot;
 use crate::proxy::sse_placement::Placement;
 use crate::proxy::sse_queue::{wire_size, Batch, Chunk, ClientTx, Refused};
 use crate::proxy::sse_screen::{
-    chunk_for, coalescing_key, shared_head, within_rate, Rates, Screen, ScreenCounters,
+    chunk_for, coalescing_key, shared_head, within_rate, HubMetrics, Rates, Screen,
 };
 use crate::respond;
 use crate::sse::frames::{render, resume_frame};
 use crate::sse::Event;
 use bytes::Bytes;
-use prometheus::{Histogram, IntCounter};
 use railgate_policy::ErrorCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,32 +59,6 @@ struct State {
     pending_resume: Option<String>,
     /// Ephemeral routes: each coalescing key's rate window.
     rates: Rates,
-}
-
-/// The metrics a hub updates, looked up once per route (see [`crate::proxy::sse_hubs::Hubs`]).
-pub struct HubMetrics {
-    forwarded: IntCounter,
-    deduplicated: IntCounter,
-    slow: IntCounter,
-    screen: ScreenCounters,
-    replayed: IntCounter,
-    rate_capped: IntCounter,
-    latency: Histogram,
-}
-
-impl HubMetrics {
-    /// The metrics of the hubs of `route`.
-    pub fn of(metrics: &Metrics, route: &str) -> HubMetrics {
-        HubMetrics {
-            forwarded: metrics.forwarded(route, Rail::Sse),
-            deduplicated: metrics.deduplicated(route, Rail::Sse),
-            slow: metrics.slow_consumer(route, Rail::Sse),
-            screen: ScreenCounters::of(metrics, route),
-            replayed: metrics.replayed(route, ReplaySource::Journal),
-            rate_capped: metrics.ephemeral_rate_capped(route),
-            latency: metrics.relay_latency().clone(),
-        }
-    }
 }
 
 /// A hub.

@@ -3,7 +3,8 @@
 
 use crate::journal::Journals;
 use crate::metrics::Metrics;
-use crate::proxy::sse_hub::{Hub, HubMetrics};
+use crate::proxy::sse_hub::Hub;
+use crate::proxy::sse_screen::HubMetrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

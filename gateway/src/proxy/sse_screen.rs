@@ -2,14 +2,15 @@
 //! tenant and scope), for ephemeral routes the coalescing key and the per-key rate cap, and
 //! each event's shared head; per client, what a client that replayed the journal still needs.
 
+use crate::config::Rail;
 use crate::dedupe::Deduper;
 use crate::inject::{Crossing, Prepared, Stamp};
-use crate::metrics::{Metrics, Violation};
+use crate::metrics::{Metrics, ReplaySource, Violation};
 use crate::proxy::sse_queue::{Batch, Chunk};
 use crate::sse::write::write_fields;
 use crate::sse::Event;
 use bytes::Bytes;
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,40 @@ pub type Rates = HashMap<Option<String>, (Instant, u32)>;
 
 /// Most keys whose rate windows a hub remembers; past it, windows that ended are forgotten.
 const MAX_RATE_KEYS: usize = 65_536;
+
+/// The metrics a hub updates, looked up once per route (the hub registry keeps one per route
+/// name) and shared by its hubs.
+pub struct HubMetrics {
+    /// Events delivered to clients.
+    pub forwarded: IntCounter,
+    /// Events a client already had, not delivered again.
+    pub deduplicated: IntCounter,
+    /// Clients cut for falling behind.
+    pub slow: IntCounter,
+    /// What the isolation screen drops.
+    pub screen: ScreenCounters,
+    /// Events replayed from the journal.
+    pub replayed: IntCounter,
+    /// Ephemeral events over their key's rate.
+    pub rate_capped: IntCounter,
+    /// Upstream read to client write.
+    pub latency: Histogram,
+}
+
+impl HubMetrics {
+    /// The metrics of the hubs of `route`.
+    pub fn of(metrics: &Metrics, route: &str) -> HubMetrics {
+        HubMetrics {
+            forwarded: metrics.forwarded(route, Rail::Sse),
+            deduplicated: metrics.deduplicated(route, Rail::Sse),
+            slow: metrics.slow_consumer(route, Rail::Sse),
+            screen: ScreenCounters::of(metrics, route),
+            replayed: metrics.replayed(route, ReplaySource::Journal),
+            rate_capped: metrics.ephemeral_rate_capped(route),
+            latency: metrics.relay_latency().clone(),
+        }
+    }
+}
 
 /// The counters a screen reports to, looked up once per hub.
 pub struct ScreenCounters {
