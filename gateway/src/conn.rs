@@ -41,8 +41,8 @@ pub async fn serve(l: Listener, mut stream: TcpStream, peer: SocketAddr, slot: A
     let header_timeout = l.gw.live().config.limits.header_read_timeout;
     let Some(tls) = l.tls.clone() else {
         // Boxed too: its timers and first read would otherwise keep their room in the task.
-        let deadline = tokio::time::Instant::now() + header_timeout;
-        let Some((h2, first)) = Box::pin(prefixed::opening(&mut stream, deadline)).await else {
+        let Some((h2, first)) = Box::pin(first_bytes(&l.gw, &mut stream, header_timeout)).await
+        else {
             return;
         };
         let stream = Prefixed::new(first, stream);
@@ -66,8 +66,9 @@ async fn serve_tls(
     slot: Arc<Connection>,
 ) {
     let header_timeout = gw.live().config.limits.header_read_timeout;
-    let accept = Box::pin(tokio::time::timeout(header_timeout, tls.accept(stream)));
-    let Ok(Ok(stream)) = accept.await else {
+    let accept = tokio::time::timeout(header_timeout, tls.accept(stream));
+    let accepted = Box::pin(unless_draining(&gw, async { accept.await.ok()?.ok() }));
+    let Some(stream) = accepted.await else {
         return;
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
@@ -76,6 +77,31 @@ async fn serve_tls(
     } else {
         gw.metrics.client_connection("http/1.1", true);
         Box::pin(serve_h1(gw, stream, peer, slot)).await
+    }
+}
+
+/// What a plain connection opens with ([`prefixed::opening`]), read within `header_timeout`.
+///
+/// A connection that has not begun a request when the drain starts is closed unanswered, as
+/// hyper's graceful shutdown closes an idle one or one it has read nothing from (this read comes
+/// before hyper's). A client retries such a request on a new connection; a browser's
+/// preconnected socket would otherwise carry its EventSource's reconnect to the draining
+/// gateway, and a 503 ends an EventSource for good.
+async fn first_bytes<S: AsyncRead + Unpin>(
+    gw: &Gateway,
+    io: &mut S,
+    header_timeout: Duration,
+) -> Option<(bool, bytes::Bytes)> {
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    unless_draining(gw, prefixed::opening(io, deadline)).await
+}
+
+/// `work`'s answer, or `None` once the gateway drains (what has already arrived wins).
+async fn unless_draining<T>(gw: &Gateway, work: impl Future<Output = Option<T>>) -> Option<T> {
+    tokio::select! {
+        biased;
+        done = work => done,
+        _ = gw.draining.cancelled() => None,
     }
 }
 

@@ -566,6 +566,32 @@ async fn drain_finishes_in_flight_requests_then_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A connection with no request begun when the drain starts (a browser's preconnected socket)
+/// is closed unanswered at once: not held to the head deadline, and not there to carry a retry
+/// into the draining gateway's 503.
+#[tokio::test]
+async fn drain_closes_a_connection_that_has_not_begun_a_request_unanswered() {
+    let mut s = Stack::start("drain_timeout_s = 30\n[limits]\nheader_read_timeout_s = 60\n");
+    let addr = s.addr();
+    let th = s.thread("t_a").await;
+    let mut idle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    // Answered on a later connection: the listener took the idle one first.
+    let tok = token("t_a", "u1", json!({}));
+    let path = format!("/chat/threads/{th}/messages");
+    assert_eq!(get_as(&addr, &path, &tok, "t_a", &[]).await.status, 200);
+    s.gw.signal(15);
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+        .await
+        .expect("closed by the drain, not at the 60 s head deadline")
+        .expect("read");
+    assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n]));
+    let status = s.gw.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test]
 async fn check_reports_every_problem_and_exits_64() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -14,6 +14,7 @@ use railgate_tests::tls::{h2_client, tls_connect, TestCa};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 /// An HTTP/2 connection with prior knowledge to the stack's plain listener.
 async fn h2c(s: &Stack) -> SendRequest<Full<Bytes>> {
@@ -453,4 +454,41 @@ async fn an_http2_connection_that_authenticates_nothing_is_closed_at_the_head_de
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = send(&mut h2, &format!("/chat/threads/{th}/messages"), &h).await;
     assert_eq!(r.status(), 200, "still open past the deadline");
+}
+
+/// TLS connections with no request begun when the drain starts are closed unanswered at once,
+/// one with its handshake done and one still in it (not held to the 60 s head deadline).
+#[tokio::test]
+async fn drain_closes_tls_connections_that_have_not_begun_a_request_unanswered() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert, key) = write_pair(dir.path(), &ca);
+    let mut s = Stack::start(&format!(
+        "drain_timeout_s = 30\n[limits]\nheader_read_timeout_s = 60\n[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+    ));
+    let mut silent = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    // A later connection's handshake is answered: the listener took the silent one first.
+    let (mut idle, alpn) = tls_connect(&s.addr(), &ca.pem, &[b"http/1.1"])
+        .await
+        .expect("tls");
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    s.gw.signal(15);
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("handshake cut by the drain, not at the 60 s deadline")
+        .expect("read");
+    assert_eq!(n, 0, "nothing sent: {:?}", &buf[..n]);
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+        .await
+        .expect("closed by the drain, not at the 60 s head deadline");
+    // Closed with or without close_notify; either way nothing was answered.
+    match read {
+        Ok(n) => assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    let status = s.gw.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0));
 }
