@@ -2,11 +2,16 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::Once;
 
-static BUILD: Mutex<()> = Mutex::new(());
+static BUILT: Once = Once::new();
 
-/// Path of workspace binary `name` (`railgate`, `upstream-mock`), built if missing.
+/// Path of workspace binary `name` (`railgate`, `upstream-mock`). The first call in a test
+/// process brings the workspace's binaries up to date (`cargo build --workspace --bins`, the
+/// build `tests/run` makes first, so a no-op after it), so that a suite never runs a binary
+/// older than the sources: `cargo test -p railgate-tests` alone does not rebuild the other
+/// packages' binaries. (The whole workspace, not one package: a build of one package unifies
+/// its dependencies' features differently, and the two builds would undo each other.)
 ///
 /// Looks next to the running test executable's profile dir (`target/<profile>/`), so
 /// `cargo test --release` uses release binaries.
@@ -18,24 +23,32 @@ pub fn path(name: &str) -> PathBuf {
         .and_then(|d| d.parent())
         .map(PathBuf::from)
         .unwrap_or_default();
-    let bin = profile_dir.join(name);
-    if bin.exists() {
-        return bin;
-    }
-    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    if !bin.exists() {
-        let package = match name {
-            "upstream-mock" => "railgate-upstream-mock",
-            _ => "railgate",
-        };
+    BUILT.call_once(|| {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", package, "--bin", name]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        // Without what cargo set for this test process: a dependency's build script that
+        // watches one of them (ring's, `CARGO_MANIFEST_DIR`) would rebuild everything above it.
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            let set_for_tests = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ];
+            if set_for_tests.iter().any(|p| key_text.starts_with(p)) {
+                cmd.env_remove(&key);
+            }
+        }
         if release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building {name} failed");
-    }
-    bin
+        assert!(status.success(), "building the workspace's binaries failed");
+    });
+    profile_dir.join(name)
 }

@@ -50,3 +50,38 @@ async fn gateway_sigterm_right_after_ready_exits_cleanly() {
         Some(0)
     );
 }
+
+/// The newest modification time of the files under `dir`.
+fn newest_under(dir: &std::path::Path) -> std::time::SystemTime {
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for entry in std::fs::read_dir(dir).expect("read source dir") {
+        let path = entry.expect("entry").path();
+        let t = if path.is_dir() {
+            newest_under(&path)
+        } else {
+            path.metadata().and_then(|m| m.modified()).expect("mtime")
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// A suite never runs a binary older than its sources: each is brought up to date on first
+/// use, also when only this package's tests were built.
+#[test]
+fn the_binaries_the_suites_run_are_not_older_than_their_sources() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (bin, sources) in [
+        ("railgate", &["gateway/src", "policy/src"][..]),
+        ("upstream-mock", &["upstream-mock/src"][..]),
+    ] {
+        let built = bins::path(bin)
+            .metadata()
+            .and_then(|m| m.modified())
+            .expect("binary mtime");
+        for dir in sources {
+            let newest = newest_under(&root.join(dir));
+            assert!(built >= newest, "{bin} is older than {dir}");
+        }
+    }
+}
