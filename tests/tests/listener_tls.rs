@@ -24,12 +24,17 @@ async fn h2c(s: &Stack) -> SendRequest<Full<Bytes>> {
     h2_client(tcp).await
 }
 
+/// A certificate pair of `ca` written to `dir`: the `[tls]` table naming it, and the key's path.
 fn write_pair(dir: &Path, ca: &TestCa) -> (String, String) {
     let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&c, cert).expect("cert");
     std::fs::write(&k, key).expect("key");
-    (c.display().to_string(), k.display().to_string())
+    let (c, k) = (c.display().to_string(), k.display().to_string());
+    (
+        format!("[tls]\ncert_file = \"{c}\"\nkey_file = \"{k}\"\n"),
+        k,
+    )
 }
 
 fn request(path: &str, headers: &[(String, String)]) -> hyper::Request<Full<Bytes>> {
@@ -96,10 +101,8 @@ async fn sse_messages(body: &mut Incoming, n: usize) -> (Vec<u64>, Option<String
 async fn tls_with_h2_and_http1_serves_every_stream_and_follows_its_certificate_files() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, key) = write_pair(dir.path(), &ca);
-    let mut s = Stack::start(&format!(
-        "[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
-    ));
+    let (tls, key) = write_pair(dir.path(), &ca);
+    let mut s = Stack::start(&tls);
     let th = s.thread("t_a").await;
     let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
 
@@ -206,15 +209,11 @@ async fn tls_with_h2_and_http1_serves_every_stream_and_follows_its_certificate_f
 async fn check_refuses_a_key_that_does_not_match_its_certificate() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, key) = write_pair(dir.path(), &ca);
+    let (tls, key) = write_pair(dir.path(), &ca);
     let (_, other) = ca.issue(&["localhost"]);
     std::fs::write(&key, other).expect("key");
     let config = dir.path().join("railgate.toml");
-    std::fs::write(
-        &config,
-        format!("[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"),
-    )
-    .expect("config");
+    std::fs::write(&config, tls).expect("config");
     let out = std::process::Command::new(railgate_tests::bins::path("railgate"))
         .args(["check", "--config", config.to_str().expect("utf8")])
         .env("AUTH_JWT_SIGNING", "x")
@@ -285,11 +284,9 @@ fn curl(args: &[&str]) -> String {
 async fn curl_speaks_http2_over_tls_and_h2c_with_prior_knowledge() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, key) = write_pair(dir.path(), &ca);
+    let (table, _) = write_pair(dir.path(), &ca);
     let ca_file = ca.write(dir.path());
-    let tls = Stack::start(&format!(
-        "[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
-    ));
+    let tls = Stack::start(&table);
     let plain = Stack::start("");
     let tok = token("t_a", "u1", json!({}));
     let auth = format!("Authorization: Bearer {tok}");
@@ -462,9 +459,9 @@ async fn an_http2_connection_that_authenticates_nothing_is_closed_at_the_head_de
 async fn drain_closes_tls_connections_that_have_not_begun_a_request_unanswered() {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tmp");
-    let (cert, key) = write_pair(dir.path(), &ca);
+    let (tls, _) = write_pair(dir.path(), &ca);
     let mut s = Stack::start(&format!(
-        "drain_timeout_s = 30\n[limits]\nheader_read_timeout_s = 60\n[tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+        "drain_timeout_s = 30\n[limits]\nheader_read_timeout_s = 60\n{tls}"
     ));
     let mut silent = tokio::net::TcpStream::connect(s.addr())
         .await
