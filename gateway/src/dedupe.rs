@@ -1,24 +1,36 @@
 //! Dropping events a client already got, after its upstream stream reconnected or after it
 //! joined live from the journal — and never otherwise.
 //!
-//! A deduper watches every id of one stream. While the stream's ids have all been strictly
-//! increasing unsigned integers it keeps only the largest (no hashing, no allocation per event);
-//! from the first id that breaks that rule on, it keeps a window of the last [`WINDOW`] ids
-//! instead. Only when *armed* — by [`Deduper::arm`] at a reconnect, or by [`Deduper::after`]
-//! for a stream that resumes after a cursor — does it drop anything: an id it has already seen
-//! (numerically at most the largest, while monotonic; in the window, otherwise). The first new
-//! id disarms it again, so a replay's duplicates go and the live stream is never touched.
+//! A deduper watches every id of one stream. Once a stream's ids have been strictly increasing
+//! unsigned integers [`PROOF`] times in a row it keeps only the largest (no hashing, no
+//! allocation per event); until then, and from the first id that breaks that rule on, it keeps a
+//! window of the last [`WINDOW`] ids instead. (Opaque ids that happen to be numbers — random
+//! 64-bit ids, say — can rise a few times by chance; an id below the largest is then as likely
+//! new as not, and taking it for a duplicate would drop every new event until one rose above.)
+//! A stream that resumes after a cursor trusts the cursor's order from the start: see
+//! [`Deduper::after`]. Only when *armed* — by [`Deduper::arm`] at a reconnect, or by
+//! [`Deduper::after`] — does it drop anything: an id it has already seen (numerically at most
+//! the largest, once the order is trusted; in the window, otherwise). The first new id disarms
+//! it again, so a replay's duplicates go and the live stream is never touched.
 
 use std::collections::{HashSet, VecDeque};
 
 /// How many recent ids the window remembers once a stream's ids are not monotonic.
 pub const WINDOW: usize = 4096;
 
+/// How many strictly increasing integer ids in a row make a stream's order trusted (random ids
+/// rise that many times in a row once in 32!, about 4 × 10^-36).
+pub const PROOF: u32 = 32;
+
 /// Tracks which ids of one stream were delivered.
 #[derive(Debug, Clone)]
 pub struct Deduper {
     armed: bool,
+    /// No id has broken the increasing-integer rule yet.
     monotonic: bool,
+    /// How many increasing integer ids were seen while the order is not yet trusted; at
+    /// [`PROOF`] the window is let go and only the largest is kept.
+    rising: u32,
     last: Option<u64>,
     recent: VecDeque<String>,
     seen: HashSet<String>,
@@ -29,6 +41,7 @@ impl Default for Deduper {
         Deduper {
             armed: false,
             monotonic: true,
+            rising: 0,
             last: None,
             recent: VecDeque::new(),
             seen: HashSet::new(),
@@ -43,10 +56,13 @@ impl Deduper {
     }
 
     /// A stream that resumes after `cursor`: `cursor` counts as delivered, and the deduper is
-    /// armed. Without a cursor the stream is fresh: [`Deduper::watching`].
+    /// armed. A numeric cursor's order is trusted at once (what came before it in the stream
+    /// was delivered elsewhere, and only the order tells it). Without a cursor the stream is
+    /// fresh: [`Deduper::watching`].
     pub fn after(cursor: Option<&str>) -> Deduper {
         let mut d = Deduper::default();
         if let Some(c) = cursor.filter(|c| !c.is_empty()) {
+            d.rising = PROOF;
             d.record(c);
             d.armed = true;
         }
@@ -78,13 +94,17 @@ impl Deduper {
     /// Records `id`; returns whether it was seen before by the stream's rule.
     fn record(&mut self, id: &str) -> bool {
         if self.monotonic {
+            let trusted = self.rising >= PROOF;
             match (id.parse::<u64>(), self.last) {
-                (Ok(n), Some(l)) if n <= l && self.armed => return true,
+                (Ok(n), Some(l)) if n <= l && self.armed && trusted => return true,
                 (Ok(n), last) if last.is_none_or(|l| n > l) => {
                     self.last = Some(n);
+                    if !trusted {
+                        self.rise(id);
+                    }
                     return false;
                 }
-                _ => {
+                _ if trusted => {
                     // The stream's ids stop being increasing integers: keep a window from now on,
                     // starting with the largest id delivered so far.
                     self.monotonic = false;
@@ -92,6 +112,8 @@ impl Deduper {
                         self.remember(&l.to_string());
                     }
                 }
+                // Not yet trusted: the window already holds every id; it stays.
+                _ => self.monotonic = false,
             }
         }
         if self.seen.contains(id) {
@@ -99,6 +121,18 @@ impl Deduper {
         }
         self.remember(id);
         false
+    }
+
+    /// One more increasing integer id while the order is not yet trusted: kept in the window,
+    /// which is let go once the order is proven.
+    fn rise(&mut self, id: &str) {
+        self.rising += 1;
+        if self.rising < PROOF {
+            self.remember(id);
+        } else {
+            self.recent = VecDeque::new();
+            self.seen = HashSet::new();
+        }
     }
 
     fn remember(&mut self, id: &str) {
@@ -141,13 +175,21 @@ mod tests {
     }
 
     #[test]
-    fn increasing_integers_compare_numerically_after_a_reconnect() {
+    fn increasing_integers_compare_numerically_after_a_reconnect_once_proven() {
         let mut d = Deduper::watching();
-        assert_eq!(delivered(&mut d, &["1", "2", "5"]), ["1", "2", "5"]);
+        let rising: Vec<String> = (1..=u64::from(PROOF))
+            .map(|n| (2 * n).to_string())
+            .collect();
+        let rising: Vec<&str> = rising.iter().map(String::as_str).collect();
+        assert_eq!(delivered(&mut d, &rising), rising);
+        assert!(
+            d.seen.is_empty() && d.recent.is_empty(),
+            "the window is let go"
+        );
         d.arm();
         assert_eq!(
-            delivered(&mut d, &["3", "5", "6", "10", "4"]),
-            ["6", "10", "4"],
+            delivered(&mut d, &["3", "64", "65", "70", "4"]),
+            ["65", "70", "4"],
             "duplicates go until the first new id; then nothing is dropped"
         );
         let mut d = Deduper::after(Some("5"));
@@ -155,6 +197,41 @@ mod tests {
             delivered(&mut d, &["3", "5", "10", "9"]),
             ["10", "9"],
             "10 > 5 numerically, though \"10\" < \"5\" as text"
+        );
+    }
+
+    /// Random 64-bit ids that happened to rise five times (as they did in one run of the peer
+    /// backend's `random64` style): after a reconnect, new ids below the largest used to be
+    /// taken for replays and dropped, every one until an id rose above it.
+    #[test]
+    fn numbers_that_rose_by_chance_are_not_taken_for_an_order() {
+        let before = [
+            "12833559095615208945",
+            "13621045747965074393",
+            "14394077330739424247",
+            "17846523080712067315",
+            "17968240279519785019",
+        ];
+        let mut d = Deduper::watching();
+        assert_eq!(delivered(&mut d, &before), before);
+        d.arm();
+        assert_eq!(
+            delivered(
+                &mut d,
+                &[
+                    before[4],
+                    "9530861411290178921",
+                    "301172954125553411",
+                    before[3]
+                ]
+            ),
+            ["9530861411290178921", "301172954125553411", before[3]],
+            "the replayed id goes, the new ones come, and nothing is dropped once disarmed"
+        );
+        d.arm();
+        assert!(
+            !d.is_new("9530861411290178921"),
+            "still known after the rule switched"
         );
     }
 
