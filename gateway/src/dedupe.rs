@@ -7,8 +7,8 @@
 //! window of the last [`WINDOW`] ids instead. (Opaque ids that happen to be numbers — random
 //! 64-bit ids, say — can rise a few times by chance; an id below the largest is then as likely
 //! new as not, and taking it for a duplicate would drop every new event until one rose above.)
-//! A stream that resumes after a cursor trusts the cursor's order from the start: see
-//! [`Deduper::after`]. Only when *armed* — by [`Deduper::arm`] at a reconnect, or by
+//! A stream that resumes after a cursor starts with the cursor as its one id seen
+//! ([`Deduper::after`]). Only when *armed* — by [`Deduper::arm`] at a reconnect, or by
 //! [`Deduper::after`] — does it drop anything: an id it has already seen (numerically at most
 //! the largest, once the order is trusted; in the window, otherwise). The first new id disarms
 //! it again, so a replay's duplicates go and the live stream is never touched.
@@ -56,13 +56,13 @@ impl Deduper {
     }
 
     /// A stream that resumes after `cursor`: `cursor` counts as delivered, and the deduper is
-    /// armed. A numeric cursor's order is trusted at once (what came before it in the stream
-    /// was delivered elsewhere, and only the order tells it). Without a cursor the stream is
+    /// armed. One id proves no order: a numeric cursor is one rise, like any first id (the
+    /// upstream is asked for what follows the cursor; ids below a numeric cursor are as likely
+    /// new, for a stream whose numbers fall or are random). Without a cursor the stream is
     /// fresh: [`Deduper::watching`].
     pub fn after(cursor: Option<&str>) -> Deduper {
         let mut d = Deduper::default();
         if let Some(c) = cursor.filter(|c| !c.is_empty()) {
-            d.rising = PROOF;
             d.record(c);
             d.armed = true;
         }
@@ -194,10 +194,30 @@ mod tests {
         );
         let mut d = Deduper::after(Some("5"));
         assert_eq!(
-            delivered(&mut d, &["3", "5", "10", "9"]),
+            delivered(&mut d, &["5", "10", "9"]),
             ["10", "9"],
-            "10 > 5 numerically, though \"10\" < \"5\" as text"
+            "the cursor goes again; 10 is new"
         );
+    }
+
+    /// After a numeric cursor, what follows may fall: falling ids are new, and after the first
+    /// new one nothing is dropped (these all used to be dropped, the deduper staying armed).
+    #[test]
+    fn ids_below_a_numeric_cursor_are_new_until_an_order_is_proven() {
+        for (cursor, next) in [
+            (
+                "999999999995",
+                ["999999999994", "999999999993", "999999999992"],
+            ),
+            (
+                "17968240279519785019",
+                ["9530861411290178921", "301172954125553411", "42"],
+            ),
+        ] {
+            let mut d = Deduper::after(Some(cursor));
+            assert!(!d.is_new(cursor), "the cursor itself was delivered");
+            assert_eq!(delivered(&mut d, &next), next.to_vec(), "{cursor}");
+        }
     }
 
     /// Random 64-bit ids that happened to rise five times (as they did in one run of the peer
