@@ -29,18 +29,20 @@ pub fn path(name: &str) -> PathBuf {
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         // Without what cargo set for this test process: a dependency's build script that
         // watches one of them (ring's, `CARGO_MANIFEST_DIR`) would rebuild everything above it.
+        const SET_FOR_TESTS: [&str; 7] = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "OUT_DIR",
+        ];
         for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            let set_for_tests = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "OUT_DIR",
-            ];
-            if set_for_tests.iter().any(|p| key_text.starts_with(p)) {
+            if SET_FOR_TESTS
+                .iter()
+                .any(|p| key.to_string_lossy().starts_with(p))
+            {
                 cmd.env_remove(&key);
             }
         }

@@ -498,3 +498,28 @@ pub fn parse_responses(mut buf: &[u8]) -> (Vec<HttpResponse>, Vec<u8>) {
     }
     (out, buf.to_vec())
 }
+
+/// What `io` sends before it closes, read within 10 s (a test fails if it stays open). A TLS
+/// stream closed without `close_notify` counts as closed.
+pub async fn bytes_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    io: &mut S,
+    what: &str,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = timeout(Duration::from_secs(10), async {
+        loop {
+            let mut buf = [0u8; 512];
+            match io.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    read.unwrap_or_else(|_| panic!("{what}: still open after 10 s"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    got
+}

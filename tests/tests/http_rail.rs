@@ -1,7 +1,7 @@
 //! The HTTP rail and the gateway core against real processes: every HTTP-visible error code,
 //! header hygiene, broken chunked bodies, registry caching, tickets, JWKS rotation, metrics, drain.
 
-use railgate_tests::client::{get, post_json, request, HttpResponse};
+use railgate_tests::client::{bytes_until_closed, get, post_json, request, HttpResponse};
 use railgate_tests::eventually;
 use railgate_tests::stack::{
     assert_envelope, metric_value, now, ticket, token, Stack, ADMIN_TOKEN,
@@ -582,12 +582,12 @@ async fn drain_closes_a_connection_that_has_not_begun_a_request_unanswered() {
     let path = format!("/chat/threads/{th}/messages");
     assert_eq!(get_as(&addr, &path, &tok, "t_a", &[]).await.status, 200);
     s.gw.signal(15);
-    let mut buf = [0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
-        .await
-        .expect("closed by the drain, not at the 60 s head deadline")
-        .expect("read");
-    assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n]));
+    let got = bytes_until_closed(
+        &mut idle,
+        "closed by the drain, not at the 60 s head deadline",
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&got), "", "no answer");
     let status = s.gw.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(0));
 }

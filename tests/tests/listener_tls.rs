@@ -8,13 +8,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
+use railgate_tests::client::bytes_until_closed;
 use railgate_tests::eventually;
 use railgate_tests::stack::{full_headers, token, Stack};
 use railgate_tests::tls::{h2_client, tls_connect, TestCa};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 /// An HTTP/2 connection with prior knowledge to the stack's plain listener.
 async fn h2c(s: &Stack) -> SendRequest<Full<Bytes>> {
@@ -472,20 +472,18 @@ async fn drain_closes_tls_connections_that_have_not_begun_a_request_unanswered()
         .expect("tls");
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
     s.gw.signal(15);
-    let mut buf = [0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
-        .await
-        .expect("handshake cut by the drain, not at the 60 s deadline")
-        .expect("read");
-    assert_eq!(n, 0, "nothing sent: {:?}", &buf[..n]);
-    let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
-        .await
-        .expect("closed by the drain, not at the 60 s head deadline");
-    // Closed with or without close_notify; either way nothing was answered.
-    match read {
-        Ok(n) => assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n])),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
-    }
+    let got = bytes_until_closed(
+        &mut silent,
+        "handshake cut by the drain, not at the 60 s deadline",
+    )
+    .await;
+    assert_eq!(got, b"", "nothing sent");
+    let got = bytes_until_closed(
+        &mut idle,
+        "closed by the drain, not at the 60 s head deadline",
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&got), "", "no answer");
     let status = s.gw.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(0));
 }
