@@ -6,6 +6,7 @@
 
 use crate::app::Gateway;
 use crate::caps::Connection;
+use crate::stream_out::{Handover, Streaming, Watched};
 use crate::wire::{head, prefixed, Guarded, Prefixed, Refusal};
 use http::Request;
 use hyper::body::Incoming;
@@ -51,9 +52,22 @@ pub async fn serve(l: Listener, mut stream: TcpStream, peer: SocketAddr, slot: A
             return Box::pin(serve_h2(l.gw, stream, peer, slot)).await;
         }
         l.gw.metrics.client_connection("http/1.1", false);
-        return Box::pin(serve_h1(l.gw, stream, peer, slot)).await;
+        return stream_on(Box::pin(serve_h1(l.gw, stream, peer, slot))).await;
     };
     Box::pin(serve_tls(l.gw, tls, stream, peer, slot)).await
+}
+
+/// Serves an HTTP/1.1 connection (`h1`), then writes the stream it handed over, if any. The
+/// connection's box is freed before the stream's is made.
+async fn stream_on<F, S>(h1: Pin<Box<F>>)
+where
+    F: Future<Output = Option<Streaming<S>>>,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handed = h1.await.map(Box::pin);
+    if let Some(streaming) = handed {
+        streaming.await;
+    }
 }
 
 /// A connection to the TLS listener: the handshake (within the header timeout), then HTTP/2 or
@@ -76,7 +90,7 @@ async fn serve_tls(
         Box::pin(serve_h2(gw, stream, peer, slot)).await
     } else {
         gw.metrics.client_connection("http/1.1", true);
-        Box::pin(serve_h1(gw, stream, peer, slot)).await
+        stream_on(Box::pin(serve_h1(gw, stream, peer, slot))).await
     }
 }
 
@@ -118,11 +132,15 @@ fn service(
     gw: Arc<Gateway>,
     peer: SocketAddr,
     slot: Arc<Connection>,
-    refusal: Option<Arc<Refusal>>,
+    h1: Option<(Arc<Refusal>, Arc<Handover>)>,
 ) -> impl Fn(Request<Incoming>) -> Served + Clone {
     move |req: Request<Incoming>| {
         let (gw, slot) = (gw.clone(), slot.clone());
-        let refused = refusal.as_ref().and_then(|r| r.claim(req.headers()));
+        let refused = h1.as_ref().and_then(|(r, _)| r.claim(req.headers()));
+        let handover = h1
+            .as_ref()
+            .filter(|_| Handover::eligible(&req))
+            .map(|(_, h)| h.clone());
         // Boxed: hyper keeps a slot the size of this future for the connection's whole life; a
         // box in it is 16 bytes, and the request's own state is freed once the response (or the
         // stream body) is handed over. The paths a plain request does not take (a registry
@@ -135,22 +153,26 @@ fn service(
                 Some(denial) => crate::dispatch::refused(&gw, &denial),
                 None => crate::dispatch::handle(gw, req, peer, slot).await,
             };
-            Ok(resp)
+            Ok(match handover {
+                Some(h) => h.take(resp),
+                None => resp,
+            })
         })
     }
 }
 
-/// HTTP/1.1 with upgrades, behind the framing guard.
+/// HTTP/1.1 with upgrades, behind the framing guard; an SSE stream's body is handed back to be
+/// written by the connection itself once hyper has sent its head ([`crate::stream_out`]).
 ///
 /// Not an `async fn`: its arguments and setup locals would keep their room in its state, held
 /// for as long as the connection stays open (1,072 bytes that way, in the next allocation size
-/// class up; [`UntilDrained`] is the connection and the drain signal only).
+/// class up; [`UntilDrained`] is the connection, the drain signal and the handover only).
 fn serve_h1<S>(
     gw: Arc<Gateway>,
     io: S,
     peer: SocketAddr,
     slot: Arc<Connection>,
-) -> impl Future<Output = ()> + Send
+) -> impl Future<Output = Option<Streaming<S>>> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -161,8 +183,12 @@ where
     };
     let stopped = gw.draining.clone().cancelled_owned();
     let refusal = Refusal::new();
-    let io = Guarded::new(io, header_bytes, refusal.clone());
-    let svc = service(gw, peer, slot, Some(refusal));
+    let handover = Handover::new();
+    let io = Watched::new(
+        Guarded::new(io, header_bytes, refusal.clone()),
+        handover.clone(),
+    );
+    let svc = service(gw, peer, slot.clone(), Some((refusal, handover.clone())));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -171,37 +197,53 @@ where
         .serve_connection(TokioIo::new(io), service_fn(svc))
         .with_upgrades();
     UntilDrained {
-        conn,
+        conn: Some(conn),
         stopped,
         shutdown: Some(|conn| conn.graceful_shutdown()),
+        release: |conn| Some(conn.into_parts()?.io.into_inner().into_inner().into_inner()),
+        handover,
+        slot,
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A connection served until it ends; once the gateway drains, it is told to finish the
-    /// exchange under way and close (`shutdown`, taken when called).
-    struct UntilDrained<C> {
-        #[pin]
-        conn: C,
+    /// A connection served until it ends or hands its stream over; once the gateway drains, it
+    /// is told to finish the exchange under way and close (`shutdown`, taken when called).
+    struct UntilDrained<C, S> {
+        conn: Option<C>,
         #[pin]
         stopped: WaitForCancellationFutureOwned,
         shutdown: Option<fn(Pin<&mut C>)>,
+        release: fn(C) -> Option<S>,
+        handover: Arc<Handover>,
+        slot: Arc<Connection>,
     }
 }
 
-impl<C: Future> Future for UntilDrained<C> {
-    type Output = ();
+impl<C: Future + Unpin, S> Future for UntilDrained<C, S> {
+    type Output = Option<Streaming<S>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        if this.conn.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if Pin::new(&mut *conn).poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        if this.handover.head_sent() {
+            let io = this.conn.take().and_then(*this.release);
+            let body = this.handover.body();
+            return Poll::Ready(
+                io.zip(body)
+                    .map(|(io, body)| Streaming::new(io, body, this.slot.clone())),
+            );
         }
         if this.shutdown.is_some() && this.stopped.poll(cx).is_ready() {
             if let Some(shutdown) = this.shutdown.take() {
-                shutdown(this.conn.as_mut());
+                shutdown(Pin::new(&mut *conn));
             }
-            return this.conn.poll(cx).map(|_| ());
+            return Pin::new(conn).poll(cx).map(|_| None);
         }
         Poll::Pending
     }

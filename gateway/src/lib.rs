@@ -65,6 +65,7 @@ pub mod seen_tokens;
 pub mod server;
 pub mod sse;
 pub mod startup;
+pub mod stream_out;
 pub mod ticket_book;
 pub mod tickets;
 pub mod wire;

@@ -249,3 +249,47 @@ async fn admin_refusals_carry_the_envelope() {
     );
     assert!(got.closed);
 }
+
+/// An HTTP/1.1 SSE stream's connection carries that stream only: after its last chunk the
+/// connection closes, and a request pipelined behind the stream's `GET` is neither answered
+/// nor sent upstream.
+#[tokio::test]
+async fn an_sse_streams_connection_closes_after_its_last_chunk_unanswered_pipelining_and_all() {
+    let s = Stack::start("[auth]\nleeway_s = 0\n");
+    let th = s.thread("t_a").await;
+    let tok = token(
+        "t_a",
+        "u1",
+        json!({"exp": railgate_tests::stack::now() + 2}),
+    );
+    let context =
+        "X-Tenant-Id: t_a\r\nX-Mode: lab\r\nX-Project-Id: p_chat\r\nX-App-Id: app-chat\r\n";
+    let bytes = format!(
+        "GET /sse/chat/{th} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n{context}\r\n\
+         GET /chat/threads/{th}/pipelined HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\
+         {context}\r\n"
+    );
+    let got = raw_exchange(&s.addr(), bytes.as_bytes(), Duration::from_secs(15)).await;
+    assert!(got.closed, "the connection closes when the stream ends");
+    assert_eq!(got.responses.len(), 1, "only the stream is answered");
+    let stream = &got.responses[0];
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("transfer-encoding"), Some("chunked"));
+    let body = String::from_utf8_lossy(&stream.body);
+    let last = body.trim_end().rsplit("\n\n").next().expect("an event");
+    assert!(
+        last.starts_with("event: error\n") && last.contains(r#""code":"auth.token_expired""#),
+        "the stream ends with the token's end: {body}"
+    );
+    assert_eq!(
+        got.rest, b"",
+        "the last chunk ends the body, nothing follows"
+    );
+    let upstream = s.mock_requests().await;
+    assert!(
+        upstream.iter().all(|r| !r["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/pipelined"))),
+        "the pipelined request never went upstream: {upstream:?}"
+    );
+}

@@ -117,6 +117,11 @@ impl<S> Guarded<S> {
         }
     }
 
+    /// The connection, without what was read and not handed on.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     fn after_head(&self, framing: Framing) -> State {
         if framing.upgrade {
             return State::Through;
