@@ -2,7 +2,8 @@
 //! certificate (`[tls]`), then HTTP/2 when ALPN chose `h2` — or, on a plain listener, when the
 //! client opens with the HTTP/2 preface (h2c with prior knowledge, as a front proxy may) — and
 //! HTTP/1.1 otherwise, behind the request-framing guard ([`crate::wire`]). WebSockets are
-//! HTTP/1.1 upgrades.
+//! HTTP/1.1 upgrades; an HTTP/1.1 SSE stream is written by the connection itself once hyper has
+//! sent its head ([`crate::stream_out`]).
 
 use crate::app::Gateway;
 use crate::caps::Connection;
