@@ -7,7 +7,7 @@
 
 use crate::app::Gateway;
 use crate::caps::Connection;
-use crate::stream_out::{Handover, Streaming, Watched};
+use crate::stream_out::{self, Handover, Streaming, Watched};
 use crate::wire::{head, prefixed, Guarded, Prefixed, Refusal};
 use http::Request;
 use hyper::body::Incoming;
@@ -177,10 +177,11 @@ fn serve_h1<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (header_bytes, header_timeout) = {
+    let (header_bytes, header_timeout, stall_limit) = {
         let live = gw.live();
         let limits = &live.config.limits;
-        (limits.max_header_bytes, limits.header_read_timeout)
+        let stall = stream_out::stall_limit(live.config.sse.keepalive);
+        (limits.max_header_bytes, limits.header_read_timeout, stall)
     };
     let stopped = gw.draining.clone().cancelled_owned();
     let refusal = Refusal::new();
@@ -203,6 +204,7 @@ where
         shutdown: Some(|conn| conn.graceful_shutdown()),
         release: |conn| Some(conn.into_parts()?.io.into_inner().into_inner().into_inner()),
         handover,
+        stall_limit,
         slot,
     }
 }
@@ -217,6 +219,7 @@ pin_project_lite::pin_project! {
         shutdown: Option<fn(Pin<&mut C>)>,
         release: fn(C) -> Option<S>,
         handover: Arc<Handover>,
+        stall_limit: Duration,
         slot: Arc<Connection>,
     }
 }
@@ -236,8 +239,9 @@ impl<C: Future + Unpin, S> Future for UntilDrained<C, S> {
             let io = this.conn.take().and_then(*this.release);
             let body = this.handover.body();
             return Poll::Ready(
-                io.zip(body)
-                    .map(|(io, body)| Streaming::new(io, body, this.slot.clone())),
+                io.zip(body).map(|(io, body)| {
+                    Streaming::new(io, body, *this.stall_limit, this.slot.clone())
+                }),
             );
         }
         if this.shutdown.is_some() && this.stopped.poll(cx).is_ready() {

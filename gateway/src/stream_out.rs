@@ -13,7 +13,9 @@
 //! The connection closes when the stream ends (after the last chunk): what a client sends after
 //! its SSE request is read and dropped (up to [`MAX_AFTER`] bytes; past that the connection is
 //! closed), and a request pipelined behind it is not answered — a client sends it again on a
-//! new connection.
+//! new connection. A client that takes no byte for four keep-alive intervals (at least 10 s;
+//! [`stall_limit`]) while bytes wait for it is gone too: its connection is closed, and what its
+//! stream held (up to `client_queue_bytes`) with it.
 
 use crate::body::{Body, BoxError, Streams};
 use crate::caps::Connection;
@@ -27,10 +29,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Duration, Sleep};
 
 /// Most bytes read and dropped after the request of a handed-over stream before its
 /// connection is closed.
 pub const MAX_AFTER: usize = 64 * 1024;
+
+/// How long a client may take no byte while bytes wait for it: four keep-alive intervals
+/// (`sse.keepalive_s`), at least 10 s.
+pub fn stall_limit(keepalive: Duration) -> Duration {
+    (keepalive * 4).max(Duration::from_secs(10))
+}
 
 /// Where a connection's handover stands.
 const NONE: u8 = 0;
@@ -264,12 +273,17 @@ pub struct Streaming<S> {
     unflushed: bool,
     ended: bool,
     after: usize,
+    /// How long the client may take no byte while bytes wait for it.
+    stall_limit: Duration,
+    /// Running while the socket takes nothing (made when first needed).
+    stalled: Option<Pin<Box<Sleep>>>,
     _slot: Arc<Connection>,
 }
 
 impl<S> Streaming<S> {
-    /// Writes `body` to `io` as the chunks of a response whose head was sent.
-    pub fn new(io: S, body: Body, slot: Arc<Connection>) -> Streaming<S> {
+    /// Writes `body` to `io` as the chunks of a response whose head was sent; a client that
+    /// takes no byte for `stall_limit` while bytes wait is let go.
+    pub fn new(io: S, body: Body, stall_limit: Duration, slot: Arc<Connection>) -> Streaming<S> {
         Streaming {
             io,
             body,
@@ -277,8 +291,20 @@ impl<S> Streaming<S> {
             unflushed: false,
             ended: false,
             after: 0,
+            stall_limit,
+            stalled: None,
             _slot: slot,
         }
+    }
+
+    /// Whether a socket that is not taking bytes has done so for too long (`Pending` else).
+    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let limit = self.stall_limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
     }
 }
 
@@ -300,7 +326,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Streaming<S> {
         loop {
             if let Some(out) = &mut self.out {
                 let (slices, n) = out.slices();
-                let wrote = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+                let wrote = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+                    Poll::Ready(wrote) => wrote?,
+                    Poll::Pending => return self.stall(cx),
+                };
+                self.stalled = None;
                 if wrote == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -312,7 +342,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Streaming<S> {
                 self.unflushed = true;
             }
             if self.unflushed {
-                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                if Pin::new(&mut self.io).poll_flush(cx)?.is_pending() {
+                    return self.stall(cx);
+                }
+                self.stalled = None;
                 self.unflushed = false;
             }
             if self.ended {

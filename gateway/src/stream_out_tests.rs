@@ -40,6 +40,11 @@ struct Setup {
 
 /// A handed-over stream on a pipe of `pipe` bytes, its connection the only one `caps` allows.
 fn streaming(pipe: usize) -> Setup {
+    stalling(pipe, Duration::from_secs(60))
+}
+
+/// The same, letting a client go after `stall_limit` without taking a byte.
+fn stalling(pipe: usize, stall_limit: Duration) -> Setup {
     let (tx, rx) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicBool::new(false));
     let body = Fed {
@@ -55,7 +60,7 @@ fn streaming(pipe: usize) -> Setup {
     });
     let slot = caps.connect([127, 0, 0, 1].into()).expect("a slot");
     let (client, server) = tokio::io::duplex(pipe);
-    let task = tokio::spawn(Streaming::new(server, body, slot));
+    let task = tokio::spawn(Streaming::new(server, body, stall_limit, slot));
     Setup {
         tx,
         dropped,
@@ -228,4 +233,50 @@ fn only_a_get_in_http_1_1_is_eligible() {
     assert!(!Handover::eligible(&req(Method::HEAD, Version::HTTP_11)));
     assert!(!Handover::eligible(&req(Method::GET, Version::HTTP_10)));
     assert!(!Handover::eligible(&req(Method::GET, Version::HTTP_2)));
+}
+
+#[tokio::test]
+async fn a_client_that_takes_nothing_while_bytes_wait_is_let_go() {
+    let mut s = stalling(64, Duration::from_millis(300));
+    for _ in 0..4 {
+        s.tx.send(Bytes::from(vec![b'x'; 100])).expect("send");
+    }
+    within(s.task).await.expect("the stalled stream ends");
+    assert!(s.dropped.load(Ordering::SeqCst), "its body was dropped");
+    let mut got = Vec::new();
+    within(s.client.read_to_end(&mut got)).await.expect("read");
+    assert_eq!(&got[..6], b"64\r\nxx", "what the pipe held, then the close");
+    assert!(got.len() < 4 * 106, "not every chunk went out");
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_taking_bytes_is_not_stalled() {
+    let mut s = stalling(64, Duration::from_secs(2));
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let _ = s.client.read_to_end(&mut got).await;
+        got
+    });
+    for _ in 0..10 {
+        s.tx.send(Bytes::from(vec![b'x'; 100])).expect("send");
+    }
+    drop(s.tx);
+    within(s.task).await.expect("the stream ends with its body");
+    let got = within(reader).await.expect("reader");
+    assert_eq!(
+        got.len(),
+        10 * (4 + 100 + 2) + 5,
+        "every chunk and the last one"
+    );
+    assert!(got.ends_with(b"\r\n0\r\n\r\n"));
+}
+
+#[test]
+fn the_stall_limit_is_four_keep_alive_intervals_and_at_least_ten_seconds() {
+    assert_eq!(
+        stall_limit(Duration::from_secs(15)),
+        Duration::from_secs(60)
+    );
+    assert_eq!(stall_limit(Duration::from_secs(1)), Duration::from_secs(10));
+    assert_eq!(stall_limit(Duration::ZERO), Duration::from_secs(10));
 }
