@@ -228,29 +228,29 @@ impl<C: Future + Unpin, S> Future for UntilDrained<C, S> {
     type Output = Option<Streaming<S>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(conn) = this.conn.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if Pin::new(&mut *conn).poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        if this.handover.head_sent() {
-            let io = this.conn.take().and_then(*this.release);
-            let body = this.handover.body();
-            return Poll::Ready(
-                io.zip(body).map(|(io, body)| {
-                    Streaming::new(io, body, *this.stall_limit, this.slot.clone())
-                }),
-            );
-        }
-        if this.shutdown.is_some() && this.stopped.poll(cx).is_ready() {
-            if let Some(shutdown) = this.shutdown.take() {
-                shutdown(Pin::new(&mut *conn));
+        let mut this = self.project();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if Pin::new(&mut *conn).poll(cx).is_ready() {
+                return Poll::Ready(None);
             }
-            return Pin::new(conn).poll(cx).map(|_| None);
+            // Checked after every poll of the connection: nothing wakes it once the head is out.
+            if this.handover.head_sent() {
+                let io = this.conn.take().and_then(*this.release);
+                let body = this.handover.body();
+                return Poll::Ready(io.zip(body).map(|(io, body)| {
+                    Streaming::new(io, body, *this.stall_limit, this.slot.clone())
+                }));
+            }
+            if this.shutdown.is_none() || this.stopped.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if let Some(shutdown) = this.shutdown.take() {
+                shutdown(Pin::new(conn));
+            }
         }
-        Poll::Pending
     }
 }
 
@@ -294,3 +294,70 @@ where
 
 /// Most concurrent streams on one HTTP/2 connection.
 const H2_MAX_STREAMS: u32 = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::Streams;
+    use crate::caps::{Bounds, Caps};
+    use http::Response;
+    use http_body::Body as _;
+    use tokio::io::DuplexStream;
+    use tokio_util::sync::CancellationToken;
+
+    /// A connection whose response head goes out in the poll that follows its shutdown.
+    struct HeadAtShutdown {
+        shut: bool,
+        resp: Response<crate::body::Body>,
+        io: Watched<DuplexStream>,
+    }
+
+    impl Future for HeadAtShutdown {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let this = self.get_mut();
+            if this.shut {
+                assert!(Pin::new(this.resp.body_mut()).poll_frame(cx).is_pending());
+                assert!(Pin::new(&mut this.io).poll_flush(cx).is_ready());
+            }
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_head_sent_in_the_poll_that_starts_the_drain_is_handed_over() {
+        let handover = Handover::new();
+        let mut marked = Response::new(crate::body::full("x"));
+        marked.extensions_mut().insert(Streams);
+        let (_client, server) = tokio::io::duplex(64);
+        let conn = HeadAtShutdown {
+            shut: false,
+            resp: handover.take(marked),
+            io: Watched::new(server, handover.clone()),
+        };
+        let caps = Caps::new(Bounds {
+            connections: 1,
+            unauthenticated: 1,
+            unauthenticated_per_address: 1,
+            streams_per_tenant: 1,
+        });
+        let drain = CancellationToken::new();
+        drain.cancel();
+        let served = UntilDrained {
+            conn: Some(conn),
+            stopped: drain.cancelled_owned(),
+            shutdown: Some(|c: Pin<&mut HeadAtShutdown>| c.get_mut().shut = true),
+            release: |c: HeadAtShutdown| Some(c.io.into_inner()),
+            handover,
+            stall_limit: Duration::from_secs(60),
+            slot: caps.connect([127, 0, 0, 1].into()).expect("slot"),
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let polled = std::pin::pin!(served).poll(&mut cx);
+        assert!(
+            matches!(polled, Poll::Ready(Some(_))),
+            "handed over in the same poll: nothing would wake the connection again"
+        );
+    }
+}
