@@ -298,8 +298,8 @@ const H2_MAX_STREAMS: u32 = 256;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::Streams;
     use crate::caps::{Bounds, Caps};
+    use crate::stream_out::Streams;
     use http::Response;
     use http_body::Body as _;
     use tokio::io::DuplexStream;

@@ -17,19 +17,24 @@
 //! [`stall_limit`]) while bytes wait for it is gone too: its connection is closed, and what its
 //! stream held (up to `client_queue_bytes`) with it.
 
-use crate::body::{Body, BoxError, Streams};
+use crate::body::{Body, BoxError};
 use crate::caps::Connection;
 use bytes::{Buf, Bytes};
 use http::{Method, Request, Response, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Duration, Sleep};
+
+/// Marks a response whose body is a long-lived event stream, which an HTTP/1.1 connection
+/// writes itself once hyper has sent the head.
+#[derive(Clone, Copy, Debug)]
+pub struct Streams;
 
 /// Most bytes read and dropped after the request of a handed-over stream before its
 /// connection is closed.
@@ -77,12 +82,12 @@ impl Handover {
         if resp.extensions_mut().remove::<Streams>().is_none() {
             return resp;
         }
-        let placed = self
-            .step
-            .compare_exchange(NONE, PLACED, Ordering::AcqRel, Ordering::Acquire);
         let Ok(mut slot) = self.body.lock() else {
             return resp;
         };
+        let placed = self
+            .step
+            .compare_exchange(NONE, PLACED, Ordering::AcqRel, Ordering::Acquire);
         if placed.is_err() {
             return resp;
         }
@@ -195,57 +200,37 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// One chunk on its way out: its size line, its data, and what follows the data.
+/// What follows a chunk's data.
+const CRLF: &[u8] = b"\r\n";
+
+/// One chunk on its way out: its size line, its data, and the CRLF after the data.
 struct Out {
     line: [u8; 20],
     line_len: usize,
     data: Bytes,
-    tail: &'static [u8],
     /// Bytes of the three already written.
     written: usize,
 }
 
 impl Out {
-    /// The chunk carrying `data` (not empty).
+    /// The chunk carrying `data`; with no data, the last chunk, which ends the body.
     fn chunk(data: Bytes) -> Out {
         let mut line = [0u8; 20];
-        let mut len = data.len();
-        let mut digits = 0;
-        while len > 0 || digits == 0 {
-            digits += 1;
-            len >>= 4;
-        }
-        let mut n = data.len();
-        for i in (0..digits).rev() {
-            line[i] = b"0123456789abcdef"[n & 0xf];
-            n >>= 4;
-        }
-        line[digits..digits + 2].copy_from_slice(b"\r\n");
+        let mut at = &mut line[..];
+        // A usize in hex and CRLF take at most 18 bytes: the write cannot fail.
+        let _ = write!(at, "{:x}\r\n", data.len());
+        let line_len = 20 - at.len();
         Out {
             line,
-            line_len: digits + 2,
+            line_len,
             data,
-            tail: b"\r\n",
-            written: 0,
-        }
-    }
-
-    /// The last chunk, which ends the body.
-    fn last() -> Out {
-        let mut line = [0u8; 20];
-        line[..3].copy_from_slice(b"0\r\n");
-        Out {
-            line,
-            line_len: 3,
-            data: Bytes::new(),
-            tail: b"\r\n",
             written: 0,
         }
     }
 
     /// What is left to write, as up to three slices.
     fn slices(&self) -> ([IoSlice<'_>; 3], usize) {
-        let parts: [&[u8]; 3] = [&self.line[..self.line_len], &self.data, self.tail];
+        let parts: [&[u8]; 3] = [&self.line[..self.line_len], &self.data, CRLF];
         let mut out = [IoSlice::new(&[]); 3];
         let (mut skip, mut n) = (self.written, 0);
         for part in parts {
@@ -261,7 +246,7 @@ impl Out {
     }
 
     fn done(&self) -> bool {
-        self.written == self.line_len + self.data.len() + self.tail.len()
+        self.written == self.line_len + self.data.len() + CRLF.len()
     }
 }
 
@@ -354,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Streaming<S> {
             self.out = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => {
                     self.ended = true;
-                    Some(Out::last())
+                    Some(Out::chunk(Bytes::new()))
                 }
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.has_remaining() => Some(Out::chunk(data)),

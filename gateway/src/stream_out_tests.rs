@@ -99,7 +99,7 @@ fn a_chunk_is_framed_with_its_size_in_hex() {
     assert_eq!(&framed(4096)[..6], b"1000\r\n");
     assert_eq!(&framed(65_535)[..6], b"ffff\r\n");
     assert_eq!(framed(65_535).len(), 6 + 65_535 + 2);
-    let last = Out::last();
+    let last = Out::chunk(Bytes::new());
     let (slices, n) = last.slices();
     assert_eq!(n, 2);
     assert_eq!((&*slices[0], &*slices[1]), (&b"0\r\n"[..], &b"\r\n"[..]));

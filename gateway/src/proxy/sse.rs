@@ -407,7 +407,7 @@ fn response(
     };
     let body = SseBody::new(client.rx, client.end, own, timers, open, Some(left), finish);
     let mut resp = Response::new(body.boxed());
-    resp.extensions_mut().insert(crate::body::Streams);
+    resp.extensions_mut().insert(crate::stream_out::Streams);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
