@@ -22,8 +22,28 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Where a pooled connection goes: TLS or not, and the upstream's authority.
-type Key = (bool, Authority);
+/// Where a pooled connection goes: TLS or not, and the upstream's authority, compared and
+/// hashed as the text it is (`Authority`'s own hash feeds its bytes one at a time, lowercased).
+#[derive(Clone)]
+struct Key {
+    tls: bool,
+    authority: Authority,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.tls == other.tls && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.tls.hash(state);
+        self.authority.as_str().hash(state);
+    }
+}
 
 struct Idle {
     sender: SendRequest<Body>,
@@ -45,7 +65,7 @@ pub struct Settings {
 
 /// Idle connections by upstream.
 pub struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle: Mutex<HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>>,
     reaper: std::sync::Once,
     settings: Settings,
 }
@@ -60,7 +80,7 @@ impl Pool {
     /// An empty pool.
     pub fn new(settings: Settings) -> Arc<Pool> {
         Arc::new(Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             reaper: std::sync::Once::new(),
             settings,
         })
@@ -187,7 +207,10 @@ async fn reap(pool: Weak<Pool>, every: Duration) {
 
 fn key_of(uri: &Uri) -> Result<Key, String> {
     let authority = uri.authority().ok_or("the upstream URI has no host")?;
-    Ok((uri.scheme_str() == Some("https"), authority.clone()))
+    Ok(Key {
+        tls: uri.scheme_str() == Some("https"),
+        authority: authority.clone(),
+    })
 }
 
 /// `uri`'s path and query alone (already parsed: shared, not parsed again).

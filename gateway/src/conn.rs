@@ -8,7 +8,7 @@
 use crate::app::Gateway;
 use crate::caps::Connection;
 use crate::stream_out::{self, Handover, Streaming, Watched};
-use crate::wire::{head, prefixed, Guarded, Prefixed, Refusal};
+use crate::wire::{prefixed, Guarded, Prefixed, Refusal};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -195,7 +195,6 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size((header_bytes * 2).max(8192))
-        .max_headers(head::MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service_fn(svc))
         .with_upgrades();
     UntilDrained {

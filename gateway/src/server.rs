@@ -4,7 +4,7 @@
 use crate::admin::{self, Admin};
 use crate::app::Gateway;
 use crate::caps::Cap;
-use crate::wire::{head, Guarded, Refusal};
+use crate::wire::{Guarded, Refusal};
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -287,7 +287,6 @@ async fn serve_admin(admin: Arc<Admin>, listener: TcpListener) {
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .max_headers(head::MAX_HEADERS)
                 .serve_connection(TokioIo::new(io), svc)
                 .await;
         });

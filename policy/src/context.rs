@@ -322,7 +322,7 @@ fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
         }
         // A token bounds the tenant and env (membership) rather than supplying them.
         if !matches!(f, Field::Tenant | Field::Env) {
-            if let Some(v) = src.token.and_then(|t| t.str(f.key())) {
+            if let Some(v) = src.token.and_then(|t| t.field(f)) {
                 slot.push(credential_value(v, f.key(), ErrorCode::TokenInvalid)?);
             }
         }

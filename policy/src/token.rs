@@ -6,6 +6,7 @@
 //! that merely overlaps, ignores `crit`, `jku`, `x5u`, `jwk` and `x5c`, keeps the last of duplicate
 //! claims and has no size limit. Every one of those is closed here.
 
+use crate::field::Field;
 use crate::keys::{Key, KeySet};
 use crate::strict_json::{parse_object, StrictJsonError};
 use crate::{b64url_decode, Denial, ErrorCode};
@@ -127,14 +128,42 @@ pub struct Claims {
     pub tenants: Vec<String>,
     /// `env` claim, if any.
     pub env: Option<String>,
-    /// Every claim, for the context fields a token may carry (`mode`, `project_id`, ...).
+    /// Every claim.
     pub all: Map<String, Value>,
+    /// The string claims named like a context field (`mode`, `project_id`, ...), read out of
+    /// `all` once: a verified token is kept and its fields read on every request.
+    fields: [Option<String>; Field::ALL.len()],
 }
 
 impl Claims {
+    /// Claims from their parts; the context fields are read out of `all`.
+    pub fn new(
+        sub: String,
+        exp: u64,
+        tenants: Vec<String>,
+        env: Option<String>,
+        all: Map<String, Value>,
+    ) -> Claims {
+        let fields =
+            Field::ALL.map(|f| all.get(f.key()).and_then(Value::as_str).map(str::to_owned));
+        Claims {
+            sub,
+            exp,
+            tenants,
+            env,
+            all,
+            fields,
+        }
+    }
+
     /// A string claim by name.
     pub fn str(&self, name: &str) -> Option<&str> {
         self.all.get(name).and_then(Value::as_str)
+    }
+
+    /// The string claim named like context field `f` ([`Field::key`]), if any.
+    pub fn field(&self, f: Field) -> Option<&str> {
+        self.fields[f.index()].as_deref()
     }
 }
 
@@ -349,11 +378,5 @@ fn claims_of(jwt: VerifiedJwt) -> Result<Claims, TokenError> {
         Some(Value::String(e)) => Some(e.clone()),
         Some(_) => return Err(TokenError::Claim("env")),
     };
-    Ok(Claims {
-        sub,
-        exp: jwt.exp,
-        tenants,
-        env,
-        all,
-    })
+    Ok(Claims::new(sub, jwt.exp, tenants, env, all))
 }

@@ -29,13 +29,13 @@ fn token(extra: serde_json::Value) -> Claims {
             .collect(),
         _ => vec![],
     };
-    Claims {
-        sub: all["sub"].as_str().expect("sub").into(),
-        exp: 2_000_000_000,
+    Claims::new(
+        all["sub"].as_str().expect("sub").into(),
+        2_000_000_000,
         tenants,
-        env: all.get("env").and_then(|e| e.as_str()).map(String::from),
-        all: all.as_object().expect("obj").clone(),
-    }
+        all.get("env").and_then(|e| e.as_str()).map(String::from),
+        all.as_object().expect("obj").clone(),
+    )
 }
 
 fn ticket() -> TicketClaims {

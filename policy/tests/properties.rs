@@ -45,9 +45,9 @@ proptest! {
         let names = ["x-tenant-id", "x-mode", "x-project-id", "x-app-id", "x-surface-id", "x-env",
                      "x-workspace-id", "x-canvas-id", "x-projection-id", "x-panel-id", "x-request-id", "traceparent"];
         let headers: Vec<(&str, Vec<u8>)> = values.into_iter().map(|(i, v)| (names[i], v)).collect();
-        let claims = railgate_policy::token::Claims {
-            sub: "u".into(), exp: 1, tenants: vec!["t".into()], env: None, all: Default::default(),
-        };
+        let claims = railgate_policy::token::Claims::new(
+            "u".into(), 1, vec!["t".into()], None, Default::default(),
+        );
         let modes = vec!["lab".to_string()];
         let policy = ContextPolicy { gateway_env: "dev", allowed_modes: &modes, require: &[Field::Tenant, Field::Mode] };
         let src = Sources {

@@ -169,6 +169,23 @@ async fn every_ambiguous_or_broken_head_is_refused_with_the_envelope() {
 }
 
 #[tokio::test]
+async fn a_head_with_as_many_fields_as_the_gateway_reads_is_served() {
+    // The guard refuses a 101st field; hyper, which parses what passes, must take 100.
+    let s = Stack::start("");
+    let th = s.thread("t_a").await;
+    let tok = token("t_a", "u1", json!({}));
+    let fields: String = (0..96).map(|i| format!("X-{i}: v\r\n")).collect();
+    let bytes = format!(
+        "GET /chat/threads/{th}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\
+         X-Tenant-Id: t_a\r\nConnection: close\r\n{fields}\r\n"
+    );
+    let got = raw_exchange(&s.addr(), bytes.as_bytes(), WAIT).await;
+    assert_eq!(got.responses.len(), 1, "{got:?}");
+    assert_eq!(got.responses[0].status, 200, "{got:?}");
+    assert!(got.closed);
+}
+
+#[tokio::test]
 async fn a_pipelined_refusal_is_answered_after_the_earlier_requests() {
     let s = Stack::start("");
     let th = s.thread("t_a").await;

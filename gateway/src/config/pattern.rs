@@ -88,16 +88,13 @@ impl Pattern {
     /// Matches a request path. Variables must have the syntax of a context value.
     pub fn matches(&self, path: &str) -> Option<Captures> {
         let rest = path.strip_prefix('/')?;
-        let parts: Vec<&str> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect()
-        };
-        if parts.len() < self.segments.len() || (!self.tail && parts.len() != self.segments.len()) {
-            return None;
-        }
+        // Segments of `rest` (none when it is empty), read as the pattern's are matched.
+        let mut parts = rest.split('/').filter(|_| !rest.is_empty());
         let mut caps = Captures::default();
-        for (seg, part) in self.segments.iter().zip(&parts) {
+        let mut consumed = 0;
+        for seg in &self.segments {
+            let part = parts.next()?;
+            consumed += part.len() + 1;
             match seg {
                 Segment::Literal(l) if l == part => {}
                 Segment::Literal(_) => return None,
@@ -105,17 +102,18 @@ impl Pattern {
                     if !railgate_policy::field::valid_value(part.as_bytes()) {
                         return None;
                     }
-                    caps.vars.push((name.clone(), (*part).to_owned()));
+                    caps.vars.push((name.clone(), part.to_owned()));
                 }
             }
         }
-        if self.tail {
-            let tail = parts[self.segments.len()..].join("/");
-            if tail.split('/').any(|s| s == ".." || s == ".") {
-                return None;
-            }
-            caps.tail = Some(tail);
+        if !self.tail {
+            return parts.next().is_none().then_some(caps);
         }
+        let tail = rest.get(consumed..).unwrap_or_default();
+        if tail.split('/').any(|s| s == ".." || s == ".") {
+            return None;
+        }
+        caps.tail = Some(tail.to_owned());
         Some(caps)
     }
 

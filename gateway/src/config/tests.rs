@@ -176,6 +176,74 @@ fn patterns_match_vars_and_tails() {
     assert!(Pattern::parse("/a/{}").is_err());
 }
 
+/// The matching rule written plainly (every segment collected first), for comparison.
+fn plain_match(pattern: &str, path: &str) -> Option<pattern::Captures> {
+    let mut segs: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let tail = segs.last() == Some(&"**");
+    if tail {
+        segs.pop();
+    }
+    let rest = path.strip_prefix('/')?;
+    let parts: Vec<&str> = match rest.is_empty() {
+        true => Vec::new(),
+        false => rest.split('/').collect(),
+    };
+    if parts.len() < segs.len() || (!tail && parts.len() != segs.len()) {
+        return None;
+    }
+    let mut caps = pattern::Captures::default();
+    for (seg, part) in segs.iter().zip(&parts) {
+        match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) if railgate_policy::field::valid_value(part.as_bytes()) => {
+                caps.vars.push((name.to_owned(), (*part).to_owned()))
+            }
+            Some(_) => return None,
+            None if seg == part => {}
+            None => return None,
+        }
+    }
+    if tail {
+        let t = parts[segs.len()..].join("/");
+        if t.split('/').any(|s| s == ".." || s == ".") {
+            return None;
+        }
+        caps.tail = Some(t);
+    }
+    Some(caps)
+}
+
+#[test]
+fn matching_agrees_with_the_plain_rule_on_every_short_path() {
+    let words = ["", "chat", "threads", "th1", "..", ".", "a b", "sse"];
+    let mut paths = vec![String::new()];
+    let mut level = vec![String::new()];
+    for _ in 0..5 {
+        level = level
+            .iter()
+            .flat_map(|p| words.iter().map(move |w| format!("{p}/{w}")))
+            .collect();
+        paths.extend(level.iter().cloned());
+    }
+    paths.push("chat/threads/th1".into());
+    let patterns = [
+        "/chat/threads/{thread_id}/**",
+        "/chat/threads",
+        "/sse/chat/{thread_id}",
+        "/**",
+        "/chat/{thread_id}/{x}",
+    ];
+    for text in patterns {
+        let p = Pattern::parse(text).expect("pattern");
+        for path in &paths {
+            assert_eq!(
+                p.matches(path),
+                plain_match(text, path),
+                "{text} on {path:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn templates_render_from_captures() {
     let p = Pattern::parse("/sse/chat/{thread_id}").expect("ok");

@@ -8,7 +8,9 @@
 
 use railgate_policy::ErrorCode;
 
-/// Most header fields in one head (hyper is configured with the same number).
+/// Most header fields in one head: hyper's own default, which is left in place (naming it in
+/// hyper's builder, even with the same number, makes hyper fill its header arrays element by
+/// element for every request).
 pub const MAX_HEADERS: usize = 100;
 
 /// Most empty lines (CRLF) skipped before a request line.
