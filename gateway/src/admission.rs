@@ -188,12 +188,13 @@ pub fn context(
     caller: &Caller<'_>,
     verified: &Verified,
 ) -> Result<RequestContext, Denial> {
+    let live = gw.live();
     let policy = ContextPolicy {
-        gateway_env: &gw.live().config.env,
-        allowed_modes: &gw.live().config.allowed_modes,
+        gateway_env: &live.config.env,
+        allowed_modes: &live.config.allowed_modes,
         require,
     };
-    let headers = Headers(caller.headers);
+    let headers = FieldHeaders::scan(caller.headers);
     let sources = Sources {
         headers: &headers,
         token: verified.token.as_deref(),
@@ -240,9 +241,19 @@ pub async fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denia
 /// `http::HeaderMap` seen by the policy crate.
 pub struct Headers<'a>(pub &'a HeaderMap);
 
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 impl HeaderSource for Headers<'_> {
     fn values(&self, name: &str) -> Values<'_> {
-        self.all(name)
+        // The names asked for on every request, made once (a name's text is parsed per lookup).
+        match name {
+            "x-request-id" => self.all(X_REQUEST_ID),
+            "traceparent" => self.all(TRACEPARENT),
+            _ => self.all(name),
+        }
     }
 
     fn field_values(&self, field: Field) -> Values<'_> {
@@ -253,6 +264,46 @@ impl HeaderSource for Headers<'_> {
 impl Headers<'_> {
     fn all(&self, name: impl http::header::AsHeaderName) -> Values<'_> {
         Values::of(self.0.get_all(name).iter().map(|v| v.as_bytes()))
+    }
+}
+
+/// Request headers with the context fields' headers found in one pass over them (rather than
+/// ten lookups, each hashing a name).
+struct FieldHeaders<'a> {
+    all: Headers<'a>,
+    fields: [Values<'a>; Field::ALL.len()],
+}
+
+impl<'a> FieldHeaders<'a> {
+    fn scan(map: &'a HeaderMap) -> FieldHeaders<'a> {
+        let mut fields = [Values::None; Field::ALL.len()];
+        for (name, value) in map {
+            let name = name.as_str();
+            if !name.starts_with("x-") {
+                continue;
+            }
+            if let Some(f) = Field::ALL.into_iter().find(|f| f.header() == name) {
+                let slot = &mut fields[f.index()];
+                *slot = match slot {
+                    Values::None => Values::One(value.as_bytes()),
+                    _ => Values::Several,
+                };
+            }
+        }
+        FieldHeaders {
+            all: Headers(map),
+            fields,
+        }
+    }
+}
+
+impl HeaderSource for FieldHeaders<'_> {
+    fn values(&self, name: &str) -> Values<'_> {
+        self.all.values(name)
+    }
+
+    fn field_values(&self, field: Field) -> Values<'_> {
+        self.fields[field.index()]
     }
 }
 
@@ -269,13 +320,13 @@ pub fn field_header(field: Field) -> &'static HeaderName {
 /// The trace id before the context is verified (used by early rejections): a well-formed single
 /// `X-Request-Id`, else a valid `traceparent`'s trace-id, else a fresh random id.
 pub fn early_trace_id(headers: &HeaderMap) -> String {
-    let mut ids = headers.get_all("x-request-id").iter();
+    let mut ids = headers.get_all(X_REQUEST_ID).iter();
     if let (Some(one), None) = (ids.next(), ids.next()) {
         if valid_value(one.as_bytes()) {
             return String::from_utf8_lossy(one.as_bytes()).into_owned();
         }
     }
-    let mut parents = headers.get_all("traceparent").iter();
+    let mut parents = headers.get_all(TRACEPARENT).iter();
     if let (Some(one), None) = (parents.next(), parents.next()) {
         if let Some(t) = traceparent_trace_id(one.as_bytes()) {
             return t.to_owned();
@@ -323,5 +374,27 @@ mod tests {
         assert_eq!(headers.field_values(Field::Tenant), Values::Several);
         assert_eq!(headers.field_values(Field::App), Values::One(b"app"));
         assert_eq!(headers.field_values(Field::Mode), Values::None);
+    }
+
+    #[test]
+    fn one_pass_over_the_headers_finds_what_a_lookup_per_field_finds() {
+        let mut h = HeaderMap::new();
+        h.append("X-Tenant-Id", http::HeaderValue::from_static("t_a"));
+        h.append("x-tenant-id", http::HeaderValue::from_static("t_b"));
+        h.insert("X-App-Id", http::HeaderValue::from_static("app"));
+        h.insert("x-panel-id", http::HeaderValue::from_static("p1"));
+        h.insert("x-env-extra", http::HeaderValue::from_static("no"));
+        h.insert("x-request-id", http::HeaderValue::from_static("r1"));
+        h.insert("host", http::HeaderValue::from_static("x"));
+        for _ in 0..3 {
+            h.append("x-mode", http::HeaderValue::from_static("lab"));
+        }
+        let (scanned, looked_up) = (FieldHeaders::scan(&h), Headers(&h));
+        for f in Field::ALL {
+            assert_eq!(scanned.field_values(f), looked_up.field_values(f), "{f:?}");
+        }
+        assert_eq!(scanned.field_values(Field::Panel), Values::One(b"p1"));
+        assert_eq!(scanned.field_values(Field::Mode), Values::Several);
+        assert_eq!(scanned.values("x-request-id"), Values::One(b"r1"));
     }
 }

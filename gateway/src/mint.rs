@@ -97,10 +97,13 @@ pub fn random_hex_id() -> String {
 /// the formatting machinery (ids are minted on every request).
 pub fn push_hex(out: &mut String, value: u128, digits: u32) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        let nibble = value.checked_shr(4 * i).unwrap_or(0) & 0xf;
-        out.push(char::from(HEX[nibble as usize]));
+    let mut text = [b'0'; 32];
+    let digits = digits.min(32) as usize;
+    for (i, d) in text[32 - digits..].iter_mut().rev().enumerate() {
+        *d = HEX[((value >> (4 * i)) & 0xf) as usize];
     }
+    // Hex digits only: always UTF-8.
+    out.push_str(std::str::from_utf8(&text[32 - digits..]).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -175,8 +175,22 @@ impl RequestContext {
     }
 }
 
-/// Candidate values of one field, in precedence order: header, hello, ticket, token.
-type Candidates = [Vec<String>; 10];
+/// What the sources say of one field, read in precedence order (header, path, hello, ticket,
+/// token): the first value, and whether any later one differs from it.
+#[derive(Clone, Copy, Default)]
+struct Candidates<'a> {
+    first: Option<&'a str>,
+    differs: bool,
+}
+
+impl<'a> Candidates<'a> {
+    fn add(&mut self, v: &'a str) {
+        match self.first {
+            None => self.first = Some(v),
+            Some(first) => self.differs |= first != v,
+        }
+    }
+}
 
 /// The syntax rule for context headers alone (each at most once, each a valid value), for a
 /// caller that must refuse malformed headers before the other sources are known (a WebSocket
@@ -194,10 +208,7 @@ pub fn build(policy: &ContextPolicy<'_>, src: &Sources<'_>) -> Result<RequestCon
         return Err(Denial::new(ErrorCode::TokenMissing));
     }
     let candidates = collect(src)?;
-    let mut values: [Option<String>; 10] = Default::default();
-    for f in Field::ALL {
-        values[f.index()] = candidates[f.index()].first().cloned();
-    }
+    let mut values: [Option<String>; 10] = candidates.map(|c| c.first.map(str::to_owned));
     for f in Field::ALL {
         if values[f.index()].is_none() && policy.require.contains(&f) {
             return Err(Denial::new(f.missing_code()));
@@ -211,7 +222,7 @@ pub fn build(policy: &ContextPolicy<'_>, src: &Sources<'_>) -> Result<RequestCon
     let tenant = values[Field::Tenant.index()]
         .clone()
         .ok_or(Denial::new(ErrorCode::TenantMissing))?;
-    check_env(policy, src, &candidates[Field::Env.index()])?;
+    check_env(policy, src, candidates[Field::Env.index()])?;
     values[Field::Env.index()] = Some(policy.gateway_env.to_owned());
     if let Some(token) = src.token {
         if !token.tenants.contains(&tenant) {
@@ -260,9 +271,16 @@ fn field_header_value(headers: &dyn HeaderSource, f: Field) -> Result<Option<Str
 }
 
 fn one_value(values: Values<'_>, name: &str) -> Result<Option<String>, Denial> {
+    Ok(one_str(values, name)?.map(str::to_owned))
+}
+
+/// A single valid value (ASCII, so text as it is), or why not.
+fn one_str<'a>(values: Values<'a>, name: &str) -> Result<Option<&'a str>, Denial> {
     match values {
         Values::None => Ok(None),
-        Values::One(one) if valid_value(one) => Ok(Some(String::from_utf8_lossy(one).into_owned())),
+        Values::One(one) if valid_value(one) => Ok(Some(
+            std::str::from_utf8(one).map_err(|_| invalid(name, "is malformed"))?,
+        )),
         Values::One(_) => Err(invalid(name, "is malformed")),
         Values::Several => Err(invalid(name, "was sent more than once")),
     }
@@ -270,18 +288,22 @@ fn one_value(values: Values<'_>, name: &str) -> Result<Option<String>, Denial> {
 
 /// A hello context value, syntax-checked.
 fn hello_value(hello: Option<&Hello>, key: &str) -> Result<Option<String>, Denial> {
+    Ok(hello_str(hello, key)?.map(str::to_owned))
+}
+
+fn hello_str<'a>(hello: Option<&'a Hello>, key: &str) -> Result<Option<&'a str>, Denial> {
     match hello.and_then(|h| h.context.get(key)) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if valid_value(s.as_bytes()) => Ok(Some(s.clone())),
+        Some(Value::String(s)) if valid_value(s.as_bytes()) => Ok(Some(s)),
         Some(_) => Err(invalid(key, "in hello is malformed")),
     }
 }
 
 /// A context value a credential carries: the same syntax rule as a header, or the credential is
 /// invalid (`code`).
-fn credential_value(v: &str, key: &str, code: ErrorCode) -> Result<String, Denial> {
+fn credential_value<'a>(v: &'a str, key: &str, code: ErrorCode) -> Result<&'a str, Denial> {
     if valid_value(v.as_bytes()) {
-        Ok(v.to_owned())
+        Ok(v)
     } else {
         Err(Denial::with_message(
             code,
@@ -302,11 +324,13 @@ fn ticket_value(ticket: &TicketClaims, field: Field) -> Option<&str> {
     }
 }
 
-fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
-    let mut out: Candidates = Default::default();
+fn collect<'a>(src: &Sources<'a>) -> Result<[Candidates<'a>; 10], Denial> {
+    let mut out = [Candidates::default(); 10];
     for f in Field::ALL {
         let slot = &mut out[f.index()];
-        slot.extend(field_header_value(src.headers, f)?);
+        if let Some(v) = one_str(src.headers.field_values(f), f.header())? {
+            slot.add(v);
+        }
         for (_, v) in src.path_fields.iter().filter(|(pf, _)| *pf == f) {
             if !valid_value(v.as_bytes()) {
                 return Err(Denial::with_message(
@@ -314,39 +338,42 @@ fn collect(src: &Sources<'_>) -> Result<Candidates, Denial> {
                     format!("{} in the path is malformed", f.key()),
                 ));
             }
-            slot.push((*v).to_owned());
+            slot.add(v);
         }
-        slot.extend(hello_value(src.hello, f.key())?);
+        if let Some(v) = hello_str(src.hello, f.key())? {
+            slot.add(v);
+        }
         if let Some(v) = src.ticket.and_then(|t| ticket_value(t, f)) {
-            slot.push(credential_value(v, f.key(), ErrorCode::TicketInvalid)?);
+            slot.add(credential_value(v, f.key(), ErrorCode::TicketInvalid)?);
         }
         // A token bounds the tenant and env (membership) rather than supplying them.
         if !matches!(f, Field::Tenant | Field::Env) {
             if let Some(v) = src.token.and_then(|t| t.field(f)) {
-                slot.push(credential_value(v, f.key(), ErrorCode::TokenInvalid)?);
+                slot.add(credential_value(v, f.key(), ErrorCode::TokenInvalid)?);
             }
         }
     }
     Ok(out)
 }
 
-fn check_env(policy: &ContextPolicy<'_>, src: &Sources<'_>, sent: &[String]) -> Result<(), Denial> {
+/// Every env a source names (and the token's) must be the gateway's: the first sent and any
+/// other that differs from it.
+fn check_env(
+    policy: &ContextPolicy<'_>,
+    src: &Sources<'_>,
+    sent: Candidates<'_>,
+) -> Result<(), Denial> {
     let token_env = src.token.and_then(|t| t.env.as_deref());
-    if sent
-        .iter()
-        .map(String::as_str)
-        .chain(token_env)
-        .any(|e| e != policy.gateway_env)
-    {
+    let wrong = |e: Option<&str>| e.is_some_and(|e| e != policy.gateway_env);
+    if wrong(sent.first) || sent.differs || wrong(token_env) {
         return Err(Denial::new(ErrorCode::EnvMismatch));
     }
     Ok(())
 }
 
-fn check_agreement(candidates: &Candidates) -> Result<(), Denial> {
+fn check_agreement(candidates: &[Candidates<'_>; 10]) -> Result<(), Denial> {
     for f in Field::ALL {
-        let c = &candidates[f.index()];
-        if c.iter().any(|v| *v != c[0]) {
+        if candidates[f.index()].differs {
             return Err(Denial::with_message(
                 ErrorCode::ContextMismatch,
                 format!("{} differs between its sources", f.key()),
@@ -361,11 +388,11 @@ fn user_id(src: &Sources<'_>) -> Result<String, Denial> {
         (Some(t), Some(k)) if t.sub != k.sub => {
             return Err(mismatch("ticket subject differs from token"))
         }
-        (Some(t), _) => credential_value(&t.sub, "sub", ErrorCode::TokenInvalid)?,
-        (None, Some(k)) => credential_value(&k.sub, "sub", ErrorCode::TicketInvalid)?,
+        (Some(t), _) => credential_value(&t.sub, "sub", ErrorCode::TokenInvalid)?.to_owned(),
+        (None, Some(k)) => credential_value(&k.sub, "sub", ErrorCode::TicketInvalid)?.to_owned(),
         (None, None) => return Err(Denial::new(ErrorCode::TokenMissing)),
     };
-    if let Some(claimed) = hello_value(src.hello, "user_id")? {
+    if let Some(claimed) = hello_str(src.hello, "user_id")? {
         if claimed != sub {
             return Err(mismatch("user_id differs from the credential's subject"));
         }

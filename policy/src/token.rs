@@ -133,6 +133,8 @@ pub struct Claims {
     /// The string claims named like a context field (`mode`, `project_id`, ...), read out of
     /// `all` once: a verified token is kept and its fields read on every request.
     fields: [Option<String>; Field::ALL.len()],
+    /// `nbf`, read out of `all` once (for the same reason).
+    nbf: Option<u64>,
 }
 
 impl Claims {
@@ -146,6 +148,7 @@ impl Claims {
     ) -> Claims {
         let fields =
             Field::ALL.map(|f| all.get(f.key()).and_then(Value::as_str).map(str::to_owned));
+        let nbf = numeric_date(&all, "nbf").ok().flatten();
         Claims {
             sub,
             exp,
@@ -153,6 +156,7 @@ impl Claims {
             env,
             all,
             fields,
+            nbf,
         }
     }
 
@@ -215,7 +219,7 @@ pub fn verify_signed(
 /// Whether verified claims are still in force at `now`: the `exp` and `nbf` rule of [`verify`],
 /// for a token verified before and remembered.
 pub fn times_valid(claims: &Claims, now: u64, leeway: u64) -> Result<(), TokenError> {
-    check_times(&claims.all, now, leeway).map(|_| ())
+    within(claims.exp, claims.nbf, now, leeway)
 }
 
 fn decode_object(segment: &str) -> Result<Map<String, Value>, TokenError> {
@@ -318,15 +322,19 @@ fn numeric_date(
 fn check_times(claims: &Map<String, Value>, now: u64, leeway: u64) -> Result<u64, TokenError> {
     let exp = numeric_date(claims, "exp")?.ok_or(TokenError::Claim("exp"))?;
     let nbf = numeric_date(claims, "nbf")?;
+    within(exp, nbf, now, leeway)?;
+    Ok(exp)
+}
+
+/// `now` is before `exp` and not before `nbf`, each with `leeway`.
+fn within(exp: u64, nbf: Option<u64>, now: u64, leeway: u64) -> Result<(), TokenError> {
     if now >= exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }
-    if let Some(nbf) = nbf {
-        if now.saturating_add(leeway) < nbf {
-            return Err(TokenError::NotYetValid);
-        }
+    if nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
+        return Err(TokenError::NotYetValid);
     }
-    Ok(exp)
+    Ok(())
 }
 
 fn check_issuer_audience(claims: &Map<String, Value>, rules: &Rules) -> Result<(), TokenError> {

@@ -3,7 +3,7 @@
 //! clients is dropped, and forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
 //! `X-Original-URL`, …) are the gateway's own unless the peer is a trusted front proxy.
 
-use crate::admission::field_header;
+use crate::admission::{field_header, TRACEPARENT, X_REQUEST_ID};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use railgate_policy::field::traceparent_trace_id;
@@ -26,8 +26,6 @@ const HOP_BY_HOP: &[&str] = &[
 const CONTEXT_HEADERS: &[&str] = &["x-user-id", "x-request-id", "traceparent", "tracestate"];
 
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that say where a request came from or what it asked for before a proxy rewrote it.

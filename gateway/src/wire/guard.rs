@@ -37,7 +37,9 @@ impl Refusal {
 
     /// The refusal `headers` stand for, when they are this connection's stand-in.
     pub fn claim(&self, headers: &http::HeaderMap) -> Option<Denial> {
-        let nonce = headers.get(STAND_IN_HEADER)?;
+        // (A name made once: looking one up by its text parses the text on every request.)
+        const NAME: http::HeaderName = http::HeaderName::from_static(STAND_IN_HEADER);
+        let nonce = headers.get(NAME)?;
         if nonce.as_bytes() != self.nonce.as_bytes() {
             return None;
         }
