@@ -361,12 +361,22 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Headers as `pairs` sends them, in order (a name may repeat).
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, http::HeaderValue::from_static(value));
+        }
+        h
+    }
+
     #[test]
     fn a_fields_header_is_found_by_its_made_name_as_by_its_text() {
-        let mut h = HeaderMap::new();
-        h.append("X-Tenant-Id", http::HeaderValue::from_static("t_a"));
-        h.append("x-tenant-id", http::HeaderValue::from_static("t_b"));
-        h.insert("X-App-Id", http::HeaderValue::from_static("app"));
+        let h = headers(&[
+            ("X-Tenant-Id", "t_a"),
+            ("x-tenant-id", "t_b"),
+            ("X-App-Id", "app"),
+        ]);
         let headers = Headers(&h);
         for f in Field::ALL {
             assert_eq!(headers.field_values(f), headers.values(f.header()), "{f:?}");
@@ -378,17 +388,18 @@ mod tests {
 
     #[test]
     fn one_pass_over_the_headers_finds_what_a_lookup_per_field_finds() {
-        let mut h = HeaderMap::new();
-        h.append("X-Tenant-Id", http::HeaderValue::from_static("t_a"));
-        h.append("x-tenant-id", http::HeaderValue::from_static("t_b"));
-        h.insert("X-App-Id", http::HeaderValue::from_static("app"));
-        h.insert("x-panel-id", http::HeaderValue::from_static("p1"));
-        h.insert("x-env-extra", http::HeaderValue::from_static("no"));
-        h.insert("x-request-id", http::HeaderValue::from_static("r1"));
-        h.insert("host", http::HeaderValue::from_static("x"));
-        for _ in 0..3 {
-            h.append("x-mode", http::HeaderValue::from_static("lab"));
-        }
+        let h = headers(&[
+            ("X-Tenant-Id", "t_a"),
+            ("x-tenant-id", "t_b"),
+            ("X-App-Id", "app"),
+            ("x-panel-id", "p1"),
+            ("x-env-extra", "no"),
+            ("x-request-id", "r1"),
+            ("host", "x"),
+            ("x-mode", "lab"),
+            ("x-mode", "lab"),
+            ("x-mode", "lab"),
+        ]);
         let (scanned, looked_up) = (FieldHeaders::scan(&h), Headers(&h));
         for f in Field::ALL {
             assert_eq!(scanned.field_values(f), looked_up.field_values(f), "{f:?}");
