@@ -55,9 +55,9 @@ GW=$(ready "$DIR/gw.out")
 URL="http://$GW/chat/threads/$TH/messages"
 H=(-H "Authorization: Bearer $TOK" -H "X-Tenant-Id: t_bench")
 wrk -t1 -c10 -d3s "${H[@]}" "$URL" >/dev/null
-callgrind_control -z "$REL/railgate" >/dev/null
+callgrind_control -z "$REL/railgate" >/dev/null 2>&1
 N=$(wrk -t1 -c10 -d"${1:-8}"s "${H[@]}" "$URL" | awk '/requests in/{print $1}')
-callgrind_control -d "$REL/railgate" >/dev/null
+callgrind_control -d "$REL/railgate" >/dev/null 2>&1
 PROFILE=$(ls -t "$DIR"/callgrind.out.* | head -1)
 IR=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
 echo "requests=$N instructions=$IR per_request=$((IR / N)) profile=$PROFILE"
