@@ -14,6 +14,7 @@
 use railgate_policy::RequestContext;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 
 mod stamp;
@@ -56,12 +57,37 @@ pub enum Stamped {
 
 /// One member of a JSON object, as slices of the original text.
 struct Member<'a> {
-    name: String,
+    name: Cow<'a, str>,
     key_raw: &'a str,
     value: &'a RawValue,
 }
 
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A member's name, borrowed from the text unless it has escapes (no allocation per member).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -73,7 +99,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
-                while let Some(k) = map.next_key::<String>()? {
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
                     let v: &'de RawValue = map.next_value()?;
                     out.push((k, v));
                 }
@@ -177,7 +203,10 @@ pub fn prepare(data: &str) -> Prepared<'_> {
     let mut claims = Vec::new();
     for m in members.iter().flatten().filter(|m| m.name == "routing") {
         for r in members_of_value(m.value) {
-            claims.push((r.name, serde_json::from_str::<String>(r.value.get()).ok()));
+            claims.push((
+                r.name.into_owned(),
+                serde_json::from_str::<String>(r.value.get()).ok(),
+            ));
         }
     }
     Prepared {
@@ -231,26 +260,41 @@ impl Prepared<'_> {
     /// When the data is a one-line JSON object without `routing` or `meta` (the common case), the
     /// stamped object is this prefix (`{` + the members + `,`) followed by each stream's
     /// [`Stamp::tail`]: the event is rendered once and every stream only appends its own tail.
-    pub fn shared_prefix(&self) -> Option<String> {
-        let list = self.members.as_ref()?;
+    /// Appends the prefix to `out` and says whether the data allows one (nothing is written when
+    /// it does not).
+    pub fn write_shared_prefix(&self, out: &mut Vec<u8>) -> bool {
+        let Some(list) = self.members.as_ref() else {
+            return false;
+        };
         if list.iter().any(|m| m.name == "routing" || m.name == "meta") {
-            return None;
+            return false;
         }
+        let has_line_end = |t: &str| memchr::memchr2(b'\n', b'\r', t.as_bytes()).is_some();
         if list
             .iter()
-            .any(|m| m.key_raw.contains(['\n', '\r']) || m.value.get().contains(['\n', '\r']))
+            .any(|m| has_line_end(m.key_raw) || has_line_end(m.value.get()))
         {
-            return None;
+            return false;
         }
-        let mut out = String::with_capacity(self.len + 2);
-        out.push('{');
+        out.reserve(self.len + 2);
+        out.push(b'{');
         for m in list {
-            out.push_str(m.key_raw);
-            out.push(':');
-            out.push_str(m.value.get());
-            out.push(',');
+            out.extend_from_slice(m.key_raw.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(m.value.get().as_bytes());
+            out.push(b',');
         }
-        Some(out)
+        true
+    }
+
+    /// [`Prepared::write_shared_prefix`] as a string of its own.
+    #[cfg(test)]
+    pub fn shared_prefix(&self) -> Option<String> {
+        let mut out = Vec::new();
+        match self.write_shared_prefix(&mut out) {
+            true => String::from_utf8(out).ok(),
+            false => None,
+        }
     }
 
     /// Stamps for one stream.
@@ -270,7 +314,7 @@ impl Prepared<'_> {
         let mut first = true;
         let (mut routing_done, mut meta_done) = (false, false);
         for m in list {
-            match m.name.as_str() {
+            match m.name.as_ref() {
                 "routing" => {
                     if !routing_done {
                         push_member(&mut out, &mut first, "\"routing\"", stamp.routing());

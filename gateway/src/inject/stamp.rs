@@ -103,7 +103,7 @@ impl Stamp {
     }
 
     /// `"routing":…,"meta":{"trace_id":…}}`: what this stream appends to an event that carries
-    /// neither member (see [`super::Prepared::shared_prefix`]).
+    /// neither member (see [`super::Prepared::write_shared_prefix`]).
     pub fn tail(&self) -> &str {
         &self.tail
     }

@@ -201,12 +201,12 @@ pub fn chunk_for(
 
 /// An event's fields plus `data: {members,` when its data allows a shared prefix.
 pub fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Bytes> {
-    let prefix = prepared.shared_prefix()?;
-    let mut head = Vec::with_capacity(prefix.len() + 64);
+    let mut head = Vec::with_capacity(ev.data.as_ref().map_or(0, String::len) + 128);
     write_fields(ev, &mut head);
     head.extend_from_slice(b"data: ");
-    head.extend_from_slice(prefix.as_bytes());
-    Some(Bytes::from(head))
+    prepared
+        .write_shared_prefix(&mut head)
+        .then(|| Bytes::from(head))
 }
 
 #[cfg(test)]

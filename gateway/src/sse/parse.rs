@@ -121,11 +121,16 @@ impl Parser {
                 rest = &rest[1..];
             }
         }
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', rest) {
             let ended_by_cr = rest[pos] == b'\r';
-            self.line.extend_from_slice(&rest[..pos]);
-            let line = self.line.split();
-            self.process_line(&line, out)?;
+            if self.line.is_empty() {
+                // The whole line is in this chunk: read in place, not copied.
+                self.process_line(&rest[..pos], out)?;
+            } else {
+                self.line.extend_from_slice(&rest[..pos]);
+                let line = self.line.split();
+                self.process_line(&line, out)?;
+            }
             rest = &rest[pos + 1..];
             if ended_by_cr {
                 match rest.first() {
@@ -150,7 +155,11 @@ impl Parser {
         if raw[0] == b':' {
             return Ok(());
         }
-        let line = String::from_utf8_lossy(raw);
+        // Valid UTF-8 (the usual case) is checked by the fast validator, not the lossy one.
+        let line = match std::str::from_utf8(raw) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
         let (name, value) = match line.find(':') {
             Some(i) => {
                 let v = &line[i + 1..];
@@ -164,6 +173,7 @@ impl Parser {
                 self.any_field = true;
             }
             "data" => {
+                self.data.reserve(value.len() + 1);
                 self.data.push_str(value);
                 self.data.push('\n');
                 self.has_data = true;
@@ -174,7 +184,8 @@ impl Parser {
             }
             "id" if !value.contains('\0') => {
                 self.id = Some(value.to_owned());
-                self.last_event_id = value.to_owned();
+                self.last_event_id.clear();
+                self.last_event_id.push_str(value);
                 self.any_field = true;
             }
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
