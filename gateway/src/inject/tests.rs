@@ -203,6 +203,8 @@ fn shared_prefix_plus_tail_equals_the_full_stamp() {
         r#"{"type":"chat_message","seq":1,"n":1e2}"#,
         "{}",
         r#"{ "a" : [1, 2] }"#,
+        // Line ends between members, none inside one: still one line once stamped.
+        "{\"a\":1,\n\"b\":2\r\n}",
     ] {
         let p = prepare(data);
         let prefix = p.shared_prefix().expect("fast path applies");
@@ -213,6 +215,7 @@ fn shared_prefix_plus_tail_equals_the_full_stamp() {
         r#"{"routing":{"tenant_id":"t_a"}}"#,
         r#"{"meta":{}}"#,
         "{\"a\":{\"b\":\n1}}",
+        "{\"a\":1,\n\"b\":{\"c\":\r1}}",
         "[1]",
     ] {
         assert_eq!(prepare(data).shared_prefix(), None, "{data}");

@@ -354,15 +354,18 @@ impl Hub {
         let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
         let mut screen = Screen::default();
         for ev in events {
-            let prev = st.last_id.clone();
             if let Some(id) = ev.id.as_deref() {
                 if !st.dedupe.is_new(id) {
                     self.metrics.deduplicated.inc();
                     tracing::debug!(route = %self.route.name, thread_id = %self.thread, id, "event already delivered before the reconnect; dropped");
                     continue;
                 }
-                st.last_id = Some(ev.last_event_id.clone());
             }
+            // The id before this event's (for the journal); an event with an id moves it.
+            let prev = match ev.id {
+                Some(_) => st.last_id.replace(ev.last_event_id.clone()),
+                None => st.last_id.clone(),
+            };
             let prepared = ev.data.as_deref().map(prepare);
             if !screen.passes(prepared.as_ref(), owner) {
                 continue;
