@@ -27,6 +27,11 @@ const CONTEXT_HEADERS: &[&str] = &["x-user-id", "x-request-id", "traceparent", "
 
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+// (Made at compile time: `from_static` called at run time parses the name on every request.)
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Headers that say where a request came from or what it asked for before a proxy rewrote it.
 /// From a client they are lies a backend may believe; only a trusted front proxy may send them.
@@ -151,13 +156,10 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
     }
     // The client's own forwarding headers are gone already (`to_upstream`).
     if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(HeaderName::from_static("x-real-ip"), v.clone());
+        headers.insert(X_REAL_IP, v.clone());
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let mut forwarded = String::with_capacity(64);
     forwarded.push_str("for=");
     match peer.ip {
@@ -169,12 +171,12 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
         std::net::IpAddr::V4(_) => forwarded.push_str(&ip),
     }
     if let Some(h) = host.filter(|h| HeaderValue::from_str(h).is_ok()) {
-        set(headers, HeaderName::from_static("x-forwarded-host"), h);
+        set(headers, X_FORWARDED_HOST, h);
         forwarded.push_str(";host=");
         forwarded.push_str(&serde_json::to_string(h).unwrap_or_default());
     }
     forwarded.push_str(";proto=http");
-    set(headers, HeaderName::from_static("forwarded"), &forwarded);
+    set(headers, FORWARDED, &forwarded);
 }
 
 /// `ip` as text, an IPv4 address without going through `Display` (its padding support made it

@@ -414,9 +414,11 @@ fn response(
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // (Names made at compile time: a name given as text is parsed and copied per stream.)
+    const X_ACCEL_BUFFERING: http::HeaderName = http::HeaderName::from_static("x-accel-buffering");
+    h.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     if let Ok(v) = HeaderValue::from_str(trace) {
-        h.insert("x-request-id", v);
+        h.insert(crate::admission::X_REQUEST_ID, v);
     }
     if let Some(cookie) = grant_cookie(gw, admitted, path) {
         h.insert(header::SET_COOKIE, cookie);
