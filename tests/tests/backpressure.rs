@@ -255,3 +255,33 @@ async fn a_paused_reader_is_cut_by_the_byte_bound_of_its_queue() {
         "nothing skipped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_takes_nothing_is_let_go_once_the_stall_limit_passes() {
+    // Queues big enough never to fill: only the stall deadline (4 × keepalive_s, at least
+    // 10 s) can end this stream.
+    let s = Stack::start(
+        "[sse]\nkeepalive_s = 1\nclient_queue_bytes = 1073741824\nclient_queue_events = 1000000\n\
+         journal_events = 100000\njournal_bytes = 1073741824\n",
+    );
+    let th = s.thread("t_a").await;
+    let _conn = raw_stream(&s, &th, 4096).await;
+    let active = "railgate_connections_active{route=\"chat-sse\",transport=\"sse\"}";
+    railgate_tests::eventually!(10, "the stream is open", s.metric(active).await == 1.0);
+    // 3,000 × 4 KiB while the reader reads nothing: more than both sockets' buffers hold.
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 3000, "payload_bytes": 4096}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    railgate_tests::eventually!(
+        60,
+        "the stalled reader is let go",
+        s.metric(active).await == 0.0
+    );
+    let slow = "railgate_slow_consumer_disconnects_total{route=\"chat-sse\",transport=\"sse\"}";
+    assert_eq!(s.metric(slow).await, 0.0, "not cut by its queue's bounds");
+}
