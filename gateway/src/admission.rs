@@ -12,6 +12,7 @@ use crate::auth::{bearer, Credentials, Verified};
 use crate::clock;
 use crate::config::route::Captures;
 use crate::config::{Accepts, Route};
+use crate::header_names::{TRACEPARENT, X_REQUEST_ID};
 use crate::mint::random_hex_id;
 use http::{HeaderMap, HeaderName};
 use railgate_policy::context::{check_headers, HeaderSource, Values};
@@ -240,11 +241,6 @@ pub async fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denia
 
 /// `http::HeaderMap` seen by the policy crate.
 pub struct Headers<'a>(pub &'a HeaderMap);
-
-/// `X-Request-Id`.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// `traceparent` (W3C Trace Context).
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 impl HeaderSource for Headers<'_> {
     fn values(&self, name: &str) -> Values<'_> {

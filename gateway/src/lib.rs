@@ -49,6 +49,7 @@ pub mod dedupe;
 pub mod demo;
 pub mod dispatch;
 pub mod env;
+pub mod header_names;
 pub mod inbound;
 pub mod inject;
 pub mod journal;

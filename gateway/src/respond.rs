@@ -69,7 +69,7 @@ fn json_text(status: StatusCode, body: String, trace_id: &str) -> Response<Body>
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(trace_id) {
-        h.insert(crate::admission::X_REQUEST_ID, v);
+        h.insert(crate::header_names::X_REQUEST_ID, v);
     }
     resp
 }

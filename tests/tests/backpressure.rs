@@ -95,6 +95,18 @@ async fn drain_until(st: &mut SseStream, total: usize) -> (Vec<u64>, bool) {
     (seqs, false)
 }
 
+/// Publishes `count` events of 4 KiB each to thread `th`, as fast as the mock goes.
+async fn publish(s: &Stack, th: &str, count: u64) {
+    let r = post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": count, "payload_bytes": 4096}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
 /// An SSE request on a raw socket with a small receive buffer (from the start of the thread).
 async fn raw_stream(s: &Stack, th: &str, rcvbuf: u32) -> tokio::net::TcpStream {
     let tok = token("t_a", "u1", json!({}));
@@ -137,14 +149,7 @@ async fn a_one_byte_per_second_reader_is_cut_then_recovers_without_loss() {
     let s = Stack::start(CONFIG);
     let th = s.thread("t_a").await;
     let mut conn = raw_stream(&s, &th, 2048).await;
-    let r = post_json(
-        &s.mock_addr(),
-        "/_mock/publish",
-        &[],
-        &json!({"thread_id": th, "count": 3000, "payload_bytes": 4096}),
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    publish(&s, &th, 3000).await;
     let mut raw = Vec::new();
     let mut peak = 0;
     for _ in 0..5 {
@@ -230,14 +235,7 @@ async fn a_paused_reader_is_cut_by_the_byte_bound_of_its_queue() {
     let th = s.thread("t_a").await;
     let mut conn = raw_stream(&s, &th, 4096).await;
     // 2,000 × 4 KiB while the reader reads nothing: far more than 64 KiB plus socket buffers.
-    let r = post_json(
-        &s.mock_addr(),
-        "/_mock/publish",
-        &[],
-        &json!({"thread_id": th, "count": 2000, "payload_bytes": 4096}),
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    publish(&s, &th, 2000).await;
     let slow = "railgate_slow_consumer_disconnects_total{route=\"chat-sse\",transport=\"sse\"}";
     railgate_tests::eventually!(30, "the paused reader is cut", s.metric(slow).await >= 1.0);
     let mut raw = Vec::new();
@@ -269,14 +267,7 @@ async fn a_reader_that_takes_nothing_is_let_go_once_the_stall_limit_passes() {
     let active = "railgate_connections_active{route=\"chat-sse\",transport=\"sse\"}";
     railgate_tests::eventually!(10, "the stream is open", s.metric(active).await == 1.0);
     // 3,000 × 4 KiB while the reader reads nothing: more than both sockets' buffers hold.
-    let r = post_json(
-        &s.mock_addr(),
-        "/_mock/publish",
-        &[],
-        &json!({"thread_id": th, "count": 3000, "payload_bytes": 4096}),
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    publish(&s, &th, 3000).await;
     railgate_tests::eventually!(
         60,
         "the stalled reader is let go",

@@ -3,7 +3,8 @@
 //! clients is dropped, and forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`,
 //! `X-Original-URL`, …) are the gateway's own unless the peer is a trusted front proxy.
 
-use crate::admission::{field_header, TRACEPARENT, X_REQUEST_ID};
+use crate::admission::field_header;
+use crate::header_names::{TRACEPARENT, X_REQUEST_ID};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use railgate_policy::field::traceparent_trace_id;

@@ -418,7 +418,7 @@ fn response(
     const X_ACCEL_BUFFERING: http::HeaderName = http::HeaderName::from_static("x-accel-buffering");
     h.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     if let Ok(v) = HeaderValue::from_str(trace) {
-        h.insert(crate::admission::X_REQUEST_ID, v);
+        h.insert(crate::header_names::X_REQUEST_ID, v);
     }
     if let Some(cookie) = grant_cookie(gw, admitted, path) {
         h.insert(header::SET_COOKIE, cookie);
