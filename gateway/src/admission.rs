@@ -119,12 +119,13 @@ pub async fn precheck(
         ),
         false => None,
     };
-    check_headers(&Headers(caller.headers))?;
+    let headers = FieldHeaders::scan(caller.headers);
+    check_headers(&headers)?;
     let Some(verified) = verified else {
         return Ok(());
     };
-    let names_tenant = verified.ticket.is_some()
-        || Headers(caller.headers).field_values(Field::Tenant) != Values::None;
+    let names_tenant =
+        verified.ticket.is_some() || headers.field_values(Field::Tenant) != Values::None;
     if !names_tenant {
         return Ok(());
     }
@@ -239,8 +240,8 @@ pub async fn spend_ticket(gw: &Gateway, admitted: &Admitted) -> Result<(), Denia
     }
 }
 
-/// `http::HeaderMap` seen by the policy crate.
-pub struct Headers<'a>(pub &'a HeaderMap);
+/// `http::HeaderMap` seen by the policy crate, a header looked up by its name.
+struct Headers<'a>(&'a HeaderMap);
 
 impl HeaderSource for Headers<'_> {
     fn values(&self, name: &str) -> Values<'_> {
@@ -251,10 +252,6 @@ impl HeaderSource for Headers<'_> {
             _ => self.all(name),
         }
     }
-
-    fn field_values(&self, field: Field) -> Values<'_> {
-        self.all(field_header(field))
-    }
 }
 
 impl Headers<'_> {
@@ -264,7 +261,7 @@ impl Headers<'_> {
 }
 
 /// Request headers with the context fields' headers found in one pass over them (rather than
-/// ten lookups, each hashing a name).
+/// ten lookups, each hashing a name): how admission reads a request's context headers.
 struct FieldHeaders<'a> {
     all: Headers<'a>,
     fields: [Values<'a>; Field::ALL.len()],
@@ -367,13 +364,13 @@ mod tests {
     }
 
     #[test]
-    fn a_fields_header_is_found_by_its_made_name_as_by_its_text() {
+    fn a_fields_header_is_found_in_one_pass_as_by_its_text() {
         let h = headers(&[
             ("X-Tenant-Id", "t_a"),
             ("x-tenant-id", "t_b"),
             ("X-App-Id", "app"),
         ]);
-        let headers = Headers(&h);
+        let headers = FieldHeaders::scan(&h);
         for f in Field::ALL {
             assert_eq!(headers.field_values(f), headers.values(f.header()), "{f:?}");
         }

@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(c.sub, "u1");
         assert_eq!(c.exp, 1_800_003_600);
         assert_eq!(c.env.as_deref(), Some("dev"));
-        assert_eq!(c.str("mode"), Some("lab"));
+        assert_eq!(c.field(railgate_policy::Field::Mode), Some("lab"));
         assert_eq!(c.tenants, vec!["t_demo", "t_demo", "t_b"]);
     }
 

@@ -160,11 +160,6 @@ impl Claims {
         }
     }
 
-    /// A string claim by name.
-    pub fn str(&self, name: &str) -> Option<&str> {
-        self.all.get(name).and_then(Value::as_str)
-    }
-
     /// The string claim named like context field `f` ([`Field::key`]), if any.
     pub fn field(&self, f: Field) -> Option<&str> {
         self.fields[f.index()].as_deref()
