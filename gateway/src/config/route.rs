@@ -85,6 +85,8 @@ pub struct Route {
     pub registers_thread: Option<String>,
     /// Upstream base URL.
     pub upstream: String,
+    /// `upstream` parsed once (`None` when it is not a URL, a problem reported at load).
+    pub upstream_base: Option<UpstreamBase>,
     /// Upstream path template (default: the request path).
     pub upstream_path: Option<String>,
     /// All clients of one thread share one upstream stream.
@@ -122,6 +124,35 @@ pub struct Route {
     pub tls_server_name: Option<String>,
 }
 
+/// A route's upstream base URL in parts, so that a request's upstream URI is put together
+/// without parsing the base again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamBase {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// Host and port.
+    pub authority: http::uri::Authority,
+    /// The base's path without its trailing `/` (`""` for none), put before a request's path.
+    pub path: String,
+}
+
+impl UpstreamBase {
+    /// Parts of an `http://` or `https://` URL with a host.
+    pub fn parse(url: &str) -> Option<UpstreamBase> {
+        let uri: http::Uri = url.parse().ok()?;
+        let parts = uri.into_parts();
+        let scheme = parts
+            .scheme
+            .filter(|s| matches!(s.as_str(), "http" | "https"))?;
+        let path = parts.path_and_query.as_ref().map_or("", |pq| pq.path());
+        Some(UpstreamBase {
+            scheme,
+            authority: parts.authority?,
+            path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
 /// Which credentials a route accepts (the `auth` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepts {
@@ -154,11 +185,15 @@ impl Route {
     }
 
     /// The path's values of variables named like a context field (`{canvas_id}`, …).
+    /// (A route's variables are few: each is looked up among the fields, not each field among
+    /// them.)
     pub fn path_fields<'c>(&self, caps: &'c Captures) -> Vec<(Field, &'c str)> {
-        Field::ALL
-            .into_iter()
-            .filter_map(|f| caps.get(f.key()).map(|v| (f, v)))
-            .collect()
+        let mut out: Vec<(Field, &str)> = caps
+            .vars()
+            .filter_map(|(name, v)| Some((*Field::ALL.iter().find(|f| f.key() == name)?, v)))
+            .collect();
+        out.sort_by_key(|(f, _)| f.index());
+        out
     }
 
     /// The scope fields the request names (`workspace_id`, `canvas_id`, `projection_id`,
@@ -250,6 +285,7 @@ fn read_route(r: &mut Reader<'_>, default_upstream: &str, p: &mut Problems) -> O
         kind,
         require,
         registers_thread,
+        upstream_base: UpstreamBase::parse(&upstream),
         upstream,
         upstream_path,
         share_upstream: r.boolean("share_upstream", p).unwrap_or(false),

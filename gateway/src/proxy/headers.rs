@@ -89,7 +89,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`] or `named` by the `Connection` header.
 fn hop_by_hop(name: &HeaderName, named: &[HeaderName]) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || named.contains(name)
+    class(name) == Class::HopByHop || named.contains(name)
+}
+
+/// What a request header is to the gateway, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// One of [`HOP_BY_HOP`].
+    HopByHop,
+    /// A context field's header or one of [`CONTEXT_HEADERS`]: the gateway's to set.
+    Context,
+    /// One of [`FORWARDING_HEADERS`].
+    Forwarding,
+    /// Anything else.
+    Other,
+}
+
+/// A header name's [`Class`]: one hash lookup rather than a comparison with every listed name.
+fn class(name: &HeaderName) -> Class {
+    static CLASSES: std::sync::LazyLock<foldhash::HashMap<&'static str, Class>> =
+        std::sync::LazyLock::new(|| {
+            let fields = Field::ALL.iter().map(|f| f.header());
+            let hop = HOP_BY_HOP.iter().map(|n| (*n, Class::HopByHop));
+            let context = fields.chain(CONTEXT_HEADERS.iter().copied());
+            let forwarding = FORWARDING_HEADERS.iter().map(|n| (*n, Class::Forwarding));
+            hop.chain(context.map(|n| (n, Class::Context)))
+                .chain(forwarding)
+                .collect()
+        });
+    CLASSES.get(name.as_str()).copied().unwrap_or(Class::Other)
 }
 
 /// The headers a `Connection` header names (hop-by-hop by RFC 9110 §7.6.1).
@@ -116,34 +144,37 @@ fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
 
 /// Prepares the client's headers for the upstream: hygiene, the verified context, forwarding.
 pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) {
-    let client_traceparent = single(headers, &TRACEPARENT);
-    let host = single(headers, &http::header::HOST);
+    // Cloned values share the request's buffer: no copy, no second validation.
+    let client_traceparent = single(headers, &TRACEPARENT).cloned();
+    let host = single(headers, &http::header::HOST).cloned();
     let named = connection_named(headers);
     remove_where(headers, |n| {
-        let s = n.as_str();
-        hop_by_hop(n, &named)
-            || (!fwd.authorization && n == http::header::AUTHORIZATION)
-            || s.starts_with("x-railgate-")
-            || Field::ALL.iter().any(|f| f.header() == s)
-            || CONTEXT_HEADERS.contains(&s)
-            || (!fwd.peer.trusted && FORWARDING_HEADERS.contains(&s))
+        let dropped = match class(n) {
+            Class::HopByHop | Class::Context => true,
+            Class::Forwarding => !fwd.peer.trusted,
+            Class::Other => n.as_str().starts_with("x-railgate-"),
+        };
+        dropped || named.contains(n) || (!fwd.authorization && n == http::header::AUTHORIZATION)
     });
-    forwarding(headers, fwd.peer, host.as_deref());
+    // Room for what follows at once, rather than the map growing as it is inserted.
+    headers.reserve(ADDED_HEADERS);
+    forwarding(headers, fwd.peer, host);
     for (f, v) in ctx.fields() {
         set(headers, field_header(f).clone(), v);
     }
     set(headers, X_USER_ID, &ctx.user_id);
     set(headers, X_REQUEST_ID, &ctx.trace_id);
-    set(
-        headers,
-        TRACEPARENT,
-        &traceparent(&ctx.trace_id, client_traceparent.as_deref()),
-    );
+    let client = client_traceparent.as_ref().map(HeaderValue::as_bytes);
+    set_owned(headers, TRACEPARENT, traceparent(&ctx.trace_id, client));
 }
+
+/// At most how many headers [`to_upstream`] adds: the context fields, the user and request
+/// ids, `traceparent`, and five forwarding headers.
+const ADDED_HEADERS: usize = Field::ALL.len() + 3 + 5;
 
 /// Forwarding headers: a trusted front proxy's stand, with this hop appended to
 /// `X-Forwarded-For`; anyone else's are replaced by the gateway's own account of the request.
-fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
+fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<HeaderValue>) {
     let ip = ip_text(peer.ip);
     if peer.trusted {
         let chain: Vec<String> = headers
@@ -152,14 +183,10 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
             .filter_map(|v| v.to_str().ok().map(str::to_owned))
             .chain([ip])
             .collect();
-        set(headers, X_FORWARDED_FOR, &chain.join(", "));
+        set_owned(headers, X_FORWARDED_FOR, chain.join(", "));
         return;
     }
     // The client's own forwarding headers are gone already (`to_upstream`).
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(X_REAL_IP, v.clone());
-        headers.insert(X_FORWARDED_FOR, v);
-    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let mut forwarded = String::with_capacity(64);
     forwarded.push_str("for=");
@@ -171,13 +198,17 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<&str>) {
         }
         std::net::IpAddr::V4(_) => forwarded.push_str(&ip),
     }
-    if let Some(h) = host.filter(|h| HeaderValue::from_str(h).is_ok()) {
-        set(headers, X_FORWARDED_HOST, h);
+    if let Some(v) = owned_value(ip) {
+        headers.insert(X_REAL_IP, v.clone());
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if let Some((h, text)) = host.and_then(|h| Some((h.clone(), h.to_str().ok()?.to_owned()))) {
+        headers.insert(X_FORWARDED_HOST, h);
         forwarded.push_str(";host=");
-        forwarded.push_str(&serde_json::to_string(h).unwrap_or_default());
+        forwarded.push_str(&serde_json::to_string(&text).unwrap_or_default());
     }
     forwarded.push_str(";proto=http");
-    set(headers, FORWARDED, &forwarded);
+    set_owned(headers, FORWARDED, forwarded);
 }
 
 /// `ip` as text, an IPv4 address without going through `Display` (its padding support made it
@@ -208,10 +239,11 @@ pub fn to_client(headers: &mut HeaderMap, trace_id: &str) {
     set(headers, X_REQUEST_ID, trace_id);
 }
 
-fn single(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+/// The value of a header sent exactly once.
+fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
     let mut it = headers.get_all(name).iter();
     match (it.next(), it.next()) {
-        (Some(v), None) => v.to_str().ok().map(str::to_owned),
+        (Some(v), None) => Some(v),
         _ => None,
     }
 }
@@ -222,9 +254,20 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// Sets a value the gateway made, handing its bytes over rather than copying them.
+fn set_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Some(v) = owned_value(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn owned_value(value: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+}
+
 /// A `traceparent` for the upstream hop: the trace id when it is 32 hex (else the client's valid
 /// trace id, else a fresh one), with a fresh parent id for this hop.
-pub fn traceparent(trace_id: &str, client: Option<&str>) -> String {
+pub fn traceparent(trace_id: &str, client: Option<&[u8]>) -> String {
     let is_trace = trace_id.len() == 32
         && trace_id
             .bytes()
@@ -233,7 +276,7 @@ pub fn traceparent(trace_id: &str, client: Option<&str>) -> String {
     let minted;
     let trace = if is_trace {
         trace_id
-    } else if let Some(t) = client.and_then(|c| traceparent_trace_id(c.as_bytes())) {
+    } else if let Some(t) = client.and_then(traceparent_trace_id) {
         t
     } else {
         minted = crate::mint::random_hex_id();
@@ -444,7 +487,7 @@ mod tests {
     #[test]
     fn traceparent_keeps_client_trace_when_request_id_is_not_hex() {
         let client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let tp = traceparent("req-1", Some(client));
+        let tp = traceparent("req-1", Some(client.as_bytes()));
         assert!(
             tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
             "{tp}"

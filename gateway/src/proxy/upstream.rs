@@ -4,6 +4,8 @@
 
 use crate::config::route::{Captures, Pattern};
 use crate::config::Route;
+use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::Uri;
 use railgate_policy::{Denial, ErrorCode};
 
@@ -21,7 +23,8 @@ const GATEWAY_PARAMS: &[&str] = &["ticket"];
 
 /// The upstream URI for a request on `route`: the route's upstream base in `scheme`, its path
 /// template filled from `caps` (or the request path), and the request's query without the
-/// gateway's own parameters and without `dropped`.
+/// gateway's own parameters and without `dropped`. Only the path and query are parsed; the
+/// base was once, when the route was read.
 pub fn uri(
     route: &Route,
     caps: &Captures,
@@ -30,51 +33,57 @@ pub fn uri(
     dropped: &[&str],
     scheme: Scheme,
 ) -> Result<Uri, Denial> {
-    let upstream_path = match &route.upstream_path {
-        Some(t) => Pattern::render(t, caps),
-        None => path.to_owned(),
-    };
-    let base = route.upstream.trim_end_matches('/');
-    let base = match scheme {
-        Scheme::Http => std::borrow::Cow::Borrowed(base),
-        Scheme::WebSocket => std::borrow::Cow::Owned(websocket_base(base)),
-    };
-    let mut uri =
-        String::with_capacity(base.len() + upstream_path.len() + 1 + query.map_or(0, str::len));
-    uri.push_str(&base);
-    uri.push_str(&upstream_path);
-    if let Some(q) = query {
-        let kept: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
-            .filter(|(k, _)| {
-                !GATEWAY_PARAMS.contains(&k.as_ref()) && !dropped.contains(&k.as_ref())
-            })
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        if !kept.is_empty() {
-            uri.push('?');
-            uri.push_str(
-                &form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(kept)
-                    .finish(),
-            );
-        }
-    }
-    uri.parse().map_err(|_| {
+    let cannot = || {
         Denial::with_message(
             ErrorCode::UpstreamUnavailable,
             "cannot build the upstream URI",
         )
-    })
+    };
+    let base = route.upstream_base.as_ref().ok_or_else(cannot)?;
+    let mut pq =
+        String::with_capacity(base.path.len() + path.len() + 1 + query.map_or(0, str::len));
+    pq.push_str(&base.path);
+    match &route.upstream_path {
+        Some(t) => pq.push_str(&Pattern::render(t, caps)),
+        None => pq.push_str(path),
+    }
+    if let Some(q) = query {
+        push_query(&mut pq, q, dropped);
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match scheme {
+        Scheme::Http => base.scheme.clone(),
+        Scheme::WebSocket => websocket_scheme(&base.scheme).ok_or_else(cannot)?,
+    });
+    parts.authority = Some(base.authority.clone());
+    parts.path_and_query =
+        Some(PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|_| cannot())?);
+    Uri::from_parts(parts).map_err(|_| cannot())
 }
 
-fn websocket_base(base: &str) -> String {
-    if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        base.to_owned()
+/// Appends `?` and the query's pairs other than the gateway's and the `dropped` ones, if any.
+fn push_query(out: &mut String, query: &str, dropped: &[&str]) {
+    let kept: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| !GATEWAY_PARAMS.contains(&k.as_ref()) && !dropped.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(kept)
+                .finish(),
+        );
     }
+}
+
+/// `ws` for `http`, `wss` for `https`.
+fn websocket_scheme(http: &http::uri::Scheme) -> Option<http::uri::Scheme> {
+    let ws = match http.as_str() {
+        "https" => "wss",
+        _ => "ws",
+    };
+    ws.parse().ok()
 }
 
 #[cfg(test)]
@@ -130,7 +139,60 @@ mod tests {
         let r = route("http://up:8080", Some("/ws/{thread_id}/**"));
         let u = uri(&r, &caps, "/c/th1/a/b", None, &[], Scheme::WebSocket).expect("uri");
         assert_eq!(u.to_string(), "ws://up:8080/ws/th1/a/b");
-        assert_eq!(websocket_base("https://up"), "wss://up");
-        assert_eq!(websocket_base("http://http.example"), "ws://http.example");
+        let path = "/c/th1/a/b";
+        let u = uri(
+            &route("https://up", None),
+            &caps,
+            path,
+            None,
+            &[],
+            Scheme::WebSocket,
+        );
+        assert_eq!(u.expect("uri").to_string(), "wss://up/c/th1/a/b");
+        let u = uri(
+            &route("http://http.example", None),
+            &caps,
+            path,
+            None,
+            &[],
+            Scheme::WebSocket,
+        );
+        assert_eq!(u.expect("uri").to_string(), "ws://http.example/c/th1/a/b");
+    }
+
+    #[test]
+    fn the_bases_path_goes_before_the_requests_and_its_query_is_not_kept() {
+        let caps = Pattern::parse("/c/{thread_id}/**")
+            .expect("pattern")
+            .matches("/c/th1/x")
+            .expect("match");
+        for base in [
+            "http://up:8080/api/",
+            "http://up:8080/api",
+            "http://up:8080/api?v=1",
+        ] {
+            let u = uri(
+                &route(base, None),
+                &caps,
+                "/c/th1/x",
+                Some("a=1"),
+                &[],
+                Scheme::Http,
+            );
+            assert_eq!(
+                u.expect("uri").to_string(),
+                "http://up:8080/api/c/th1/x?a=1",
+                "{base}"
+            );
+        }
+        let u = uri(
+            &route("http://[::1]:81", None),
+            &caps,
+            "/c/th1/x",
+            None,
+            &[],
+            Scheme::Http,
+        );
+        assert_eq!(u.expect("uri").to_string(), "http://[::1]:81/c/th1/x");
     }
 }
