@@ -62,7 +62,8 @@ struct Member<'a> {
     value: &'a RawValue,
 }
 
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// The members as the parser found them (`key_raw` still empty: [`members`] fills it in).
+struct Members<'a>(Vec<Member<'a>>);
 
 /// A member's name, borrowed from the text unless it has escapes (no allocation per member).
 struct Key<'a>(Cow<'a, str>);
@@ -100,9 +101,13 @@ impl<'de> Deserialize<'de> for Members<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 // (Room for a typical event's members without growing.)
                 let mut out = Vec::with_capacity(8);
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    let v: &'de RawValue = map.next_value()?;
-                    out.push((k, v));
+                while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    out.push(Member {
+                        name,
+                        key_raw: "",
+                        value,
+                    });
                 }
                 Ok(Members(out))
             }
@@ -113,33 +118,41 @@ impl<'de> Deserialize<'de> for Members<'de> {
 
 /// Splits a JSON object into members with their raw key text; `None` if `text` is not an object.
 fn members(text: &str) -> Option<Vec<Member<'_>>> {
-    if !text.trim_start().starts_with('{') {
+    let open = text.len() - text.trim_start_matches(is_ws).len();
+    if text.as_bytes().get(open) != Some(&b'{') {
         return None;
     }
-    let Members(list) = serde_json::from_str::<Members<'_>>(text).ok()?;
-    let base = text.as_ptr() as usize;
-    let mut prev_end = text.find('{')? + 1;
-    let mut out = Vec::with_capacity(list.len());
-    for (name, value) in list {
-        let start = value.get().as_ptr() as usize - base;
-        let prefix = text.get(prev_end..start)?;
-        let prefix = prefix
-            .trim_start_matches(is_ws)
-            .trim_start_matches(',')
-            .trim_start_matches(is_ws);
-        let key_raw = prefix[..prefix.rfind(':')?].trim_end_matches(is_ws);
-        prev_end = start + value.get().len();
-        out.push(Member {
-            name,
-            key_raw,
-            value,
-        });
+    let Members(mut list) = serde_json::from_str::<Members<'_>>(text).ok()?;
+    let (bytes, base) = (text.as_bytes(), text.as_ptr() as usize);
+    // Between one value's end and the next value: whitespace, a comma, the key, whitespace, a
+    // colon, whitespace. (The parser has checked that shape; only the key's bounds are wanted.)
+    let mut prev_end = open + 1;
+    for m in &mut list {
+        let start = m.value.get().as_ptr() as usize - base;
+        let skipped = |b: &u8| is_ws_byte(*b) || *b == b',';
+        let key_start = prev_end
+            + bytes
+                .get(prev_end..start)?
+                .iter()
+                .position(|b| !skipped(b))?;
+        let before_value = bytes.get(key_start..start)?;
+        let colon = before_value.iter().rposition(|&b| b == b':')?;
+        let key_len = before_value[..colon]
+            .iter()
+            .rposition(|&b| !is_ws_byte(b))?
+            + 1;
+        m.key_raw = text.get(key_start..key_start + key_len)?;
+        prev_end = start + m.value.get().len();
     }
-    Some(out)
+    Some(list)
 }
 
 fn is_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+fn is_ws_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 fn push_member(out: &mut String, first: &mut bool, key_raw: &str, value: &str) {

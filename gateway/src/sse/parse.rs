@@ -155,26 +155,24 @@ impl Parser {
         if raw[0] == b':' {
             return Ok(());
         }
-        // Valid UTF-8 (the usual case) is checked by the fast validator, not the lossy one.
-        let line = match std::str::from_utf8(raw) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(raw),
-        };
-        let (name, value) = match line.find(':') {
+        // Split on the first colon by bytes (an ASCII colon never falls inside a UTF-8
+        // sequence); only a known field's value is read as text.
+        let (name, value) = match memchr::memchr(b':', raw) {
             Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+                let v = &raw[i + 1..];
+                (&raw[..i], v.strip_prefix(b" ").unwrap_or(v))
             }
-            None => (&line[..], ""),
+            None => (raw, &b""[..]),
         };
         match name {
-            "event" => {
-                self.event = Some(value.to_owned());
+            b"event" => {
+                self.event = Some(text(value).into_owned());
                 self.any_field = true;
             }
-            "data" => {
+            b"data" => {
+                let value = text(value);
                 self.data.reserve(value.len() + 1);
-                self.data.push_str(value);
+                self.data.push_str(&value);
                 self.data.push('\n');
                 self.has_data = true;
                 self.any_field = true;
@@ -182,14 +180,15 @@ impl Parser {
                     return Err(ParseError::TooLarge);
                 }
             }
-            "id" if !value.contains('\0') => {
-                self.id = Some(value.to_owned());
+            b"id" if memchr::memchr(0, value).is_none() => {
+                let value = text(value);
                 self.last_event_id.clear();
-                self.last_event_id.push_str(value);
+                self.last_event_id.push_str(&value);
+                self.id = Some(value.into_owned());
                 self.any_field = true;
             }
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                if let Ok(ms) = value.parse() {
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Ok(ms) = text(value).parse() {
                     self.retry = Some(ms);
                     self.any_field = true;
                 }
@@ -220,5 +219,14 @@ impl Parser {
         self.data.clear();
         self.has_data = false;
         self.any_field = false;
+    }
+}
+
+/// A field value as text: as it is when it is valid UTF-8 (the usual case, checked by the fast
+/// validator), with U+FFFD for invalid sequences otherwise.
+fn text(value: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(value) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(value),
     }
 }

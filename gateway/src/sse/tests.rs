@@ -233,3 +233,14 @@ fn reset_stream_keeps_last_event_id_and_drops_partial_state() {
     );
     assert_eq!(out[1].last_event_id, "4");
 }
+
+#[test]
+fn a_field_name_is_matched_by_its_bytes_and_a_known_fields_value_read_as_text() {
+    // A name with an invalid byte is no known field; values keep U+FFFD for invalid bytes,
+    // and a colon inside the value is the value's.
+    let got = dispatched(b"\xffdata:x\nevent:\xfe ok\ndata:y:z\nid: 7\xff\n\n");
+    assert_eq!(
+        got,
+        vec![("\u{FFFD} ok".into(), "y:z".into(), "7\u{FFFD}".into())]
+    );
+}
