@@ -106,6 +106,15 @@ fn a_chunk_is_framed_with_its_size_in_hex() {
 }
 
 #[test]
+fn a_size_line_is_the_size_in_hex_as_format_writes_it() {
+    let sizes = (0..20).map(|s| 1usize << s).flat_map(|p| [p - 1, p, p + 1]);
+    for len in sizes.chain([0, 255, 4096, 65_535, usize::MAX]) {
+        let (line, n) = size_line(len);
+        assert_eq!(&line[..n], format!("{len:x}\r\n").as_bytes(), "{len}");
+    }
+}
+
+#[test]
 fn what_is_left_of_a_chunk_skips_what_was_written() {
     let mut out = Out::chunk(Bytes::from_static(b"abcdef"));
     out.written = 4;

@@ -333,6 +333,39 @@ async fn stream_ends_with_token_expired_at_exp() {
     assert_eq!(st.next_event().await, None, "then the stream ends");
 }
 
+/// A stream that is never quiet ends at the token's `exp` too: the expiry is checked with each
+/// delivery, not only when the stream's timer is polled (it is not while events are queued).
+#[tokio::test]
+async fn a_busy_stream_ends_at_token_exp_all_the_same() {
+    let s = Stack::start("[auth]\nleeway_s = 0\n");
+    let th = s.thread("t_a").await;
+    let exp = now() + 3;
+    let tok = token("t_a", "u1", json!({ "exp": exp }));
+    let h = full_headers(&tok, "t_a");
+    let mut st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+    assert_eq!(st.status, 200);
+    // 100 events a second for 30 s: events keep coming well past the token's end.
+    let paced = json!({"thread_id": th, "count": 3000, "rate_per_s": 100});
+    let r = post_json(&s.mock_addr(), "/_mock/publish", &[], &paced).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let mut messages = 0;
+    let ev = loop {
+        let ev = st
+            .next_event_within(Duration::from_secs(15))
+            .await
+            .expect("an event, then the end");
+        if ev.event == "error" {
+            break ev;
+        }
+        messages += 1;
+    };
+    assert!(now() >= exp, "ended before the token's exp");
+    assert_eq!(ev.json()["error"]["code"], "auth.token_expired");
+    assert!(messages >= 50, "events flowed until the end: {messages}");
+    assert!(messages < 3000, "the stream ended before the events did");
+    assert_eq!(st.next_event().await, None, "then the stream ends");
+}
+
 /// The keep-alive comments and the credential's end share one timer per stream: a quiet stream
 /// gets its keep-alives, then ends at the token's `exp` all the same.
 #[tokio::test]

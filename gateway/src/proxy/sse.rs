@@ -399,7 +399,7 @@ fn response(
             gw.live().config.auth.leeway_s,
             clock::now(),
         ),
-        draining: gw.draining.clone().cancelled_owned(),
+        draining: gw.draining.clone(),
         keepalive_every: gw.live().config.sse.keepalive,
     };
     let finish = Finish {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// What a body needs to finish [`Chunk::Events`].
 pub struct Finish {
@@ -123,7 +123,7 @@ pub struct Timers {
     /// The credential's end.
     pub expires_at: Instant,
     /// The gateway's drain signal.
-    pub draining: WaitForCancellationFutureOwned,
+    pub draining: CancellationToken,
     /// Keep-alive comment interval.
     pub keepalive_every: Duration,
 }
@@ -147,6 +147,9 @@ pub struct SseBody {
     own: OwnFrames,
     /// The credential's end.
     expires_at: Instant,
+    /// The drain signal, read on every frame (an atomic load) ...
+    drain: CancellationToken,
+    /// ... and waited for only while nothing is queued (polling a wait costs a lock).
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
     /// One timer for both the next keep-alive comment and the credential's end, set to the
     /// earlier of the two (one timer per stream instead of two).
@@ -178,7 +181,8 @@ impl SseBody {
             end,
             own,
             expires_at: timers.expires_at,
-            draining: Box::pin(timers.draining),
+            draining: Box::pin(timers.draining.clone().cancelled_owned()),
+            drain: timers.draining,
             timer: Box::pin(tokio::time::sleep_until(
                 timers
                     .expires_at
@@ -233,16 +237,18 @@ impl HttpBody for SseBody {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.draining.as_mut().poll(cx).is_ready() {
-            let f = respond::sse(ErrorCode::Draining, &self.own.trace_id);
-            return self.end_with(f, ErrorCode::Draining);
+        if self.drain.is_cancelled() {
+            return self.drained();
         }
-        // The clock is read only once the timer has fired (for a keep-alive or the expiry).
-        if self.timer.as_mut().poll(cx).is_ready() && Instant::now() >= self.expires_at {
-            return self.expired();
-        }
+        // With events queued the timer is not polled (that costs a timer-wheel visit per
+        // delivery): the expiry is checked against the clock read the delivery needs anyway.
+        // The timer and the drain wait are polled once nothing is queued, before the task sleeps.
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
+                let now = Instant::now();
+                if now >= self.expires_at {
+                    return self.expired();
+                }
                 // Everything already queued goes out as one frame: one write, one chunk header.
                 let mut buf = Vec::with_capacity(self.finish.size_of(&first));
                 let mut events = self.finish.render_into(first, &mut buf);
@@ -255,7 +261,7 @@ impl HttpBody for SseBody {
                 if buf.len() < COALESCE_BYTES {
                     events += self.render_overflow(cx, &mut buf);
                 }
-                self.last_sent = Instant::now();
+                self.last_sent = now;
                 if buf.is_empty() {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -265,12 +271,19 @@ impl HttpBody for SseBody {
             }
             Poll::Ready(None) => self.queue_closed(),
             Poll::Pending => {
+                if self.draining.as_mut().poll(cx).is_ready() {
+                    return self.drained();
+                }
                 let mut buf = Vec::new();
                 let events = self.render_overflow(cx, &mut buf);
                 if buf.is_empty() {
                     return self.idle(cx);
                 }
-                self.last_sent = Instant::now();
+                let now = Instant::now();
+                if now >= self.expires_at {
+                    return self.expired();
+                }
+                self.last_sent = now;
                 self.open.log.tally.events_down += events;
                 self.sent(Bytes::from(buf))
             }
@@ -298,6 +311,12 @@ impl SseBody {
                 Poll::Ready(None)
             }
         }
+    }
+
+    /// The gateway drains: the stream ends with `gateway.draining`.
+    fn drained(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let f = respond::sse(ErrorCode::Draining, &self.own.trace_id);
+        self.end_with(f, ErrorCode::Draining)
     }
 
     /// The credential ended: the stream ends with `auth.token_expired`.
