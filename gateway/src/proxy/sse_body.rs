@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -158,6 +158,8 @@ pub struct SseBody {
     /// When data last went out: the keep-alive timer is moved only when it fires (moving it on
     /// every write would cost a timer update per delivery).
     last_sent: Instant,
+    /// The waker the drain wait and the timer were last polled with, while both were pending.
+    parked: Option<Waker>,
     done: bool,
     open: OpenStream,
     left: Option<Arc<tokio::sync::Notify>>,
@@ -190,6 +192,7 @@ impl SseBody {
             )),
             keepalive_every: timers.keepalive_every,
             last_sent: Instant::now(),
+            parked: None,
             done: false,
             open,
             left,
@@ -271,13 +274,19 @@ impl HttpBody for SseBody {
             }
             Poll::Ready(None) => self.queue_closed(),
             Poll::Pending => {
-                if self.draining.as_mut().poll(cx).is_ready() {
+                // The drain wait and the timer hold this task's waker since the last time they
+                // were polled: polling them again would only store it again.
+                let parked = self
+                    .parked
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()));
+                if !parked && self.draining.as_mut().poll(cx).is_ready() {
                     return self.drained();
                 }
                 let mut buf = Vec::new();
                 let events = self.render_overflow(cx, &mut buf);
                 if buf.is_empty() {
-                    return self.idle(cx);
+                    return self.idle(cx, parked);
                 }
                 let now = Instant::now();
                 if now >= self.expires_at {
@@ -326,8 +335,22 @@ impl SseBody {
     }
 
     /// Nothing queued: a keep-alive comment when one is due, or the end at the credential's.
-    fn idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        while self.timer.as_mut().poll(cx).is_ready() {
+    /// `parked`: the timer holds this task's waker (it need not be polled until it fires).
+    fn idle(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut parked: bool,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if parked && !self.timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                self.parked = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            // Fired: whatever follows moves the timer, which is then polled afresh.
+            (parked, self.parked) = (false, None);
             let now = Instant::now();
             if now >= self.expires_at {
                 return self.expired();
@@ -345,6 +368,5 @@ impl SseBody {
             self.last_sent = now;
             return self.sent(Bytes::from_static(b": keep-alive\n\n"));
         }
-        Poll::Pending
     }
 }

@@ -230,7 +230,21 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
     let draining = gw.draining.cancelled();
     tokio::pin!(draining);
     let outcome = loop {
+        // In this order, not a random one: with data ready the branches after it are not
+        // polled (waiting on a `Notify` or a cancellation costs a lock each time). A client
+        // leaving or a drain is seen after each delivery all the same (`hub.is_empty()`: a
+        // draining gateway ends its clients' streams), and the batch timer comes first so a
+        // flood cannot hold a batch back.
         tokio::select! {
+            biased;
+            _ = fired(&mut flush_at), if armed => {
+                armed = false;
+                hub.deliver(std::mem::take(&mut pending), pending_since);
+                last_delivery = Some(Instant::now());
+                if hub.is_empty() {
+                    break Pumped::Stop;
+                }
+            }
             data = std::future::poll_fn(|cx| up.poll_data(cx)) => {
                 let Some(Ok(data)) = data else { break Pumped::Broken };
                 if pending.is_empty() {
@@ -258,14 +272,6 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                     break Pumped::Stop;
                 }
             },
-            _ = fired(&mut flush_at), if armed => {
-                armed = false;
-                hub.deliver(std::mem::take(&mut pending), pending_since);
-                last_delivery = Some(Instant::now());
-                if hub.is_empty() {
-                    break Pumped::Stop;
-                }
-            }
             _ = left.as_mut() => {
                 if hub.is_empty() {
                     break Pumped::Stop;
