@@ -3,7 +3,8 @@
 //! - [`process`]: spawn a binary on port 0, read its `READY` line, keep its logs, kill on Drop.
 //! - [`bins`]: find (or build) the workspace binaries.
 //! - [`browser`]: headless Chromium over the DevTools protocol, in real time.
-//! - [`client`]: minimal HTTP, SSE and WebSocket clients that record exact bytes and sequences.
+//! - [`client`]: minimal HTTP and SSE clients that record exact bytes and sequences (and,
+//!   re-exported from [`ws_client`], WebSocket).
 //! - [`stack`]: a gateway in front of a mock on free ports, with tokens, threads and metrics.
 //! - [`redis`]: a real `redis-server` on a free port, for cluster mode.
 //! - [`chaos`]: a replayable seed, and events parsed from a prefix cut mid-event.
@@ -22,6 +23,7 @@ pub mod redis;
 pub mod stack;
 pub mod tally;
 pub mod tls;
+pub mod ws_client;
 
 /// Polls `$cond` (an expression returning `bool`) every 20 ms until it holds or `$secs` pass;
 /// panics with `$msg` on timeout.
