@@ -316,14 +316,20 @@ async fn slow_consumer_is_cut_then_resumes_without_loss_while_fast_clients_are_u
     );
 }
 
+/// A stream of thread `th` (tenant `t_a`) opened with a token that expires at `exp`.
+async fn expiring_stream(s: &Stack, th: &str, exp: u64) -> SseStream {
+    let tok = token("t_a", "u1", json!({ "exp": exp }));
+    let h = full_headers(&tok, "t_a");
+    let st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
+    assert_eq!(st.status, 200);
+    st
+}
+
 #[tokio::test]
 async fn stream_ends_with_token_expired_at_exp() {
     let s = Stack::start("[auth]\nleeway_s = 0\n");
     let th = s.thread("t_a").await;
-    let tok = token("t_a", "u1", json!({"exp": now() + 2}));
-    let h = full_headers(&tok, "t_a");
-    let mut st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
-    assert_eq!(st.status, 200);
+    let mut st = expiring_stream(&s, &th, now() + 2).await;
     let ev = st
         .next_event_within(Duration::from_secs(10))
         .await
@@ -340,10 +346,7 @@ async fn a_busy_stream_ends_at_token_exp_all_the_same() {
     let s = Stack::start("[auth]\nleeway_s = 0\n");
     let th = s.thread("t_a").await;
     let exp = now() + 3;
-    let tok = token("t_a", "u1", json!({ "exp": exp }));
-    let h = full_headers(&tok, "t_a");
-    let mut st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
-    assert_eq!(st.status, 200);
+    let mut st = expiring_stream(&s, &th, exp).await;
     // 100 events a second for 30 s: events keep coming well past the token's end.
     let paced = json!({"thread_id": th, "count": 3000, "rate_per_s": 100});
     let r = post_json(&s.mock_addr(), "/_mock/publish", &[], &paced).await;
@@ -373,10 +376,7 @@ async fn a_quiet_stream_gets_keep_alives_then_ends_at_token_exp() {
     let s = Stack::start("[auth]\nleeway_s = 0\n[sse]\nkeepalive_s = 1\n");
     let th = s.thread("t_a").await;
     let exp = now() + 4;
-    let tok = token("t_a", "u1", json!({ "exp": exp }));
-    let h = full_headers(&tok, "t_a");
-    let mut st = SseStream::open(&s.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
-    assert_eq!(st.status, 200);
+    let mut st = expiring_stream(&s, &th, exp).await;
     let ev = st
         .next_event_within(Duration::from_secs(15))
         .await
