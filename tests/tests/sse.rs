@@ -316,6 +316,21 @@ async fn slow_consumer_is_cut_then_resumes_without_loss_while_fast_clients_are_u
     );
 }
 
+/// Reads until the stream's `error` event (each within 15 s): how many came before it, and it.
+async fn until_error(st: &mut SseStream) -> (usize, SseEvent) {
+    let mut before = 0;
+    loop {
+        let ev = st
+            .next_event_within(Duration::from_secs(15))
+            .await
+            .expect("an event, then the end");
+        if ev.event == "error" {
+            return (before, ev);
+        }
+        before += 1;
+    }
+}
+
 /// A stream of thread `th` (tenant `t_a`) opened with a token that expires at `exp`.
 async fn expiring_stream(s: &Stack, th: &str, exp: u64) -> SseStream {
     let tok = token("t_a", "u1", json!({ "exp": exp }));
@@ -351,17 +366,7 @@ async fn a_busy_stream_ends_at_token_exp_all_the_same() {
     let paced = json!({"thread_id": th, "count": 3000, "rate_per_s": 100});
     let r = post_json(&s.mock_addr(), "/_mock/publish", &[], &paced).await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    let mut messages = 0;
-    let ev = loop {
-        let ev = st
-            .next_event_within(Duration::from_secs(15))
-            .await
-            .expect("an event, then the end");
-        if ev.event == "error" {
-            break ev;
-        }
-        messages += 1;
-    };
+    let (messages, ev) = until_error(&mut st).await;
     assert!(now() >= exp, "ended before the token's exp");
     assert_eq!(ev.json()["error"]["code"], "auth.token_expired");
     assert!(messages >= 50, "events flowed until the end: {messages}");
@@ -496,15 +501,7 @@ async fn upstream_gone_past_the_deadline_ends_the_stream_with_upstream_unavailab
     s.publish(&th, 1).await;
     take_messages(&mut st, 1).await;
     s.mock.kill9();
-    let ev = loop {
-        let e = st
-            .next_event_within(Duration::from_secs(15))
-            .await
-            .expect("an event before the end");
-        if e.event == "error" {
-            break e;
-        }
-    };
+    let (_, ev) = until_error(&mut st).await;
     assert_eq!(ev.json()["error"]["code"], "upstream.unavailable");
     assert_eq!(st.next_event().await, None);
 }

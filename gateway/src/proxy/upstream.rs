@@ -139,25 +139,19 @@ mod tests {
         let r = route("http://up:8080", Some("/ws/{thread_id}/**"));
         let u = uri(&r, &caps, "/c/th1/a/b", None, &[], Scheme::WebSocket).expect("uri");
         assert_eq!(u.to_string(), "ws://up:8080/ws/th1/a/b");
-        let path = "/c/th1/a/b";
-        let u = uri(
-            &route("https://up", None),
-            &caps,
-            path,
-            None,
-            &[],
-            Scheme::WebSocket,
-        );
-        assert_eq!(u.expect("uri").to_string(), "wss://up/c/th1/a/b");
-        let u = uri(
-            &route("http://http.example", None),
-            &caps,
-            path,
-            None,
-            &[],
-            Scheme::WebSocket,
-        );
-        assert_eq!(u.expect("uri").to_string(), "ws://http.example/c/th1/a/b");
+        let ws = |base: &str| {
+            let u = uri(
+                &route(base, None),
+                &caps,
+                "/c/th1/a/b",
+                None,
+                &[],
+                Scheme::WebSocket,
+            );
+            u.expect("uri").to_string()
+        };
+        assert_eq!(ws("https://up"), "wss://up/c/th1/a/b");
+        assert_eq!(ws("http://http.example"), "ws://http.example/c/th1/a/b");
     }
 
     #[test]
