@@ -97,7 +97,9 @@ fn hop_by_hop(name: &HeaderName, named: &[HeaderName]) -> bool {
 enum Class {
     /// One of [`HOP_BY_HOP`].
     HopByHop,
-    /// A context field's header or one of [`CONTEXT_HEADERS`]: the gateway's to set.
+    /// A context field's header: the gateway's to set (or to keep, as verified).
+    Field(Field),
+    /// One of [`CONTEXT_HEADERS`]: the gateway's to set.
     Context,
     /// One of [`FORWARDING_HEADERS`].
     Forwarding,
@@ -109,13 +111,11 @@ enum Class {
 fn class(name: &HeaderName) -> Class {
     static CLASSES: std::sync::LazyLock<foldhash::HashMap<&'static str, Class>> =
         std::sync::LazyLock::new(|| {
-            let fields = Field::ALL.iter().map(|f| f.header());
+            let fields = Field::ALL.iter().map(|f| (f.header(), Class::Field(*f)));
             let hop = HOP_BY_HOP.iter().map(|n| (*n, Class::HopByHop));
-            let context = fields.chain(CONTEXT_HEADERS.iter().copied());
+            let context = CONTEXT_HEADERS.iter().map(|n| (*n, Class::Context));
             let forwarding = FORWARDING_HEADERS.iter().map(|n| (*n, Class::Forwarding));
-            hop.chain(context.map(|n| (n, Class::Context)))
-                .chain(forwarding)
-                .collect()
+            hop.chain(fields).chain(context).chain(forwarding).collect()
         });
     CLASSES.get(name.as_str()).copied().unwrap_or(Class::Other)
 }
@@ -147,25 +147,59 @@ pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwardi
     // Cloned values share the request's buffer: no copy, no second validation.
     let client_traceparent = single(headers, &TRACEPARENT).cloned();
     let host = single(headers, &http::header::HOST).cloned();
-    let named = connection_named(headers);
-    remove_where(headers, |n| {
-        let dropped = match class(n) {
-            Class::HopByHop | Class::Context => true,
-            Class::Forwarding => !fwd.peer.trusted,
-            Class::Other => n.as_str().starts_with("x-railgate-"),
-        };
-        dropped || named.contains(n) || (!fwd.authorization && n == http::header::AUTHORIZATION)
-    });
+    let as_verified = clean(headers, ctx, fwd);
     // Room for what follows at once, rather than the map growing as it is inserted.
     headers.reserve(ADDED_HEADERS);
     forwarding(headers, fwd.peer, host);
     for (f, v) in ctx.fields() {
-        set(headers, field_header(f).clone(), v);
+        if as_verified & field_bit(f) == 0 {
+            set(headers, field_header(f).clone(), v);
+        }
     }
     set(headers, X_USER_ID, &ctx.user_id);
     set(headers, X_REQUEST_ID, &ctx.trace_id);
     let client = client_traceparent.as_ref().map(HeaderValue::as_bytes);
     set_owned(headers, TRACEPARENT, traceparent(&ctx.trace_id, client));
+}
+
+/// Removes what the upstream must not get from the client: hop-by-hop headers and those
+/// `Connection` names, the gateway's own headers, forwarding headers unless from a trusted
+/// proxy, `Authorization` unless forwarded, and every context field's header except one sent
+/// once with exactly the verified value, which stays as it is (removing it to insert the same
+/// value again cost a removal, a copy and an insertion per field). Returns those kept, as
+/// [`field_bit`]s.
+fn clean(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) -> u16 {
+    let named = connection_named(headers);
+    let (mut dropped, mut seen, mut as_verified) = (Vec::<HeaderName>::new(), 0u16, 0u16);
+    // A name's values come one after another: a name is dropped if any of its values is.
+    for (n, v) in headers.iter() {
+        let class = class(n);
+        let drop = match class {
+            Class::Field(f) => seen & field_bit(f) != 0 || ctx.get(f) != v.to_str().ok(),
+            Class::HopByHop | Class::Context => true,
+            Class::Forwarding => !fwd.peer.trusted,
+            Class::Other => n.as_str().starts_with("x-railgate-"),
+        } || named.contains(n)
+            || (!fwd.authorization && n == http::header::AUTHORIZATION);
+        if let Class::Field(f) = class {
+            seen |= field_bit(f);
+            as_verified = match drop {
+                false => as_verified | field_bit(f),
+                true => as_verified & !field_bit(f),
+            };
+        }
+        if drop && dropped.last() != Some(n) {
+            dropped.push(n.clone());
+        }
+    }
+    for name in &dropped {
+        headers.remove(name);
+    }
+    as_verified
+}
+
+fn field_bit(f: Field) -> u16 {
+    1 << f.index()
 }
 
 /// At most how many headers [`to_upstream`] adds: the context fields, the user and request
@@ -327,6 +361,35 @@ mod tests {
         cases.extend((0..2000).map(|_| std::net::IpAddr::from(rng.random::<[u8; 4]>())));
         for ip in cases {
             assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    /// A field header sent once with the verified value is kept as it was sent; sent twice
+    /// (even with that value), named in `Connection`, or with another value, it is replaced:
+    /// in every case the upstream gets the verified value exactly once.
+    #[test]
+    fn a_verified_field_header_is_kept_once_and_anything_else_replaced() {
+        let cases: [&[(&str, &str)]; 5] = [
+            &[("x-tenant-id", "t_a")],
+            &[("x-tenant-id", "t_a"), ("x-tenant-id", "t_a")],
+            &[("x-tenant-id", "t_b"), ("x-tenant-id", "t_a")],
+            &[("x-tenant-id", "t_a"), ("connection", "x-tenant-id")],
+            &[("X-Mode", "lab"), ("x-tenant-id", "T_A"), ("x-env", "prod")],
+        ];
+        for sent in cases {
+            let mut h = HeaderMap::new();
+            for (n, v) in sent {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).expect("n"),
+                    v.parse().expect("v"),
+                );
+            }
+            to_upstream(&mut h, &ctx(), &direct("127.0.0.1"));
+            for (name, want) in [("x-tenant-id", "t_a"), ("x-mode", "lab"), ("x-env", "dev")] {
+                let got: Vec<_> = h.get_all(name).iter().collect();
+                assert_eq!(got, vec![want], "{name} after {sent:?}");
+            }
+            assert!(h.get("connection").is_none(), "{sent:?}");
         }
     }
 
