@@ -118,7 +118,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
 
 /// Splits a JSON object into members with their raw key text; `None` if `text` is not an object.
 fn members(text: &str) -> Option<Vec<Member<'_>>> {
-    let open = text.len() - text.trim_start_matches(is_ws).len();
+    let open = first_non_ws(text);
     if text.as_bytes().get(open) != Some(&b'{') {
         return None;
     }
@@ -147,12 +147,16 @@ fn members(text: &str) -> Option<Vec<Member<'_>>> {
     Some(list)
 }
 
-fn is_ws(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r')
-}
-
+/// JSON whitespace.
 fn is_ws_byte(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Where `text` has its first byte that is not JSON whitespace (its length if none).
+fn first_non_ws(text: &str) -> usize {
+    text.bytes()
+        .position(|b| !is_ws_byte(b))
+        .unwrap_or(text.len())
 }
 
 fn push_member(out: &mut String, first: &mut bool, key_raw: &str, value: &str) {
@@ -193,7 +197,7 @@ fn merged_meta(meta: Option<&RawValue>, trace_json: &str) -> String {
 /// Whether `text` looks like JSON — its first byte after JSON whitespace is `{` or `[` — but is
 /// not strict JSON (`members` is its parse as an object, done by the caller).
 fn malformed(text: &str, members: Option<&[Member<'_>]>) -> bool {
-    match text.trim_start_matches(is_ws).as_bytes().first() {
+    match text.as_bytes().get(first_non_ws(text)) {
         Some(b'{') => members.is_none(),
         Some(b'[') => serde_json::from_str::<serde::de::IgnoredAny>(text).is_err(),
         _ => false,

@@ -96,14 +96,19 @@ pub fn random_hex_id() -> String {
 /// Appends the low `digits` hex digits of `value` (lower case, zero-padded) to `out`, without
 /// the formatting machinery (ids are minted on every request).
 pub fn push_hex(out: &mut String, value: u128, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'0'; 32];
     let digits = digits.min(32) as usize;
-    for (i, d) in text[32 - digits..].iter_mut().rev().enumerate() {
-        *d = HEX[((value >> (4 * i)) & 0xf) as usize];
-    }
+    write_hex(&mut text[32 - digits..], value);
     // Hex digits only: always UTF-8.
     out.push_str(std::str::from_utf8(&text[32 - digits..]).unwrap_or_default());
+}
+
+/// Fills `out` with the low `out.len()` hex digits of `value` (lower case, zero-padded).
+pub fn write_hex(out: &mut [u8], value: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out.iter_mut().rev().enumerate() {
+        *d = HEX[((value >> (4 * i)) & 0xf) as usize];
+    }
 }
 
 #[cfg(test)]

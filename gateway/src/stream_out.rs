@@ -206,13 +206,10 @@ const CRLF: &[u8] = b"\r\n";
 /// A chunk's size line: the size in lowercase hex (no leading zeros), then CRLF. Written by
 /// hand: `write!` with `{:x}` was a visible share of a delivery's work.
 fn size_line(len: usize) -> ([u8; 20], usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // A usize is at most 16 hex digits; with CRLF, 18 bytes.
     let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
     let mut line = [0u8; 20];
-    for (i, d) in line[..digits].iter_mut().rev().enumerate() {
-        *d = HEX[(len >> (4 * i)) & 0xf];
-    }
+    crate::mint::write_hex(&mut line[..digits], len as u128);
     line[digits..digits + 2].copy_from_slice(b"\r\n");
     (line, digits + 2)
 }

@@ -84,7 +84,7 @@ pub fn detached(headers: &HeaderMap) -> HeaderMap {
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);
-    remove_where(headers, |n| hop_by_hop(n, &named));
+    remove_where(headers, |n, _| hop_by_hop(n, &named));
 }
 
 /// Whether `name` is hop-by-hop: one of [`HOP_BY_HOP`] or `named` by the `Connection` header.
@@ -131,12 +131,17 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Removes every header `drop` picks (all its values): one lookup per name dropped, the kept
-/// headers untouched (rebuilding the map would hash every kept header again, and a client that
-/// sends its context headers, as clients must, has some dropped on every request).
-fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
-    // `keys` yields each name once, whatever its number of values.
-    let dropped: Vec<HeaderName> = headers.keys().filter(|n| drop(n)).cloned().collect();
+/// Removes every header `drop` picks for any of its values (all its values then): one lookup
+/// per name dropped, the kept headers untouched (rebuilding the map would hash every kept
+/// header again, and a client that sends its context headers has some dropped on every
+/// request). `drop` sees every value, a name's values one after another.
+fn remove_where(headers: &mut HeaderMap, mut drop: impl FnMut(&HeaderName, &HeaderValue) -> bool) {
+    let mut dropped: Vec<HeaderName> = Vec::new();
+    for (name, value) in headers.iter() {
+        if drop(name, value) && dropped.last() != Some(name) {
+            dropped.push(name.clone());
+        }
+    }
     for name in &dropped {
         headers.remove(name);
     }
@@ -170,9 +175,8 @@ pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwardi
 /// [`field_bit`]s.
 fn clean(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) -> u16 {
     let named = connection_named(headers);
-    let (mut dropped, mut seen, mut as_verified) = (Vec::<HeaderName>::new(), 0u16, 0u16);
-    // A name's values come one after another: a name is dropped if any of its values is.
-    for (n, v) in headers.iter() {
+    let (mut seen, mut as_verified) = (0u16, 0u16);
+    remove_where(headers, |n, v| {
         let class = class(n);
         let drop = match class {
             Class::Field(f) => seen & field_bit(f) != 0 || ctx.get(f) != v.to_str().ok(),
@@ -182,19 +186,15 @@ fn clean(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) -> u16
         } || named.contains(n)
             || (!fwd.authorization && n == http::header::AUTHORIZATION);
         if let Class::Field(f) = class {
+            // A second value drops the name even when the first was the verified one.
             seen |= field_bit(f);
             as_verified = match drop {
                 false => as_verified | field_bit(f),
                 true => as_verified & !field_bit(f),
             };
         }
-        if drop && dropped.last() != Some(n) {
-            dropped.push(n.clone());
-        }
-    }
-    for name in &dropped {
-        headers.remove(name);
-    }
+        drop
+    });
     as_verified
 }
 
@@ -460,7 +460,7 @@ mod tests {
         h.append("te", "trailers".parse().expect("v"));
         h.append("x-tenant-id", "t_evil2".parse().expect("v"));
         h.append("x-a", "3".parse().expect("v"));
-        remove_where(&mut h, |n| n == "x-tenant-id" || n == "te");
+        remove_where(&mut h, |n, _| n == "x-tenant-id" || n == "te");
         assert_eq!(h.len(), 3);
         assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2", "3"]);
         let mut resp = HeaderMap::new();
