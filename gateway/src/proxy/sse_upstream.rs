@@ -219,6 +219,9 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
     let window = gw.live().config.sse.batch_window;
     let mut pending = Vec::new();
     let mut pending_since = Instant::now();
+    // The parser's verdict on the data read so far (a read hands its data to the parser as it
+    // is decoded, so the verdict is read after it).
+    let mut fed = Ok(());
     let mut last_delivery: Option<Instant> = None;
     // Made the first time events are held for the window: a quiet stream never needs it, and
     // its room would be kept in the task for the stream's life.
@@ -245,12 +248,16 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                     break Pumped::Stop;
                 }
             }
-            data = std::future::poll_fn(|cx| up.poll_data(cx)) => {
-                let Some(Ok(data)) = data else { break Pumped::Broken };
+            read = std::future::poll_fn(|cx| up.poll_data(cx, |data| {
                 if pending.is_empty() {
                     pending_since = Instant::now();
                 }
-                if parser.feed(&data, &mut pending).is_err() {
+                if fed.is_ok() {
+                    fed = parser.feed(data, &mut pending);
+                }
+            })) => {
+                let Some(Ok(())) = read else { break Pumped::Broken };
+                if fed.is_err() {
                     tracing::warn!(route = %hub.route.name, thread_id = %hub.thread, "upstream event over the size limit; reconnecting");
                     break Pumped::Broken;
                 }

@@ -2,13 +2,12 @@
 //! the response head parsed with `httparse`, the body (chunked, with a length, or to the end of
 //! the connection) decoded as it arrives. An HTTP client library would hold a request channel
 //! and 8 KiB read and write buffers for the stream's whole life; here a read goes to a chunk on
-//! the stack and only the decoded bytes are kept, so an idle stream holds its socket and a few
-//! words of state.
+//! the stack and its data straight to the event parser, so an idle stream holds its socket and a
+//! few words of state.
 
 use crate::outbound::UpstreamIo;
 use crate::wire::chunked::Chunked;
 use crate::wire::poll_read_chunk;
-use bytes::Bytes;
 use std::future::poll_fn;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
@@ -123,29 +122,45 @@ fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, usize)>, String> {
     Ok(Some((status, framing, used)))
 }
 
-/// Decodes raw body bytes into data, setting `ended` when the framing says the body ended.
-fn decode(framing: &mut Framing, ended: &mut bool, raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+/// Decodes raw body bytes, handing the data to `sink`; returns how many data bytes it handed,
+/// and sets `ended` when the framing says the body ended.
+fn decode(
+    framing: &mut Framing,
+    ended: &mut bool,
+    raw: &[u8],
+    sink: &mut impl FnMut(&[u8]),
+) -> Result<usize, &'static str> {
+    let mut handed = 0;
+    let mut hand = |data: &[u8]| {
+        handed += data.len();
+        if !data.is_empty() {
+            sink(data);
+        }
+    };
     match framing {
-        Framing::ToEnd => Ok(raw.to_vec()),
+        Framing::ToEnd => hand(raw),
         Framing::Length(left) => {
             let take = (*left).min(raw.len() as u64) as usize;
             *left -= take as u64;
             *ended = *left == 0;
-            Ok(raw[..take].to_vec())
+            hand(&raw[..take]);
         }
-        Framing::Chunked(state) => {
-            let mut out = Vec::new();
-            *ended = state.decode(raw, &mut out)?;
-            Ok(out)
-        }
+        Framing::Chunked(state) => *ended = state.decode(raw, hand)?,
     }
+    Ok(handed)
 }
 
 impl Wire {
-    /// The next piece of the body: `None` at its end, an error when the connection broke or the
-    /// framing did (both end the stream like a broken connection). A read goes to a chunk on the
-    /// stack and is decoded from there: one copy, into the piece handed on.
-    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+    /// Reads the next piece of the body and hands its data to `sink`: `Some(Ok(()))` once some
+    /// data was handed, `None` at the body's end, an error when the connection broke or the
+    /// framing did (both end the stream like a broken connection; the data before a framing
+    /// error is handed all the same). A read goes to a chunk on the stack and its data goes to
+    /// `sink` from there: no copy, no allocation.
+    pub fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Poll<Option<Result<(), String>>> {
         loop {
             if self.ended {
                 return Poll::Ready(None);
@@ -153,7 +168,7 @@ impl Wire {
             let decoded = if self.early.is_empty() {
                 let (framing, ended) = (&mut self.framing, &mut self.ended);
                 let read = poll_read_chunk(&mut self.io, cx, |got| {
-                    (!got.is_empty()).then(|| decode(framing, ended, got))
+                    (!got.is_empty()).then(|| decode(framing, ended, got, &mut sink))
                 });
                 match ready!(read) {
                     Err(e) => return Poll::Ready(Some(Err(format!("read: {e}")))),
@@ -162,11 +177,11 @@ impl Wire {
                 }
             } else {
                 let early = std::mem::take(&mut self.early);
-                decode(&mut self.framing, &mut self.ended, &early)
+                decode(&mut self.framing, &mut self.ended, &early, &mut sink)
             };
             match decoded {
-                Ok(data) if data.is_empty() => continue,
-                Ok(data) => return Poll::Ready(Some(Ok(Bytes::from(data)))),
+                Ok(0) => continue,
+                Ok(_) => return Poll::Ready(Some(Ok(()))),
                 Err(why) => {
                     self.ended = true;
                     return Poll::Ready(Some(Err(why.into())));
@@ -176,7 +191,7 @@ impl Wire {
     }
 
     /// The connection ended: the body's end when it has no framing, an error otherwise.
-    fn at_eof(&mut self) -> Option<Result<Bytes, String>> {
+    fn at_eof(&mut self) -> Option<Result<(), String>> {
         self.ended = true;
         match &self.framing {
             Framing::ToEnd => None,

@@ -51,9 +51,10 @@ impl Chunked {
         self.walk(input, |_| {})
     }
 
-    /// Reads `input`, appending the chunks' data to `out`; `Ok(true)` once the body ended.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<bool, &'static str> {
-        self.walk(input, |data| out.extend_from_slice(data)).1
+    /// Reads `input`, handing each run of the chunks' data to `data` (the runs that came before
+    /// a framing error included); `Ok(true)` once the body ended.
+    pub fn decode(&mut self, input: &[u8], data: impl FnMut(&[u8])) -> Result<bool, &'static str> {
+        self.walk(input, data).1
     }
 
     /// [`Chunked::advance`], handing each run of chunk data to `data`.
