@@ -38,8 +38,8 @@ pub struct Journal {
 
 fn size_of(e: &Event) -> usize {
     e.data.as_ref().map_or(0, String::len)
-        + e.event.as_ref().map_or(0, String::len)
-        + e.id.as_ref().map_or(0, String::len)
+        + e.event.as_ref().map_or(0, |t| t.len())
+        + e.id.as_ref().map_or(0, |t| t.len())
         + 64
 }
 
@@ -181,7 +181,9 @@ mod tests {
     }
 
     fn ids(v: &[Arc<Event>]) -> Vec<String> {
-        v.iter().map(|e| e.id.clone().unwrap_or_default()).collect()
+        v.iter()
+            .map(|e| e.id.as_deref().unwrap_or_default().to_owned())
+            .collect()
     }
 
     #[test]

@@ -104,17 +104,17 @@ pub fn decode_entry(fields: &[(String, String)]) -> Option<Event> {
 }
 
 fn encode(ev: &Event) -> Value {
-    json!({"event": ev.event, "data": ev.data, "id": ev.id, "retry": ev.retry, "last": ev.last_event_id})
+    json!({"event": ev.event.as_deref(), "data": ev.data, "id": ev.id.as_deref(), "retry": ev.retry, "last": &*ev.last_event_id})
 }
 
 fn decode(v: &Value) -> Option<Event> {
     let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
     Some(Event {
-        event: text("event"),
+        event: text("event").map(Arc::from),
         data: text("data"),
-        id: text("id"),
+        id: text("id").map(Arc::from),
         retry: v.get("retry").and_then(Value::as_u64),
-        last_event_id: text("last")?,
+        last_event_id: text("last")?.into(),
     })
 }
 
@@ -133,7 +133,7 @@ mod tests {
         };
         assert_eq!(decode(&encode(&ev)), Some(ev));
         let bare = Event {
-            last_event_id: String::new(),
+            last_event_id: "".into(),
             ..Event::default()
         };
         assert_eq!(decode(&encode(&bare)), Some(bare));

@@ -54,7 +54,7 @@ struct State {
     subs: Vec<Sub>,
     dedupe: Deduper,
     /// The last event id delivered (what a reconnect resumes from).
-    last_id: Option<String>,
+    last_id: Option<Arc<str>>,
     /// A client cursor to announce as `resume_cursor` (source upstream) once connected.
     pending_resume: Option<String>,
     /// Ephemeral routes: each coalescing key's rate window.
@@ -126,7 +126,7 @@ impl Hub {
                 // A private hub has one client for its whole life; a shared one grows.
                 subs: Vec::with_capacity(usize::from(sharing == Sharing::Private)),
                 dedupe: Deduper::after(cursor),
-                last_id: cursor.map(str::to_owned),
+                last_id: cursor.map(Arc::from),
                 pending_resume: None,
                 rates: Rates::new(),
             }),
@@ -174,7 +174,11 @@ impl Hub {
 
     /// The id a reconnect resumes from.
     pub fn last_id(&self) -> Option<String> {
-        self.lock().last_id.clone().filter(|i| !i.is_empty())
+        let st = self.lock();
+        st.last_id
+            .as_deref()
+            .filter(|i| !i.is_empty())
+            .map(str::to_owned)
     }
 
     /// Announce `cursor` (source upstream) to the clients once the upstream answers.
@@ -245,7 +249,7 @@ impl Hub {
             Sharing::Shared => sub.dedupe = Some(Deduper::after(Some(at))),
             Sharing::Private => {
                 st.dedupe = Deduper::after(Some(at));
-                st.last_id = Some(at.to_owned());
+                st.last_id = Some(Arc::from(at));
             }
         }
         st.subs.push(sub);

@@ -99,7 +99,7 @@ mod tests {
             data: Some(format!("{{\"n\":{n}}}")),
             id: None,
             retry: None,
-            last_event_id: String::new(),
+            last_event_id: "".into(),
         })
     }
 

@@ -45,8 +45,8 @@ impl Batch {
 /// About how many bytes an event takes on the wire before stamping.
 pub fn wire_size(e: &Event) -> usize {
     e.data.as_ref().map_or(0, String::len)
-        + e.id.as_ref().map_or(0, String::len)
-        + e.event.as_ref().map_or(0, String::len)
+        + e.id.as_ref().map_or(0, |t| t.len())
+        + e.event.as_ref().map_or(0, |t| t.len())
         + 24
 }
 

@@ -5,21 +5,24 @@
 //! handling of a CR and LF split across chunks, and a hard bound on buffered bytes.
 
 use bytes::BytesMut;
+use std::sync::Arc;
 
-/// One block of fields up to a blank line, as the relay needs it.
+/// One block of fields up to a blank line, as the relay needs it. The `event` and id texts are
+/// shared, not copied: a stream's blocks mostly repeat one event type, and an id is the stream's
+/// last event id too (in the parser, the hub and the journal).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Event {
     /// `event:` value, when the block set one.
-    pub event: Option<String>,
+    pub event: Option<Arc<str>>,
     /// The `data:` lines joined by `\n`; `None` when the block had no data line (the browser
     /// dispatches nothing for it, but its `id` still moves the last event id).
     pub data: Option<String>,
     /// `id:` value when the block set one (`Some("")` resets the last event id).
-    pub id: Option<String>,
+    pub id: Option<Arc<str>>,
     /// `retry:` value when the block set a valid one.
     pub retry: Option<u64>,
     /// The stream's last event id after this block (what a browser would send on reconnect).
-    pub last_event_id: String,
+    pub last_event_id: Arc<str>,
 }
 
 impl Event {
@@ -42,13 +45,15 @@ pub struct Parser {
     line: BytesMut,
     after_cr: bool,
     bom_state: BomState,
-    event: Option<String>,
+    event: Option<Arc<str>>,
+    /// The last `event:` value seen, handed again when the next block repeats it.
+    last_event: Option<Arc<str>>,
     data: String,
     has_data: bool,
-    id: Option<String>,
+    id: Option<Arc<str>>,
     retry: Option<u64>,
     any_field: bool,
-    last_event_id: String,
+    last_event_id: Arc<str>,
     max_event_bytes: usize,
 }
 
@@ -69,12 +74,13 @@ impl Parser {
             after_cr: false,
             bom_state: BomState::Pending,
             event: None,
+            last_event: None,
             data: String::new(),
             has_data: false,
             id: None,
             retry: None,
             any_field: false,
-            last_event_id: String::new(),
+            last_event_id: Arc::from(""),
             max_event_bytes,
         }
     }
@@ -166,7 +172,13 @@ impl Parser {
         };
         match name {
             b"event" => {
-                self.event = Some(text(value).into_owned());
+                let value = text(value);
+                let name = match &self.last_event {
+                    Some(last) if **last == *value => last.clone(),
+                    _ => Arc::from(value),
+                };
+                self.last_event = Some(name.clone());
+                self.event = Some(name);
                 self.any_field = true;
             }
             b"data" => {
@@ -181,10 +193,9 @@ impl Parser {
                 }
             }
             b"id" if memchr::memchr(0, value).is_none() => {
-                let value = text(value);
-                self.last_event_id.clear();
-                self.last_event_id.push_str(&value);
-                self.id = Some(value.into_owned());
+                let id: Arc<str> = Arc::from(text(value));
+                self.last_event_id = id.clone();
+                self.id = Some(id);
                 self.any_field = true;
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {

@@ -16,11 +16,11 @@ fn event() -> impl Strategy<Value = Event> {
         proptest::option::of(0u64..100_000),
     )
         .prop_map(|(event, data, id, retry)| Event {
-            event,
+            event: event.map(Into::into),
             data,
-            id,
+            id: id.map(Into::into),
             retry,
-            last_event_id: String::new(),
+            last_event_id: "".into(),
         })
 }
 

@@ -20,7 +20,11 @@ fn dispatched(input: &[u8]) -> Vec<(String, String, String)> {
                 .event
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "message".into());
-            (ty, e.data.unwrap_or_default(), e.last_event_id)
+            (
+                ty.to_string(),
+                e.data.unwrap_or_default(),
+                e.last_event_id.to_string(),
+            )
         })
         .collect()
 }
@@ -149,8 +153,27 @@ fn blocks_without_data_still_move_the_last_event_id() {
     assert_eq!(evs.len(), 2);
     assert!(!evs[0].dispatches());
     assert_eq!(evs[0].id.as_deref(), Some("7"));
-    assert_eq!(evs[1].last_event_id, "7");
+    assert_eq!(&*evs[1].last_event_id, "7");
     assert_eq!(evs[1].id, None);
+}
+
+#[test]
+fn a_repeated_event_type_and_an_id_are_shared_not_copied() {
+    let evs = parse_all(b"event: a\nid: 1\ndata: x\n\nevent: a\ndata: y\n\nevent: b\ndata: z\n\nevent: a\ndata: w\n\n");
+    let names: Vec<_> = evs.iter().map(|e| e.event.as_deref()).collect();
+    assert_eq!(names, [Some("a"), Some("a"), Some("b"), Some("a")]);
+    let (first, second) = (
+        evs[0].event.as_ref().expect("a"),
+        evs[1].event.as_ref().expect("a"),
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(first, second),
+        "the same name is handed again"
+    );
+    let id = evs[0].id.as_ref().expect("id");
+    assert!(std::sync::Arc::ptr_eq(id, &evs[0].last_event_id));
+    assert!(std::sync::Arc::ptr_eq(id, &evs[3].last_event_id));
+    assert_eq!(evs[3].id, None);
 }
 
 const SAMPLE: &[u8] = b"\xEF\xBB\xBFretry: 500\r\nid: 1\r\nevent: chat\r\ndata: {\"a\":1}\r\n\r\n: keep\rdata: two\rdata: lines\r\rid: 3\ndata: \xe2\x80\xa6\n\nid\ndata\n\nid: 9\n\n";
@@ -231,7 +254,7 @@ fn reset_stream_keeps_last_event_id_and_drops_partial_state() {
             .collect::<Vec<_>>(),
         vec!["a", "b"]
     );
-    assert_eq!(out[1].last_event_id, "4");
+    assert_eq!(&*out[1].last_event_id, "4");
 }
 
 #[test]
