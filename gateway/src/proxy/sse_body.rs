@@ -9,7 +9,7 @@
 use crate::body::BoxError;
 use crate::inject::Stamp;
 use crate::outcome::StreamLog;
-use crate::proxy::sse_queue::{Chunk, ClientRx};
+use crate::proxy::sse_queue::{wire_size, Chunk, ClientRx};
 use crate::respond;
 use crate::sse::frames::render;
 use bytes::Bytes;
@@ -33,14 +33,26 @@ pub struct Finish {
 
 /// Most bytes gathered into one write when several chunks are queued.
 const COALESCE_BYTES: usize = 64 * 1024;
+/// Room for the field names and the stamp of an event rendered in full.
+const RENDER_ROOM: usize = 64;
 
 impl Finish {
-    /// About how many bytes this client's render of `chunk` takes (to size the write once).
+    /// How many bytes this client's render of `chunk` takes, to size the write once: exact
+    /// when every event has a shared head (the write is then handed on without a copy or a
+    /// header of its own), about that otherwise.
     fn size_of(&self, chunk: &Chunk) -> usize {
         match chunk {
             Chunk::Raw(b) => b.len(),
             Chunk::Events(batch) => {
-                batch.bytes + batch.events.len() * (self.stamp.tail().len() + 2)
+                let each = self.stamp.tail().len() + 2;
+                let mut size = batch.events.len() * each;
+                for (ev, head) in batch.events.iter().zip(&batch.heads) {
+                    size += match head {
+                        Some(h) => h.len(),
+                        None => wire_size(ev) + RENDER_ROOM,
+                    };
+                }
+                size
             }
         }
     }
@@ -55,7 +67,7 @@ impl Finish {
             Chunk::Events(batch) => {
                 let before = buf.len();
                 for (ev, head) in batch.events.iter().zip(&batch.heads) {
-                    self.render_event(ev, head.as_ref(), buf);
+                    self.render_event(ev, head.as_deref(), buf);
                 }
                 if buf.len() == before {
                     0
@@ -67,7 +79,7 @@ impl Finish {
     }
 
     /// Appends one event: its shared head and this client's tail, or a full render.
-    fn render_event(&self, ev: &crate::sse::Event, head: Option<&Bytes>, buf: &mut Vec<u8>) {
+    fn render_event(&self, ev: &crate::sse::Event, head: Option<&[u8]>, buf: &mut Vec<u8>) {
         match head {
             Some(head) => {
                 buf.extend_from_slice(head);
@@ -305,7 +317,7 @@ impl SseBody {
     fn render_overflow(&mut self, cx: &Context<'_>, buf: &mut Vec<u8>) -> u64 {
         let waiting = self.rx.take_overflow(cx);
         for (ev, head) in &waiting {
-            self.finish.render_event(ev, head.as_ref(), buf);
+            self.finish.render_event(ev, head.as_deref(), buf);
         }
         waiting.len() as u64
     }

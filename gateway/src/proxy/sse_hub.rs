@@ -20,6 +20,7 @@ use crate::sse::frames::{render, resume_frame};
 use crate::sse::Event;
 use bytes::Bytes;
 use railgate_policy::ErrorCode;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -355,7 +356,8 @@ impl Hub {
             return self.admit_ephemeral(st, events, owner, eph);
         }
         let now = Instant::now();
-        let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
+        let n = events.len();
+        let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();
         for ev in events {
             if let Some(id) = ev.id.as_deref() {
@@ -405,7 +407,8 @@ impl Hub {
         eph: &Ephemeral,
     ) -> Batch {
         let now = Instant::now();
-        let mut batch = Batch::new(Vec::with_capacity(events.len()), Vec::new());
+        let n = events.len();
+        let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();
         for mut ev in events.into_iter().filter(Event::dispatches) {
             let prepared = ev.data.as_deref().map(prepare);

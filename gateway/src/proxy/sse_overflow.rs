@@ -6,14 +6,14 @@
 //! upstream's rate.
 
 use crate::metrics::EphemeralDropped as Dropped;
+use crate::proxy::sse_queue::Head;
 use crate::sse::Event;
-use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 /// One waiting event: its coalescing key, the event and its shared head.
-type Item = (Option<String>, Arc<Event>, Option<Bytes>);
+type Item = (Option<String>, Arc<Event>, Option<Head>);
 
 /// See the module documentation.
 pub struct Overflow {
@@ -51,7 +51,7 @@ impl Overflow {
 
     /// Puts events in (with their shared heads and coalescing keys), each replacing the
     /// waiting event of its key.
-    pub fn put(&self, events: &[Arc<Event>], heads: &[Option<Bytes>], keys: &[Option<String>]) {
+    pub fn put(&self, events: &[Arc<Event>], heads: &[Option<Head>], keys: &[Option<String>]) {
         let waker = {
             let mut inner = self.lock();
             for (i, (ev, head)) in events.iter().zip(heads).enumerate() {
@@ -74,7 +74,7 @@ impl Overflow {
 
     /// Takes everything waiting, oldest first; when nothing waits, `waker` is woken by the next
     /// [`Overflow::put`].
-    pub fn take(&self, waker: &Waker) -> Vec<(Arc<Event>, Option<Bytes>)> {
+    pub fn take(&self, waker: &Waker) -> Vec<(Arc<Event>, Option<Head>)> {
         let mut inner = self.lock();
         if inner.items.is_empty() {
             inner.waker = Some(waker.clone());
@@ -116,7 +116,7 @@ mod tests {
         o.put(&events, &vec![None; items.len()], &keys);
     }
 
-    fn data(taken: &[(Arc<Event>, Option<Bytes>)]) -> Vec<String> {
+    fn data(taken: &[(Arc<Event>, Option<Head>)]) -> Vec<String> {
         taken
             .iter()
             .map(|(e, _)| e.data.clone().unwrap_or_default())

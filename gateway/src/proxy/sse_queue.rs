@@ -7,22 +7,27 @@
 use crate::proxy::sse_overflow::Overflow;
 use crate::sse::Event;
 use bytes::Bytes;
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
-/// Events of one upstream read, shared by every client of a hub. Each client's body finishes
+/// An event's shared head (see [`Batch::heads`]): copied into each client's write, so held as
+/// plain bytes shared by count.
+pub type Head = Arc<[u8]>;
+
+/// Events of one upstream read (usually one: held inline), shared by every client of a hub. Each client's body finishes
 /// them with its own stamp, on its own task — the hub does no per-client rendering.
 #[derive(Debug)]
 pub struct Batch {
     /// The events, foreign ones already removed.
-    pub events: Vec<Arc<Event>>,
+    pub events: SmallVec<[Arc<Event>; 1]>,
     /// Per event: its fields plus `data: {members,` — the client appends its tail and `\n\n`.
     /// `None`: the event needs a full per-client render (it has `routing`/`meta`, is not a
     /// one-line object, or carries no JSON object).
-    pub heads: Vec<Option<Bytes>>,
+    pub heads: SmallVec<[Option<Head>; 1]>,
     /// About how many bytes the events take on the wire (for the byte bound).
     pub bytes: usize,
     /// Per event, its coalescing key (ephemeral routes; empty otherwise).
@@ -31,7 +36,10 @@ pub struct Batch {
 
 impl Batch {
     /// A batch of these events and heads, its size counted.
-    pub fn new(events: Vec<Arc<Event>>, heads: Vec<Option<Bytes>>) -> Batch {
+    pub fn new(
+        events: SmallVec<[Arc<Event>; 1]>,
+        heads: SmallVec<[Option<Head>; 1]>,
+    ) -> Batch {
         let bytes = events.iter().map(|e| wire_size(e)).sum();
         Batch {
             events,
@@ -291,7 +299,7 @@ impl ClientRx {
 
     /// Events waiting in the overflow (ephemeral routes), oldest first; when none wait, the
     /// task of `cx` is woken when one arrives.
-    pub fn take_overflow(&self, cx: &Context<'_>) -> Vec<(Arc<Event>, Option<Bytes>)> {
+    pub fn take_overflow(&self, cx: &Context<'_>) -> Vec<(Arc<Event>, Option<Head>)> {
         self.overflow
             .as_ref()
             .map(|o| o.take(cx.waker()))

@@ -6,11 +6,11 @@ use crate::config::Rail;
 use crate::dedupe::Deduper;
 use crate::inject::{Crossing, Prepared, Stamp};
 use crate::metrics::{Metrics, ReplaySource, Violation};
-use crate::proxy::sse_queue::{Batch, Chunk};
+use crate::proxy::sse_queue::{Batch, Chunk, Head};
 use crate::sse::write::write_fields;
 use crate::sse::Event;
-use bytes::Bytes;
 use prometheus::{Histogram, IntCounter};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -200,13 +200,27 @@ pub fn chunk_for(
 }
 
 /// An event's fields plus `data: {members,` when its data allows a shared prefix.
-pub fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Bytes> {
-    let mut head = Vec::with_capacity(ev.data.as_ref().map_or(0, String::len) + 128);
-    write_fields(ev, &mut head);
-    head.extend_from_slice(b"data: ");
-    prepared
-        .write_shared_prefix(&mut head)
-        .then(|| Bytes::from(head))
+/// Written in a buffer kept by the thread and copied out once, at its size: a buffer per head
+/// would be a second allocation.
+pub fn shared_head(ev: &Event, prepared: &Prepared<'_>) -> Option<Head> {
+    thread_local! {
+        static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+    /// A larger buffer is not kept.
+    const KEEP: usize = 64 * 1024;
+    SCRATCH.with(|scratch| {
+        let mut head = scratch.take();
+        head.clear();
+        write_fields(ev, &mut head);
+        head.extend_from_slice(b"data: ");
+        let made = prepared
+            .write_shared_prefix(&mut head)
+            .then(|| Head::from(&head[..]));
+        if head.capacity() <= KEEP {
+            scratch.set(head);
+        }
+        made
+    })
 }
 
 #[cfg(test)]
