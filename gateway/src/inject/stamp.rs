@@ -25,6 +25,20 @@ const ROUTING_MEMBER: &str = "\"routing\":";
 /// What comes between the `routing` object and the trace id.
 const META_MEMBER: &str = ",\"meta\":{\"trace_id\":";
 
+/// Appends `s` as a JSON string, as serde_json writes it: between quotes as it is when nothing in
+/// it needs an escape (ids and context values, as a rule), through serde_json otherwise.
+fn push_json_str(out: &mut String, s: &str) {
+    // Without an early exit, so the compiler checks many bytes at a time.
+    let escaped = s.bytes().fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !escaped {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else if let Ok(quoted) = serde_json::to_string(s) {
+        out.push_str(&quoted);
+    }
+}
+
 /// Whether an event naming another value of routing key `k` than its stream's is dropped: the
 /// scope fields ([`Field::SCOPES`]), `thread_id`, and the route's resource key.
 fn is_scope_key(k: &str, resource_key: &str) -> bool {
@@ -61,27 +75,33 @@ impl Stamp {
             .filter(|(k, _)| is_scope_key(k, resource_key))
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let mut tail = Vec::with_capacity(256);
-        tail.extend_from_slice(ROUTING_MEMBER.as_bytes());
-        tail.push(b'{');
+        // Sized for values that need no escaping (the usual case): kept as it is, not copied to
+        // shrink it.
+        let size = ROUTING_MEMBER.len()
+            + members
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>()
+            + META_MEMBER.len()
+            + ctx.trace_id.len()
+            + 5;
+        let mut tail = String::with_capacity(size);
+        tail.push_str(ROUTING_MEMBER);
+        tail.push('{');
         for (i, (k, v)) in members.iter().enumerate() {
             if i > 0 {
-                tail.push(b',');
+                tail.push(',');
             }
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut tail, k);
-            tail.push(b':');
-            let _ = serde_json::to_writer(&mut tail, v);
+            push_json_str(&mut tail, k);
+            tail.push(':');
+            push_json_str(&mut tail, v);
         }
-        tail.push(b'}');
+        tail.push('}');
         let routing_end = tail.len();
-        tail.extend_from_slice(META_MEMBER.as_bytes());
+        tail.push_str(META_MEMBER);
         let trace_at = tail.len();
-        let _ = serde_json::to_writer(&mut tail, &ctx.trace_id);
-        tail.extend_from_slice(b"}}");
-        // serde_json writes UTF-8 only, and the rest is ASCII.
-        let tail = String::from_utf8(tail)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        push_json_str(&mut tail, &ctx.trace_id);
+        tail.push_str("}}");
         Stamp {
             tail: tail.into_boxed_str(),
             routing_end,
@@ -106,5 +126,30 @@ impl Stamp {
     /// neither member (see [`super::Prepared::write_shared_prefix`]).
     pub fn tail(&self) -> &str {
         &self.tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_json_str;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut all: Vec<String> = [
+            "", "t_acme", "th_0123", "a b", "é✓", "\u{7f}", "q\"", "b\\", "\u{1f}x", "l\nr\t",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        all.extend((0u8..=0x7f).map(|b| format!("x{}y", b as char)));
+        for s in &all {
+            let mut out = String::from("{");
+            push_json_str(&mut out, s);
+            assert_eq!(
+                out,
+                format!("{{{}", serde_json::to_string(s).expect("json")),
+                "{s:?}"
+            );
+        }
     }
 }

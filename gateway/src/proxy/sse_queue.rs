@@ -36,10 +36,7 @@ pub struct Batch {
 
 impl Batch {
     /// A batch of these events and heads, its size counted.
-    pub fn new(
-        events: SmallVec<[Arc<Event>; 1]>,
-        heads: SmallVec<[Option<Head>; 1]>,
-    ) -> Batch {
+    pub fn new(events: SmallVec<[Arc<Event>; 1]>, heads: SmallVec<[Option<Head>; 1]>) -> Batch {
         let bytes = events.iter().map(|e| wire_size(e)).sum();
         Batch {
             events,

@@ -36,17 +36,23 @@ impl UpstreamSpec {
     /// The stream at `uri`, asked for with `headers` (a client's `Host`, `Accept` and
     /// `Last-Event-ID` give way to the gateway's).
     pub fn new(uri: Uri, headers: &HeaderMap, tls: UpstreamTls) -> UpstreamSpec {
-        let mut head = Vec::with_capacity(512);
         let own = [header::HOST, header::ACCEPT, LAST_EVENT_ID];
-        for (name, value) in headers.iter().filter(|(n, _)| !own.contains(n)) {
+        let passed = || headers.iter().filter(|(n, _)| !own.contains(n));
+        let authority = uri.authority().map(|a| a.as_str().as_bytes());
+        // Kept for the stream's life: made at its size, neither grown nor shrunk.
+        let size = passed()
+            .map(|(n, v)| line_size(n.as_str(), v.as_bytes()))
+            .sum::<usize>()
+            + authority.map_or(0, |a| line_size("host", a))
+            + line_size("accept", ACCEPT_SSE);
+        let mut head = Vec::with_capacity(size);
+        for (name, value) in passed() {
             header_line(&mut head, name.as_str(), value.as_bytes());
         }
-        if let Some(authority) = uri.authority() {
-            header_line(&mut head, "host", authority.as_str().as_bytes());
+        if let Some(authority) = authority {
+            header_line(&mut head, "host", authority);
         }
-        header_line(&mut head, "accept", b"text/event-stream");
-        // Kept for the stream's life: no spare room.
-        head.shrink_to_fit();
+        header_line(&mut head, "accept", ACCEPT_SSE);
         UpstreamSpec {
             uri,
             head: Bytes::from(head),
@@ -72,6 +78,13 @@ impl UpstreamSpec {
 }
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+const ACCEPT_SSE: &[u8] = b"text/event-stream";
+
+/// How many bytes [`header_line`] appends.
+fn line_size(name: &str, value: &[u8]) -> usize {
+    name.len() + value.len() + 4
+}
 
 /// Appends `name: value` and its CRLF to a request head.
 fn header_line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
