@@ -6,11 +6,15 @@
 #   tests/bench/instructions.sh [SECONDS]      # HTTP rail: ~SECONDS (8) of wrk, 10 connections
 #   tests/bench/instructions.sh sse [SECONDS]  # 50 private SSE streams of one thread, 100 events/s
 #                                              # for SECONDS (8): per delivery
+#   tests/bench/instructions.sh handshakes [SECONDS]  # new SSE streams of one thread (each its
+#                                              # own upstream stream, the default), 8 at a
+#                                              # time, each closed once its head arrives, for
+#                                              # SECONDS (8): per stream
 # The profile stays in $TMPDIR for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODE=http
-if [ "${1:-}" = sse ]; then MODE=sse; shift; fi
+case "${1:-}" in sse | handshakes) MODE=$1; shift ;; esac
 SECS=${1:-8}
 need=()
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
@@ -45,6 +49,10 @@ ROUTE='name = "chat-http"
 path = "/chat/threads/{thread_id}/**"
 kind = "http"
 require = ["tenant"]'
+[ "$MODE" = handshakes ] && ROUTE='name = "chat-sse"
+path = "/sse/chat/{thread_id}"
+kind = "sse"
+require = ["tenant", "mode", "project", "app"]'
 [ "$MODE" = sse ] && ROUTE='name = "chat-sse"
 path = "/sse/chat/{thread_id}"
 kind = "sse"
@@ -80,15 +88,27 @@ if [ "$MODE" = http ]; then
   echo "requests=$N instructions=$IR per_request=$((IR / N)) profile=$(profile)"
   exit 0
 fi
+SSE_HEADERS=(--header "Authorization: Bearer $TOK" --header "X-Tenant-Id: t_bench" --header "X-Mode: lab"
+  --header "X-Project-Id: p_chat" --header "X-App-Id: app-chat")
+if [ "$MODE" = handshakes ]; then
+  opened() { # SECONDS READY-FILE: prints how many streams were opened
+    "$REL/railgate-load" handshakes --target "$GW" --threads "$TH" --per-thread 1 --duration "$1" \
+      --concurrency 8 --ready-file "$2" "${SSE_HEADERS[@]}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["handshakes"])'
+  }
+  opened 3 "$DIR/warm" >/dev/null
+  callgrind_control -z "$REL/railgate" >/dev/null 2>&1
+  N=$(opened "$SECS" "$DIR/ready")
+  IR=$(total)
+  echo "streams=$N instructions=$IR per_stream=$((IR / N)) profile=$(profile)"
+  exit 0
+fi
 CLIENTS=50 RATE=100
 publish() { # COUNT: paced at RATE per second; returns at once
   curl -sf -m 5 -XPOST "http://$MOCK/_mock/publish" \
     -d "{\"thread_id\":\"$TH\",\"count\":$1,\"rate_per_s\":$RATE}" >/dev/null
 }
 "$REL/railgate-load" sse --target "$GW" --threads "$TH" --per-thread "$CLIENTS" \
-  --duration $((SECS + 60)) --ready-file "$DIR/ready" --watch "self=$$" \
-  --header "Authorization: Bearer $TOK" --header "X-Tenant-Id: t_bench" --header "X-Mode: lab" \
-  --header "X-Project-Id: p_chat" --header "X-App-Id: app-chat" >"$DIR/load.json" &
+  --duration $((SECS + 60)) --ready-file "$DIR/ready" --watch "self=$$" "${SSE_HEADERS[@]}" >"$DIR/load.json" &
 pids+=($!)
 for _ in $(seq 1200); do [ -f "$DIR/ready" ] && break; sleep 0.1; done
 [ -f "$DIR/ready" ] || { echo "the SSE clients did not connect" >&2; exit 1; }
