@@ -29,7 +29,9 @@ const META_MEMBER: &str = ",\"meta\":{\"trace_id\":";
 /// it needs an escape (ids and context values, as a rule), through serde_json otherwise.
 fn push_json_str(out: &mut String, s: &str) {
     // Without an early exit, so the compiler checks many bytes at a time.
-    let escaped = s.bytes().fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let escaped = s
+        .bytes()
+        .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
     if !escaped {
         out.push('"');
         out.push_str(s);
