@@ -18,8 +18,9 @@ use tokio::sync::Notify;
 /// plain bytes shared by count.
 pub type Head = Arc<[u8]>;
 
-/// Events of one upstream read (usually one: held inline), shared by every client of a hub. Each client's body finishes
-/// them with its own stamp, on its own task — the hub does no per-client rendering.
+/// Events of one upstream read (usually one: held inline), shared by every client of a hub.
+/// Each client's body finishes them with its own stamp, on its own task — the hub does no
+/// per-client rendering.
 #[derive(Debug)]
 pub struct Batch {
     /// The events, foreign ones already removed.
