@@ -194,11 +194,12 @@ class Bench:
                 http("POST", f"http://{self.mock_addr}/_mock/publish", {"thread_id": t, "count": int(rate * (duration + PUBLISH_MARGIN_S)), "rate_per_s": rate})
         out, _ = p.communicate(timeout=duration + 300)
         result = json.loads(out)
-        cpu = {}
-        for k, v in result.get("cpu", {}).items():
-            base = re.sub(r"\d+$", "", k)
-            cpu[base] = cpu.get(base, 0) + v
-        result["cpu"] = cpu
+        for field in ("cpu", "cpu_user"):
+            summed = {}
+            for k, v in result.get(field, {}).items():
+                base = re.sub(r"\d+$", "", k)
+                summed[base] = summed.get(base, 0) + v
+            result[field] = summed
         return result
 
     def close(self):
@@ -217,7 +218,10 @@ class Bench:
 def fmt_row(name, r, expected, direct, ngx):
     eps = r["events_per_s"]
     lat = r["latency_us"]
-    cpu = " ".join(f"{k}={v:.2f}" for k, v in sorted(r["cpu"].items()))
+    # The proxy's share of user time after its CPU: the kernel's work is alike, the rest is its own.
+    user = r.get("cpu_user", {})
+    share = lambda k, v: f" (user {user[k] / v:.0%})" if k in ("nginx", "railgate") and v > 0 and k in user else ""
+    cpu = " ".join(f"{k}={v:.2f}{share(k, v)}" for k, v in sorted(r["cpu"].items()))
     ratio = lambda a, b: f"{a / b:.2f}" if b else "-"
     return (f"| {name} | {r['connected']}/{r['clients']} | {eps:,.0f} | {eps / expected * 100:.1f}% | {lat['p50']/1000:.2f} | {lat['p99']/1000:.2f} | "
             f"{ratio(lat['p50'], direct['latency_us']['p50'])} / {ratio(lat['p99'], direct['latency_us']['p99'])} | "

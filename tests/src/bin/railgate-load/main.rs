@@ -98,13 +98,19 @@ fn now_us() -> u64 {
 
 /// utime + stime of a process in seconds (USER_HZ = 100 on Linux).
 fn cpu_seconds(pid: &str) -> f64 {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// utime and stime of a process in seconds (both 0 when it cannot be read).
+fn cpu_times(pid: &str) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
+    (t(11) / 100.0, t(12) / 100.0)
 }
 
 /// Finds every `"sent_at_us":N` in `data` (with a carry for values split across frames).
@@ -406,7 +412,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         let _ = std::fs::write(f, "up");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before: Vec<f64> = watched.iter().map(|(_, p)| cpu_seconds(p)).collect();
+    let before: Vec<(f64, f64)> = watched.iter().map(|(_, p)| cpu_times(p)).collect();
     let self_before = cpu_seconds("self");
     shared.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
@@ -418,8 +424,15 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         "load".into(),
         json!((cpu_seconds("self") - self_before) / secs),
     );
-    for ((name, pid), b) in watched.iter().zip(before) {
-        cpu.insert(name.clone(), json!((cpu_seconds(pid) - b) / secs));
+    // The user-space part too: what the process computes, apart from the kernel's work for it.
+    let mut cpu_user = serde_json::Map::new();
+    for ((name, pid), (user0, system0)) in watched.iter().zip(before) {
+        let (user, system) = cpu_times(pid);
+        cpu.insert(
+            name.clone(),
+            json!((user - user0 + system - system0) / secs),
+        );
+        cpu_user.insert(name.clone(), json!((user - user0) / secs));
     }
     let h = shared
         .hist
@@ -437,6 +450,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         "events_per_s": events as f64 / secs,
         "latency_us": {"p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99), "max": h.max()},
         "cpu": cpu,
+        "cpu_user": cpu_user,
         "tally": if args.tally { tally_report(&shared) } else { json!(null) },
     })
 }
