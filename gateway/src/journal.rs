@@ -37,10 +37,7 @@ pub struct Journal {
 }
 
 fn size_of(e: &Event) -> usize {
-    e.data.as_ref().map_or(0, String::len)
-        + e.event.as_ref().map_or(0, |t| t.len())
-        + e.id.as_ref().map_or(0, |t| t.len())
-        + 64
+    e.text_len() + 64
 }
 
 impl Journal {

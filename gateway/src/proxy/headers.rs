@@ -236,10 +236,12 @@ fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<HeaderValue>) {
         headers.insert(X_REAL_IP, v.clone());
         headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Some((h, text)) = host.and_then(|h| Some((h.clone(), h.to_str().ok()?.to_owned()))) {
-        headers.insert(X_FORWARDED_HOST, h);
-        forwarded.push_str(";host=");
-        forwarded.push_str(&serde_json::to_string(&text).unwrap_or_default());
+    if let Some(h) = host {
+        if let Ok(text) = h.to_str() {
+            forwarded.push_str(";host=");
+            forwarded.push_str(&serde_json::to_string(text).unwrap_or_default());
+            headers.insert(X_FORWARDED_HOST, h);
+        }
     }
     forwarded.push_str(";proto=http");
     set_owned(headers, FORWARDED, forwarded);

@@ -6,11 +6,14 @@
 //! upstream's rate.
 
 use crate::metrics::EphemeralDropped as Dropped;
-use crate::proxy::sse_queue::Head;
 use crate::sse::Event;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
+
+/// An event's shared head (its fields and `data: {members,`, see the queue's batches): copied
+/// into each client's write, so held as plain bytes shared by count.
+pub type Head = Arc<[u8]>;
 
 /// One waiting event: its coalescing key, the event and its shared head.
 type Item = (Option<String>, Arc<Event>, Option<Head>);

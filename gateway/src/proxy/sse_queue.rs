@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
-/// An event's shared head (see [`Batch::heads`]): copied into each client's write, so held as
-/// plain bytes shared by count.
-pub type Head = Arc<[u8]>;
+pub use crate::proxy::sse_overflow::Head;
 
 /// Events of one upstream read (usually one: held inline), shared by every client of a hub.
 /// Each client's body finishes them with its own stamp, on its own task — the hub does no
@@ -50,10 +48,7 @@ impl Batch {
 
 /// About how many bytes an event takes on the wire before stamping.
 pub fn wire_size(e: &Event) -> usize {
-    e.data.as_ref().map_or(0, String::len)
-        + e.id.as_ref().map_or(0, |t| t.len())
-        + e.event.as_ref().map_or(0, |t| t.len())
-        + 24
+    e.text_len() + 24
 }
 
 /// One queue slot.

@@ -30,6 +30,13 @@ impl Event {
     pub fn dispatches(&self) -> bool {
         self.data.is_some()
     }
+
+    /// The bytes of its texts (data, id, event type), for the bounds that count events' sizes.
+    pub fn text_len(&self) -> usize {
+        self.data.as_ref().map_or(0, String::len)
+            + self.id.as_ref().map_or(0, |t| t.len())
+            + self.event.as_ref().map_or(0, |t| t.len())
+    }
 }
 
 /// The stream broke a bound.
