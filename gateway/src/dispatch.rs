@@ -10,7 +10,7 @@ use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Config, Rail, Route};
 use crate::outcome::{count, record, Outcome};
-use crate::proxy::headers::{Forwarding, Peer};
+use crate::proxy::forwarded::{Forwarding, Peer};
 use crate::{proxy, respond, tickets};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;

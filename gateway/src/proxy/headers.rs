@@ -5,6 +5,7 @@
 
 use crate::admission::field_header;
 use crate::header_names::{TRACEPARENT, X_REQUEST_ID};
+use crate::proxy::forwarded::{forwarding, Forwarding, Value, FORWARDING_HEADERS, X_FORWARDED_FOR};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use railgate_policy::field::traceparent_trace_id;
@@ -27,46 +28,6 @@ const HOP_BY_HOP: &[&str] = &[
 const CONTEXT_HEADERS: &[&str] = &["x-user-id", "x-request-id", "traceparent", "tracestate"];
 
 const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-// (Made at compile time: `from_static` called at run time parses the name on every request.)
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-
-/// Headers that say where a request came from or what it asked for before a proxy rewrote it.
-/// From a client they are lies a backend may believe; only a trusted front proxy may send them.
-const FORWARDING_HEADERS: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "forwarded",
-    "x-real-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-];
-
-/// Who sent a request, as the upstream should learn it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    /// The connection's peer address.
-    pub ip: std::net::IpAddr,
-    /// The peer is a front proxy listed in `trusted_proxies`: its forwarding headers stand.
-    pub trusted: bool,
-}
-
-/// What the upstream learns of a request besides its verified context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Forwarding {
-    /// Who sent the request.
-    pub peer: Peer,
-    /// Whether the client's `Authorization` goes on (the route's `forward_authorization`).
-    pub authorization: bool,
-}
-
 /// A copy of `headers` that owns its values. Values hyper parsed point into the connection's
 /// read buffer; a long-lived copy of them (an upstream stream's reconnect headers) would keep
 /// that whole buffer alive for the stream's life.
@@ -147,127 +108,194 @@ fn remove_where(headers: &mut HeaderMap, mut drop: impl FnMut(&HeaderName, &Head
     }
 }
 
-/// Prepares the client's headers for the upstream: hygiene, the verified context, forwarding.
+/// Prepares the client's headers for the upstream in place: hygiene, the verified context,
+/// forwarding ([`Screen`]).
 pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) {
-    // Cloned values share the request's buffer: no copy, no second validation.
-    let client_traceparent = single(headers, &TRACEPARENT).cloned();
-    let host = single(headers, &http::header::HOST).cloned();
-    let as_verified = clean(headers, ctx, fwd);
+    let mut screen = Screen::new(headers, ctx, fwd);
+    remove_where(headers, |n, v| screen.drops(n, v));
     // Room for what follows at once, rather than the map growing as it is inserted.
     headers.reserve(ADDED_HEADERS);
-    forwarding(headers, fwd.peer, host);
-    for (f, v) in ctx.fields() {
-        if as_verified & field_bit(f) == 0 {
-            set(headers, field_header(f).clone(), v);
+    // Every name added was dropped from the client's headers: inserting appends.
+    screen.add(|name, value| {
+        if let Some(v) = value.into_header() {
+            headers.insert(name, v);
         }
-    }
-    set(headers, X_USER_ID, &ctx.user_id);
-    set(headers, X_REQUEST_ID, &ctx.trace_id);
-    let client = client_traceparent.as_ref().map(HeaderValue::as_bytes);
-    set_owned(headers, TRACEPARENT, traceparent(&ctx.trace_id, client));
+    });
 }
 
-/// Removes what the upstream must not get from the client: hop-by-hop headers and those
-/// `Connection` names, the gateway's own headers, forwarding headers unless from a trusted
-/// proxy, `Authorization` unless forwarded, and every context field's header except one sent
-/// once with exactly the verified value, which stays as it is (removing it to insert the same
-/// value again cost a removal, a copy and an insertion per field). Returns those kept, as
-/// [`field_bit`]s.
-fn clean(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) -> u16 {
-    let named = connection_named(headers);
-    let (mut seen, mut as_verified) = (0u16, 0u16);
-    remove_where(headers, |n, v| {
+/// The same headers as [`to_upstream`] makes, written as the lines of a request head
+/// (`name: value` and CRLF) without a header map in between, for the gateway's own upstream
+/// client. `skip` names headers the caller writes itself: the client's are screened, then left
+/// out. A name's values stay together and in order, the gateway's headers follow.
+pub fn write_upstream(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    ctx: &RequestContext,
+    fwd: &Forwarding,
+    skip: &[HeaderName],
+) {
+    let mut screen = Screen::new(headers, ctx, fwd);
+    // The name being written, where its lines began, and whether any of its values dropped it.
+    let mut run: Option<(&HeaderName, usize, bool)> = None;
+    for (name, value) in headers {
+        // One key per name in the map: a name's values share its key, by address.
+        let (_, start, dropped) = match &mut run {
+            Some(r) if std::ptr::eq(r.0, name) => r,
+            _ => run.insert((name, out.len(), false)),
+        };
+        *dropped |= screen.drops(name, value) || skip.contains(name);
+        // A later value can drop a name whose first was kept: its lines are taken back.
+        if *dropped {
+            out.truncate(*start);
+        } else {
+            line(out, name.as_str(), value.as_bytes());
+        }
+    }
+    screen.add(|name, value| {
+        if valid_value(value.as_bytes()) {
+            line(out, name.as_str(), value.as_bytes());
+        }
+    });
+}
+
+/// Appends `name: value` and its CRLF to a request head.
+pub fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `value` may be a header value: the rule of `http::HeaderValue` (visible ASCII,
+/// space, tab and obs-text; no control character), checked without an early exit.
+fn valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .fold(true, |ok, &b| ok & ((b >= 32 && b != 127) | (b == b'\t')))
+}
+
+/// The one pass over a client's headers that decides what the upstream must not get
+/// ([`Screen::drops`]) and learns what the gateway's own headers need ([`Screen::add`]).
+struct Screen<'a> {
+    ctx: &'a RequestContext,
+    fwd: &'a Forwarding,
+    /// The headers `Connection` names.
+    named: Vec<HeaderName>,
+    /// Context fields seen, and those sent once with exactly the verified value.
+    seen: u16,
+    as_verified: u16,
+    host: Once,
+    traceparent: Once,
+    /// A trusted front proxy's `X-Forwarded-For` values, in order.
+    chain: Vec<HeaderValue>,
+}
+
+/// A header's value when it was sent exactly once.
+enum Once {
+    None,
+    One(HeaderValue),
+    Many,
+}
+
+impl Once {
+    fn see(&mut self, v: &HeaderValue) {
+        // Cloned values share the request's buffer: no copy, no second validation.
+        *self = match self {
+            Once::None => Once::One(v.clone()),
+            _ => Once::Many,
+        };
+    }
+
+    fn single(self) -> Option<HeaderValue> {
+        match self {
+            Once::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Screen<'a> {
+    fn new(headers: &HeaderMap, ctx: &'a RequestContext, fwd: &'a Forwarding) -> Screen<'a> {
+        Screen {
+            ctx,
+            fwd,
+            named: connection_named(headers),
+            seen: 0,
+            as_verified: 0,
+            host: Once::None,
+            traceparent: Once::None,
+            chain: Vec::new(),
+        }
+    }
+
+    /// Whether the upstream must not get this client header: hop-by-hop headers and those
+    /// `Connection` names, the gateway's own headers, forwarding headers unless from a trusted
+    /// proxy (whose `X-Forwarded-For` is replaced by the chain with this hop), `Authorization`
+    /// unless forwarded, and every context field's header except one sent once with exactly
+    /// the verified value, which stays as it is. Sees a name's values one after another.
+    fn drops(&mut self, n: &HeaderName, v: &HeaderValue) -> bool {
         let class = class(n);
         let drop = match class {
-            Class::Field(f) => seen & field_bit(f) != 0 || ctx.get(f) != v.to_str().ok(),
-            Class::HopByHop | Class::Context => true,
-            Class::Forwarding => !fwd.peer.trusted,
-            Class::Other => n.as_str().starts_with("x-railgate-"),
-        } || named.contains(n)
-            || (!fwd.authorization && n == http::header::AUTHORIZATION);
+            Class::Field(f) => self.seen & field_bit(f) != 0 || self.ctx.get(f) != v.to_str().ok(),
+            Class::HopByHop => true,
+            Class::Context => {
+                if n == TRACEPARENT {
+                    self.traceparent.see(v);
+                }
+                true
+            }
+            Class::Forwarding if self.fwd.peer.trusted && n == X_FORWARDED_FOR => {
+                self.chain.push(v.clone());
+                true
+            }
+            Class::Forwarding => !self.fwd.peer.trusted,
+            Class::Other => {
+                if n == http::header::HOST {
+                    self.host.see(v);
+                }
+                n.as_str().starts_with("x-railgate-")
+            }
+        } || self.named.contains(n)
+            || (!self.fwd.authorization && n == http::header::AUTHORIZATION);
         if let Class::Field(f) = class {
             // A second value drops the name even when the first was the verified one.
-            seen |= field_bit(f);
-            as_verified = match drop {
-                false => as_verified | field_bit(f),
-                true => as_verified & !field_bit(f),
+            self.seen |= field_bit(f);
+            self.as_verified = match drop {
+                false => self.as_verified | field_bit(f),
+                true => self.as_verified & !field_bit(f),
             };
         }
         drop
-    });
-    as_verified
+    }
+
+    /// Hands the gateway's headers to `put`: forwarding, the verified context fields not kept
+    /// as the client sent them, the user and request ids, `traceparent`.
+    fn add(self, mut put: impl FnMut(HeaderName, Value<'_>)) {
+        let ctx = self.ctx;
+        forwarding(self.fwd.peer, self.host.single(), self.chain, &mut put);
+        for (f, v) in ctx.fields() {
+            if self.as_verified & field_bit(f) == 0 {
+                put(field_header(f).clone(), Value::Text(v));
+            }
+        }
+        put(X_USER_ID, Value::Text(&ctx.user_id));
+        put(X_REQUEST_ID, Value::Text(&ctx.trace_id));
+        let client = self.traceparent.single();
+        let client = client.as_ref().map(HeaderValue::as_bytes);
+        put(
+            TRACEPARENT,
+            Value::Owned(traceparent(&ctx.trace_id, client)),
+        );
+    }
 }
 
 fn field_bit(f: Field) -> u16 {
     1 << f.index()
 }
 
-/// At most how many headers [`to_upstream`] adds: the context fields, the user and request
+/// At most how many headers [`Screen::add`] adds: the context fields, the user and request
 /// ids, `traceparent`, and five forwarding headers.
 const ADDED_HEADERS: usize = Field::ALL.len() + 3 + 5;
-
-/// Forwarding headers: a trusted front proxy's stand, with this hop appended to
-/// `X-Forwarded-For`; anyone else's are replaced by the gateway's own account of the request.
-fn forwarding(headers: &mut HeaderMap, peer: Peer, host: Option<HeaderValue>) {
-    let ip = ip_text(peer.ip);
-    if peer.trusted {
-        let chain: Vec<String> = headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .chain([ip])
-            .collect();
-        set_owned(headers, X_FORWARDED_FOR, chain.join(", "));
-        return;
-    }
-    // The client's own forwarding headers are gone already (`to_upstream`).
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let mut forwarded = String::with_capacity(64);
-    forwarded.push_str("for=");
-    match peer.ip {
-        std::net::IpAddr::V6(_) => {
-            forwarded.push_str("\"[");
-            forwarded.push_str(&ip);
-            forwarded.push_str("]\"");
-        }
-        std::net::IpAddr::V4(_) => forwarded.push_str(&ip),
-    }
-    if let Some(v) = owned_value(ip) {
-        headers.insert(X_REAL_IP, v.clone());
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if let Some(h) = host {
-        if let Ok(text) = h.to_str() {
-            forwarded.push_str(";host=");
-            forwarded.push_str(&serde_json::to_string(text).unwrap_or_default());
-            headers.insert(X_FORWARDED_HOST, h);
-        }
-    }
-    forwarded.push_str(";proto=http");
-    set_owned(headers, FORWARDED, forwarded);
-}
-
-/// `ip` as text, an IPv4 address without going through `Display` (its padding support made it
-/// a visible share of a plain request's work).
-fn ip_text(ip: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut out = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
-    }
-    out
-}
 
 /// Prepares the upstream's response headers for the client.
 pub fn to_client(headers: &mut HeaderMap, trace_id: &str) {
@@ -275,30 +303,10 @@ pub fn to_client(headers: &mut HeaderMap, trace_id: &str) {
     set(headers, X_REQUEST_ID, trace_id);
 }
 
-/// The value of a header sent exactly once.
-fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
-    let mut it = headers.get_all(name).iter();
-    match (it.next(), it.next()) {
-        (Some(v), None) => Some(v),
-        _ => None,
-    }
-}
-
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
-}
-
-/// Sets a value the gateway made, handing its bytes over rather than copying them.
-fn set_owned(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    if let Some(v) = owned_value(value) {
-        headers.insert(name, v);
-    }
-}
-
-fn owned_value(value: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
 /// A `traceparent` for the upstream hop: the trace id when it is 32 hex (else the client's valid
@@ -336,6 +344,7 @@ pub fn traceparent(trace_id: &str, client: Option<&[u8]>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::forwarded::Peer;
 
     #[test]
     fn detached_copies_every_value_in_order() {
@@ -350,20 +359,6 @@ mod tests {
         let a: Vec<_> = d.get_all("x-a").iter().collect();
         assert_eq!(a, ["1", "2"]);
         assert!(d["authorization"].is_sensitive());
-    }
-
-    #[test]
-    fn an_address_is_written_as_display_writes_it() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut cases: Vec<std::net::IpAddr> = ["0.0.0.0", "255.255.255.255", "10.0.9.100", "::1"]
-            .iter()
-            .map(|a| a.parse().expect("address"))
-            .collect();
-        cases.extend((0..2000).map(|_| std::net::IpAddr::from(rng.random::<[u8; 4]>())));
-        for ip in cases {
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
     }
 
     /// A field header sent once with the verified value is kept as it was sent; sent twice
@@ -547,6 +542,137 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-original-url"], "/admin/registry/th");
+    }
+
+    /// The request head's lines name the same headers with the same values, in the same order
+    /// for a name, as the header map: over hand-picked hostile sets (repeated, mixed-case and
+    /// `Connection`-named context headers, forged forwarding, a trusted proxy, no forwarded
+    /// `Authorization`) and seeded random ones drawn from the names the screen treats apart.
+    #[test]
+    fn the_written_head_matches_the_prepared_map() {
+        use rand::{Rng, SeedableRng};
+        let names = [
+            "x-tenant-id",
+            "x-env",
+            "x-mode",
+            "x-project-id",
+            "host",
+            "traceparent",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "forwarded",
+            "x-real-ip",
+            "connection",
+            "keep-alive",
+            "te",
+            "authorization",
+            "x-railgate-debug",
+            "x-user-id",
+            "x-other",
+        ];
+        let values = [
+            "t_a",
+            "t_b",
+            "dev",
+            "lab",
+            "x-env, te",
+            "x-other",
+            "1.2.3.4",
+            "h:1",
+            "\u{e9}",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+        let mut sets: Vec<HeaderMap> = vec![forged(), HeaderMap::new()];
+        for _ in 0..400 {
+            let mut h = HeaderMap::new();
+            for _ in 0..rng.random_range(0..12) {
+                let n = names[rng.random_range(0..names.len())];
+                let v = values[rng.random_range(0..values.len())];
+                h.append(n, HeaderValue::from_bytes(v.as_bytes()).expect("v"));
+            }
+            sets.push(h);
+        }
+        for (i, sent) in sets.iter().enumerate() {
+            let mut fwd = direct(["127.0.0.1", "2001:db8::7"][i % 2]);
+            fwd.peer.trusted = i % 3 == 0;
+            fwd.authorization = i % 5 != 0;
+            let mut map = sent.clone();
+            to_upstream(&mut map, &ctx(), &fwd);
+            let mut written = Vec::new();
+            write_upstream(&mut written, sent, &ctx(), &fwd, &[]);
+            let mut lines: Vec<(String, Vec<u8>)> = written
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let l = l.strip_suffix(b"\r").expect("CRLF");
+                    let at = l.windows(2).position(|w| w == b": ").expect("name: value");
+                    let name = String::from_utf8(l[..at].to_vec()).expect("name");
+                    (name, l[at + 2..].to_vec())
+                })
+                .collect();
+            let mut want: Vec<(String, Vec<u8>)> = map
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            // Stable: a name's values keep their order.
+            lines.sort_by(|a, b| a.0.cmp(&b.0));
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            let parent = |l: &mut Vec<(String, Vec<u8>)>| {
+                let tp = l
+                    .iter_mut()
+                    .find(|(n, _)| n == "traceparent")
+                    .expect("traceparent");
+                tp.1.truncate(36); // the parent id is fresh per hop
+            };
+            parent(&mut lines);
+            parent(&mut want);
+            assert_eq!(lines, want, "set {i}: {sent:?}");
+        }
+    }
+
+    /// Names the caller writes itself are screened, then left out; a name a later value drops
+    /// leaves no line.
+    #[test]
+    fn the_written_head_skips_what_the_caller_writes_and_takes_back_dropped_names() {
+        let mut h = HeaderMap::new();
+        h.append("x-tenant-id", HeaderValue::from_static("t_a"));
+        h.append("x-tenant-id", HeaderValue::from_static("t_a"));
+        h.append("host", HeaderValue::from_static("gw.example"));
+        h.append("accept", HeaderValue::from_static("*/*"));
+        h.append("x-kept", HeaderValue::from_static("1"));
+        let mut out = Vec::new();
+        let fwd = direct("127.0.0.1");
+        write_upstream(
+            &mut out,
+            &h,
+            &ctx(),
+            &fwd,
+            &[http::header::HOST, http::header::ACCEPT],
+        );
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.starts_with("x-kept: 1\r\nx-forwarded-proto: http\r\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("x-tenant-id: t_a\r\n").count(), 1, "{text}");
+        let names: Vec<&str> = text.lines().filter_map(|l| l.split(':').next()).collect();
+        assert!(
+            !names.contains(&"accept") && !names.contains(&"host"),
+            "{text}"
+        );
+        assert!(text.contains("forwarded: for=127.0.0.1;host=\"gw.example\";proto=http\r\n"));
+    }
+
+    #[test]
+    fn a_value_is_valid_exactly_when_the_header_map_takes_it() {
+        for b in 0..=255u8 {
+            let v = [b'a', b, b'z'];
+            assert_eq!(
+                valid_value(&v),
+                HeaderValue::from_bytes(&v).is_ok(),
+                "byte {b}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - Shared: [`upstream`] (the URI builder, TCP connect), [`reconnect`] (backoff, deadline,
 //!   status classes, cursor and credential limits), [`headers`] (hygiene both ways).
 
+pub mod forwarded;
 pub mod headers;
 pub mod http;
 pub mod reconnect;

@@ -18,7 +18,7 @@ use crate::config::{Delivery, Rail, Route};
 use crate::inject::Stamp;
 use crate::journal::{Journal, Limits};
 use crate::outcome::{Outcome, StreamLog};
-use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::forwarded::Forwarding;
 use crate::proxy::reconnect::credential_end;
 use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
 use crate::proxy::sse_cluster;
@@ -55,7 +55,7 @@ pub async fn serve(
     gw: &Arc<Gateway>,
     route: &Arc<Route>,
     caps: &Captures,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     checked: Checked<'_>,
     fwd: &Forwarding,
 ) -> Result<Response<Body>, Denial> {
@@ -77,11 +77,15 @@ pub async fn serve(
         &["last_event_id"],
         upstream::Scheme::Http,
     )?;
-    // Rendered into the upstream request's head below and dropped: nothing keeps a value that
-    // points into the connection's read buffer.
-    let mut up_headers = std::mem::take(req.headers_mut());
-    up_headers.remove(header::COOKIE);
-    headers::to_upstream(&mut up_headers, &admitted.ctx, fwd);
+    // Written into the upstream request's head: nothing keeps a value that points into the
+    // connection's read buffer.
+    let spec = UpstreamSpec::new(
+        uri,
+        req.headers(),
+        &admitted.ctx,
+        fwd,
+        gw.live().outbound.tls_for(&route.name).clone(),
+    );
     let client = Client::new(gw, route, &thread, admitted);
     let key = route.stream_key(&thread, &admitted.ctx);
     let stream = Opening {
@@ -90,11 +94,7 @@ pub async fn serve(
         thread: &thread,
         journal: journal(gw, route, &key),
         key,
-        spec: Arc::new(UpstreamSpec::new(
-            uri,
-            &up_headers,
-            gw.live().outbound.tls_for(&route.name).clone(),
-        )),
+        spec: Arc::new(spec),
     };
     let (left, connected_in) = stream.open(&client, cursor).await?;
     let mut log = StreamLog::new(out, fwd.peer.ip, 200);

@@ -5,6 +5,8 @@
 use crate::app::Gateway;
 use crate::config::Rail;
 use crate::outbound::{self, UpstreamTls};
+use crate::proxy::forwarded::Forwarding;
+use crate::proxy::headers;
 use crate::proxy::reconnect::{classify, Reconnect, Refusal};
 use crate::proxy::sse_hub::{Hub, Sharing};
 use crate::proxy::sse_wire::{exchange, Wire};
@@ -12,7 +14,7 @@ use crate::sse::Parser;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Uri};
-use railgate_policy::ErrorCode;
+use railgate_policy::{ErrorCode, RequestContext};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,29 +35,28 @@ pub struct UpstreamSpec {
 }
 
 impl UpstreamSpec {
-    /// The stream at `uri`, asked for with `headers` (a client's `Host`, `Accept` and
-    /// `Last-Event-ID` give way to the gateway's).
-    pub fn new(uri: Uri, headers: &HeaderMap, tls: UpstreamTls) -> UpstreamSpec {
-        let own = [header::HOST, header::ACCEPT, LAST_EVENT_ID];
-        let passed = || headers.iter().filter(|(n, _)| !own.contains(n));
-        let authority = uri.authority().map(|a| a.as_str().as_bytes());
-        // Kept for the stream's life: made at its size, neither grown nor shrunk.
-        let size = passed()
-            .map(|(n, v)| line_size(n.as_str(), v.as_bytes()))
-            .sum::<usize>()
-            + authority.map_or(0, |a| line_size("host", a))
-            + line_size("accept", ACCEPT_SSE);
-        let mut head = Vec::with_capacity(size);
-        for (name, value) in passed() {
-            header_line(&mut head, name.as_str(), value.as_bytes());
+    /// The stream at `uri`, asked for with the client's `headers` as the upstream gets them
+    /// ([`headers::write_upstream`]). The client's `Host`, `Accept` and `Last-Event-ID` give
+    /// way to the gateway's, and its `Cookie` (which carries the stream's resume grant) is not
+    /// passed on.
+    pub fn new(
+        uri: Uri,
+        client: &HeaderMap,
+        ctx: &RequestContext,
+        fwd: &Forwarding,
+        tls: UpstreamTls,
+    ) -> UpstreamSpec {
+        let skip = [header::COOKIE, header::HOST, header::ACCEPT, LAST_EVENT_ID];
+        let mut head = Vec::with_capacity(HEAD_ROOM + client.len() * 64);
+        headers::write_upstream(&mut head, client, ctx, fwd, &skip);
+        if let Some(authority) = uri.authority() {
+            headers::line(&mut head, "host", authority.as_str().as_bytes());
         }
-        if let Some(authority) = authority {
-            header_line(&mut head, "host", authority);
-        }
-        header_line(&mut head, "accept", ACCEPT_SSE);
+        headers::line(&mut head, "accept", ACCEPT_SSE);
         UpstreamSpec {
             uri,
-            head: Bytes::from(head),
+            // Kept for the stream's life: copied out at its size.
+            head: Bytes::copy_from_slice(&head),
             tls,
         }
     }
@@ -70,7 +71,7 @@ impl UpstreamSpec {
         head.extend_from_slice(b" HTTP/1.1\r\n");
         head.extend_from_slice(&self.head);
         if let Some(c) = cursor.filter(|c| HeaderValue::from_str(c).is_ok()) {
-            header_line(&mut head, LAST_EVENT_ID.as_str(), c.as_bytes());
+            headers::line(&mut head, LAST_EVENT_ID.as_str(), c.as_bytes());
         }
         head.extend_from_slice(b"\r\n");
         head
@@ -81,18 +82,9 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 const ACCEPT_SSE: &[u8] = b"text/event-stream";
 
-/// How many bytes [`header_line`] appends.
-fn line_size(name: &str, value: &[u8]) -> usize {
-    name.len() + value.len() + 4
-}
-
-/// Appends `name: value` and its CRLF to a request head.
-fn header_line(head: &mut Vec<u8>, name: &str, value: &[u8]) {
-    head.extend_from_slice(name.as_bytes());
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value);
-    head.extend_from_slice(b"\r\n");
-}
+/// Room for the lines the gateway adds to a stream's request head (forwarding, the verified
+/// context, ids, `traceparent`, `Host`, `Accept`), beside the client's headers at 64 bytes each.
+const HEAD_ROOM: usize = 768;
 
 /// An upstream event stream on its own connection ([`super::sse_wire`]), read by the hub's own
 /// task: an upstream read reaches the parser without a hop through another task.
@@ -327,6 +319,7 @@ mod tests {
         h.insert("host", HeaderValue::from_static("client.example"));
         h.insert("accept", HeaderValue::from_static("*/*"));
         h.insert("last-event-id", HeaderValue::from_static("from-the-client"));
+        h.insert("cookie", HeaderValue::from_static("railgate_resume=grant"));
         h.append("x-multi", HeaderValue::from_static("1"));
         h.append("x-multi", HeaderValue::from_static("2"));
         let uri: Uri = "http://up.internal:9000/sse/chat/th_1?x=1"
@@ -336,19 +329,49 @@ mod tests {
             config: crate::outbound::client_config(None, &[]).expect("tls"),
             server_name: None,
         };
-        let spec = UpstreamSpec::new(uri, &h, tls);
+        let ctx = RequestContext::from_parts(
+            &[(railgate_policy::Field::Tenant, "t_a")],
+            "u1",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        let fwd = Forwarding {
+            peer: crate::proxy::forwarded::Peer {
+                ip: "10.1.2.3".parse().expect("ip"),
+                trusted: false,
+            },
+            authorization: true,
+        };
+        let spec = UpstreamSpec::new(uri, &h, &ctx, &fwd, tls);
         let head = |c| String::from_utf8(spec.request_head(c)).expect("utf8");
+        let plain = head(None);
+        let (start, rest) = plain
+            .split_once("x-request-id: 4bf92f3577b34da6a3ce929d0e0e4736\r\ntraceparent: 00-")
+            .expect("ids and traceparent");
         assert_eq!(
-            head(None),
+            start,
             "GET /sse/chat/th_1?x=1 HTTP/1.1\r\nx-tenant-id: t_a\r\nx-multi: 1\r\nx-multi: 2\r\n\
-             host: up.internal:9000\r\naccept: text/event-stream\r\n\r\n"
+             x-forwarded-proto: http\r\nx-real-ip: 10.1.2.3\r\nx-forwarded-for: 10.1.2.3\r\n\
+             x-forwarded-host: client.example\r\n\
+             forwarded: for=10.1.2.3;host=\"client.example\";proto=http\r\nx-user-id: u1\r\n"
+        );
+        let (parent, end) = rest
+            .split_once("\r\n")
+            .expect("the traceparent's line ends");
+        assert_eq!(parent.len(), 52, "{parent}");
+        assert!(
+            parent.starts_with("4bf92f3577b34da6a3ce929d0e0e4736-") && parent.ends_with("-01"),
+            "{parent}"
+        );
+        assert_eq!(
+            end,
+            "host: up.internal:9000\r\naccept: text/event-stream\r\n\r\n"
         );
         assert!(
             head(Some("42")).ends_with("accept: text/event-stream\r\nlast-event-id: 42\r\n\r\n")
         );
         assert_eq!(
             head(Some("bad\ncursor")),
-            head(None),
+            plain,
             "not a header value: left out"
         );
     }

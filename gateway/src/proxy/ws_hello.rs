@@ -8,7 +8,7 @@ use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
 use crate::outcome::{count, record, Outcome, StreamLog};
-use crate::proxy::headers::Forwarding;
+use crate::proxy::forwarded::Forwarding;
 use crate::proxy::reconnect::cursor;
 use crate::proxy::ws_conn::{finish, ws_config, Active, ClientWs, End, Heartbeat, Side};
 use crate::proxy::ws_relay::{Greeted, WsRelay};

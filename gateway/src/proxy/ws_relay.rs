@@ -24,7 +24,7 @@ use crate::inject::{client_text, stamp, verified_context, ClientText, Crossing, 
 use crate::metrics::Violation;
 use crate::outcome::StreamLog;
 use crate::presence::{is_snapshot_request, Place};
-use crate::proxy::headers::Forwarding;
+use crate::proxy::forwarded::Forwarding;
 use crate::proxy::reconnect::{credential_end, Reconnect, Refusal};
 use crate::proxy::ws_conn::{finish, read_failure, send_message, Active, ClientWs, End, Heartbeat};
 use crate::proxy::ws_presence;
