@@ -87,6 +87,29 @@ fn heads_give_status_framing_and_length() {
         None
     );
     assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
+    for te in ["CHUNKED", " gzip, Chunked ", "chunked"] {
+        let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+        let (_, framing, _) = parse_head(head.as_bytes()).expect("ok").expect("complete");
+        assert_eq!(
+            framing,
+            Framing::Chunked(Chunked::new(MAX_TRAILERS)),
+            "{te}"
+        );
+    }
+    for te in ["hunked", "chunked, gzip", "", "chunked\u{e9}x"] {
+        let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert!(parse_head(head.as_bytes()).is_err(), "{te}");
+    }
+    // As many header lines as the parser has room for, and one more.
+    let many = |n: usize| {
+        let lines: String = (0..n).map(|i| format!("x-{i}: {i}\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{lines}Content-Length: 3\r\n\r\n")
+    };
+    let (_, framing, _) = parse_head(many(99).as_bytes())
+        .expect("ok")
+        .expect("complete");
+    assert_eq!(framing, Framing::Length(3));
+    assert!(parse_head(many(100).as_bytes()).is_err());
     assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
     assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
 }
