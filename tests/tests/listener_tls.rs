@@ -386,6 +386,58 @@ async fn over_http2_a_stalled_stream_is_cut_without_holding_up_the_others() {
     assert!(got.len() < 1500);
 }
 
+/// Over HTTP/2 a stream whose client grants no window is cut once events have waited for it
+/// the stall limit (four keep-alive intervals, at least 10 s), long before its queue would fill,
+/// and what waited is dropped then: read again, it ends with `stream.slow_consumer` after the
+/// few events its window took; resumed from there, it gets the rest, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_stream_that_takes_nothing_is_cut_at_the_stall_limit() {
+    let s = Stack::start("[sse]\nkeepalive_s = 1\n");
+    let th = s.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let tcp = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(4096)
+            .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let path = format!("/sse/chat/{th}");
+    let mut stalled = send(&mut h2, &path, &h).await.into_body();
+    // 150 events of 2 KiB over 15 s: 300 KiB, far below the queue's bounds.
+    let r = railgate_tests::client::post_json(
+        &s.mock_addr(),
+        "/_mock/publish",
+        &[],
+        &json!({"thread_id": th, "count": 150, "payload_bytes": 2048, "rate_per_s": 10}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let slow = "railgate_slow_consumer_disconnects_total{route=\"chat-sse\",transport=\"sse\"}";
+    eventually!(30, "the stalled stream is cut", s.metric(slow).await == 1.0);
+    let (got, error) = sse_messages(&mut stalled, 150).await;
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("stream.slow_consumer")),
+        "{error:?} after {got:?}"
+    );
+    assert!(
+        !got.is_empty() && got.len() <= 8,
+        "the events the window took, not the ~100 that waited: {got:?}"
+    );
+    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<u64>>());
+    let mut resume = h.clone();
+    resume.push(("last-event-id".to_owned(), got.len().to_string()));
+    let mut body = send(&mut h2, &path, &resume).await.into_body();
+    let (rest, error) = sse_messages(&mut body, 150 - got.len()).await;
+    assert_eq!(error, None);
+    assert_eq!(rest, (got.len() as u64 + 1..=150).collect::<Vec<u64>>());
+}
+
 #[tokio::test]
 async fn over_http2_a_ticket_opens_a_stream_once_and_its_grant_resumes_it() {
     let s = Stack::start("[auth]\ncookie_secure = false\n");

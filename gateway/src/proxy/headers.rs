@@ -109,7 +109,7 @@ fn remove_where(headers: &mut HeaderMap, mut drop: impl FnMut(&HeaderName, &Head
 }
 
 /// Prepares the client's headers for the upstream in place: hygiene, the verified context,
-/// forwarding ([`Screen`]).
+/// forwarding (see `Screen`).
 pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwarding) {
     let mut screen = Screen::new(headers, ctx, fwd);
     remove_where(headers, |n, v| screen.drops(n, v));

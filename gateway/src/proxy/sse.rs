@@ -14,21 +14,20 @@ use crate::clock;
 use crate::cluster::journal::Place as ClusterPlace;
 use crate::cluster::Cluster;
 use crate::config::route::Captures;
-use crate::config::{Delivery, Rail, Route};
-use crate::inject::Stamp;
+use crate::config::{Rail, Route};
 use crate::journal::{Journal, Limits};
 use crate::outcome::{Outcome, StreamLog};
 use crate::proxy::forwarded::Forwarding;
 use crate::proxy::reconnect::credential_end;
-use crate::proxy::sse_body::{EndSlot, Finish, OpenStream, OwnFrames, SseBody, Timers};
+use crate::proxy::sse_body::{Finish, OpenStream, OwnFrames, SseBody, Timers};
+use crate::proxy::sse_client::Client;
 use crate::proxy::sse_cluster;
-use crate::proxy::sse_hub::{Hub, Joining, Sharing, Sub};
-use crate::proxy::sse_overflow::Overflow;
+use crate::proxy::sse_hub::{Hub, Joining, Sharing};
 use crate::proxy::sse_placement;
-use crate::proxy::sse_queue::{client_queue, Chunk, ClientRx, ClientTx};
+use crate::proxy::sse_queue::Chunk;
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
-use crate::sse::frames::{render, resume_frame};
+use crate::sse::frames::render;
 use http::{header, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -86,7 +85,7 @@ pub async fn serve(
         fwd,
         gw.live().outbound.tls_for(&route.name).clone(),
     );
-    let client = Client::new(gw, route, &thread, admitted);
+    let client = Client::new(gw, route, &thread, admitted, req.version());
     let key = route.stream_key(&thread, &admitted.ctx);
     let stream = Opening {
         gw,
@@ -121,59 +120,6 @@ fn journal(gw: &Gateway, route: &Route, key: &str) -> Arc<Mutex<Journal>> {
         age: gw.live().config.sse.journal_age,
     };
     gw.hubs.journals.get(&route.name, key, limits)
-}
-
-/// One client's end of the rail: its queue, final-frame slot and stamp.
-struct Client {
-    tx: ClientTx,
-    rx: ClientRx,
-    end: Arc<EndSlot>,
-    stamp: Arc<Stamp>,
-    trace_id: String,
-    /// A `resume_cursor` went out: a stream announces where it resumes once.
-    announced: std::sync::atomic::AtomicBool,
-}
-
-impl Client {
-    fn new(gw: &Gateway, route: &Route, thread: &str, admitted: &Admitted) -> Client {
-        let events = gw.live().config.sse.client_queue_events;
-        let overflow = match route.delivery {
-            Delivery::Durable => None,
-            Delivery::Ephemeral(_) => Some(Overflow::new(
-                events,
-                gw.metrics.ephemeral_dropped(&route.name),
-            )),
-        };
-        let (tx, rx) = client_queue(events, gw.live().config.sse.client_queue_bytes, overflow);
-        Client {
-            tx,
-            rx,
-            end: Arc::new(EndSlot::default()),
-            stamp: Arc::new(Stamp::for_resource(&admitted.ctx, &route.resource, thread)),
-            trace_id: admitted.ctx.trace_id.clone(),
-            announced: Default::default(),
-        }
-    }
-
-    fn sub(&self, hub: &Hub) -> Sub {
-        Sub {
-            id: hub.sub_id(),
-            tx: self.tx.clone(),
-            end: self.end.clone(),
-            stamp: self.stamp.clone(),
-            trace_id: self.trace_id.clone(),
-            dedupe: None,
-        }
-    }
-
-    fn announce(&self, cursor: &str, source: &str) {
-        if !self
-            .announced
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            let _ = self.tx.try_send(Chunk::Raw(resume_frame(cursor, source)));
-        }
-    }
 }
 
 /// Attaching one client to a hub of its thread.

@@ -261,7 +261,7 @@ impl Hub {
     fn push(&self, sub: &mut Sub, frame: impl Into<Chunk>) -> bool {
         match sub.tx.try_send(frame.into()) {
             Ok(()) => true,
-            Err(Refused::Full) => {
+            Err(Refused::Full | Refused::Stalled) => {
                 self.cut_slow(sub);
                 false
             }
@@ -269,8 +269,10 @@ impl Hub {
         }
     }
 
-    /// Ends a client that fell behind: `stream.slow_consumer` after what it already has.
+    /// Ends a client that fell behind: `stream.slow_consumer` after what it already has (over
+    /// HTTP/2, at once: see [`ClientTx::abandon`]).
     fn cut_slow(&self, sub: &Sub) {
+        sub.tx.abandon();
         sub.end.set(
             respond::sse(ErrorCode::SlowConsumer, &sub.trace_id),
             ErrorCode::SlowConsumer,

@@ -3,6 +3,11 @@
 //! that would pass either bound is refused, and the hub ends that client as a slow consumer; a
 //! journal replay waits for room instead (a long backlog is not slowness). On an ephemeral route
 //! nothing is refused: what does not fit waits in the client's [`Overflow`], coalesced.
+//!
+//! A queue may also watch for a stalled client (an HTTP/2 stream, whose flow control can stop
+//! its body being read while the connection lives on): a live delivery is refused as
+//! [`Refused::Stalled`] once chunks have waited the stall limit with none taken, and a client
+//! ended as slow gives up what waits for it at once ([`ClientTx::abandon`]).
 
 use crate::proxy::sse_overflow::Overflow;
 use crate::sse::Event;
@@ -13,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
 
 pub use crate::proxy::sse_overflow::Head;
 
@@ -83,6 +89,8 @@ pub enum Refused {
     Full,
     /// The client is gone.
     Closed,
+    /// The client took nothing while chunks waited for the stall limit.
+    Stalled,
 }
 
 /// Slots an empty queue may keep from an earlier burst.
@@ -101,6 +109,9 @@ struct Shared {
     room: Notify,
     max_chunks: usize,
     max_bytes: usize,
+    /// How long chunks may wait with none taken before live deliveries are refused; `None`:
+    /// not watched (an HTTP/1.1 connection's writer lets a stalled client go itself).
+    stall: Option<Duration>,
 }
 
 struct State {
@@ -111,6 +122,8 @@ struct State {
     rx_waker: Option<Waker>,
     /// A replay waits for room.
     send_waiting: bool,
+    /// Since when chunks have waited with none taken (watched queues only).
+    waiting_since: Option<Instant>,
 }
 
 impl Shared {
@@ -125,7 +138,16 @@ impl Shared {
             return Err(Refused::Closed);
         }
         let size = chunk.size();
+        let now = self.stall.map(|_| Instant::now());
         let mut st = self.lock();
+        if let (Some(limit), Some(now), true) = (self.stall, now, live) {
+            if st
+                .waiting_since
+                .is_some_and(|t| now.duration_since(t) >= limit)
+            {
+                return Err(Refused::Stalled);
+            }
+        }
         // A chunk larger than the whole byte bound still goes to an empty queue: it can never fit.
         let over_bytes = live && st.bytes > 0 && st.bytes + size > self.max_bytes;
         if st.chunks.len() >= self.max_chunks || over_bytes {
@@ -133,6 +155,9 @@ impl Shared {
             return Err(Refused::Full);
         }
         st.bytes += size;
+        if st.chunks.is_empty() {
+            st.waiting_since = now;
+        }
         st.chunks.push_back(chunk);
         let waker = st.rx_waker.take();
         drop(st);
@@ -156,11 +181,12 @@ pub struct ClientRx {
 }
 
 /// A queue of at most `deliveries` chunks and `max_bytes` bytes; with `overflow` (an ephemeral
-/// route) what does not fit waits there.
+/// route) what does not fit waits there; with `stall`, watched for a client that takes nothing.
 pub fn client_queue(
     deliveries: usize,
     max_bytes: usize,
     overflow: Option<Arc<Overflow>>,
+    stall: Option<Duration>,
 ) -> (ClientTx, ClientRx) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -168,12 +194,14 @@ pub fn client_queue(
             bytes: 0,
             rx_waker: None,
             send_waiting: false,
+            waiting_since: None,
         }),
         closed: AtomicBool::new(false),
         senders: AtomicUsize::new(1),
         room: Notify::new(),
         max_chunks: deliveries.max(1),
         max_bytes,
+        stall,
     });
     (
         ClientTx {
@@ -245,6 +273,19 @@ impl ClientTx {
         }
     }
 
+    /// Gives up what waits in a watched queue (a client ended as slow over HTTP/2, which may
+    /// hold its stream open without reading for as long as its connection lives): the client
+    /// resumes from the last event it took. An unwatched queue is left for its body to send.
+    pub fn abandon(&self) {
+        if self.shared.stall.is_none() {
+            return;
+        }
+        let mut st = self.shared.lock();
+        st.chunks = VecDeque::new();
+        st.bytes = 0;
+        st.waiting_since = None;
+    }
+
     /// Whether the client's body is gone.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
@@ -280,6 +321,9 @@ impl ClientRx {
     fn pop(&self, st: &mut State) -> Option<Chunk> {
         let c = st.chunks.pop_front()?;
         st.bytes -= c.size();
+        if self.shared.stall.is_some() {
+            st.waiting_since = (!st.chunks.is_empty()).then(Instant::now);
+        }
         // A burst's room is given back once it is sent: a deque keeps its largest size.
         if st.chunks.is_empty() && st.chunks.capacity() > KEPT_SLOTS {
             st.chunks = VecDeque::new();
@@ -340,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn live_deliveries_are_refused_past_either_bound_and_come_out_in_order() {
-        let (tx, mut rx) = client_queue(3, 10, None);
+        let (tx, mut rx) = client_queue(3, 10, None, None);
         assert_eq!(tx.try_send(raw("123456")), Ok(()));
         // 6 + 6 > 10 bytes.
         assert_eq!(tx.try_send(raw("abcdef")), Err(Refused::Full));
@@ -359,9 +403,47 @@ mod tests {
         assert_eq!(recv(&mut rx).await.as_deref(), Some("0123456789abc"));
     }
 
+    /// A watched queue refuses a live delivery once chunks have waited the stall limit with
+    /// none taken; taking one starts the wait again, an empty queue never stalls, a replay is
+    /// not refused as stalled, an unwatched queue never stalls. Abandoned, a watched queue
+    /// drops what waits; an unwatched one keeps it for its body.
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_queue_refuses_a_client_that_takes_nothing_for_the_stall_limit() {
+        let (tx, mut rx) = client_queue(16, 1024, None, Some(Duration::from_secs(40)));
+        let step = |s| tokio::time::advance(Duration::from_secs(s));
+        tx.try_send(raw("a")).expect("room");
+        tx.try_send(raw("b")).expect("room");
+        step(39).await;
+        assert_eq!(tx.try_send(raw("c")), Ok(()), "39 s: not yet");
+        assert_eq!(text(rx.try_recv()).as_deref(), Some("a"));
+        step(39).await;
+        assert_eq!(tx.try_send(raw("d")), Ok(()), "one was taken 39 s ago");
+        step(1).await;
+        assert_eq!(tx.try_send(raw("e")), Err(Refused::Stalled));
+        assert_eq!(tx.send(raw("replayed")).await, Ok(()), "a replay waits");
+        for want in ["b", "c", "d", "replayed"] {
+            assert_eq!(text(rx.try_recv()).as_deref(), Some(want));
+        }
+        step(100).await;
+        assert_eq!(tx.try_send(raw("f")), Ok(()), "nothing waited");
+        tx.abandon();
+        drop(tx);
+        assert_eq!(recv(&mut rx).await, None, "what waited is dropped");
+
+        let (tx, mut rx) = client_queue(16, 1024, None, None);
+        tx.try_send(raw("a")).expect("room");
+        step(1000).await;
+        assert_eq!(tx.try_send(raw("b")), Ok(()), "not watched");
+        tx.abandon();
+        drop(tx);
+        assert_eq!(recv(&mut rx).await.as_deref(), Some("a"));
+        assert_eq!(recv(&mut rx).await.as_deref(), Some("b"));
+        assert_eq!(recv(&mut rx).await, None);
+    }
+
     #[test]
     fn an_emptied_queue_gives_back_the_room_of_a_burst() {
-        let (tx, mut rx) = client_queue(1024, usize::MAX, None);
+        let (tx, mut rx) = client_queue(1024, usize::MAX, None, None);
         for _ in 0..500 {
             tx.try_send(raw("x")).expect("room");
         }
@@ -378,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_stream_ends_after_what_is_queued_once_every_sender_is_gone() {
-        let (tx, mut rx) = client_queue(4, 1024, None);
+        let (tx, mut rx) = client_queue(4, 1024, None, None);
         let tx2 = tx.clone();
         tx.try_send(raw("a")).expect("room");
         drop(tx);
@@ -401,7 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_queue_refuses_deliveries_and_hands_out_what_it_holds() {
-        let (tx, mut rx) = client_queue(4, 1024, None);
+        let (tx, mut rx) = client_queue(4, 1024, None, None);
         tx.try_send(raw("kept")).expect("room");
         rx.close();
         assert!(tx.is_closed());
@@ -413,7 +495,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_waits_for_room_ignores_the_byte_bound_and_gives_up_when_the_body_goes() {
-        let (tx, mut rx) = client_queue(2, 4, None);
+        let (tx, mut rx) = client_queue(2, 4, None, None);
         tx.send(raw("123456"))
             .await
             .expect("over the byte bound: still queued");
