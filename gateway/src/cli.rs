@@ -179,19 +179,7 @@ pub fn serve(explicit: Option<&Path>, env: &dyn Env, flags: &Overrides) -> ExitC
     };
     let source = startup::config_source(path.as_deref());
     crate::init_logging();
-    // One worker: a current-thread runtime, so the listener, every connection and every stream
-    // run on one thread with no cross-thread wake-ups or work stealing.
-    let mut builder = match config.workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 0 {
-                b.worker_threads(n);
-            }
-            b
-        }
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match crate::runtime::build(config.workers) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("railgate: cannot start runtime: {e}");

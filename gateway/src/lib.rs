@@ -62,6 +62,7 @@ pub mod proxy;
 pub mod registry;
 pub mod reload;
 pub mod respond;
+pub mod runtime;
 pub mod seen_tokens;
 pub mod server;
 pub mod sse;
