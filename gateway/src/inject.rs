@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 mod stamp;
-pub use stamp::Stamp;
+pub use stamp::{push_json_str, Stamp};
 
 /// How an upstream event's `routing` crosses a stream's boundary.
 #[derive(Debug, Clone, PartialEq, Eq)]

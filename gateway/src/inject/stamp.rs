@@ -27,7 +27,7 @@ const META_MEMBER: &str = ",\"meta\":{\"trace_id\":";
 
 /// Appends `s` as a JSON string, as serde_json writes it: between quotes as it is when nothing in
 /// it needs an escape (ids and context values, as a rule), through serde_json otherwise.
-fn push_json_str(out: &mut String, s: &str) {
+pub fn push_json_str(out: &mut String, s: &str) {
     // Without an early exit, so the compiler checks many bytes at a time.
     let escaped = s
         .bytes()

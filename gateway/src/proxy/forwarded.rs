@@ -2,6 +2,7 @@
 //! (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) the gateway writes for it, or a trusted front
 //! proxy's kept; and the values the gateway adds to a request's headers ([`Value`]).
 
+use crate::inject::push_json_str;
 use http::header::{HeaderName, HeaderValue};
 
 /// The client chain of addresses, each proxy appending its peer.
@@ -117,11 +118,14 @@ pub fn forwarding(
     }
     put(X_REAL_IP, Value::Text(ip));
     put(X_FORWARDED_FOR, Value::Text(ip));
-    if let Some(h) = host.filter(|h| h.to_str().is_ok()) {
-        let text = h.to_str().unwrap_or_default();
-        forwarded.push_str(";host=");
-        forwarded.push_str(&serde_json::to_string(text).unwrap_or_default());
-        put(X_FORWARDED_HOST, Value::Shared(h));
+    if let Some(h) = host {
+        let valid = h.to_str().map(|text| {
+            forwarded.push_str(";host=");
+            push_json_str(&mut forwarded, text);
+        });
+        if valid.is_ok() {
+            put(X_FORWARDED_HOST, Value::Shared(h));
+        }
     }
     forwarded.push_str(";proto=http");
     put(FORWARDED, Value::Owned(forwarded));

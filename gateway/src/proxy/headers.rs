@@ -168,7 +168,7 @@ pub fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// Whether `value` may be a header value: the rule of `http::HeaderValue` (visible ASCII,
 /// space, tab and obs-text; no control character), checked without an early exit.
-fn valid_value(value: &[u8]) -> bool {
+pub fn valid_value(value: &[u8]) -> bool {
     value
         .iter()
         .fold(true, |ok, &b| ok & ((b >= 32 && b != 127) | (b == b'\t')))

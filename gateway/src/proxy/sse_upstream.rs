@@ -13,7 +13,7 @@ use crate::proxy::sse_wire::{exchange, Wire};
 use crate::sse::Parser;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Uri};
+use http::{HeaderMap, Uri};
 use railgate_policy::{ErrorCode, RequestContext};
 use std::future::Future;
 use std::pin::Pin;
@@ -70,7 +70,7 @@ impl UpstreamSpec {
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         head.extend_from_slice(&self.head);
-        if let Some(c) = cursor.filter(|c| HeaderValue::from_str(c).is_ok()) {
+        if let Some(c) = cursor.filter(|c| headers::valid_value(c.as_bytes())) {
             headers::line(&mut head, LAST_EVENT_ID.as_str(), c.as_bytes());
         }
         head.extend_from_slice(b"\r\n");
@@ -311,6 +311,7 @@ fn fired(timer: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = ()> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn the_request_head_is_rendered_once_and_each_connect_adds_its_cursor() {
