@@ -17,7 +17,9 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+mod claims;
 mod stamp;
+pub use claims::Claims;
 pub use stamp::{push_json_str, Stamp};
 
 /// How an upstream event's `routing` crosses a stream's boundary.
@@ -210,8 +212,8 @@ pub struct Prepared<'a> {
     members: Option<Vec<Member<'a>>>,
     /// Looks like JSON, is not strict JSON.
     malformed: bool,
-    /// Every `routing` member the upstream wrote, by key (`None`: not a string).
-    claims: Vec<(String, Option<String>)>,
+    /// Every `routing` member the upstream wrote.
+    claims: Claims,
     len: usize,
     /// The text holds a line end somewhere.
     multiline: bool,
@@ -232,7 +234,7 @@ pub fn prepare(data: &str) -> Prepared<'_> {
     Prepared {
         malformed: malformed(data, members.as_deref()),
         members,
-        claims,
+        claims: Claims(claims),
         len: data.len(),
         multiline: memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some(),
     }
@@ -261,21 +263,19 @@ impl Prepared<'_> {
         self.malformed
     }
 
-    /// Whether the upstream's `routing` names a tenant or env other than the stream's, or
-    /// another value of one of the stream's scope keys.
+    /// Whether the upstream's `routing` crosses the stream's boundary ([`Claims::crossing`]).
     pub fn crossing(&self, st: &Stamp) -> Option<Crossing> {
-        let claimed = |key: &str, own: &str| {
-            self.claims
-                .iter()
-                .any(|(k, v)| k == key && v.as_deref() != Some(own))
-        };
-        if claimed("tenant_id", &st.tenant) || claimed("env", &st.env) {
-            return Some(Crossing::Tenant);
-        }
-        st.scope
-            .iter()
-            .find(|(k, own)| claimed(k, own))
-            .map(|(k, _)| Crossing::Scope(k.clone()))
+        self.claims.crossing(st)
+    }
+
+    /// What the upstream's `routing` claims.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// [`Prepared::claims`], kept beyond the data's life.
+    pub fn into_claims(self) -> Claims {
+        self.claims
     }
 
     /// When the data is a one-line JSON object without `routing` or `meta` (the common case), the

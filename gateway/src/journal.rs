@@ -1,8 +1,12 @@
 //! The per-thread resume journal: the last events of a thread, bounded by count, bytes and age,
 //! so a client reconnecting with `Last-Event-ID` is served without asking the upstream.
+//!
+//! Each of the newest events may carry a note (`N`) of what its first feeding stream learnt
+//! about it, so the other streams of the thread that read the same event need not work it out
+//! again (see [`Journal::held`]).
 
 use crate::sse::Event;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,22 +21,37 @@ pub struct Limits {
     pub age: Duration,
 }
 
+/// How many of the newest events keep their note: the streams of a thread read an event within
+/// moments of each other, and an older note would only hold memory.
+pub const NOTES_KEPT: usize = 64;
+
 #[derive(Debug)]
-struct Entry {
-    id: String,
+struct Entry<N> {
+    /// Its place in the order of appends (see [`Journal::held`]).
+    seq: u64,
     event: Arc<Event>,
+    note: Option<N>,
     size: usize,
     at: Instant,
 }
 
+impl<N> Entry<N> {
+    /// The event's id (never empty: only such events are journaled).
+    fn id(&self) -> &str {
+        self.event.id.as_deref().unwrap_or_default()
+    }
+}
+
 /// One thread's journal. Only events with an id are kept (nothing else can be resumed to).
 #[derive(Debug)]
-pub struct Journal {
-    entries: VecDeque<Entry>,
+pub struct Journal<N = ()> {
+    entries: VecDeque<Entry<N>>,
     bytes: usize,
     limits: Limits,
-    /// The ids of `entries`, so an event already held is recognised whatever its id looks like.
-    held: HashSet<String>,
+    /// Where each id of `entries` is in the order of appends, so an event already held is
+    /// recognised whatever its id looks like.
+    held: HashMap<Arc<str>, u64>,
+    next_seq: u64,
     last_used: Instant,
 }
 
@@ -40,49 +59,74 @@ fn size_of(e: &Event) -> usize {
     e.text_len() + 64
 }
 
-impl Journal {
+impl<N> Journal<N> {
     /// An empty journal.
-    pub fn new(limits: Limits, now: Instant) -> Journal {
+    pub fn new(limits: Limits, now: Instant) -> Journal<N> {
         Journal {
             entries: VecDeque::new(),
             bytes: 0,
             limits,
-            held: HashSet::new(),
+            held: HashMap::new(),
+            next_seq: 0,
             last_used: now,
         }
     }
 
-    /// Appends an event that carries an id. `prev` is the id the feeding stream delivered just
-    /// before it. The journal stays contiguous: an event it already holds (several private
-    /// streams of one thread feed it) is skipped, and an event that does not follow the journal's
-    /// last one starts the journal afresh — a replay must never jump a hole.
-    pub fn append(&mut self, event: &Arc<Event>, prev: Option<&str>, now: Instant) {
-        let Some(id) = event.id.as_deref().filter(|i| !i.is_empty()) else {
+    /// Appends an event that carries an id, with its `note`. `prev` is the id the feeding stream
+    /// delivered just before it. The journal stays contiguous: an event it already holds (several
+    /// private streams of one thread feed it) is skipped, and an event that does not follow the
+    /// journal's last one starts the journal afresh — a replay must never jump a hole.
+    pub fn append(&mut self, event: &Arc<Event>, note: N, prev: Option<&str>, now: Instant) {
+        let Some(id) = event.id.as_ref().filter(|i| !i.is_empty()) else {
             return;
         };
-        if self.held.contains(id) {
+        if self.held.contains_key(&**id) {
             return;
         }
         let follows = match self.entries.back() {
             None => true,
-            Some(last) => prev == Some(last.id.as_str()),
+            Some(last) => prev == Some(last.id()),
         };
         if !follows {
             self.entries.clear();
             self.held.clear();
             self.bytes = 0;
         }
-        self.held.insert(id.to_owned());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.held.insert(id.clone(), seq);
         let size = size_of(event);
         self.entries.push_back(Entry {
-            id: id.to_owned(),
+            seq,
             event: event.clone(),
+            note: Some(note),
             size,
             at: now,
         });
+        if let Some(old) = self
+            .entries
+            .len()
+            .checked_sub(NOTES_KEPT + 1)
+            .and_then(|i| self.entries.get_mut(i))
+        {
+            old.note = None;
+        }
         self.bytes += size;
         self.last_used = now;
         self.prune(now);
+    }
+
+    /// Where the event with `id` is in `entries`.
+    fn position(&self, id: &str) -> Option<usize> {
+        let seq = *self.held.get(id)?;
+        let first = self.entries.front()?.seq;
+        seq.checked_sub(first).map(|p| p as usize)
+    }
+
+    /// The held event with `id`, and its note while it is among the newest [`NOTES_KEPT`].
+    pub fn held(&self, id: &str) -> Option<(&Arc<Event>, Option<&N>)> {
+        let e = self.entries.get(self.position(id)?)?;
+        Some((&e.event, e.note.as_ref()))
     }
 
     fn prune(&mut self, now: Instant) {
@@ -94,7 +138,7 @@ impl Journal {
                 break;
             }
             self.bytes -= front.size;
-            self.held.remove(&front.id);
+            self.held.remove(front.id());
             self.entries.pop_front();
         }
     }
@@ -103,7 +147,7 @@ impl Journal {
     pub fn after(&mut self, cursor: &str, now: Instant) -> Option<Vec<Arc<Event>>> {
         self.prune(now);
         self.last_used = now;
-        let pos = self.entries.iter().rposition(|e| e.id == cursor)?;
+        let pos = self.position(cursor)?;
         Some(
             self.entries
                 .iter()
@@ -126,16 +170,23 @@ impl Journal {
 
 /// Every thread's journal, keyed by route and thread. Journals unused for longer than their age
 /// bound are dropped by [`Journals::sweep`].
-#[derive(Default)]
-pub struct Journals {
-    map: Mutex<JournalMap>,
+pub struct Journals<N = ()> {
+    map: Mutex<JournalMap<N>>,
 }
 
-type JournalMap = HashMap<(String, String), Arc<Mutex<Journal>>>;
+type JournalMap<N> = HashMap<(String, String), Arc<Mutex<Journal<N>>>>;
 
-impl Journals {
+impl<N> Default for Journals<N> {
+    fn default() -> Self {
+        Journals {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<N> Journals<N> {
     /// The journal of a thread, created on first use.
-    pub fn get(&self, route: &str, thread: &str, limits: Limits) -> Arc<Mutex<Journal>> {
+    pub fn get(&self, route: &str, thread: &str, limits: Limits) -> Arc<Mutex<Journal<N>>> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((route.to_owned(), thread.to_owned()))
             .or_insert_with(|| Arc::new(Mutex::new(Journal::new(limits, Instant::now()))))
@@ -190,6 +241,7 @@ mod tests {
         for i in 1..=3 {
             j.append(
                 &ev(&i.to_string(), "x"),
+                (),
                 (i > 1).then(|| (i - 1).to_string()).as_deref(),
                 t,
             );
@@ -204,7 +256,7 @@ mod tests {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
         for i in 1..=5 {
-            j.append(&ev(&i.to_string(), "x"), Some(&(i - 1).to_string()), t);
+            j.append(&ev(&i.to_string(), "x"), (), Some(&(i - 1).to_string()), t);
         }
         assert_eq!(j.len(), 3);
         assert!(j.after("2", t).is_none(), "evicted by count");
@@ -219,13 +271,14 @@ mod tests {
         for i in 1..=5 {
             j.append(
                 &ev(&i.to_string(), &"y".repeat(50)),
+                (),
                 Some(&(i - 1).to_string()),
                 t,
             );
         }
         assert!(j.len() < 5 && j.bytes <= 200);
         let mut j = Journal::new(limits(), t);
-        j.append(&ev("1", "x"), None, t);
+        j.append(&ev("1", "x"), (), None, t);
         assert!(
             j.after("1", t + Duration::from_secs(61)).is_none(),
             "expired by age"
@@ -236,17 +289,18 @@ mod tests {
     fn duplicates_from_parallel_streams_are_kept_once_and_idless_events_skipped() {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
-        j.append(&ev("1", "a"), None, t);
-        j.append(&ev("1", "a"), None, t);
+        j.append(&ev("1", "a"), (), None, t);
+        j.append(&ev("1", "a"), (), None, t);
         j.append(
             &Arc::new(Event {
                 data: Some("no id".into()),
                 ..Default::default()
             }),
+            (),
             Some("1"),
             t,
         );
-        j.append(&ev("2", "b"), Some("1"), t);
+        j.append(&ev("2", "b"), (), Some("1"), t);
         assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2"]);
     }
 
@@ -262,7 +316,7 @@ mod tests {
         ];
         let mut prev: Option<&str> = None;
         for id in style {
-            j.append(&ev(id, "x"), prev, Instant::now());
+            j.append(&ev(id, "x"), (), prev, Instant::now());
             prev = Some(id);
         }
         assert_eq!(j.len(), style.len());
@@ -281,22 +335,65 @@ mod tests {
             },
             t,
         );
-        j.append(&ev("3", "a"), Some("2"), t);
-        j.append(&ev("4", "b"), Some("3"), t);
+        j.append(&ev("3", "a"), (), Some("2"), t);
+        j.append(&ev("4", "b"), (), Some("3"), t);
         // A stream that started "from now" delivers 17 with nothing before it.
-        j.append(&ev("17", "c"), None, t);
+        j.append(&ev("17", "c"), (), None, t);
         assert!(
             j.after("3", t).is_none(),
             "3 would replay across the hole 5..16"
         );
         assert_eq!(j.after("17", t).map(|v| v.len()), Some(0));
-        j.append(&ev("18", "d"), Some("17"), t);
+        j.append(&ev("18", "d"), (), Some("17"), t);
         assert_eq!(ids(&j.after("17", t).expect("held")), vec!["18"]);
     }
 
     #[test]
+    fn held_events_keep_their_note_while_among_the_newest() {
+        let t = Instant::now();
+        let roomy = Limits {
+            events: 1000,
+            ..limits()
+        };
+        let mut j = Journal::new(roomy, t);
+        let total = NOTES_KEPT + 10;
+        for i in 1..=total {
+            let prev = (i - 1).to_string();
+            j.append(
+                &ev(&i.to_string(), "x"),
+                i * 10,
+                (i > 1).then_some(&*prev),
+                t,
+            );
+        }
+        let note = |j: &Journal<usize>, id: usize| {
+            j.held(&id.to_string())
+                .map(|(e, n)| (e.id.clone(), n.copied()))
+        };
+        assert_eq!(
+            note(&j, total),
+            Some((Some(total.to_string().into()), Some(total * 10)))
+        );
+        assert_eq!(
+            note(&j, 11),
+            Some((Some("11".into()), Some(110))),
+            "the oldest kept"
+        );
+        assert_eq!(
+            note(&j, 10),
+            Some((Some("10".into()), None)),
+            "held, its note dropped"
+        );
+        assert_eq!(note(&j, total + 1), None);
+        // A restart forgets every id it held.
+        j.append(&ev("900", "y"), 0, None, t);
+        assert_eq!(note(&j, total), None);
+        assert_eq!(j.held("900").map(|(_, n)| n.copied()), Some(Some(0)));
+    }
+
+    #[test]
     fn idle_journals_are_swept() {
-        let js = Journals::default();
+        let js = Journals::<()>::default();
         let l = Limits {
             events: 10,
             bytes: 1000,

@@ -15,7 +15,7 @@ use crate::cluster::journal::Place as ClusterPlace;
 use crate::cluster::Cluster;
 use crate::config::route::Captures;
 use crate::config::{Rail, Route};
-use crate::journal::{Journal, Limits};
+use crate::journal::Limits;
 use crate::outcome::{Outcome, StreamLog};
 use crate::proxy::forwarded::Forwarding;
 use crate::proxy::reconnect::credential_end;
@@ -25,6 +25,7 @@ use crate::proxy::sse_cluster;
 use crate::proxy::sse_hub::{Hub, Joining, Sharing};
 use crate::proxy::sse_placement;
 use crate::proxy::sse_queue::Chunk;
+use crate::proxy::sse_screen::ThreadJournal;
 use crate::proxy::sse_upstream::{self, connect, Connect, Stream, UpstreamSpec};
 use crate::proxy::upstream;
 use crate::sse::frames::render;
@@ -113,7 +114,7 @@ pub async fn serve(
 }
 
 /// The journal of a stream on a route, with the configured bounds.
-fn journal(gw: &Gateway, route: &Route, key: &str) -> Arc<Mutex<Journal>> {
+fn journal(gw: &Gateway, route: &Route, key: &str) -> Arc<Mutex<ThreadJournal>> {
     let limits = Limits {
         events: gw.live().config.sse.journal_events,
         bytes: gw.live().config.sse.journal_bytes,
@@ -131,7 +132,7 @@ struct Opening<'a> {
     key: String,
     /// Shared with the upstream side's task (which holds it for the stream's life).
     spec: Arc<UpstreamSpec>,
-    journal: Arc<Mutex<Journal>>,
+    journal: Arc<Mutex<ThreadJournal>>,
 }
 
 impl Opening<'_> {

@@ -8,12 +8,13 @@
 use crate::config::{Delivery, Ephemeral, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Stamp};
-use crate::journal::Journal;
+
 use crate::proxy::sse_body::EndSlot;
 use crate::proxy::sse_placement::Placement;
 use crate::proxy::sse_queue::{wire_size, Batch, Chunk, ClientTx, Refused};
 use crate::proxy::sse_screen::{
-    chunk_for, coalescing_key, shared_head, within_rate, HubMetrics, Rates, Screen,
+    admit, chunk_for, coalescing_key, shared_head, within_rate, HubMetrics, Rates, Screen,
+    ThreadJournal,
 };
 use crate::respond;
 use crate::sse::frames::{render, resume_frame};
@@ -70,7 +71,7 @@ pub struct Hub {
     pub thread: String,
     /// The stream's key: the thread, or thread and user (`stream_scope`).
     pub key: String,
-    journal: Arc<Mutex<Journal>>,
+    journal: Arc<Mutex<ThreadJournal>>,
     state: Mutex<State>,
     /// Signalled when a client leaves, so an idle hub can stop.
     pub left: Arc<Notify>,
@@ -114,7 +115,7 @@ impl Hub {
         route: Arc<Route>,
         thread: String,
         key: String,
-        journal: Arc<Mutex<Journal>>,
+        journal: Arc<Mutex<ThreadJournal>>,
         cursor: Option<&str>,
         sharing: Sharing,
     ) -> Arc<Hub> {
@@ -361,6 +362,7 @@ impl Hub {
         let n = events.len();
         let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         for ev in events {
             if let Some(id) = ev.id.as_deref() {
                 if !st.dedupe.is_new(id) {
@@ -374,16 +376,11 @@ impl Hub {
                 Some(_) => st.last_id.replace(ev.last_event_id.clone()),
                 None => st.last_id.clone(),
             };
-            let prepared = ev.data.as_deref().map(prepare);
-            if !screen.passes(prepared.as_ref(), owner) {
+            let Some((ev, head)) =
+                admit(&mut journal, ev, prev.as_deref(), owner, &mut screen, now)
+            else {
                 continue;
-            }
-            let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
-            drop(prepared);
-            let ev = Arc::new(ev);
-            if let Ok(mut j) = self.journal.lock() {
-                j.append(&ev, prev.as_deref(), now);
-            }
+            };
             if let Some(m) = self
                 .mirror
                 .get()

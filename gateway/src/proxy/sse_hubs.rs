@@ -4,7 +4,7 @@
 use crate::journal::Journals;
 use crate::metrics::Metrics;
 use crate::proxy::sse_hub::Hub;
-use crate::proxy::sse_screen::HubMetrics;
+use crate::proxy::sse_screen::{HubMetrics, Screened};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 pub struct Hubs {
     shared: Mutex<HashMap<(String, String), Arc<Hub>>>,
     /// Per-thread journals.
-    pub journals: Journals,
+    pub journals: Journals<Screened>,
     /// The hub metrics of each route name, looked up once (not per stream: a lookup hashes
     /// every label, and each hub would hold its own copy of the handles).
     metrics: Mutex<HashMap<String, Arc<HubMetrics>>>,

@@ -1,10 +1,15 @@
 //! What a hub lets through: per upstream read, the isolation screen (strict JSON, the stream's
 //! tenant and scope), for ephemeral routes the coalescing key and the per-key rate cap, and
 //! each event's shared head; per client, what a client that replayed the journal still needs.
+//!
+//! The private streams of one thread all read the same events: the first to admit an event
+//! leaves what it learnt in the thread's journal ([`Screened`]), and the others take the
+//! journal's copy when theirs is the same event byte for byte ([`admit`]).
 
 use crate::config::Rail;
 use crate::dedupe::Deduper;
-use crate::inject::{Crossing, Prepared, Stamp};
+use crate::inject::{prepare, Claims, Crossing, Prepared, Stamp};
+use crate::journal::Journal;
 use crate::metrics::{Metrics, ReplaySource, Violation};
 use crate::proxy::sse_queue::{Batch, Chunk, Head};
 use crate::sse::write::write_fields;
@@ -93,7 +98,12 @@ impl Screen {
             self.malformed += 1;
             return false;
         }
-        match p.crossing(owner) {
+        self.within(p.claims(), owner)
+    }
+
+    /// Whether an event with these `routing` claims is within the stream's tenant and scope.
+    pub fn within(&mut self, claims: &Claims, owner: &Stamp) -> bool {
+        match claims.crossing(owner) {
             Some(Crossing::Tenant) => self.violations += 1,
             Some(Crossing::Scope(_)) => self.scope_violations += 1,
             None => return true,
@@ -116,6 +126,53 @@ impl Screen {
             tracing::warn!(route = %route, thread_id = %thread, malformed = self.malformed, "upstream events look like JSON but are not strict JSON; dropped");
         }
     }
+}
+
+/// What the first stream of a thread to admit an event learnt of it, kept with the event in the
+/// thread's journal for the thread's other streams: its `routing` claims (checked against each
+/// stream's own stamp) and its shared head. Only an event that passed the screen is journaled,
+/// so a held event is never malformed.
+pub struct Screened {
+    claims: Claims,
+    head: Option<Head>,
+}
+
+/// A thread's journal, with what was learnt of its newest events.
+pub type ThreadJournal = Journal<Screened>;
+
+/// One event of a stream that keeps a journal: the journal's copy and shared head when another
+/// stream of the thread already admitted the same event (only its claims are checked against
+/// `owner`); otherwise parsed, screened, given its shared head and journaled after `prev`.
+/// `None`: dropped by the screen.
+pub fn admit(
+    journal: &mut ThreadJournal,
+    ev: Event,
+    prev: Option<&str>,
+    owner: &Stamp,
+    screen: &mut Screen,
+    now: Instant,
+) -> Option<(Arc<Event>, Option<Head>)> {
+    if let Some((held, Some(seen))) = ev.id.as_deref().and_then(|id| journal.held(id)) {
+        if **held == ev {
+            if !screen.within(&seen.claims, owner) {
+                return None;
+            }
+            return Some((held.clone(), seen.head.clone()));
+        }
+    }
+    let prepared = ev.data.as_deref().map(prepare);
+    if !screen.passes(prepared.as_ref(), owner) {
+        return None;
+    }
+    let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
+    let claims = prepared.map(Prepared::into_claims).unwrap_or_default();
+    let ev = Arc::new(ev);
+    let seen = Screened {
+        claims,
+        head: head.clone(),
+    };
+    journal.append(&ev, seen, prev, now);
+    Some((ev, head))
 }
 
 /// The value at `pointer` in an event's JSON data (a string as itself, anything else as its
@@ -270,5 +327,163 @@ mod tests {
             Some("7")
         );
         assert_eq!(key("not json", "/actor_id"), None);
+    }
+}
+
+#[cfg(test)]
+mod admit_tests {
+    use super::*;
+    use crate::journal::Limits;
+    use railgate_policy::{Field, RequestContext};
+    use rand::{Rng, SeedableRng};
+
+    fn stamp(env: &str, workspace: &str) -> Stamp {
+        let ctx = RequestContext::from_parts(
+            &[
+                (Field::Tenant, "t_a"),
+                (Field::Env, env),
+                (Field::Workspace, workspace),
+            ],
+            "u1",
+            "trace-1",
+        );
+        Stamp::new(&ctx, "th1")
+    }
+
+    fn journal() -> ThreadJournal {
+        let limits = Limits {
+            events: 1000,
+            bytes: 1 << 20,
+            age: Duration::from_secs(60),
+        };
+        ThreadJournal::new(limits, Instant::now())
+    }
+
+    fn event(id: &str, data: &str) -> Event {
+        Event {
+            id: Some(id.into()),
+            data: Some(data.into()),
+            last_event_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    type Admitted = Option<(Arc<Event>, Option<Head>)>;
+
+    fn admit_one(j: &mut ThreadJournal, ev: Event, owner: &Stamp, screen: &mut Screen) -> Admitted {
+        admit(j, ev, None, owner, screen, Instant::now())
+    }
+
+    #[test]
+    fn a_second_stream_takes_the_journals_copy_and_checks_its_claims_against_its_own_stamp() {
+        let (dev, prod) = (stamp("dev", "w1"), stamp("prod", "w1"));
+        let mut j = journal();
+        let mut screen = Screen::default();
+        let plain = r#"{"x":1}"#;
+        let (ea, ha) = admit_one(&mut j, event("1", plain), &dev, &mut screen).expect("passes");
+        let (eb, hb) = admit_one(&mut j, event("1", plain), &prod, &mut screen).expect("passes");
+        assert!(Arc::ptr_eq(&ea, &eb), "the journal's copy");
+        let (ha, hb) = (ha.expect("a shared head"), hb.expect("a shared head"));
+        assert!(Arc::ptr_eq(&ha, &hb), "the head rendered once");
+        assert_eq!(&ha[..], b"id: 1\ndata: {\"x\":1,");
+
+        // Admitted by the dev stream and journaled; the prod stream's copy names another env.
+        let dev_only = r#"{"routing":{"env":"dev"},"x":2}"#;
+        assert!(admit_one(&mut j, event("2", dev_only), &dev, &mut screen).is_some());
+        assert!(j.held("2").is_some_and(|(_, note)| note.is_some()));
+        assert!(admit_one(&mut j, event("2", dev_only), &prod, &mut screen).is_none());
+        assert_eq!(screen.violations, 1);
+
+        // The same id with other bytes is the stream's own event, screened afresh.
+        let (own, _) =
+            admit_one(&mut j, event("1", r#"{"x":9}"#), &prod, &mut screen).expect("passes");
+        assert_eq!(own.data.as_deref(), Some(r#"{"x":9}"#));
+        let (other, _) = admit_one(&mut j, event("1", "{\"a\":NaN}"), &prod, &mut screen)
+            .map_or((0, 0), |_| (1, 1));
+        assert_eq!(
+            (other, screen.malformed),
+            (0, 1),
+            "malformed, though the id is held"
+        );
+    }
+
+    /// Hostile event variants: claims of every kind, strict-JSON violations, line ends, texts
+    /// that differ from another variant by one byte.
+    const DATA: &[&str] = &[
+        r#"{"x":1}"#,
+        r#"{"x":1} "#,
+        r#"{"x":"1"}"#,
+        r#"{"routing":{"env":"dev"},"x":2}"#,
+        r#"{"routing":{"env":"prod"}}"#,
+        r#"{"routing":{"tenant_id":"t_b"},"x":3}"#,
+        r#"{"routing":{"tenant_id":"t_a","workspace_id":"w2"}}"#,
+        r#"{"routing":{"workspace_id":"w1"},"meta":{"k":1}}"#,
+        r#"{"routing":{"thread_id":"th2"}}"#,
+        r#"{"routing":{"env":7}}"#,
+        "{\"a\":NaN}",
+        "[1,2",
+        "not json",
+        "{\"x\":\"a\nb\"}",
+        "{\"x\":1,\n\"y\":2}",
+        r#"{"meta":{"trace_id":"forged"}}"#,
+        r#"{"\u0072outing":{"env":"prod"}}"#,
+    ];
+
+    fn random_event(rng: &mut rand::rngs::StdRng) -> Event {
+        let id = rng.random_range(1..8).to_string();
+        let mut ev = event(&id, DATA[rng.random_range(0..DATA.len())]);
+        if rng.random_bool(0.2) {
+            ev.event = Some("note".into());
+        }
+        if rng.random_bool(0.1) {
+            ev.data = None;
+        }
+        ev
+    }
+
+    fn same(a: &Admitted, b: &Admitted) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some((ea, ha)), Some((eb, hb))) => ea == eb && ha.as_deref() == hb.as_deref(),
+            _ => false,
+        }
+    }
+
+    /// Three streams of one thread (two envs, two workspaces) read seeded random events, each
+    /// stream's copy sometimes differing from the others': what each admits, with the thread's
+    /// journal shared, is what it admits screening every event on its own — while the journal's
+    /// copy is taken whenever the bytes match.
+    #[test]
+    fn what_a_stream_admits_does_not_depend_on_the_streams_before_it() {
+        let stamps = [stamp("dev", "w1"), stamp("prod", "w1"), stamp("dev", "w2")];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut taken = 0;
+        for _round in 0..300 {
+            let mut shared = journal();
+            let (mut with, mut alone) = (Screen::default(), Screen::default());
+            for _ in 0..12 {
+                let upstream = random_event(&mut rng);
+                for owner in &stamps {
+                    let ev = match rng.random_bool(0.2) {
+                        true => random_event(&mut rng),
+                        false => upstream.clone(),
+                    };
+                    let held = ev
+                        .id
+                        .as_deref()
+                        .and_then(|i| shared.held(i))
+                        .map(|(e, _)| e.clone());
+                    let got = admit_one(&mut shared, ev.clone(), owner, &mut with);
+                    let want = admit_one(&mut journal(), ev, owner, &mut alone);
+                    assert!(same(&got, &want), "{got:?} vs {want:?}");
+                    if let (Some((e, _)), Some(h)) = (&got, &held) {
+                        taken += usize::from(Arc::ptr_eq(e, h));
+                    }
+                }
+            }
+            let counts = |s: &Screen| (s.violations, s.scope_violations, s.malformed);
+            assert_eq!(counts(&with), counts(&alone));
+        }
+        assert!(taken > 1000, "the journal's copy was taken {taken} times");
     }
 }
