@@ -23,7 +23,7 @@ pub struct Limits {
 
 /// How many of the newest events keep their note: the streams of a thread read an event within
 /// moments of each other, and an older note would only hold memory.
-pub const NOTES_KEPT: usize = 64;
+pub const NOTES_KEPT: usize = 32;
 
 #[derive(Debug)]
 struct Entry<N> {
