@@ -159,7 +159,7 @@ pub struct SseBody {
     own: OwnFrames,
     /// The credential's end.
     expires_at: Instant,
-    /// The drain signal, read on every frame (an atomic load) ...
+    /// The drain signal, read on every frame (`is_cancelled`: the token's lock) ...
     drain: CancellationToken,
     /// ... and waited for only while nothing is queued (polling a wait costs a lock).
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
