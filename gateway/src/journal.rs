@@ -72,11 +72,17 @@ impl<N> Journal<N> {
         }
     }
 
-    /// Appends an event that carries an id, with its `note`. `prev` is the id the feeding stream
+    /// Appends an event that carries an id, with its `note` if any. `prev` is the id the feeding stream
     /// delivered just before it. The journal stays contiguous: an event it already holds (several
     /// private streams of one thread feed it) is skipped, and an event that does not follow the
     /// journal's last one starts the journal afresh — a replay must never jump a hole.
-    pub fn append(&mut self, event: &Arc<Event>, note: N, prev: Option<&str>, now: Instant) {
+    pub fn append(
+        &mut self,
+        event: &Arc<Event>,
+        note: Option<N>,
+        prev: Option<&str>,
+        now: Instant,
+    ) {
         let Some(id) = event.id.as_ref().filter(|i| !i.is_empty()) else {
             return;
         };
@@ -99,7 +105,7 @@ impl<N> Journal<N> {
         self.entries.push_back(Entry {
             seq,
             event: event.clone(),
-            note: Some(note),
+            note,
             size,
             at: now,
         });
@@ -241,7 +247,7 @@ mod tests {
         for i in 1..=3 {
             j.append(
                 &ev(&i.to_string(), "x"),
-                (),
+                Some(()),
                 (i > 1).then(|| (i - 1).to_string()).as_deref(),
                 t,
             );
@@ -256,7 +262,12 @@ mod tests {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
         for i in 1..=5 {
-            j.append(&ev(&i.to_string(), "x"), (), Some(&(i - 1).to_string()), t);
+            j.append(
+                &ev(&i.to_string(), "x"),
+                Some(()),
+                Some(&(i - 1).to_string()),
+                t,
+            );
         }
         assert_eq!(j.len(), 3);
         assert!(j.after("2", t).is_none(), "evicted by count");
@@ -271,14 +282,14 @@ mod tests {
         for i in 1..=5 {
             j.append(
                 &ev(&i.to_string(), &"y".repeat(50)),
-                (),
+                Some(()),
                 Some(&(i - 1).to_string()),
                 t,
             );
         }
         assert!(j.len() < 5 && j.bytes <= 200);
         let mut j = Journal::new(limits(), t);
-        j.append(&ev("1", "x"), (), None, t);
+        j.append(&ev("1", "x"), Some(()), None, t);
         assert!(
             j.after("1", t + Duration::from_secs(61)).is_none(),
             "expired by age"
@@ -289,18 +300,18 @@ mod tests {
     fn duplicates_from_parallel_streams_are_kept_once_and_idless_events_skipped() {
         let t = Instant::now();
         let mut j = Journal::new(limits(), t);
-        j.append(&ev("1", "a"), (), None, t);
-        j.append(&ev("1", "a"), (), None, t);
+        j.append(&ev("1", "a"), Some(()), None, t);
+        j.append(&ev("1", "a"), Some(()), None, t);
         j.append(
             &Arc::new(Event {
                 data: Some("no id".into()),
                 ..Default::default()
             }),
-            (),
+            Some(()),
             Some("1"),
             t,
         );
-        j.append(&ev("2", "b"), (), Some("1"), t);
+        j.append(&ev("2", "b"), Some(()), Some("1"), t);
         assert_eq!(ids(&j.after("1", t).expect("held")), vec!["2"]);
     }
 
@@ -316,7 +327,7 @@ mod tests {
         ];
         let mut prev: Option<&str> = None;
         for id in style {
-            j.append(&ev(id, "x"), (), prev, Instant::now());
+            j.append(&ev(id, "x"), Some(()), prev, Instant::now());
             prev = Some(id);
         }
         assert_eq!(j.len(), style.len());
@@ -335,16 +346,16 @@ mod tests {
             },
             t,
         );
-        j.append(&ev("3", "a"), (), Some("2"), t);
-        j.append(&ev("4", "b"), (), Some("3"), t);
+        j.append(&ev("3", "a"), Some(()), Some("2"), t);
+        j.append(&ev("4", "b"), Some(()), Some("3"), t);
         // A stream that started "from now" delivers 17 with nothing before it.
-        j.append(&ev("17", "c"), (), None, t);
+        j.append(&ev("17", "c"), Some(()), None, t);
         assert!(
             j.after("3", t).is_none(),
             "3 would replay across the hole 5..16"
         );
         assert_eq!(j.after("17", t).map(|v| v.len()), Some(0));
-        j.append(&ev("18", "d"), (), Some("17"), t);
+        j.append(&ev("18", "d"), Some(()), Some("17"), t);
         assert_eq!(ids(&j.after("17", t).expect("held")), vec!["18"]);
     }
 
@@ -361,7 +372,7 @@ mod tests {
             let prev = (i - 1).to_string();
             j.append(
                 &ev(&i.to_string(), "x"),
-                i * 10,
+                Some(i * 10),
                 (i > 1).then_some(&*prev),
                 t,
             );
@@ -386,7 +397,7 @@ mod tests {
         );
         assert_eq!(note(&j, total + 1), None);
         // A restart forgets every id it held.
-        j.append(&ev("900", "y"), 0, None, t);
+        j.append(&ev("900", "y"), Some(0), None, t);
         assert_eq!(note(&j, total), None);
         assert_eq!(j.held("900").map(|(_, n)| n.copied()), Some(Some(0)));
     }

@@ -362,6 +362,9 @@ impl Hub {
         let n = events.len();
         let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();
+        // The registry and each hub of the thread hold its journal: with another hub on it, what
+        // this one learns of an event is kept for the others.
+        let noted = Arc::strong_count(&self.journal) > 2;
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         for ev in events {
             if let Some(id) = ev.id.as_deref() {
@@ -376,9 +379,14 @@ impl Hub {
                 Some(_) => st.last_id.replace(ev.last_event_id.clone()),
                 None => st.last_id.clone(),
             };
-            let Some((ev, head)) =
-                admit(&mut journal, ev, prev.as_deref(), owner, &mut screen, now)
-            else {
+            let Some((ev, head)) = admit(
+                (&mut journal, noted),
+                ev,
+                prev.as_deref(),
+                owner,
+                &mut screen,
+                now,
+            ) else {
                 continue;
             };
             if let Some(m) = self

@@ -142,10 +142,11 @@ pub type ThreadJournal = Journal<Screened>;
 
 /// One event of a stream that keeps a journal: the journal's copy and shared head when another
 /// stream of the thread already admitted the same event (only its claims are checked against
-/// `owner`); otherwise parsed, screened, given its shared head and journaled after `prev`.
+/// `owner`); otherwise parsed, screened, given its shared head and journaled after `prev` — with
+/// what was learnt of it when `noted` (other streams of the thread may read it too).
 /// `None`: dropped by the screen.
 pub fn admit(
-    journal: &mut ThreadJournal,
+    (journal, noted): (&mut ThreadJournal, bool),
     ev: Event,
     prev: Option<&str>,
     owner: &Stamp,
@@ -167,10 +168,10 @@ pub fn admit(
     let head = prepared.as_ref().and_then(|p| shared_head(&ev, p));
     let claims = prepared.map(Prepared::into_claims).unwrap_or_default();
     let ev = Arc::new(ev);
-    let seen = Screened {
+    let seen = noted.then(|| Screened {
         claims,
         head: head.clone(),
-    };
+    });
     journal.append(&ev, seen, prev, now);
     Some((ev, head))
 }
@@ -371,7 +372,7 @@ mod admit_tests {
     type Admitted = Option<(Arc<Event>, Option<Head>)>;
 
     fn admit_one(j: &mut ThreadJournal, ev: Event, owner: &Stamp, screen: &mut Screen) -> Admitted {
-        admit(j, ev, None, owner, screen, Instant::now())
+        admit((j, true), ev, None, owner, screen, Instant::now())
     }
 
     #[test]
@@ -405,6 +406,25 @@ mod admit_tests {
             (0, 1),
             "malformed, though the id is held"
         );
+    }
+
+    #[test]
+    fn a_journal_feeding_one_stream_keeps_no_note() {
+        let mut j = journal();
+        let mut screen = Screen::default();
+        let now = Instant::now();
+        let ev = event("1", r#"{"x":1}"#);
+        let (e, _) = admit(
+            (&mut j, false),
+            ev,
+            None,
+            &stamp("dev", "w1"),
+            &mut screen,
+            now,
+        )
+        .expect("passes");
+        let held = j.held("1").expect("journaled");
+        assert!(Arc::ptr_eq(held.0, &e) && held.1.is_none());
     }
 
     /// Hostile event variants: claims of every kind, strict-JSON violations, line ends, texts
