@@ -26,16 +26,15 @@ pub struct Limits {
 pub const NOTES_KEPT: usize = 32;
 
 #[derive(Debug)]
-struct Entry<N> {
+struct Entry {
     /// Its place in the order of appends (see [`Journal::held`]).
     seq: u64,
     event: Arc<Event>,
-    note: Option<N>,
     size: usize,
     at: Instant,
 }
 
-impl<N> Entry<N> {
+impl Entry {
     /// The event's id (never empty: only such events are journaled).
     fn id(&self) -> &str {
         self.event.id.as_deref().unwrap_or_default()
@@ -45,7 +44,10 @@ impl<N> Entry<N> {
 /// One thread's journal. Only events with an id are kept (nothing else can be resumed to).
 #[derive(Debug)]
 pub struct Journal<N = ()> {
-    entries: VecDeque<Entry<N>>,
+    entries: VecDeque<Entry>,
+    /// The notes of the newest events, by their place in the order of appends (kept apart from
+    /// `entries`, so an entry has no room for a note it no longer has).
+    notes: VecDeque<(u64, N)>,
     bytes: usize,
     limits: Limits,
     /// Where each id of `entries` is in the order of appends, so an event already held is
@@ -64,6 +66,7 @@ impl<N> Journal<N> {
     pub fn new(limits: Limits, now: Instant) -> Journal<N> {
         Journal {
             entries: VecDeque::new(),
+            notes: VecDeque::new(),
             bytes: 0,
             limits,
             held: HashMap::new(),
@@ -95,6 +98,7 @@ impl<N> Journal<N> {
         };
         if !follows {
             self.entries.clear();
+            self.notes.clear();
             self.held.clear();
             self.bytes = 0;
         }
@@ -105,17 +109,14 @@ impl<N> Journal<N> {
         self.entries.push_back(Entry {
             seq,
             event: event.clone(),
-            note,
             size,
             at: now,
         });
-        if let Some(old) = self
-            .entries
-            .len()
-            .checked_sub(NOTES_KEPT + 1)
-            .and_then(|i| self.entries.get_mut(i))
-        {
-            old.note = None;
+        if let Some(note) = note {
+            if self.notes.len() == NOTES_KEPT {
+                self.notes.pop_front();
+            }
+            self.notes.push_back((seq, note));
         }
         self.bytes += size;
         self.last_used = now;
@@ -132,7 +133,12 @@ impl<N> Journal<N> {
     /// The held event with `id`, and its note while it is among the newest [`NOTES_KEPT`].
     pub fn held(&self, id: &str) -> Option<(&Arc<Event>, Option<&N>)> {
         let e = self.entries.get(self.position(id)?)?;
-        Some((&e.event, e.note.as_ref()))
+        let note = self
+            .notes
+            .binary_search_by_key(&e.seq, |(seq, _)| *seq)
+            .ok()
+            .map(|i| &self.notes[i].1);
+        Some((&e.event, note))
     }
 
     fn prune(&mut self, now: Instant) {
