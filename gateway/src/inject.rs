@@ -263,11 +263,6 @@ impl Prepared<'_> {
         self.malformed
     }
 
-    /// Whether the upstream's `routing` crosses the stream's boundary ([`Claims::crossing`]).
-    pub fn crossing(&self, st: &Stamp) -> Option<Crossing> {
-        self.claims.crossing(st)
-    }
-
     /// What the upstream's `routing` claims.
     pub fn claims(&self) -> &Claims {
         &self.claims
@@ -329,7 +324,7 @@ impl Prepared<'_> {
         let Some(list) = &self.members else {
             return Stamped::Unchanged;
         };
-        if let Some(crossing) = self.crossing(stamp) {
+        if let Some(crossing) = self.claims.crossing(stamp) {
             return Stamped::Foreign(crossing);
         }
         let mut out =

@@ -75,10 +75,10 @@ impl<N> Journal<N> {
         }
     }
 
-    /// Appends an event that carries an id, with its `note` if any. `prev` is the id the feeding stream
-    /// delivered just before it. The journal stays contiguous: an event it already holds (several
-    /// private streams of one thread feed it) is skipped, and an event that does not follow the
-    /// journal's last one starts the journal afresh — a replay must never jump a hole.
+    /// Appends an event that carries an id, with its `note` if any. `prev` is the id the feeding
+    /// stream delivered just before it. The journal stays contiguous: an event it already holds
+    /// (several private streams of one thread feed it) is skipped, and an event that does not
+    /// follow the journal's last one starts the journal afresh — a replay must never jump a hole.
     pub fn append(
         &mut self,
         event: &Arc<Event>,

@@ -8,7 +8,6 @@
 use crate::config::{Delivery, Ephemeral, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Stamp};
-
 use crate::proxy::sse_body::EndSlot;
 use crate::proxy::sse_placement::Placement;
 use crate::proxy::sse_queue::{wire_size, Batch, Chunk, ClientTx, Refused};
