@@ -3,7 +3,9 @@
 //!
 //! Each of the newest events may carry a note (`N`) of what its first feeding stream learnt
 //! about it, so the other streams of the thread that read the same event need not work it out
-//! again (see [`Journal::held`]).
+//! again (see [`Journal::held`]). Notes count within the journal's byte bound, of which they
+//! take at most an eighth ([`NOTE_SHARE`]): a note is only a shortcut, an event is what a
+//! resume needs.
 
 use crate::sse::Event;
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +22,21 @@ pub struct Limits {
     /// Oldest event kept.
     pub age: Duration,
 }
+
+/// The memory a note holds, counted within a journal's byte bound.
+pub trait Weigh {
+    /// Its size in bytes, about.
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for () {
+    fn weight(&self) -> usize {
+        0
+    }
+}
+
+/// Notes take at most this share of a journal's byte bound (1 / `NOTE_SHARE`).
+pub const NOTE_SHARE: usize = 8;
 
 /// How many of the newest events keep their note: the streams of a thread read an event within
 /// moments of each other, and an older note would only hold memory.
@@ -48,7 +65,9 @@ pub struct Journal<N = ()> {
     /// The notes of the newest events, by their place in the order of appends (kept apart from
     /// `entries`, so an entry has no room for a note it no longer has).
     notes: VecDeque<(u64, N)>,
+    /// The size of `entries`' events, and of `notes`.
     bytes: usize,
+    note_bytes: usize,
     limits: Limits,
     /// Where each id of `entries` is in the order of appends, so an event already held is
     /// recognised whatever its id looks like.
@@ -61,13 +80,14 @@ fn size_of(e: &Event) -> usize {
     e.text_len() + 64
 }
 
-impl<N> Journal<N> {
+impl<N: Weigh> Journal<N> {
     /// An empty journal.
     pub fn new(limits: Limits, now: Instant) -> Journal<N> {
         Journal {
             entries: VecDeque::new(),
             notes: VecDeque::new(),
             bytes: 0,
+            note_bytes: 0,
             limits,
             held: HashMap::new(),
             next_seq: 0,
@@ -101,6 +121,7 @@ impl<N> Journal<N> {
             self.notes.clear();
             self.held.clear();
             self.bytes = 0;
+            self.note_bytes = 0;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -114,8 +135,9 @@ impl<N> Journal<N> {
         });
         if let Some(note) = note {
             if self.notes.len() == NOTES_KEPT {
-                self.notes.pop_front();
+                self.drop_note();
             }
+            self.note_bytes += note.weight();
             self.notes.push_back((seq, note));
         }
         self.bytes += size;
@@ -141,10 +163,20 @@ impl<N> Journal<N> {
         Some((&e.event, note))
     }
 
+    /// Drops the oldest note.
+    fn drop_note(&mut self) {
+        if let Some((_, note)) = self.notes.pop_front() {
+            self.note_bytes -= note.weight();
+        }
+    }
+
     fn prune(&mut self, now: Instant) {
+        while !self.notes.is_empty() && self.note_bytes > self.limits.bytes / NOTE_SHARE {
+            self.drop_note();
+        }
         while let Some(front) = self.entries.front() {
             let too_many = self.entries.len() > self.limits.events;
-            let too_big = self.bytes > self.limits.bytes;
+            let too_big = self.bytes + self.note_bytes > self.limits.bytes;
             let too_old = now.saturating_duration_since(front.at) > self.limits.age;
             if !(too_many || too_big || too_old) {
                 break;
@@ -152,6 +184,11 @@ impl<N> Journal<N> {
             self.bytes -= front.size;
             self.held.remove(front.id());
             self.entries.pop_front();
+        }
+        // And a note outlives no event.
+        let first = self.entries.front().map_or(u64::MAX, |e| e.seq);
+        while self.notes.front().is_some_and(|(seq, _)| *seq < first) {
+            self.drop_note();
         }
     }
 
@@ -196,7 +233,7 @@ impl<N> Default for Journals<N> {
     }
 }
 
-impl<N> Journals<N> {
+impl<N: Weigh> Journals<N> {
     /// The journal of a thread, created on first use.
     pub fn get(&self, route: &str, thread: &str, limits: Limits) -> Arc<Mutex<Journal<N>>> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,6 +400,72 @@ mod tests {
         assert_eq!(j.after("17", t).map(|v| v.len()), Some(0));
         j.append(&ev("18", "d"), Some(()), Some("17"), t);
         assert_eq!(ids(&j.after("17", t).expect("held")), vec!["18"]);
+    }
+
+    /// A test note of no size.
+    impl Weigh for usize {
+        fn weight(&self) -> usize {
+            0
+        }
+    }
+
+    /// A test note of the size it says.
+    struct Heavy(usize);
+
+    impl Weigh for Heavy {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn notes_take_at_most_an_eighth_of_the_byte_bound_and_never_outlive_their_event() {
+        let t = Instant::now();
+        let bound = |events| Limits {
+            events,
+            bytes: 8_000,
+            age: Duration::from_secs(60),
+        };
+        let mut j = Journal::new(bound(1000), t);
+        for i in 1..=40 {
+            let prev = (i - 1).to_string();
+            let prev = (i > 1).then_some(&*prev);
+            j.append(&ev(&i.to_string(), "x"), Some(Heavy(300)), prev, t);
+        }
+        let noted =
+            |j: &Journal<Heavy>, id: usize| j.held(&id.to_string()).map(|(_, n)| n.is_some());
+        assert_eq!(j.len(), 40, "every event held");
+        assert_eq!((j.notes.len(), j.note_bytes), (3, 900));
+        assert_eq!(
+            [38, 39, 40, 37].map(|i| noted(&j, i)),
+            [Some(true), Some(true), Some(true), Some(false)]
+        );
+        // Events fill the rest of the bound: the notes count in it.
+        for i in 41..=200 {
+            let prev = (i - 1).to_string();
+            j.append(
+                &ev(&i.to_string(), &"y".repeat(100)),
+                Some(Heavy(300)),
+                Some(&prev),
+                t,
+            );
+            assert!(
+                j.bytes + j.note_bytes <= 8_000,
+                "{} + {}",
+                j.bytes,
+                j.note_bytes
+            );
+        }
+        assert!(j.len() < 160);
+        assert_eq!((noted(&j, 200), noted(&j, 197)), (Some(true), Some(false)));
+        // An event dropped by the count bound takes its note along.
+        let mut j = Journal::new(bound(2), t);
+        for i in 1..=3 {
+            let prev = (i - 1).to_string();
+            let prev = (i > 1).then_some(&*prev);
+            j.append(&ev(&i.to_string(), "x"), Some(Heavy(10)), prev, t);
+        }
+        assert_eq!((j.len(), j.notes.len(), j.note_bytes), (2, 2, 20));
     }
 
     #[test]

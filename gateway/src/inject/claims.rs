@@ -25,4 +25,12 @@ impl Claims {
             .find(|(k, own)| claimed(k, own))
             .map(|(k, _)| Crossing::Scope(k.clone()))
     }
+
+    /// The memory they hold, about: their text and a pair's room.
+    pub fn weight(&self) -> usize {
+        let pair = std::mem::size_of::<(String, Option<String>)>();
+        (self.0.iter())
+            .map(|(k, v)| pair + k.len() + v.as_ref().map_or(0, String::len))
+            .sum()
+    }
 }

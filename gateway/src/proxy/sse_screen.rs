@@ -9,7 +9,7 @@
 use crate::config::Rail;
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Claims, Crossing, Prepared, Stamp};
-use crate::journal::Journal;
+use crate::journal::{Journal, Weigh};
 use crate::metrics::{Metrics, ReplaySource, Violation};
 use crate::proxy::sse_queue::{Batch, Chunk, Head};
 use crate::sse::write::write_fields;
@@ -135,6 +135,13 @@ impl Screen {
 pub struct Screened {
     claims: Claims,
     head: Option<Head>,
+}
+
+impl Weigh for Screened {
+    fn weight(&self) -> usize {
+        let head = self.head.as_ref().map_or(0, |h| h.len());
+        std::mem::size_of::<Screened>() + head + self.claims.weight()
+    }
 }
 
 /// A thread's journal, with what was learnt of its newest events.
