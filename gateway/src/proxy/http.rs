@@ -36,14 +36,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
     let (mut parts, body) = req.into_parts();
-    let uri = upstream::uri(
-        route,
-        caps,
-        parts.uri.path(),
-        parts.uri.query(),
-        &[],
-        upstream::Scheme::Http,
-    )?;
+    let uri = upstream::uri_of(route, caps, &parts.uri, &[], upstream::Scheme::Http)?;
     headers::to_upstream(&mut parts.headers, &admitted.ctx, fwd);
     if let Some(authority) = uri
         .authority()

@@ -1,4 +1,4 @@
-//! Where a rail's upstream is: the URI for a request (one builder for HTTP, SSE and WebSocket),
+//! Where a rail's upstream is: the URI for a request (one builder for HTTP, SSE and WebSocket).
 //! The connections the long-lived SSE and WebSocket streams open for themselves are
 //! [`crate::outbound::connect`]'s.
 
@@ -59,6 +59,35 @@ pub fn uri(
     parts.path_and_query =
         Some(PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|_| cannot())?);
     Uri::from_parts(parts).map_err(|_| cannot())
+}
+
+/// [`uri`] for a request's own URI. When the upstream path is the request's (no base path, no
+/// path template) and there is no query to rewrite, the request's path is the upstream's as it
+/// is: shared, not copied and parsed again.
+pub fn uri_of(
+    route: &Route,
+    caps: &Captures,
+    req: &Uri,
+    dropped: &[&str],
+    scheme: Scheme,
+) -> Result<Uri, Denial> {
+    if let (Some(base), None, None, Some(pq)) = (
+        &route.upstream_base,
+        &route.upstream_path,
+        req.query(),
+        req.path_and_query(),
+    ) {
+        if base.path.is_empty() && pq.as_str().starts_with('/') && scheme == Scheme::Http {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(base.scheme.clone());
+            parts.authority = Some(base.authority.clone());
+            parts.path_and_query = Some(pq.clone());
+            if let Ok(uri) = Uri::from_parts(parts) {
+                return Ok(uri);
+            }
+        }
+    }
+    uri(route, caps, req.path(), req.query(), dropped, scheme)
 }
 
 /// Appends `?` and the query's pairs other than the gateway's and the `dropped` ones, if any.
@@ -128,6 +157,36 @@ mod tests {
         )
         .expect("uri");
         assert_eq!(u.to_string(), "http://up:8080/c/th1/x");
+    }
+
+    #[test]
+    fn a_requests_own_uri_gives_the_same_upstream_uri_as_its_path_and_query() {
+        let routes = [
+            route("http://up:8080", None),
+            route("http://up:8080/", None),
+            route("http://up:8080/api", None),
+            route("http://up:8080", Some("/x/{thread_id}")),
+        ];
+        let targets = [
+            "/c/th1/x",
+            "/c/th1/x?",
+            "/c/th1/x?a=1&ticket=t&b=%20",
+            "/c/th1/%7Ex",
+            "http://gw.example/c/th1/x",
+            "http://gw.example/c/th1/x?ticket=t",
+        ];
+        for r in &routes {
+            for t in targets {
+                let req: Uri = t.parse().expect("target");
+                let caps = Pattern::parse("/c/{thread_id}/**")
+                    .expect("pattern")
+                    .matches(req.path())
+                    .expect("match");
+                let of = uri_of(r, &caps, &req, &["b"], Scheme::Http).expect("uri_of");
+                let by_parts = uri(r, &caps, req.path(), req.query(), &["b"], Scheme::Http);
+                assert_eq!(of, by_parts.expect("uri"), "{} {t}", r.upstream);
+            }
+        }
     }
 
     #[test]
