@@ -322,17 +322,20 @@ impl Hub {
     /// a hub passed the ownership check of the same thread, so they share one tenant and env.
     pub fn deliver(&self, events: Vec<Event>, read_at: Instant) {
         let mut st = self.lock();
-        let Some(owner) = st.subs.first().map(|s| s.stamp.clone()) else {
-            return;
+        // The first client's stamp is read where it is: cloning it would write to its count, a
+        // cache line of its own, on every delivery.
+        let mut subs = std::mem::take(&mut st.subs);
+        let batch = match subs.first() {
+            Some(first) => self.admit_events(&mut st, events, &first.stamp),
+            None => Batch::new(SmallVec::new(), SmallVec::new()),
         };
-        let batch = self.admit_events(&mut st, events, &owner);
         if batch.events.is_empty() {
+            st.subs = subs;
             return;
         }
         let dispatching = batch.events.iter().filter(|e| e.dispatches()).count() as u64;
         let batch = Arc::new(batch);
         let mut forwarded = 0u64;
-        let mut subs = std::mem::take(&mut st.subs);
         subs.retain_mut(|sub| {
             let Some(chunk) = chunk_for(&mut sub.dedupe, &batch, &self.metrics.deduplicated) else {
                 return true;
