@@ -123,6 +123,8 @@ async fn pump(
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
+            // The client left: end now, not at the next keep-alive.
+            _ = tx.closed() => return,
             _ = tokio::time::sleep(KEEPALIVE) => {
                 if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
                     return;

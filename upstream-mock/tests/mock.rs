@@ -84,6 +84,27 @@ async fn sse_replays_after_last_event_id_then_streams_live() {
 }
 
 #[tokio::test]
+async fn an_sse_stream_ends_when_its_client_leaves() {
+    let m = start();
+    let addr = m.addr();
+    let id = thread(&addr, "t1").await;
+    let active = || async {
+        let stats = get(&addr, "/_mock/stats", &[]).await.json();
+        stats["streams_active"].as_u64()
+    };
+    let s = SseStream::open(&addr, &format!("/sse/chat/{id}"), &[]).await;
+    assert_eq!(s.status, 200);
+    eventually!(5, "the stream is active", active().await == Some(1));
+    drop(s);
+    // Well before the 15 s keep-alive that would otherwise find it gone.
+    eventually!(
+        5,
+        "the stream ended with its client",
+        active().await == Some(0)
+    );
+}
+
+#[tokio::test]
 async fn sse_cursor_from_query_and_from_zero() {
     let m = start();
     let addr = m.addr();
