@@ -65,8 +65,9 @@ pub struct Journal<N = ()> {
     /// The notes of the newest events, by their place in the order of appends (kept apart from
     /// `entries`, so an entry has no room for a note it no longer has).
     notes: VecDeque<(u64, N)>,
-    /// The size of `entries`' events, and of `notes`.
+    /// The size of `entries`' events.
     bytes: usize,
+    /// The size of `notes` (see [`Weigh`]).
     note_bytes: usize,
     limits: Limits,
     /// Where each id of `entries` is in the order of appends, so an event already held is
