@@ -325,10 +325,10 @@ impl Hub {
         // The first client's stamp is read where it is: cloning it would write to its count, a
         // cache line of its own, on every delivery.
         let mut subs = std::mem::take(&mut st.subs);
-        let batch = match subs.first() {
-            Some(first) => self.admit_events(&mut st, events, &first.stamp),
-            None => Batch::new(SmallVec::new(), SmallVec::new()),
+        let Some(first) = subs.first() else {
+            return;
         };
+        let batch = self.admit_events(&mut st, events, &first.stamp);
         if batch.events.is_empty() {
             st.subs = subs;
             return;

@@ -2,6 +2,7 @@
 //! The connections the long-lived SSE and WebSocket streams open for themselves are
 //! [`crate::outbound::connect`]'s.
 
+use crate::config::route::UpstreamBase;
 use crate::config::route::{Captures, Pattern};
 use crate::config::Route;
 use bytes::Bytes;
@@ -33,32 +34,9 @@ pub fn uri(
     dropped: &[&str],
     scheme: Scheme,
 ) -> Result<Uri, Denial> {
-    let cannot = || {
-        Denial::with_message(
-            ErrorCode::UpstreamUnavailable,
-            "cannot build the upstream URI",
-        )
-    };
     let base = route.upstream_base.as_ref().ok_or_else(cannot)?;
-    let mut pq =
-        String::with_capacity(base.path.len() + path.len() + 1 + query.map_or(0, str::len));
-    pq.push_str(&base.path);
-    match &route.upstream_path {
-        Some(t) => pq.push_str(&Pattern::render(t, caps)),
-        None => pq.push_str(path),
-    }
-    if let Some(q) = query {
-        push_query(&mut pq, q, dropped);
-    }
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(match scheme {
-        Scheme::Http => base.scheme.clone(),
-        Scheme::WebSocket => websocket_scheme(&base.scheme).ok_or_else(cannot)?,
-    });
-    parts.authority = Some(base.authority.clone());
-    parts.path_and_query =
-        Some(PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|_| cannot())?);
-    Uri::from_parts(parts).map_err(|_| cannot())
+    let pq = rendered(route, base, caps, path, query, dropped)?;
+    assemble(base, pq, scheme)
 }
 
 /// [`uri`] for a request's own URI. When the upstream path is the request's (no base path, no
@@ -71,23 +49,55 @@ pub fn uri_of(
     dropped: &[&str],
     scheme: Scheme,
 ) -> Result<Uri, Denial> {
-    if let (Some(base), None, None, Some(pq)) = (
-        &route.upstream_base,
-        &route.upstream_path,
-        req.query(),
-        req.path_and_query(),
-    ) {
-        if base.path.is_empty() && pq.as_str().starts_with('/') && scheme == Scheme::Http {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(base.scheme.clone());
-            parts.authority = Some(base.authority.clone());
-            parts.path_and_query = Some(pq.clone());
-            if let Ok(uri) = Uri::from_parts(parts) {
-                return Ok(uri);
-            }
-        }
+    let base = route.upstream_base.as_ref().ok_or_else(cannot)?;
+    let own = base.path.is_empty() && route.upstream_path.is_none() && req.query().is_none();
+    let pq = match req.path_and_query() {
+        Some(pq) if own && pq.as_str().starts_with('/') => pq.clone(),
+        _ => rendered(route, base, caps, req.path(), req.query(), dropped)?,
+    };
+    assemble(base, pq, scheme)
+}
+
+fn cannot() -> Denial {
+    Denial::with_message(
+        ErrorCode::UpstreamUnavailable,
+        "cannot build the upstream URI",
+    )
+}
+
+/// The upstream path and query: the base's path, the route's template or the request's path,
+/// the query's kept pairs.
+fn rendered(
+    route: &Route,
+    base: &UpstreamBase,
+    caps: &Captures,
+    path: &str,
+    query: Option<&str>,
+    dropped: &[&str],
+) -> Result<PathAndQuery, Denial> {
+    let mut pq =
+        String::with_capacity(base.path.len() + path.len() + 1 + query.map_or(0, str::len));
+    pq.push_str(&base.path);
+    match &route.upstream_path {
+        Some(t) => pq.push_str(&Pattern::render(t, caps)),
+        None => pq.push_str(path),
     }
-    uri(route, caps, req.path(), req.query(), dropped, scheme)
+    if let Some(q) = query {
+        push_query(&mut pq, q, dropped);
+    }
+    PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|_| cannot())
+}
+
+/// The base's authority in `scheme`, with `pq`.
+fn assemble(base: &UpstreamBase, pq: PathAndQuery, scheme: Scheme) -> Result<Uri, Denial> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match scheme {
+        Scheme::Http => base.scheme.clone(),
+        Scheme::WebSocket => websocket_scheme(&base.scheme).ok_or_else(cannot)?,
+    });
+    parts.authority = Some(base.authority.clone());
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).map_err(|_| cannot())
 }
 
 /// Appends `?` and the query's pairs other than the gateway's and the `dropped` ones, if any.
@@ -182,9 +192,11 @@ mod tests {
                     .expect("pattern")
                     .matches(req.path())
                     .expect("match");
-                let of = uri_of(r, &caps, &req, &["b"], Scheme::Http).expect("uri_of");
-                let by_parts = uri(r, &caps, req.path(), req.query(), &["b"], Scheme::Http);
-                assert_eq!(of, by_parts.expect("uri"), "{} {t}", r.upstream);
+                for scheme in [Scheme::Http, Scheme::WebSocket] {
+                    let of = uri_of(r, &caps, &req, &["b"], scheme).expect("uri_of");
+                    let by_parts = uri(r, &caps, req.path(), req.query(), &["b"], scheme);
+                    assert_eq!(of, by_parts.expect("uri"), "{} {t}", r.upstream);
+                }
             }
         }
     }
