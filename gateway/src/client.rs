@@ -7,8 +7,10 @@ use crate::client_pool::{Pool, PooledBody, Settings};
 use crate::config::Limits;
 use crate::outbound::UpstreamTls;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,21 +61,27 @@ impl HttpClient {
 
     /// Sends a request (absolute URI, `Host` set by the caller); waits at most the response
     /// timeout for the response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<PooledBody>, UpstreamError> {
-        self.send_within(req, self.response_timeout).await
+    pub fn send(
+        &self,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
+        self.send_within(req, self.response_timeout)
     }
 
-    /// Sends a request with an explicit head timeout.
-    pub async fn send_within(
+    /// Sends a request with an explicit head timeout. A combinator rather than an `async fn`:
+    /// the request's future nests this one, and an `async fn` would keep the request it was
+    /// given beside the pool's future that took it (each future of a request is copied whole
+    /// when it is made).
+    pub fn send_within(
         &self,
         req: Request<Body>,
         wait: Duration,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
-        match tokio::time::timeout(wait, self.pool.send(req)).await {
+    ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
+        tokio::time::timeout(wait, self.pool.send(req)).map(|answer| match answer {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
             Err(_) => Err(UpstreamError::Timeout),
-        }
+        })
     }
 
     /// `GET url`, reading at most `max` body bytes, all within `wait`.

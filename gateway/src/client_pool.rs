@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -88,33 +89,38 @@ impl Pool {
 
     /// Sends `req` (absolute URI) on a pooled or new connection; the request goes out in origin
     /// form, its `Host` as the caller set it.
-    pub async fn send(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps the request it was given beside the local it moves into"
+    )]
+    pub fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
-    ) -> Result<Response<PooledBody>, String> {
-        let uri = req.uri().clone();
-        let key = key_of(&uri)?;
-        let mut req = req;
-        *req.uri_mut() = origin_form(&uri);
-        let mut fresh = false;
-        loop {
-            let mut sender = match self.checkout(&key).await {
-                Some(s) => s,
-                None => {
-                    fresh = true;
-                    Box::pin(self.open(&uri)).await?
+        mut req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, String>> + Send + '_ {
+        async move {
+            let uri = req.uri().clone();
+            let key = key_of(&uri)?;
+            *req.uri_mut() = origin_form(&uri);
+            let mut fresh = false;
+            loop {
+                let mut sender = match self.checkout(&key).await {
+                    Some(s) => s,
+                    None => {
+                        fresh = true;
+                        Box::pin(self.open(&uri)).await?
+                    }
+                };
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let back = Some((Arc::downgrade(self), key, sender));
+                        return Ok(resp.map(|inner| PooledBody { inner, back }));
+                    }
+                    // Closed before the request went out: the same request, on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if !fresh => req = unsent,
+                        _ => return Err(with_causes(e.error())),
+                    },
                 }
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let back = Some((Arc::downgrade(self), key, sender));
-                    return Ok(resp.map(|inner| PooledBody { inner, back }));
-                }
-                // Closed before the request went out: the same request, on a new connection.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(with_causes(e.error())),
-                },
             }
         }
     }

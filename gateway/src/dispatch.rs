@@ -15,6 +15,7 @@ use crate::{proxy, respond, tickets};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use railgate_policy::{Denial, ErrorCode};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,37 +30,43 @@ enum Answer {
 }
 
 /// Answers one client request.
-pub async fn handle(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps the request it was given beside the local it moves into"
+)]
+pub fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
     conn: Arc<Connection>,
-) -> Response<Body> {
-    let trace = early_trace_id(req.headers());
-    let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
-    out.version = req.version();
-    let asks_upgrade = req.headers().contains_key(http::header::UPGRADE);
-    let answer = match serve(&gw, req, peer, &conn, &mut out).await {
-        Ok(answer) => answer,
-        Err(d) => {
-            out.code = Some(d.code);
-            Answer::Done(respond::http(&d, &out.trace_id))
-        }
-    };
-    match answer {
-        Answer::Done(resp) => {
-            record(&gw.metrics, &out, resp.status().as_u16());
-            // The connection's guard stopped reading request framing at a head asking for a
-            // switch; a switch not made ends the connection.
-            match asks_upgrade {
-                true => respond::closing(resp),
-                false => resp,
+) -> impl Future<Output = Response<Body>> + Send {
+    async move {
+        let trace = early_trace_id(req.headers());
+        let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
+        out.version = req.version();
+        let asks_upgrade = req.headers().contains_key(http::header::UPGRADE);
+        let answer = match serve(&gw, req, peer, &conn, &mut out).await {
+            Ok(answer) => answer,
+            Err(d) => {
+                out.code = Some(d.code);
+                Answer::Done(respond::http(&d, &out.trace_id))
             }
-        }
-        Answer::Upgraded(resp) => resp,
-        Answer::Stream(resp) => {
-            count(&gw.metrics, &out);
-            resp
+        };
+        match answer {
+            Answer::Done(resp) => {
+                record(&gw.metrics, &out, resp.status().as_u16());
+                // The connection's guard stopped reading request framing at a head asking for a
+                // switch; a switch not made ends the connection.
+                match asks_upgrade {
+                    true => respond::closing(resp),
+                    false => resp,
+                }
+            }
+            Answer::Upgraded(resp) => resp,
+            Answer::Stream(resp) => {
+                count(&gw.metrics, &out);
+                resp
+            }
         }
     }
 }
@@ -74,79 +81,138 @@ pub fn refused(gw: &Gateway, denial: &Denial) -> Response<Body> {
     respond::closing(resp)
 }
 
-async fn serve(
-    gw: &Arc<Gateway>,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps the request it was given beside the local it moves into"
+)]
+fn serve<'a>(
+    gw: &'a Arc<Gateway>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    conn: &'a Arc<Connection>,
+    out: &'a mut Outcome,
+) -> impl Future<Output = Result<Answer, Denial>> + Send + 'a {
+    async move {
+        early_checks(gw, &req)?;
+        if req.method() == Method::POST && req.uri().path() == tickets::PATH {
+            out.route = tickets::ROUTE.into();
+            return Box::pin(ticket_issue(gw, req, conn, out)).await;
+        }
+        #[cfg(feature = "demo")]
+        if let Some(resp) = demo_page(gw, &req) {
+            out.route = "demo-page".into();
+            return Ok(Answer::Done(resp));
+        }
+        // The routes in force when the request came; a reload does not change them under it.
+        let live = gw.live();
+        let (route, caps) = route(&live.config, req.uri().path())?;
+        out.route = route.name.clone();
+        out.rail = route.kind;
+        let adm = Admission::for_route(route, &caps);
+        let fwd = forwarding(&live.config, route, peer);
+        // Each rail in a future of its own: one awaited at a time, so that this future is no
+        // larger than the largest of them (with every rail's awaits in one body, the compiler
+        // laid them out side by side: 5.4 KiB, copied whole each time a request's future is made).
+        let at = (route, &caps, &adm, &fwd);
+        match route.kind {
+            Rail::Http => {
+                within_body_limit(&live.config, &req)?;
+                http_rail(gw, at, req, conn, out).await
+            }
+            Rail::Sse => Box::pin(sse_rail(gw, at, req, conn, out)).await,
+            Rail::Ws => Box::pin(ws_rail(gw, at, req, conn, out)).await,
+        }
+    }
+}
+
+/// `POST /tickets`: a ticket for the caller.
+async fn ticket_issue(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    conn: &Connection,
+    out: &mut Outcome,
+) -> Result<Answer, Denial> {
+    let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
+    conn.authenticated();
+    admission::spend_ticket(gw, &admitted).await?;
+    let body = req.into_body();
+    tickets::issue(gw, &admitted, body).await.map(Answer::Done)
+}
+
+/// Where a request goes: its route, what the route's pattern captured, its admission and what
+/// the upstream learns of the peer.
+type At<'a> = (
+    &'a Arc<Route>,
+    &'a Captures,
+    &'a Admission<'a>,
+    &'a Forwarding,
+);
+
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps the request it was given beside the local it moves into"
+)]
+fn http_rail<'a>(
+    gw: &'a Arc<Gateway>,
+    (route, caps, adm, fwd): At<'a>,
+    req: Request<Incoming>,
+    conn: &'a Connection,
+    out: &'a mut Outcome,
+) -> impl Future<Output = Result<Answer, Denial>> + Send + 'a {
+    async move {
+        let admitted = admit(gw, adm, &req, out).await?;
+        conn.authenticated();
+        admission::spend_ticket(gw, &admitted).await?;
+        proxy::http::forward(gw, route, caps, &admitted, req, fwd)
+            .await
+            .map(Answer::Done)
+    }
+}
+
+async fn sse_rail(
+    gw: &Arc<Gateway>,
+    (route, caps, adm, fwd): At<'_>,
+    req: Request<Incoming>,
+    conn: &Connection,
+    out: &mut Outcome,
+) -> Result<Answer, Denial> {
+    let admitted = admit(gw, adm, &req, out).await?;
+    conn.authenticated();
+    // An ephemeral route has no resume cursor: a `Last-Event-ID` is ignored.
+    let cursor = match route.resumable() {
+        true => proxy::reconnect::cursor_of(&req)?,
+        false => None,
+    };
+    let slot = gw.stream_slot(admitted.ctx.tenant_id())?;
+    admission::spend_ticket(gw, &admitted).await?;
+    let checked = proxy::sse::Checked {
+        admitted: &admitted,
+        cursor,
+        slot,
+        out: out.clone(),
+    };
+    proxy::sse::serve(gw, route, caps, req, checked, fwd)
+        .await
+        .map(Answer::Stream)
+}
+
+async fn ws_rail(
+    gw: &Arc<Gateway>,
+    (route, caps, adm, fwd): At<'_>,
+    req: Request<Incoming>,
     conn: &Arc<Connection>,
     out: &mut Outcome,
 ) -> Result<Answer, Denial> {
-    early_checks(gw, &req)?;
-    if req.method() == Method::POST && req.uri().path() == tickets::PATH {
-        out.route = tickets::ROUTE.into();
-        let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
-        conn.authenticated();
-        admission::spend_ticket(gw, &admitted).await?;
-        let body = req.into_body();
-        return Box::pin(tickets::issue(gw, &admitted, body))
-            .await
-            .map(Answer::Done);
-    }
-    #[cfg(feature = "demo")]
-    if let Some(resp) = demo_page(gw, &req) {
-        out.route = "demo-page".into();
-        return Ok(Answer::Done(resp));
-    }
-    // The routes in force when the request came; a reload does not change them under it.
-    let live = gw.live();
-    let (route, caps) = route(&live.config, req.uri().path())?;
-    out.route = route.name.clone();
-    out.rail = route.kind;
-    let adm = Admission::for_route(route, &caps);
-    let fwd = forwarding(&live.config, route, peer);
-    match route.kind {
-        Rail::Http => {
-            within_body_limit(&live.config, &req)?;
-            let admitted = admit(gw, &adm, &req, out).await?;
-            conn.authenticated();
-            admission::spend_ticket(gw, &admitted).await?;
-            proxy::http::forward(gw, route, &caps, &admitted, req, &fwd)
-                .await
-                .map(Answer::Done)
-        }
-        Rail::Sse => {
-            let admitted = admit(gw, &adm, &req, out).await?;
-            conn.authenticated();
-            // An ephemeral route has no resume cursor: a `Last-Event-ID` is ignored.
-            let cursor = match route.resumable() {
-                true => proxy::reconnect::cursor_of(&req)?,
-                false => None,
-            };
-            let slot = gw.stream_slot(admitted.ctx.tenant_id())?;
-            admission::spend_ticket(gw, &admitted).await?;
-            let checked = proxy::sse::Checked {
-                admitted: &admitted,
-                cursor,
-                slot,
-                out: out.clone(),
-            };
-            Box::pin(proxy::sse::serve(gw, route, &caps, req, checked, &fwd))
-                .await
-                .map(Answer::Stream)
-        }
-        Rail::Ws => {
-            let accept = proxy::ws::check_upgrade(route, &req)?;
-            admission::precheck(gw, &adm, &caller(&req, out)).await?;
-            let upgrade = proxy::ws_hello::Upgrade {
-                accept,
-                out: out.clone(),
-                fwd,
-                conn: conn.clone(),
-            };
-            let resp = proxy::ws::upgrade(gw, route, &caps, req, upgrade);
-            Ok(Answer::Upgraded(resp))
-        }
-    }
+    let accept = proxy::ws::check_upgrade(route, &req)?;
+    admission::precheck(gw, adm, &caller(&req, out)).await?;
+    let upgrade = proxy::ws_hello::Upgrade {
+        accept,
+        out: out.clone(),
+        fwd: *fwd,
+        conn: conn.clone(),
+    };
+    let resp = proxy::ws::upgrade(gw, route, caps, req, upgrade);
+    Ok(Answer::Upgraded(resp))
 }
 
 /// What the upstream learns of who sent the request: the peer (trusted when it is a listed

@@ -35,26 +35,8 @@ pub async fn forward(
     fwd: &Forwarding,
 ) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
-    let (mut parts, body) = req.into_parts();
-    let uri = upstream::uri_of(route, caps, &parts.uri, &[], upstream::Scheme::Http)?;
-    headers::to_upstream(&mut parts.headers, &admitted.ctx, fwd);
-    if let Some(authority) = uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(http::header::HOST, authority);
-    }
-    let limit = gw.live().config.limits.max_body_bytes as usize;
     let client_fault = Arc::new(Mutex::new(None));
-    let body: Body = ClientBody {
-        inner: Limited::new(body, limit),
-        fault: client_fault.clone(),
-    }
-    .boxed();
-    let mut up_req = Request::new(body);
-    *up_req.method_mut() = parts.method;
-    *up_req.uri_mut() = uri;
-    *up_req.headers_mut() = parts.headers;
+    let up_req = upstream_request(gw, route, caps, admitted, req, fwd, &client_fault)?;
     let client = gw.live().outbound.http_for(&route.name).clone();
     let resp = match client.send(up_req).await {
         Ok(r) => r,
@@ -74,6 +56,40 @@ pub async fn forward(
         rparts,
         rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
     ))
+}
+
+/// The request as it goes upstream: its URI, its headers cleaned and completed, its body
+/// limited (a failure of the body noted in `fault`). Apart from [`forward`] so that the parts
+/// it takes apart do not keep their room in that future beside the request they became.
+fn upstream_request(
+    gw: &Gateway,
+    route: &Route,
+    caps: &Captures,
+    admitted: &Admitted,
+    req: Request<Incoming>,
+    fwd: &Forwarding,
+    fault: &Arc<Mutex<Option<ErrorCode>>>,
+) -> Result<Request<Body>, Denial> {
+    let (mut parts, body) = req.into_parts();
+    let uri = upstream::uri_of(route, caps, &parts.uri, &[], upstream::Scheme::Http)?;
+    headers::to_upstream(&mut parts.headers, &admitted.ctx, fwd);
+    if let Some(authority) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, authority);
+    }
+    let limit = gw.live().config.limits.max_body_bytes as usize;
+    let body: Body = ClientBody {
+        inner: Limited::new(body, limit),
+        fault: fault.clone(),
+    }
+    .boxed();
+    let mut up_req = Request::new(body);
+    *up_req.method_mut() = parts.method;
+    *up_req.uri_mut() = uri;
+    *up_req.headers_mut() = parts.headers;
+    Ok(up_req)
 }
 
 /// The client's request body on its way upstream; remembers whether it failed (too large or
