@@ -328,7 +328,7 @@ impl Hub {
         let Some(first) = subs.first() else {
             return;
         };
-        let batch = self.admit_events(&mut st, events, &first.stamp);
+        let batch = self.admit_events(&mut st, events, &first.stamp, read_at);
         if batch.events.is_empty() {
             st.subs = subs;
             return;
@@ -356,11 +356,18 @@ impl Hub {
     /// The events of one read that go out: new (not delivered before a reconnect), not foreign;
     /// each journaled, with its shared head rendered once. An ephemeral route's events skip the
     /// journal and the dedupe (see [`Hub::admit_ephemeral`]).
-    fn admit_events(&self, st: &mut State, events: Vec<Event>, owner: &Stamp) -> Batch {
+    /// `read_at`, when the events were read, is their time in the journal.
+    fn admit_events(
+        &self,
+        st: &mut State,
+        events: Vec<Event>,
+        owner: &Stamp,
+        read_at: Instant,
+    ) -> Batch {
         if let Delivery::Ephemeral(eph) = &self.route.delivery {
             return self.admit_ephemeral(st, events, owner, eph);
         }
-        let now = Instant::now();
+        let now = read_at;
         let n = events.len();
         let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();

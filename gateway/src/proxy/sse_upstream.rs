@@ -269,7 +269,9 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                 if pending.is_empty() || armed {
                     continue;
                 }
-                let now = Instant::now();
+                // Not armed, so nothing was pending before this read: its events were read at
+                // `pending_since`, a moment ago (one clock read per read, not two).
+                let now = pending_since;
                 if let Some(due) = last_delivery.map(|t| t + window).filter(|due| *due > now) {
                     match flush_at.as_mut() {
                         Some(timer) => timer.as_mut().reset(due.into()),
