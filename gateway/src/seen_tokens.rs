@@ -5,6 +5,8 @@
 //! key set than the one in force (a JWKS refresh swapped it) are misses, and verified again. Only
 //! tokens that passed verification go in; a reload starts an empty map (its rules may differ).
 
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::UnitWeighter;
 use railgate_policy::keys::KeySet;
 use railgate_policy::token::{self, Claims, Rules, TokenError};
 use std::sync::Arc;
@@ -13,10 +15,14 @@ use std::time::Duration;
 /// Most tokens remembered at once (about 1 KiB each).
 pub const CAPACITY: u64 = 10_000;
 
-/// How long a token is remembered after its verification; its own `exp` still ends it sooner.
+/// How long a token is remembered after its verification, on the clock its checks use; its own
+/// `exp` still ends it sooner.
 pub const TTL: Duration = Duration::from_secs(300);
 
 struct Entry {
+    /// Forgotten from then on, on the clock `verify` is given (the next verification
+    /// overwrites it).
+    until: u64,
     keys: Arc<KeySet>,
     /// Shared with every request that presents the token (no copy of its claims per request).
     claims: Arc<Claims>,
@@ -24,8 +30,10 @@ struct Entry {
 
 /// The map of verified tokens, hashed with foldhash (seeded per process): only tokens that
 /// verified are keys, and SipHash over a whole token was a visible share of a request's work.
+/// A bounded cache without clocks of its own (`quick_cache`: a hit is a hash, a shard's read
+/// lock and a lookup); an entry's age is checked on its hit.
 pub struct SeenTokens {
-    map: moka::sync::Cache<String, Arc<Entry>, foldhash::fast::RandomState>,
+    map: Cache<String, Arc<Entry>, UnitWeighter, foldhash::fast::RandomState>,
     #[cfg(test)]
     hits: std::sync::atomic::AtomicU64,
 }
@@ -33,10 +41,13 @@ pub struct SeenTokens {
 impl Default for SeenTokens {
     fn default() -> Self {
         SeenTokens {
-            map: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_live(TTL)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            map: Cache::with(
+                CAPACITY as usize,
+                CAPACITY,
+                UnitWeighter,
+                foldhash::fast::RandomState::default(),
+                DefaultLifecycle::default(),
+            ),
             #[cfg(test)]
             hits: Default::default(),
         }
@@ -53,7 +64,8 @@ impl SeenTokens {
         now: u64,
         rules: &Rules,
     ) -> Result<Arc<Claims>, TokenError> {
-        if let Some(seen) = self.map.get(raw).filter(|e| Arc::ptr_eq(&e.keys, keys)) {
+        let fresh = |e: &Arc<Entry>| Arc::ptr_eq(&e.keys, keys) && now < e.until;
+        if let Some(seen) = self.map.get(raw).filter(fresh) {
             token::times_valid(&seen.claims, now, rules.leeway_s)?;
             #[cfg(test)]
             self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -61,6 +73,7 @@ impl SeenTokens {
         }
         let claims = Arc::new(token::verify(raw, keys, now, rules)?);
         let entry = Entry {
+            until: now.saturating_add(TTL.as_secs()),
             keys: keys.clone(),
             claims: claims.clone(),
         };
@@ -108,7 +121,7 @@ mod tests {
             serde_json::json!({"sub": "u", "tenant_id": "t_a", "exp": 2_000}),
         );
         let first = seen.verify(&raw, &k, 1_000, &rules()).expect("valid");
-        let again = seen.verify(&raw, &k, 1_500, &rules()).expect("still valid");
+        let again = seen.verify(&raw, &k, 1_200, &rules()).expect("still valid");
         assert_eq!(first, again);
         assert_eq!(again.sub, "u");
         assert_eq!(again.tenants, ["t_a"]);
@@ -156,5 +169,48 @@ mod tests {
         assert!(seen
             .verify(&forged, &keys(b"secret"), 1_000, &rules())
             .is_err());
+    }
+
+    #[test]
+    fn a_token_is_verified_again_once_remembered_for_the_ttl() {
+        let seen = SeenTokens::default();
+        let k = keys(b"secret");
+        let raw = token(
+            b"secret",
+            serde_json::json!({"sub": "u", "tenant_id": "t_a", "exp": 10_000}),
+        );
+        let ttl = TTL.as_secs();
+        seen.verify(&raw, &k, 1_000, &rules()).expect("valid");
+        seen.verify(&raw, &k, 1_000 + ttl - 1, &rules())
+            .expect("still valid");
+        assert_eq!(seen.hits.load(Ordering::Relaxed), 1, "remembered");
+        seen.verify(&raw, &k, 1_000 + ttl, &rules())
+            .expect("still valid");
+        assert_eq!(seen.hits.load(Ordering::Relaxed), 1, "verified again");
+        seen.verify(&raw, &k, 1_000 + ttl + 1, &rules())
+            .expect("still valid");
+        assert_eq!(
+            seen.hits.load(Ordering::Relaxed),
+            2,
+            "remembered again from its new verification"
+        );
+    }
+
+    #[test]
+    fn at_most_the_capacity_is_remembered() {
+        let seen = SeenTokens::default();
+        let k = keys(b"secret");
+        for i in 0..CAPACITY + 2_000 {
+            let raw = token(
+                b"secret",
+                serde_json::json!({"sub": format!("u{i}"), "tenant_id": "t_a", "exp": 2_000}),
+            );
+            seen.verify(&raw, &k, 1_000, &rules()).expect("valid");
+        }
+        let held = seen.map.len() as u64;
+        assert!(
+            held <= CAPACITY && held >= CAPACITY / 2,
+            "{held} tokens held"
+        );
     }
 }
