@@ -70,6 +70,7 @@ pub mod startup;
 pub mod stream_out;
 pub mod ticket_book;
 pub mod tickets;
+pub mod timed_cache;
 pub mod wire;
 
 pub use app::Gateway;

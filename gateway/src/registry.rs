@@ -3,23 +3,22 @@
 //! (`GET {url}/registry/{plural}/{id}`: `threads`, `canvases`, see [`plural`]) or read from the file's records of that `kind`; threads are
 //! cached under their id, other kinds under `{kind}/{id}`.
 //!
-//! Answers are cached (moka): positive for `ttl`, "not found" for `negative_ttl`; concurrent
-//! misses for one id make a single lookup (`try_get_with` coalesces them). A record that expired
-//! is kept `stale_if_error` longer and used only when the source fails. With nothing usable the
-//! lookup fails closed (`registry.unavailable`).
+//! Answers are cached ([`TimedCache`]): positive for `ttl`, "not found" for `negative_ttl`;
+//! concurrent misses for one id make a single lookup, and share its answer or its failure. A
+//! record that expired is kept `stale_if_error` longer and used only when the source fails. With
+//! nothing usable the lookup fails closed (`registry.unavailable`).
 
 use crate::client::HttpClient;
 use crate::config::{RegistryConfig, RegistrySource};
 use crate::metrics::{Lookup, Metrics};
-use moka::future::Cache;
-use moka::Expiry;
+use crate::timed_cache::TimedCache;
 use railgate_policy::thread::ThreadRecord;
 use railgate_policy::{Denial, ErrorCode};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// One cached answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,25 +27,6 @@ pub enum Answer {
     Found(Arc<ThreadRecord>),
     /// The source says no such thread.
     NotFound,
-}
-
-struct AnswerExpiry {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl Expiry<String, Answer> for AnswerExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Answer,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(match value {
-            Answer::Found(_) => self.ttl,
-            Answer::NotFound => self.negative_ttl,
-        })
-    }
 }
 
 #[derive(Deserialize)]
@@ -82,8 +62,13 @@ enum Source {
 
 /// The registry.
 pub struct Registry {
-    fresh: Cache<String, Answer>,
-    stale: Cache<String, Arc<ThreadRecord>>,
+    /// Answers, and the failures shared by the lookups that waited for them.
+    fresh: TimedCache<Result<Answer, Arc<str>>>,
+    stale: TimedCache<Arc<ThreadRecord>>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    /// How long a record is kept for when the source fails (`ttl + stale_if_error`).
+    stale_for: Duration,
     source: Source,
     metrics: Arc<Metrics>,
 }
@@ -172,20 +157,12 @@ impl Registry {
                 }
             }
         };
-        let fresh = Cache::builder()
-            .max_capacity(config.max_entries)
-            .expire_after(AnswerExpiry {
-                ttl: config.ttl,
-                negative_ttl: config.negative_ttl,
-            })
-            .build();
-        let stale = Cache::builder()
-            .max_capacity(config.max_entries)
-            .time_to_live(config.ttl + config.stale_if_error)
-            .build();
         Ok(Arc::new(Registry {
-            fresh,
-            stale,
+            fresh: TimedCache::new(config.max_entries),
+            stale: TimedCache::new(config.max_entries),
+            ttl: config.ttl,
+            negative_ttl: config.negative_ttl,
+            stale_for: config.ttl + config.stale_if_error,
             source,
             metrics,
         }))
@@ -198,18 +175,11 @@ impl Registry {
     /// The owner of the `kind` resource `id`, `None` if unknown, or `registry.unavailable`.
     pub async fn lookup(&self, kind: &str, id: &str) -> Result<Option<Arc<ThreadRecord>>, Denial> {
         let thread_id = &key(kind, id);
-        let mut fetched = false;
         // A hit is a plain read; only a miss goes through the loader (which makes concurrent
         // misses for one id share a single fetch).
-        let result = match self.fresh.get(thread_id).await {
-            Some(answer) => Ok(answer),
-            None => {
-                let load = self.fresh.try_get_with(thread_id.to_owned(), async {
-                    fetched = true;
-                    self.fetch(kind, id).await
-                });
-                Box::pin(load).await
-            }
+        let (result, fetched) = match self.fresh.get(thread_id) {
+            Some(answer) => (answer, false),
+            None => Box::pin(self.fresh.get_or_load(thread_id, || self.load(kind, id))).await,
         };
         match result {
             Ok(Answer::Found(rec)) => {
@@ -219,7 +189,8 @@ impl Registry {
                     Lookup::Hit
                 });
                 if fetched {
-                    Box::pin(self.stale.insert(thread_id.to_owned(), rec.clone())).await;
+                    self.stale
+                        .insert(thread_id.to_owned(), rec.clone(), self.stale_for);
                 }
                 Ok(Some(rec))
             }
@@ -231,7 +202,7 @@ impl Registry {
                 });
                 Ok(None)
             }
-            Err(err) => match Box::pin(self.stale.get(thread_id)).await {
+            Err(err) => match self.stale.get(thread_id) {
                 Some(rec) => {
                     self.count(Lookup::Stale);
                     tracing::warn!(thread_id, error = %err, "registry source failed; serving a stale record");
@@ -244,6 +215,17 @@ impl Registry {
                 }
             },
         }
+    }
+
+    /// A fetched answer and how long it stays fresh (a failure: not at all).
+    async fn load(&self, kind: &str, id: &str) -> (Result<Answer, Arc<str>>, Option<Duration>) {
+        let answer = self.fetch(kind, id).await.map_err(Arc::from);
+        let ttl = match &answer {
+            Ok(Answer::Found(_)) => Some(self.ttl),
+            Ok(Answer::NotFound) => Some(self.negative_ttl),
+            Err(_) => None,
+        };
+        (answer, ttl)
     }
 
     async fn fetch(&self, kind: &str, id: &str) -> Result<Answer, String> {
@@ -301,23 +283,22 @@ impl Registry {
         self.count(Lookup::Learned);
         let key = key(kind, id);
         let record = Arc::new(record);
-        self.stale.insert(key.clone(), record.clone()).await;
-        self.fresh.insert(key, Answer::Found(record)).await;
+        self.stale
+            .insert(key.clone(), record.clone(), self.stale_for);
+        self.fresh.insert(key, Ok(Answer::Found(record)), self.ttl);
     }
 
     /// Drops every cached answer (after missing other replicas' changes).
     pub fn forget_all(&self) {
-        self.fresh.invalidate_all();
-        self.stale.invalidate_all();
+        self.fresh.clear();
+        self.stale.clear();
     }
 
     /// Drops a cached entry by its [`key`] (`DELETE /admin/registry/{id}` for a thread,
     /// `/admin/registry/{kind}/{id}` for another kind). Returns whether one was cached.
     pub async fn forget(&self, thread_id: &str) -> bool {
-        let had = self.fresh.contains_key(thread_id) || self.stale.contains_key(thread_id);
-        self.fresh.invalidate(thread_id).await;
-        self.stale.invalidate(thread_id).await;
-        had
+        let fresh = self.fresh.remove(thread_id);
+        self.stale.remove(thread_id) || fresh
     }
 
     /// For a file source: reloads the file if it changed. Returns whether it reloaded.
@@ -341,8 +322,8 @@ impl Registry {
                 if let Ok(mut m) = map.write() {
                     *m = Arc::new(new_map);
                 }
-                self.fresh.invalidate_all();
-                self.stale.invalidate_all();
+                self.fresh.clear();
+                self.stale.clear();
                 tracing::info!(path = %path.display(), "registry file reloaded");
                 true
             }
