@@ -209,7 +209,7 @@ mod tests {
         }
         let held = seen.map.len() as u64;
         assert!(
-            held <= CAPACITY && held >= CAPACITY / 2,
+            (CAPACITY / 2..=CAPACITY).contains(&held),
             "{held} tokens held"
         );
     }
