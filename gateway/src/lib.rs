@@ -25,7 +25,7 @@
 //! [`admission::admit`] runs the three admission phases for HTTP, SSE, the ticket endpoint and a
 //! WebSocket's hello; [`admission::precheck`] runs those a WebSocket upgrade can fail before its
 //! hello. Around them: [`config`], [`app`] (the shared state), [`auth`] (keys, JWKS, used
-//! tickets), [`registry`] (ownership cache), [`client`] (the upstream client, its connections in [`client_pool`]), [`admin`],
+//! tickets), [`registry`] (ownership cache, over [`timed_cache`]), [`client`] (the upstream client, its connections in [`client_pool`]), [`admin`],
 //! [`metrics`], and the pure codecs [`sse`], [`inject`], [`journal`], [`dedupe`].
 //! With the `demo` feature (on by default), `railgate demo` runs an embedded backend
 //! (`railgate-upstream-mock`) and serves the browser example; a deployment build can leave it

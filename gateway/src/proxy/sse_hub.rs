@@ -356,26 +356,19 @@ impl Hub {
     /// The events of one read that go out: new (not delivered before a reconnect), not foreign;
     /// each journaled, with its shared head rendered once. An ephemeral route's events skip the
     /// journal and the dedupe (see [`Hub::admit_ephemeral`]).
-    /// `read_at`, when the events were read, is their time in the journal.
-    fn admit_events(
-        &self,
-        st: &mut State,
-        events: Vec<Event>,
-        owner: &Stamp,
-        read_at: Instant,
-    ) -> Batch {
+    /// `now`: when the events were read (their time in the journal).
+    fn admit_events(&self, st: &mut State, evs: Vec<Event>, owner: &Stamp, now: Instant) -> Batch {
         if let Delivery::Ephemeral(eph) = &self.route.delivery {
-            return self.admit_ephemeral(st, events, owner, eph);
+            return self.admit_ephemeral(st, evs, owner, eph);
         }
-        let now = read_at;
-        let n = events.len();
+        let n = evs.len();
         let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();
         // The registry and each hub of the thread hold its journal: with another hub on it, what
         // this one learns of an event is kept for the others.
         let noted = Arc::strong_count(&self.journal) > 2;
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        for ev in events {
+        for ev in evs {
             if let Some(id) = ev.id.as_deref() {
                 if !st.dedupe.is_new(id) {
                     self.metrics.deduplicated.inc();

@@ -269,8 +269,7 @@ async fn pump(gw: &Gateway, hub: &Hub, parser: &mut Parser, up: &mut Stream) -> 
                 if pending.is_empty() || armed {
                     continue;
                 }
-                // Not armed, so nothing was pending before this read: its events were read at
-                // `pending_since`, a moment ago (one clock read per read, not two).
+                // Nothing was pending before this read (not armed): its events' time.
                 let now = pending_since;
                 if let Some(due) = last_delivery.map(|t| t + window).filter(|due| *due > now) {
                     match flush_at.as_mut() {
