@@ -125,7 +125,7 @@ fn serve<'a>(
     }
 }
 
-/// `POST /tickets`: a ticket for the caller.
+/// `POST /auth/tickets`: a ticket for the caller.
 async fn ticket_issue(
     gw: &Arc<Gateway>,
     req: Request<Incoming>,
@@ -148,6 +148,7 @@ type At<'a> = (
     &'a Forwarding,
 );
 
+/// The HTTP rail: admission, the ticket spent, the request forwarded.
 #[allow(
     clippy::manual_async_fn,
     reason = "an `async fn` keeps the request it was given beside the local it moves into"
@@ -169,6 +170,8 @@ fn http_rail<'a>(
     }
 }
 
+/// The SSE rail: admission, the resume cursor and the tenant's stream slot, the ticket spent,
+/// the stream opened.
 async fn sse_rail(
     gw: &Arc<Gateway>,
     (route, caps, adm, fwd): At<'_>,
@@ -196,6 +199,7 @@ async fn sse_rail(
         .map(Answer::Stream)
 }
 
+/// The WebSocket rail: the upgrade's checks before its hello, then the switch.
 async fn ws_rail(
     gw: &Arc<Gateway>,
     (route, caps, adm, fwd): At<'_>,
