@@ -5,8 +5,7 @@
 //! key set than the one in force (a JWKS refresh swapped it) are misses, and verified again. Only
 //! tokens that passed verification go in; a reload starts an empty map (its rules may differ).
 
-use quick_cache::sync::{Cache, DefaultLifecycle};
-use quick_cache::UnitWeighter;
+use crate::timed_cache::{bounded, Bounded};
 use railgate_policy::keys::KeySet;
 use railgate_policy::token::{self, Claims, Rules, TokenError};
 use std::sync::Arc;
@@ -33,7 +32,7 @@ struct Entry {
 /// A bounded cache without clocks of its own (`quick_cache`: a hit is a hash, a shard's read
 /// lock and a lookup); an entry's age is checked on its hit.
 pub struct SeenTokens {
-    map: Cache<String, Arc<Entry>, UnitWeighter, foldhash::fast::RandomState>,
+    map: Bounded<Arc<Entry>>,
     #[cfg(test)]
     hits: std::sync::atomic::AtomicU64,
 }
@@ -41,13 +40,7 @@ pub struct SeenTokens {
 impl Default for SeenTokens {
     fn default() -> Self {
         SeenTokens {
-            map: Cache::with(
-                CAPACITY as usize,
-                CAPACITY,
-                UnitWeighter,
-                foldhash::fast::RandomState::default(),
-                DefaultLifecycle::default(),
-            ),
+            map: bounded(CAPACITY),
             #[cfg(test)]
             hits: Default::default(),
         }

@@ -20,22 +20,31 @@ struct Entry<V> {
     until: Instant,
 }
 
+/// A bounded map from text keys, hashed with foldhash (seeded per process).
+pub type Bounded<V> = Cache<String, V, UnitWeighter, foldhash::fast::RandomState>;
+
+/// An empty [`Bounded`] map of at most `capacity` entries (room is taken as entries come; the
+/// least used go first).
+pub fn bounded<V: Clone>(capacity: u64) -> Bounded<V> {
+    Cache::with(
+        capacity.min(1024) as usize,
+        capacity.max(1),
+        UnitWeighter,
+        foldhash::fast::RandomState::default(),
+        DefaultLifecycle::default(),
+    )
+}
+
 /// At most `capacity` entries, each fresh for the time it was given.
 pub struct TimedCache<V> {
-    map: Cache<String, Entry<V>, UnitWeighter, foldhash::fast::RandomState>,
+    map: Bounded<Entry<V>>,
 }
 
 impl<V: Clone> TimedCache<V> {
-    /// An empty cache of at most `capacity` entries (room is taken as entries come).
+    /// An empty cache of at most `capacity` entries.
     pub fn new(capacity: u64) -> TimedCache<V> {
         TimedCache {
-            map: Cache::with(
-                capacity.min(1024) as usize,
-                capacity.max(1),
-                UnitWeighter,
-                foldhash::fast::RandomState::default(),
-                DefaultLifecycle::default(),
-            ),
+            map: bounded(capacity),
         }
     }
 

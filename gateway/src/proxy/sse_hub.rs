@@ -359,7 +359,7 @@ impl Hub {
     /// `now`: when the events were read (their time in the journal).
     fn admit_events(&self, st: &mut State, evs: Vec<Event>, owner: &Stamp, now: Instant) -> Batch {
         if let Delivery::Ephemeral(eph) = &self.route.delivery {
-            return self.admit_ephemeral(st, evs, owner, eph);
+            return self.admit_ephemeral(st, evs, owner, (eph, now));
         }
         let n = evs.len();
         let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
@@ -413,9 +413,8 @@ impl Hub {
         st: &mut State,
         events: Vec<Event>,
         owner: &Stamp,
-        eph: &Ephemeral,
+        (eph, now): (&Ephemeral, Instant),
     ) -> Batch {
-        let now = Instant::now();
         let n = events.len();
         let mut batch = Batch::new(SmallVec::with_capacity(n), SmallVec::with_capacity(n));
         let mut screen = Screen::default();
