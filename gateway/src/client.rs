@@ -1,14 +1,16 @@
-//! The pooled HTTP/1.1 client for short exchanges with the upstream: the HTTP rail's requests, the
-//! registry's lookups and the JWKS fetcher ([`crate::client_pool`]). Long-lived SSE and
-//! WebSocket streams do not use it; each opens its own connection (see `proxy::upstream`).
+//! The pooled HTTP/1.1 client for short exchanges with the upstream: the HTTP rail's requests (a
+//! bodiless one spoken directly, [`crate::client_direct`]), the registry's lookups and the JWKS
+//! fetcher ([`crate::client_pool`]). Long-lived SSE and WebSocket streams do not use it; each
+//! opens its own connection (see `proxy::upstream`).
 
 use crate::body::{empty, Body};
+use crate::client_direct::DirectBody;
 use crate::client_pool::{Pool, PooledBody, Settings};
 use crate::config::Limits;
 use crate::outbound::UpstreamTls;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +80,23 @@ impl HttpClient {
         wait: Duration,
     ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
         tokio::time::timeout(wait, self.pool.send(req)).map(|answer| match answer {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
+            Err(_) => Err(UpstreamError::Timeout),
+        })
+    }
+
+    /// Sends a bodiless request directly ([`crate::client_direct`]): `head` is its complete
+    /// head for `uri` (absolute: its upstream picks the connection); waits at most the
+    /// response timeout for the answer's head.
+    pub fn exchange<'a>(
+        &'a self,
+        uri: &'a Uri,
+        method: &'a Method,
+        head: &'a [u8],
+    ) -> impl Future<Output = Result<Response<DirectBody>, UpstreamError>> + Send + 'a {
+        let work = crate::client_direct::exchange(&self.pool, uri, method, head);
+        tokio::time::timeout(self.response_timeout, work).map(|answer| match answer {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
             Err(_) => Err(UpstreamError::Timeout),

@@ -1,14 +1,15 @@
-//! Pooled HTTP/1.1 connections to upstreams, over hyper's connection handles: a request takes
-//! an idle connection of its upstream (scheme and authority) or opens one, and the connection
-//! goes back to the pool when the answer's body has been read to its end — in the request's own
-//! task, with no task spawned per request to wait for the connection to become free. A
-//! connection the upstream closed while it sat idle is skipped, and a request that found its
-//! connection closed before a byte of it was sent is sent again on a new one. Idle connections
-//! are closed after the idle timeout (a reaper task, started with the first idle connection,
-//! ends with the pool).
+//! Pooled HTTP/1.1 connections to upstreams: hyper's connection handles, and the raw connections
+//! of the gateway's own exchanges (the HTTP rail's bodiless requests), each kind pooled apart. A
+//! request takes an idle connection of its upstream (scheme and authority) or opens one, and the
+//! connection goes back to the pool when the answer's body has been read to its end — in the
+//! request's own task, with no task spawned per request to wait for the connection to become
+//! free. A connection the upstream closed while it sat idle is skipped, and a request that found
+//! its connection closed before a byte of it was sent is sent again on a new one. Idle
+//! connections are closed after the idle timeout (a reaper task, started with the first idle
+//! connection, ends with the pool).
 
 use crate::body::Body;
-use crate::outbound::{self, UpstreamTls};
+use crate::outbound::{self, UpstreamIo, UpstreamTls};
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response, Uri};
@@ -22,11 +23,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncRead;
 
 /// Where a pooled connection goes: TLS or not, and the upstream's authority, compared and
 /// hashed as the text it is (`Authority`'s own hash feeds its bytes one at a time, lowercased).
 #[derive(Clone)]
-struct Key {
+pub struct Key {
     tls: bool,
     authority: Authority,
 }
@@ -46,9 +48,64 @@ impl std::hash::Hash for Key {
     }
 }
 
-struct Idle {
-    sender: SendRequest<Body>,
+struct Idle<T> {
+    conn: T,
     since: Instant,
+}
+
+/// Idle connections of one kind, by upstream, the most recently used last.
+struct Idles<T>(Mutex<HashMap<Key, Vec<Idle<T>>, foldhash::fast::RandomState>>);
+
+impl<T> Idles<T> {
+    fn new() -> Self {
+        Idles(Mutex::new(HashMap::default()))
+    }
+
+    /// The most recently used idle connection of `key` younger than `limit` that `open` says
+    /// is still open; those found closed or too old are dropped.
+    fn take(&self, key: &Key, limit: Duration, mut open: impl FnMut(&mut T) -> bool) -> Option<T> {
+        let mut map = self.0.lock().ok()?;
+        let list = map.get_mut(key)?;
+        let mut found = None;
+        while let Some(mut idle) = list.pop() {
+            if idle.since.elapsed() < limit && open(&mut idle.conn) {
+                found = Some(idle.conn);
+                break;
+            }
+        }
+        if list.is_empty() {
+            map.remove(key);
+        }
+        found
+    }
+
+    /// Keeps `conn` unless `key` already has `max` idle connections.
+    fn put(&self, key: Key, conn: T, max: usize) {
+        if let Ok(mut map) = self.0.lock() {
+            let list = map.entry(key).or_default();
+            if list.len() < max {
+                let since = Instant::now();
+                list.push(Idle { conn, since });
+            }
+        }
+    }
+
+    /// Drops the connections older than `limit` or closed.
+    fn prune(&self, limit: Duration, mut open: impl FnMut(&mut T) -> bool) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|_, list| {
+                list.retain_mut(|i| i.since.elapsed() < limit && open(&mut i.conn));
+                !list.is_empty()
+            });
+        }
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.0
+            .lock()
+            .map_or(0, |map| map.values().map(Vec::len).sum())
+    }
 }
 
 /// The pool's settings.
@@ -66,7 +123,8 @@ pub struct Settings {
 
 /// Idle connections by upstream.
 pub struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>>,
+    idle: Idles<SendRequest<Body>>,
+    raw: Idles<UpstreamIo>,
     reaper: std::sync::Once,
     settings: Settings,
 }
@@ -81,7 +139,8 @@ impl Pool {
     /// An empty pool.
     pub fn new(settings: Settings) -> Arc<Pool> {
         Arc::new(Pool {
-            idle: Mutex::new(HashMap::default()),
+            idle: Idles::new(),
+            raw: Idles::new(),
             reaper: std::sync::Once::new(),
             settings,
         })
@@ -127,24 +186,30 @@ impl Pool {
 
     /// The most recently used idle connection of `key` that is still open and ready.
     async fn checkout(&self, key: &Key) -> Option<SendRequest<Body>> {
+        let limit = self.settings.idle_timeout;
         loop {
-            let idle = {
-                let mut map = self.idle.lock().ok()?;
-                let list = map.get_mut(key)?;
-                let idle = list.pop();
-                if list.is_empty() {
-                    map.remove(key);
-                }
-                idle?
-            };
-            if idle.since.elapsed() >= self.settings.idle_timeout || idle.sender.is_closed() {
-                continue;
-            }
-            let mut sender = idle.sender;
+            let mut sender = self.idle.take(key, limit, |s| !s.is_closed())?;
             if sender.ready().await.is_ok() {
                 return Some(sender);
             }
         }
+    }
+
+    /// The most recently used idle raw connection of `key` that is still open.
+    pub fn take_raw(&self, key: &Key) -> Option<UpstreamIo> {
+        self.raw.take(key, self.settings.idle_timeout, still_open)
+    }
+
+    /// A new raw connection to `uri`'s upstream (TLS for `https`), within the connect timeout.
+    pub async fn open_raw(&self, uri: &Uri) -> Result<UpstreamIo, String> {
+        let s = &self.settings;
+        outbound::connect(uri, &s.tls, s.connect_timeout).await
+    }
+
+    /// Keeps a raw connection whose last answer was read to its end.
+    pub fn put_raw(self: &Arc<Self>, key: Key, io: UpstreamIo) {
+        self.raw.put(key, io, self.settings.max_idle);
+        self.start_reaper();
     }
 
     async fn open(&self, uri: &Uri) -> Result<SendRequest<Body>, String> {
@@ -165,13 +230,11 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        if let Ok(mut map) = self.idle.lock() {
-            let list = map.entry(key).or_default();
-            if list.len() < self.settings.max_idle {
-                let since = Instant::now();
-                list.push(Idle { sender, since });
-            }
-        }
+        self.idle.put(key, sender, self.settings.max_idle);
+        self.start_reaper();
+    }
+
+    fn start_reaper(self: &Arc<Self>) {
         self.reaper.call_once(|| {
             let pool = Arc::downgrade(self);
             let every = (self.settings.idle_timeout / 2).max(Duration::from_secs(1));
@@ -181,21 +244,15 @@ impl Pool {
 
     /// Closes idle connections past the idle timeout or closed by their upstream.
     fn prune(&self) {
-        if let Ok(mut map) = self.idle.lock() {
-            let limit = self.settings.idle_timeout;
-            map.retain(|_, list| {
-                list.retain(|i| i.since.elapsed() < limit && !i.sender.is_closed());
-                !list.is_empty()
-            });
-        }
+        let limit = self.settings.idle_timeout;
+        self.idle.prune(limit, |s| !s.is_closed());
+        self.raw.prune(limit, still_open);
     }
 
     /// Idle connections held, all upstreams together.
     #[cfg(test)]
     pub fn idle_count(&self) -> usize {
-        self.idle
-            .lock()
-            .map_or(0, |map| map.values().map(Vec::len).sum())
+        self.idle.count() + self.raw.count()
     }
 }
 
@@ -211,7 +268,18 @@ async fn reap(pool: Weak<Pool>, every: Duration) {
     }
 }
 
-fn key_of(uri: &Uri) -> Result<Key, String> {
+/// Whether a raw idle connection is still open: nothing to read and no end read. An idle
+/// connection that has something to read (an end, an error, bytes nobody asked for) is not
+/// reused.
+fn still_open(io: &mut UpstreamIo) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let mut buf = tokio::io::ReadBuf::uninit(&mut byte);
+    Pin::new(io).poll_read(&mut cx, &mut buf).is_pending()
+}
+
+/// The pool key of `uri`'s upstream.
+pub fn key_of(uri: &Uri) -> Result<Key, String> {
     let authority = uri.authority().ok_or("the upstream URI has no host")?;
     Ok(Key {
         tls: uri.scheme_str() == Some("https"),

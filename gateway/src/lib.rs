@@ -39,6 +39,7 @@ pub mod body;
 pub mod caps;
 pub mod cli;
 pub mod client;
+pub mod client_direct;
 pub mod client_pool;
 pub mod clock;
 pub mod cluster;

@@ -158,6 +158,18 @@ pub fn write_upstream(
     });
 }
 
+/// Room for the lines the gateway adds to a request head it writes (forwarding, the verified
+/// context, ids, `traceparent`, `Host`, `Accept`), beside the client's headers at 64 bytes each.
+pub const HEAD_ROOM: usize = 768;
+
+/// Appends a request line (`METHOD target HTTP/1.1` and its CRLF) to a request head.
+pub fn request_line(out: &mut Vec<u8>, method: &str, target: &str) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
 /// Appends `name: value` and its CRLF to a request head.
 pub fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());

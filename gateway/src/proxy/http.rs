@@ -12,7 +12,7 @@ use crate::proxy::forwarded::Forwarding;
 use crate::proxy::headers;
 use crate::proxy::upstream;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -25,7 +25,8 @@ use std::task::{Context, Poll};
 /// Largest answer buffered to learn a `registers_thread` id.
 const MAX_REGISTER_BODY: usize = 1024 * 1024;
 
-/// Forwards an admitted request and streams the answer back.
+/// Forwards an admitted request and streams the answer back: a bodiless request with its head
+/// written directly ([`crate::client_direct`]), one with a body through hyper's client.
 pub async fn forward(
     gw: &Gateway,
     route: &Route,
@@ -36,9 +37,17 @@ pub async fn forward(
 ) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
     let client_fault = Arc::new(Mutex::new(None));
-    let up_req = upstream_request(gw, route, caps, admitted, req, fwd, &client_fault)?;
     let client = gw.live().outbound.http_for(&route.name).clone();
-    let resp = match client.send(up_req).await {
+    let answer = if http_body::Body::is_end_stream(req.body()) {
+        let (uri, head) = direct_head(route, caps, admitted, &req, fwd)?;
+        let answer = client.exchange(&uri, req.method(), &head).await;
+        answer.map(|r| r.map(Body::new))
+    } else {
+        let up_req = upstream_request(gw, route, caps, admitted, req, fwd, &client_fault)?;
+        let answer = client.send(up_req).await;
+        answer.map(|r| r.map(pooled))
+    };
+    let resp = match answer {
         Ok(r) => r,
         Err(e) => {
             // A broken client body also fails the upstream request; blame the right side.
@@ -52,10 +61,35 @@ pub async fn forward(
     if route.registers_thread.is_some() && rparts.status.is_success() {
         return Box::pin(learn_and_return(gw, route, admitted, rparts, rbody)).await;
     }
-    Ok(Response::from_parts(
-        rparts,
-        rbody.map_err(|e| -> BoxError { Box::new(e) }).boxed(),
-    ))
+    Ok(Response::from_parts(rparts, rbody))
+}
+
+/// A body of hyper's client as the rails' body.
+fn pooled(body: PooledBody) -> Body {
+    body.map_err(|e| -> BoxError { Box::new(e) }).boxed()
+}
+
+/// The upstream URI of a bodiless request and its head as it goes upstream, written directly:
+/// the request line, the client's headers cleaned and completed ([`headers::write_upstream`]),
+/// `Host`.
+fn direct_head(
+    route: &Route,
+    caps: &Captures,
+    admitted: &Admitted,
+    req: &Request<Incoming>,
+    fwd: &Forwarding,
+) -> Result<(Uri, Vec<u8>), Denial> {
+    let uri = upstream::uri_of(route, caps, req.uri(), &[], upstream::Scheme::Http)?;
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(headers::HEAD_ROOM + target.len() + req.headers().len() * 64);
+    headers::request_line(&mut head, req.method().as_str(), target);
+    let skip = [http::header::HOST];
+    headers::write_upstream(&mut head, req.headers(), &admitted.ctx, fwd, &skip);
+    if let Some(authority) = uri.authority() {
+        headers::line(&mut head, "host", authority.as_str().as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok((uri, head))
 }
 
 /// The request as it goes upstream: its URI, its headers cleaned and completed, its body
@@ -130,22 +164,32 @@ impl http_body::Body for ClientBody {
     }
 }
 
+/// A body's data, unless it breaks or holds more than `max` bytes.
+async fn read_at_most(mut body: Body, max: usize) -> Option<Bytes> {
+    let mut data = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(chunk) = frame.ok()?.into_data() {
+            if data.len() + chunk.len() > max {
+                return None;
+            }
+            data.extend_from_slice(&chunk);
+        }
+    }
+    Some(data.freeze())
+}
+
 /// Buffers a `registers_thread` answer, registers the id it names to the caller, returns it.
 async fn learn_and_return(
     gw: &Gateway,
     route: &Route,
     admitted: &Admitted,
     parts: http::response::Parts,
-    body: PooledBody,
+    body: Body,
 ) -> Result<Response<Body>, Denial> {
     let trace = admitted.ctx.trace_id.as_str();
-    let bytes: Bytes = Limited::new(body, MAX_REGISTER_BODY)
-        .collect()
-        .await
-        .map_err(|_| {
-            Denial::with_message(ErrorCode::UpstreamUnavailable, "upstream answer unreadable")
-        })?
-        .to_bytes();
+    let bytes = read_at_most(body, MAX_REGISTER_BODY).await.ok_or_else(|| {
+        Denial::with_message(ErrorCode::UpstreamUnavailable, "upstream answer unreadable")
+    })?;
     let pointer = route.registers_thread.as_deref().unwrap_or("/id");
     let id = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()

@@ -47,7 +47,7 @@ impl UpstreamSpec {
         tls: UpstreamTls,
     ) -> UpstreamSpec {
         let skip = [header::COOKIE, header::HOST, header::ACCEPT, LAST_EVENT_ID];
-        let mut head = Vec::with_capacity(HEAD_ROOM + client.len() * 64);
+        let mut head = Vec::with_capacity(headers::HEAD_ROOM + client.len() * 64);
         headers::write_upstream(&mut head, client, ctx, fwd, &skip);
         if let Some(authority) = uri.authority() {
             headers::line(&mut head, "host", authority.as_str().as_bytes());
@@ -66,9 +66,7 @@ impl UpstreamSpec {
     fn request_head(&self, cursor: Option<&str>) -> Vec<u8> {
         let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut head = Vec::with_capacity(self.head.len() + target.len() + 64);
-        head.extend_from_slice(b"GET ");
-        head.extend_from_slice(target.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\n");
+        headers::request_line(&mut head, "GET", target);
         head.extend_from_slice(&self.head);
         if let Some(c) = cursor.filter(|c| headers::valid_value(c.as_bytes())) {
             headers::line(&mut head, LAST_EVENT_ID.as_str(), c.as_bytes());
@@ -81,10 +79,6 @@ impl UpstreamSpec {
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 const ACCEPT_SSE: &[u8] = b"text/event-stream";
-
-/// Room for the lines the gateway adds to a stream's request head (forwarding, the verified
-/// context, ids, `traceparent`, `Host`, `Accept`), beside the client's headers at 64 bytes each.
-const HEAD_ROOM: usize = 768;
 
 /// An upstream event stream on its own connection ([`super::sse_wire`]), read by the hub's own
 /// task: an upstream read reaches the parser without a hop through another task.

@@ -1,32 +1,19 @@
 //! An upstream SSE stream on its own connection, spoken directly: the request head written once,
-//! the response head parsed with `httparse`, the body (chunked, with a length, or to the end of
-//! the connection) decoded as it arrives. An HTTP client library would hold a request channel
-//! and 8 KiB read and write buffers for the stream's whole life; here a read goes to a chunk on
-//! the stack and its data straight to the event parser, so an idle stream holds its socket and a
-//! few words of state.
+//! the response head read by [`crate::wire::response`], the body (chunked, with a length, or to
+//! the end of the connection) decoded as it arrives. An HTTP client library would hold a request
+//! channel and 8 KiB read and write buffers for the stream's whole life; here a read goes to a
+//! chunk on the stack and its data straight to the event parser, so an idle stream holds its
+//! socket and a few words of state.
 
 use crate::outbound::UpstreamIo;
-use crate::wire::chunked::Chunked;
 use crate::wire::poll_read_chunk;
+use crate::wire::response::{decode, parse_head, Framing};
 use std::future::poll_fn;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most response headers accepted.
-const MAX_HEADERS: usize = 100;
-
-/// Most bytes of a chunked response's trailers.
-const MAX_TRAILERS: usize = 16 * 1024;
-
-/// How the response body is framed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Framing {
-    Chunked(Chunked),
-    Length(u64),
-    ToEnd,
-}
 
 /// A response's status and the start of its body.
 pub struct Answer {
@@ -55,18 +42,18 @@ pub async fn exchange(mut io: UpstreamIo, head: &[u8]) -> Result<Answer, String>
     sent.await.map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     loop {
-        match parse_head(&buf)? {
-            Some((status, _, used)) if (100..200).contains(&status) => {
-                buf.drain(..used);
+        match parse_head(&buf, false, |_, _| {})? {
+            Some(head) if (100..200).contains(&head.status) => {
+                buf.drain(..head.used);
             }
-            Some((status, framing, used)) => {
-                buf.drain(..used);
+            Some(head) => {
+                buf.drain(..head.used);
                 return Ok(Answer {
-                    status,
+                    status: head.status,
                     body: Wire {
-                        ended: framing == Framing::Length(0),
+                        ended: head.framing == Framing::Length(0),
                         io,
-                        framing,
+                        framing: head.framing,
                         early: buf,
                     },
                 });
@@ -89,69 +76,6 @@ pub async fn exchange(mut io: UpstreamIo, head: &[u8]) -> Result<Answer, String>
             }
         }
     }
-}
-
-/// A complete response head at the start of `buf`: its status, its body's framing and its length.
-fn parse_head(buf: &[u8]) -> Result<Option<(u16, Framing, usize)>, String> {
-    // Left uninitialised: the parser writes only the headers it finds (filling 100 empty ones
-    // first was a third of the parse).
-    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    let parser = httparse::ParserConfig::default();
-    let used = match parser.parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("bad response head: {e}")),
-    };
-    let status = resp.code.unwrap_or(0);
-    let mut framing = Framing::ToEnd;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let chunked = std::str::from_utf8(h.value).is_ok_and(|v| {
-                let v = v.trim().as_bytes();
-                v.len() >= 7 && v[v.len() - 7..].eq_ignore_ascii_case(b"chunked")
-            });
-            if !chunked {
-                return Err("unsupported transfer-encoding".into());
-            }
-            framing = Framing::Chunked(Chunked::new(MAX_TRAILERS));
-        } else if h.name.eq_ignore_ascii_case("content-length") && framing == Framing::ToEnd {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or("bad content-length")?;
-            framing = Framing::Length(n);
-        }
-    }
-    Ok(Some((status, framing, used)))
-}
-
-/// Decodes raw body bytes, handing the data to `sink`; returns how many data bytes it handed,
-/// and sets `ended` when the framing says the body ended.
-fn decode(
-    framing: &mut Framing,
-    ended: &mut bool,
-    raw: &[u8],
-    sink: &mut impl FnMut(&[u8]),
-) -> Result<usize, &'static str> {
-    let mut handed = 0;
-    let mut hand = |data: &[u8]| {
-        handed += data.len();
-        if !data.is_empty() {
-            sink(data);
-        }
-    };
-    match framing {
-        Framing::ToEnd => hand(raw),
-        Framing::Length(left) => {
-            let take = (*left).min(raw.len() as u64) as usize;
-            *left -= take as u64;
-            *ended = *left == 0;
-            hand(&raw[..take]);
-        }
-        Framing::Chunked(state) => *ended = state.decode(raw, hand)?,
-    }
-    Ok(handed)
 }
 
 impl Wire {

@@ -1,5 +1,7 @@
-use super::{exchange, parse_head, Chunked, Framing, MAX_TRAILERS};
+use super::exchange;
 use crate::outbound::UpstreamIo;
+use crate::wire::chunked::Chunked;
+use crate::wire::response::MAX_TRAILERS;
 use std::future::poll_fn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::either::Either;
@@ -60,58 +62,6 @@ fn broken_chunked_framing_is_an_error() {
         .decode(b"3\r\nabcX", |d| out.extend_from_slice(d))
         .is_err());
     assert_eq!(out, b"abc");
-}
-
-#[test]
-fn heads_give_status_framing_and_length() {
-    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n";
-    let (status, framing, used) = parse_head(head).expect("ok").expect("complete");
-    assert_eq!(
-        (status, framing, used),
-        (
-            200,
-            Framing::Chunked(Chunked::new(MAX_TRAILERS)),
-            head.len() - 3
-        )
-    );
-    let (_, framing, _) = parse_head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\n\r\n")
-        .expect("ok")
-        .expect("complete");
-    assert_eq!(framing, Framing::Length(12));
-    let (_, framing, _) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n")
-        .expect("ok")
-        .expect("complete");
-    assert_eq!(framing, Framing::ToEnd);
-    assert_eq!(
-        parse_head(b"HTTP/1.1 200 OK\r\nContent-Ty").expect("ok"),
-        None
-    );
-    assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
-    for te in ["CHUNKED", " gzip, Chunked ", "chunked"] {
-        let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
-        let (_, framing, _) = parse_head(head.as_bytes()).expect("ok").expect("complete");
-        assert_eq!(
-            framing,
-            Framing::Chunked(Chunked::new(MAX_TRAILERS)),
-            "{te}"
-        );
-    }
-    for te in ["hunked", "chunked, gzip", "", "chunked\u{e9}x"] {
-        let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
-        assert!(parse_head(head.as_bytes()).is_err(), "{te}");
-    }
-    // As many header lines as the parser has room for, and one more.
-    let many = |n: usize| {
-        let lines: String = (0..n).map(|i| format!("x-{i}: {i}\r\n")).collect();
-        format!("HTTP/1.1 200 OK\r\n{lines}Content-Length: 3\r\n\r\n")
-    };
-    let (_, framing, _) = parse_head(many(99).as_bytes())
-        .expect("ok")
-        .expect("complete");
-    assert_eq!(framing, Framing::Length(3));
-    assert!(parse_head(many(100).as_bytes()).is_err());
-    assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
-    assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
 }
 
 /// A server that answers one request with `answer` (in pieces), then closes — or, with

@@ -57,8 +57,9 @@ impl Chunked {
         self.walk(input, data).1
     }
 
-    /// [`Chunked::advance`], handing each run of chunk data to `data`.
-    fn walk(
+    /// [`Chunked::advance`], handing each run of chunk data to `data`: how many bytes of
+    /// `input` were read (fewer when the body ended or broke before its end) and the outcome.
+    pub fn walk(
         &mut self,
         input: &[u8],
         mut data: impl FnMut(&[u8]),

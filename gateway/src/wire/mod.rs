@@ -49,6 +49,7 @@ pub mod chunked;
 pub mod guard;
 pub mod head;
 pub mod prefixed;
+pub mod response;
 
 pub use guard::{Guarded, Refusal};
 pub use prefixed::Prefixed;

@@ -1,0 +1,146 @@
+use super::{parse_head, Chunked, Framing, Head, MAX_TRAILERS};
+
+/// `parse_head` of a complete head, not to `HEAD`.
+fn head(text: &[u8]) -> Result<Head, String> {
+    parse_head(text, false, |_, _| {}).map(|h| h.expect("complete"))
+}
+
+fn framing(text: &str) -> Framing {
+    head(text.as_bytes()).expect("ok").framing
+}
+
+#[test]
+fn heads_give_status_framing_length_and_headers() {
+    let text = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n";
+    let mut seen = Vec::new();
+    let got = parse_head(text, false, |n, v| {
+        seen.push(format!("{n}={}", String::from_utf8_lossy(v)))
+    })
+    .expect("ok")
+    .expect("complete");
+    assert_eq!(
+        got,
+        Head {
+            status: 200,
+            framing: Framing::Chunked(Chunked::new(MAX_TRAILERS)),
+            used: text.len() - 3,
+            keep_alive: true,
+        }
+    );
+    assert_eq!(
+        seen,
+        [
+            "Content-Type=text/event-stream",
+            "Transfer-Encoding=chunked"
+        ]
+    );
+    let got = head(b"HTTP/1.1 404 Not Found\r\nContent-Length: 12\r\n\r\n").expect("ok");
+    assert_eq!(
+        (got.status, got.framing, got.keep_alive),
+        (404, Framing::Length(12), true)
+    );
+    let got = head(b"HTTP/1.0 200 OK\r\n\r\n").expect("ok");
+    assert_eq!((got.framing, got.keep_alive), (Framing::ToEnd, false));
+    assert_eq!(
+        parse_head(b"HTTP/1.1 200 OK\r\nContent-Ty", false, |_, _| {}),
+        Ok(None)
+    );
+}
+
+#[test]
+fn transfer_codings_must_end_in_chunked() {
+    for te in ["CHUNKED", " gzip, Chunked ", "chunked", "gzip,chunked"] {
+        let text = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert_eq!(
+            framing(&text),
+            Framing::Chunked(Chunked::new(MAX_TRAILERS)),
+            "{te}"
+        );
+    }
+    for te in [
+        "hunked",
+        "chunked, gzip",
+        "",
+        "chunked\u{e9}x",
+        "xchunked",
+        "gzip",
+    ] {
+        let text = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n");
+        assert!(head(text.as_bytes()).is_err(), "{te}");
+    }
+}
+
+#[test]
+fn a_body_that_could_be_read_two_ways_is_refused() {
+    for text in [
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        "NOT HTTP\r\n\r\n",
+    ] {
+        assert!(head(text.as_bytes()).is_err(), "{text:?}");
+    }
+    // The same length twice is one length.
+    let same = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length:  3 \r\n\r\n";
+    assert_eq!(framing(same), Framing::Length(3));
+}
+
+#[test]
+fn some_answers_have_no_body_whatever_their_headers_say() {
+    for status in ["100 Continue", "204 No Content", "304 Not Modified"] {
+        let text = format!("HTTP/1.1 {status}\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(framing(&text), Framing::Length(0), "{status}");
+    }
+    let text = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n";
+    let got = parse_head(text, true, |_, _| {})
+        .expect("ok")
+        .expect("complete");
+    assert_eq!((got.framing, got.keep_alive), (Framing::Length(0), true));
+    // To `HEAD`, even an answer without a length keeps its connection.
+    let got = parse_head(b"HTTP/1.1 200 OK\r\n\r\n", true, |_, _| {})
+        .expect("ok")
+        .expect("complete");
+    assert_eq!((got.framing, got.keep_alive), (Framing::Length(0), true));
+}
+
+#[test]
+fn the_connection_is_kept_as_the_version_and_connection_header_say() {
+    let cases = [
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", true),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: Upgrade, CLOSE\r\n\r\n",
+            false,
+        ),
+        ("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
+        (
+            "HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+            true,
+        ),
+        ("HTTP/1.1 200 OK\r\n\r\n", false),
+    ];
+    for (text, keep) in cases {
+        assert_eq!(
+            head(text.as_bytes()).expect("ok").keep_alive,
+            keep,
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn at_most_max_headers_are_read() {
+    let many = |n: usize| {
+        let lines: String = (0..n).map(|i| format!("x-{i}: {i}\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{lines}Content-Length: 3\r\n\r\n")
+    };
+    assert_eq!(framing(&many(99)), Framing::Length(3));
+    assert!(head(many(100).as_bytes()).is_err());
+}
