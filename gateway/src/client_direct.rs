@@ -60,7 +60,8 @@ pub async fn exchange(
     loop {
         let (mut io, reused) = match pool.take_raw(&key) {
             Some(io) => (io, true),
-            None => (pool.open_raw(uri).await?, false),
+            // Boxed: opening (TLS included) is a large future, and rare.
+            None => (Box::pin(pool.open_raw(uri)).await?, false),
         };
         match send_and_read(&mut io, head, method == Method::HEAD).await {
             Ok((parts, framing, keep_alive, buf)) => {

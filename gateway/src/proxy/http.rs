@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use railgate_policy::thread::ThreadRecord;
 use railgate_policy::{Denial, ErrorCode, Field};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -27,41 +28,47 @@ const MAX_REGISTER_BODY: usize = 1024 * 1024;
 
 /// Forwards an admitted request and streams the answer back: a bodiless request with its head
 /// written directly ([`crate::client_direct`]), one with a body through hyper's client.
-pub async fn forward(
-    gw: &Gateway,
-    route: &Route,
-    caps: &Captures,
-    admitted: &Admitted,
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps the request it was given beside the local it moves into"
+)]
+pub fn forward<'a>(
+    gw: &'a Gateway,
+    route: &'a Route,
+    caps: &'a Captures,
+    admitted: &'a Admitted,
     req: Request<Incoming>,
-    fwd: &Forwarding,
-) -> Result<Response<Body>, Denial> {
-    let trace = admitted.ctx.trace_id.as_str();
-    let client_fault = Arc::new(Mutex::new(None));
-    let client = gw.live().outbound.http_for(&route.name).clone();
-    let answer = if http_body::Body::is_end_stream(req.body()) {
-        let (uri, head) = direct_head(route, caps, admitted, &req, fwd)?;
-        let answer = client.exchange(&uri, req.method(), &head).await;
-        answer.map(|r| r.map(Body::new))
-    } else {
-        let up_req = upstream_request(gw, route, caps, admitted, req, fwd, &client_fault)?;
-        let answer = client.send(up_req).await;
-        answer.map(|r| r.map(pooled))
-    };
-    let resp = match answer {
-        Ok(r) => r,
-        Err(e) => {
-            // A broken client body also fails the upstream request; blame the right side.
-            let fault = client_fault.lock().ok().and_then(|f| *f);
-            tracing::warn!(route = %route.name, trace_id = trace, error = ?e, client_fault = ?fault, "upstream request failed");
-            return Err(Denial::new(fault.unwrap_or(e.code())));
+    fwd: &'a Forwarding,
+) -> impl Future<Output = Result<Response<Body>, Denial>> + Send + 'a {
+    async move {
+        let trace = admitted.ctx.trace_id.as_str();
+        let client_fault = Arc::new(Mutex::new(None));
+        let client = gw.live().outbound.http_for(&route.name).clone();
+        let answer = if http_body::Body::is_end_stream(req.body()) {
+            let (uri, head) = direct_head(route, caps, admitted, &req, fwd)?;
+            let answer = client.exchange(&uri, req.method(), &head).await;
+            answer.map(|r| r.map(Body::new))
+        } else {
+            let up_req = upstream_request(gw, route, caps, admitted, req, fwd, &client_fault)?;
+            let answer = client.send(up_req).await;
+            answer.map(|r| r.map(pooled))
+        };
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                // A broken client body also fails the upstream request; blame the right side.
+                let fault = client_fault.lock().ok().and_then(|f| *f);
+                tracing::warn!(route = %route.name, trace_id = trace, error = ?e, client_fault = ?fault, "upstream request failed");
+                return Err(Denial::new(fault.unwrap_or(e.code())));
+            }
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        headers::to_client(&mut rparts.headers, trace);
+        if route.registers_thread.is_some() && rparts.status.is_success() {
+            return Box::pin(learn_and_return(gw, route, admitted, rparts, rbody)).await;
         }
-    };
-    let (mut rparts, rbody) = resp.into_parts();
-    headers::to_client(&mut rparts.headers, trace);
-    if route.registers_thread.is_some() && rparts.status.is_success() {
-        return Box::pin(learn_and_return(gw, route, admitted, rparts, rbody)).await;
+        Ok(Response::from_parts(rparts, rbody))
     }
-    Ok(Response::from_parts(rparts, rbody))
 }
 
 /// A body of hyper's client as the rails' body.
