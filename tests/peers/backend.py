@@ -7,7 +7,7 @@ each stream opens with a `retry` field and a comment, and the state is durable (
 JSON-lines log per thread in `--data`), so the process can be SIGKILLed and restarted on the
 same port and resume from `Last-Event-ID`.
 
-    backend.py --listen 127.0.0.1:0 --data DIR [--ids STYLE] [--crlf]
+    backend.py --listen 127.0.0.1:0 --data DIR [--ids STYLE] [--crlf] [--keep-alive SECONDS]
 
 Prints `READY listen=HOST:PORT` once it accepts connections.
 
@@ -26,7 +26,9 @@ HTTP API (test levers under /_peer):
   GET  /_peer/events/{id}      every event's data, as stored (what clients sent included)
   GET  /registry/threads/{id}  owner, or 404
   POST /chat/threads           a new thread of X-Tenant-Id, or — naively — echoes {"id"} it is sent
-  *    /chat/threads/{id}/...  echoes the thread and path it was asked for
+  *    /chat/threads/{id}/...  echoes the thread and path it was asked for, and the port of the
+                               connection it came on; with ?chunks=N the same as N pieces of a
+                               streamed (chunked) answer
   GET  /sse/chat/{id}          events after Last-Event-ID (410 if unknown), then live
   WS   /ws/chat/{id}           hello {"type":"hello","last_event_id"}, then events as
                                {"id","data"}; a client's text message is published as an event
@@ -44,7 +46,7 @@ import uvicorn
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -192,7 +194,22 @@ def build_app(store, crlf):
         return JSONResponse({"id": store.create_thread(owner)}, status_code=201)
 
     async def messages(request: Request):
-        return JSONResponse({"thread_id": request.path_params["id"], "path": request.url.path})
+        answer = {
+            "thread_id": request.path_params["id"],
+            "path": request.url.path,
+            "peer_port": request.client.port,
+        }
+        chunks = int(request.query_params.get("chunks", "0"))
+        if chunks <= 0:
+            return JSONResponse(answer)
+        text = json.dumps(answer).encode()
+        size = -(-len(text) // chunks)
+
+        async def pieces():
+            for at in range(0, len(text), size):
+                yield text[at : at + size]
+
+        return StreamingResponse(pieces(), media_type="application/json")
 
     async def registry(request: Request):
         rec = store.threads.get(request.path_params["id"])
@@ -284,8 +301,17 @@ def listening_socket(host, port):
     return sock
 
 
-def server_config(app, **tls):
-    return uvicorn.Config(app, ws="websockets-sansio", log_level="warning", lifespan="off", **tls)
+def server_config(app, keep_alive, **tls):
+    return uvicorn.Config(
+        app,
+        ws="websockets-sansio",
+        log_level="warning",
+        lifespan="off",
+        timeout_keep_alive=keep_alive,
+        # The connection's own address, not the one X-Forwarded-For names.
+        proxy_headers=False,
+        **tls,
+    )
 
 
 def main():
@@ -294,6 +320,7 @@ def main():
     parser.add_argument("--data", required=True)
     parser.add_argument("--ids", default="numeric")
     parser.add_argument("--crlf", action="store_true")
+    parser.add_argument("--keep-alive", type=int, default=5, help="idle keep-alive, seconds")
     parser.add_argument("--tls-cert", help="also serve TLS (Python's ssl) on a second port")
     parser.add_argument("--tls-key")
     args = parser.parse_args()
@@ -301,9 +328,11 @@ def main():
     sock = listening_socket(host, int(port))
     store = Store(args.data, args.ids)
     app = build_app(store, args.crlf)
-    servers = [(uvicorn.Server(server_config(app)), sock, "listen")]
+    servers = [(uvicorn.Server(server_config(app, args.keep_alive)), sock, "listen")]
     if args.tls_cert:
-        tls_config = server_config(app, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+        tls_config = server_config(
+            app, args.keep_alive, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key
+        )
         servers.append((uvicorn.Server(tls_config), listening_socket(host, 0), "tls"))
 
     async def serve():

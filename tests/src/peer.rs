@@ -39,6 +39,8 @@ pub struct PeerOptions {
     pub crlf: bool,
     /// Also serve TLS on a second port with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long an idle keep-alive connection is kept, in seconds (uvicorn's default: 5).
+    pub keep_alive_s: u32,
 }
 
 impl PeerOptions {
@@ -48,6 +50,7 @@ impl PeerOptions {
             ids: style.to_owned(),
             crlf: false,
             tls: None,
+            keep_alive_s: 5,
         }
     }
 }
@@ -68,6 +71,8 @@ fn spawn(listen: &str, data: &Path, opts: &PeerOptions) -> Proc {
     if opts.crlf {
         args.push("--crlf");
     }
+    let keep_alive = opts.keep_alive_s.to_string();
+    args.extend(["--keep-alive", keep_alive.as_str()]);
     let tls: Option<(String, String)> = opts.tls.as_ref().map(|(c, k)| {
         (
             c.to_str().expect("utf8").to_owned(),

@@ -253,6 +253,59 @@ async fn encoded_dot_segments_never_reach_the_backend() {
     assert_eq!(ok.json()["thread_id"], own.as_str());
 }
 
+/// A GET's answer through the gateway: 200 naming `thread`; the port of the backend's connection.
+async fn port_of_answer(addr: String, path: String, h: &[(&str, &str)], thread: &str) -> u64 {
+    let r = get(&addr, &path, h).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body = r.json();
+    assert_eq!(body["thread_id"], thread);
+    body["peer_port"]
+        .as_u64()
+        .expect("the backend names the connection's port")
+}
+
+/// Plain requests through the gateway to uvicorn: a run of them shares one upstream connection,
+/// an answer streamed in chunks (h11's encoder) arrives whole, and once uvicorn closes an idle
+/// connection (its keep-alive ends) the next request still gets its answer, on a new one.
+#[tokio::test]
+async fn plain_requests_share_a_connection_until_the_backend_closes_it() {
+    const KEEP_ALIVE_S: u32 = 2;
+    let opts = PeerOptions {
+        keep_alive_s: KEEP_ALIVE_S,
+        ..PeerOptions::ids("numeric")
+    };
+    let p = PeerStack::start(opts, "");
+    let own = p.thread("t_a").await;
+    let bearer = format!("Bearer {}", token("t_a", "u1", json!({})));
+    let h = [("authorization", bearer.as_str()), ("x-tenant-id", "t_a")];
+    let path = format!("/chat/threads/{own}/messages");
+    let answer = |path: String| port_of_answer(p.stack.addr(), path, &h, &own);
+    let mut ports = Vec::new();
+    for _ in 0..5 {
+        ports.push(answer(path.clone()).await);
+    }
+    ports.push(answer(format!("{path}?chunks=4")).await);
+    assert!(
+        ports.iter().all(|&p| p == ports[0]),
+        "one connection: {ports:?}"
+    );
+    // Idle longer than the keep-alive, until uvicorn has closed the connection (a bounded wait
+    // for the close, which nothing outside the backend shows): every request is answered.
+    let mut port = ports[0];
+    for _ in 0..5 {
+        let idle = std::time::Duration::from_secs(u64::from(KEEP_ALIVE_S) + 1);
+        tokio::time::sleep(idle).await;
+        port = answer(path.clone()).await;
+        if port != ports[0] {
+            break;
+        }
+    }
+    assert_ne!(
+        port, ports[0],
+        "uvicorn closed the idle connection; a new one was opened"
+    );
+}
+
 #[tokio::test]
 async fn json_that_is_not_strict_is_dropped_going_down() {
     let p = PeerStack::start(PeerOptions::ids("numeric"), "");
