@@ -292,3 +292,79 @@ async fn bytes_after_the_body_keep_the_connection_out_of_the_pool() {
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
+
+/// An answer with `data` as its body, chunked (in chunks of `sizes`, cycled) or with a length.
+fn answer_of(data: &[u8], chunked: bool, sizes: &[usize]) -> Vec<u8> {
+    if !chunked {
+        let mut a =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len()).into_bytes();
+        a.extend_from_slice(data);
+        return a;
+    }
+    let mut a = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let (mut at, mut k) = (0, 0);
+    while at < data.len() {
+        let n = sizes[k % sizes.len()].min(data.len() - at);
+        a.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        a.extend_from_slice(&data[at..at + n]);
+        a.extend_from_slice(b"\r\n");
+        (at, k) = (at + n, k + 1);
+    }
+    a.extend_from_slice(b"0\r\n\r\n");
+    a
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 32,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(11),
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Any body, chunked or with a length, written in any pieces: read back whole, and its
+    /// connection kept for the next request.
+    #[test]
+    fn a_body_arrives_whole_whatever_the_pieces(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+        chunked in proptest::prelude::any::<bool>(),
+        sizes in proptest::collection::vec(1usize..500, 1..8),
+        cuts in proptest::collection::vec(1usize..300, 1..16),
+    ) {
+        let answer = answer_of(&data, chunked, &sizes);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let (body, idle) = rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let uri: Uri = format!("http://{}/x", listener.local_addr().expect("addr"))
+                .parse()
+                .expect("uri");
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).await.expect("request");
+                    head.push(b[0]);
+                }
+                let (mut at, mut k) = (0, 0);
+                while at < answer.len() {
+                    let n = cuts[k % cuts.len()].min(answer.len() - at);
+                    s.write_all(&answer[at..at + n]).await.expect("write");
+                    s.flush().await.expect("flush");
+                    tokio::task::yield_now().await;
+                    (at, k) = (at + n, k + 1);
+                }
+                s
+            });
+            let pool = pool();
+            let work = async {
+                let resp = exchange(&pool, &uri, &Method::GET, &head("GET")).await.expect("answer");
+                resp.into_body().collect().await.expect("body").to_bytes().to_vec()
+            };
+            let body = tokio::time::timeout(Duration::from_secs(10), work).await.expect("in time");
+            let _held_open = server.await.expect("server");
+            (body, pool.idle_count())
+        });
+        proptest::prop_assert_eq!(body, data);
+        proptest::prop_assert_eq!(idle, 1);
+    }
+}

@@ -144,3 +144,57 @@ fn at_most_max_headers_are_read() {
     assert_eq!(framing(&many(99)), Framing::Length(3));
     assert!(head(many(100).as_bytes()).is_err());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(7),
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Any bytes: an answer, a wait for more or a refusal, never a panic; a complete head is
+    /// within what was read.
+    #[test]
+    fn any_bytes_are_read_without_a_panic(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        head_request in proptest::prelude::any::<bool>(),
+    ) {
+        if let Ok(Some(h)) = parse_head(&bytes, head_request, |_, _| {}) {
+            proptest::prop_assert!(h.used <= bytes.len());
+        }
+    }
+
+    /// Heads made of valid lines in any order: the status, each header in order and the
+    /// framing the headers name.
+    #[test]
+    fn made_heads_read_back(
+        status in 200u16..600,
+        names in proptest::collection::vec("[a-z]{1,12}", 0..20),
+        length in proptest::option::of(0u64..1_000_000),
+    ) {
+        let mut text = format!("HTTP/1.1 {status} X\r\n");
+        let mut want = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let n = format!("x-{n}");
+            text.push_str(&format!("{n}: v{i}\r\n"));
+            want.push(format!("{n}=v{i}"));
+        }
+        if let Some(l) = length {
+            text.push_str(&format!("content-length: {l}\r\n"));
+            want.push(format!("content-length={l}"));
+        }
+        text.push_str("\r\n");
+        let mut seen = Vec::new();
+        let h = parse_head(text.as_bytes(), false, |n, v| {
+            seen.push(format!("{n}={}", String::from_utf8_lossy(v)));
+        });
+        let h = h.expect("valid").expect("complete");
+        proptest::prop_assert_eq!(seen, want);
+        proptest::prop_assert_eq!(h.used, text.len());
+        let framing = match (status, length) {
+            (204 | 304, _) => Framing::Length(0),
+            (_, Some(l)) => Framing::Length(l),
+            (_, None) => Framing::ToEnd,
+        };
+        proptest::prop_assert_eq!(h.framing, framing);
+    }
+}
