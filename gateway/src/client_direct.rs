@@ -3,7 +3,8 @@
 //! between), the answer's head is read by [`crate::wire::response`] and its body is handed to
 //! the client's connection as it arrives — all in the request's own task, with no connection
 //! task and no channel between the two. Requests with a body go through hyper's client
-//! ([`crate::client_pool`]).
+//! ([`crate::client_pool`]), which reads an early answer (a `413` before a large upload is
+//! sent) while the body is still going out.
 //!
 //! A connection goes back to the pool once its answer's body has been read to its end, when the
 //! answer allows it (HTTP/1.1 without `Connection: close`, a body with a length or chunked,
