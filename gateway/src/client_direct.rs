@@ -108,7 +108,8 @@ async fn send_and_read(
         fields.clear();
         let base = buf.as_ptr() as usize;
         let parsed = parse_head(&buf, head_request, |name, value| {
-            let at = value.as_ptr() as usize - base;
+            // Within the buffer (httparse's values, even empty ones, are slices of it).
+            let at = (value.as_ptr() as usize).wrapping_sub(base);
             fields.push((HeaderName::from_bytes(name.as_bytes()), at, value.len()));
         });
         let failed = |why: String| Failed {
@@ -153,6 +154,9 @@ fn answered(h: Head, mut buf: BytesMut, fields: &mut Vec<Field>) -> Result<Answe
     let mut headers = HeaderMap::with_capacity(fields.len());
     for (name, at, len) in fields.drain(..) {
         let name = name.map_err(|e| format!("bad response header name: {e}"))?;
+        if at.checked_add(len).is_none_or(|end| end > head.len()) {
+            return Err("bad response header value".into());
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(at..at + len))
             .map_err(|e| format!("bad response header value: {e}"))?;
         headers.append(name, value);

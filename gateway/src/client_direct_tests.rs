@@ -115,7 +115,8 @@ async fn call(
 
 fn hello(_: usize) -> Option<(Vec<u8>, bool)> {
     Some((
-        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-B: 2\r\n\r\nhello".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-B: 2\r\nX-Empty:\r\nX-Blank:   \r\n\r\nhello"
+            .to_vec(),
         false,
     ))
 }
@@ -125,10 +126,8 @@ async fn answers_come_back_whole_and_one_connection_carries_them_all() {
     let (up, pool) = (upstream(hello).await, pool());
     for _ in 0..3 {
         let got = call(&pool, &up, Method::GET).await.expect("answer");
-        assert_eq!(
-            got,
-            (200, "content-length=5;x-b=2;".into(), Ok(b"hello".to_vec()))
-        );
+        let headers = "content-length=5;x-b=2;x-empty=;x-blank=;";
+        assert_eq!(got, (200, headers.into(), Ok(b"hello".to_vec())));
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
     let heads = up.heads.lock().expect("lock").clone();
