@@ -35,6 +35,19 @@ impl UpstreamError {
     }
 }
 
+/// `work` (an exchange with the upstream) within `wait`: its failure unavailable, no answer in
+/// time a timeout.
+fn within<T>(
+    wait: Duration,
+    work: impl Future<Output = Result<T, String>>,
+) -> impl Future<Output = Result<T, UpstreamError>> {
+    tokio::time::timeout(wait, work).map(|answer| match answer {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
+        Err(_) => Err(UpstreamError::Timeout),
+    })
+}
+
 /// Most idle connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
@@ -79,11 +92,7 @@ impl HttpClient {
         req: Request<Body>,
         wait: Duration,
     ) -> impl Future<Output = Result<Response<PooledBody>, UpstreamError>> + Send + '_ {
-        tokio::time::timeout(wait, self.pool.send(req)).map(|answer| match answer {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
-            Err(_) => Err(UpstreamError::Timeout),
-        })
+        within(wait, self.pool.send(req))
     }
 
     /// Sends a bodiless request directly ([`crate::client_direct`]): `head` is its complete
@@ -96,11 +105,7 @@ impl HttpClient {
         head: &'a [u8],
     ) -> impl Future<Output = Result<Response<DirectBody>, UpstreamError>> + Send + 'a {
         let work = crate::client_direct::exchange(&self.pool, uri, method, head);
-        tokio::time::timeout(self.response_timeout, work).map(|answer| match answer {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
-            Err(_) => Err(UpstreamError::Timeout),
-        })
+        within(self.response_timeout, work)
     }
 
     /// `GET url`, reading at most `max` body bytes, all within `wait`.

@@ -169,6 +169,14 @@ fn answered(h: Head, mut buf: BytesMut, fields: &mut Vec<Field>) -> Result<Answe
 }
 
 impl DirectBody {
+    /// A broken body's connection is closed, never reused.
+    fn broken(&mut self, e: BoxError) -> BoxError {
+        self.ended = true;
+        self.keep_alive = false;
+        self.io = None;
+        e
+    }
+
     /// Hands the connection back to the pool when the answer left it reusable.
     fn finish(&mut self) {
         let io = self.io.take();
@@ -276,16 +284,6 @@ impl http_body::Body for DirectBody {
             Framing::Length(left) => SizeHint::with_exact(left),
             _ => SizeHint::default(),
         }
-    }
-}
-
-impl DirectBody {
-    /// A broken body's connection is closed, never reused.
-    fn broken(&mut self, e: BoxError) -> BoxError {
-        self.ended = true;
-        self.keep_alive = false;
-        self.io = None;
-        e
     }
 }
 

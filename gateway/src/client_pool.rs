@@ -213,8 +213,7 @@ impl Pool {
     }
 
     async fn open(&self, uri: &Uri) -> Result<SendRequest<Body>, String> {
-        let s = &self.settings;
-        let io = outbound::connect(uri, &s.tls, s.connect_timeout).await?;
+        let io = self.open_raw(uri).await?;
         let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| with_causes(&e))?;

@@ -42,14 +42,16 @@ pub fn forward<'a>(
 ) -> impl Future<Output = Result<Response<Body>, Denial>> + Send + 'a {
     async move {
         let trace = admitted.ctx.trace_id.as_str();
-        let client_fault = Arc::new(Mutex::new(None));
+        // Where a client body's failure is noted (only a request with a body has one).
+        let mut client_fault = None;
         let client = gw.live().outbound.http_for(&route.name).clone();
         let answer = if http_body::Body::is_end_stream(req.body()) {
             let (uri, head) = direct_head(route, caps, admitted, &req, fwd)?;
             let answer = client.exchange(&uri, req.method(), &head).await;
             answer.map(|r| r.map(Body::new))
         } else {
-            let up_req = upstream_request(gw, route, caps, admitted, req, fwd, &client_fault)?;
+            let fault = client_fault.insert(Arc::new(Mutex::new(None)));
+            let up_req = upstream_request(gw, route, caps, admitted, req, fwd, fault)?;
             let answer = client.send(up_req).await;
             answer.map(|r| r.map(pooled))
         };
@@ -57,7 +59,7 @@ pub fn forward<'a>(
             Ok(r) => r,
             Err(e) => {
                 // A broken client body also fails the upstream request; blame the right side.
-                let fault = client_fault.lock().ok().and_then(|f| *f);
+                let fault = client_fault.and_then(|f| f.lock().ok().and_then(|f| *f));
                 tracing::warn!(route = %route.name, trace_id = trace, error = ?e, client_fault = ?fault, "upstream request failed");
                 return Err(Denial::new(fault.unwrap_or(e.code())));
             }
