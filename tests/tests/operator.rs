@@ -1,7 +1,7 @@
 //! What an operator sees from the binary: the startup line (config source, listeners, routes,
 //! upstreams, credential sources, registry), flat JSON log lines, the "stopped" line after a
-//! drain, warnings when nothing can authenticate, a bind error naming its address, and exit
-//! codes of usage errors.
+//! drain, warnings when nothing can authenticate, a bind error naming its address, exit codes of
+//! usage errors, and the allocator's build settings.
 
 use railgate_tests::bins;
 use railgate_tests::eventually;
@@ -197,6 +197,32 @@ fn check_reports_every_problem_at_once_with_its_line_and_a_suggestion() {
     );
     assert!(err.starts_with("railgate: configuration ("), "{err}");
     assert!(err.contains("has 6 problem(s):"), "{err}");
+}
+
+/// The binary's allocator is built with a deep thread cache (`.cargo/config.toml`: at least 128
+/// freed objects per small size class; docs/BENCHMARKS.md, item 49). jemalloc prints its build
+/// configuration and options at exit when asked to through its environment variable.
+#[test]
+fn the_allocator_is_built_with_a_deep_thread_cache() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(bins::path("railgate"))
+        .arg("--version")
+        .current_dir(dir.path())
+        .env(
+            "_RJEM_MALLOC_CONF",
+            "stats_print:true,stats_print_opts:mdablxeh",
+        )
+        .output()
+        .expect("run railgate");
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().map(str::trim).collect();
+    for line in [
+        "config.malloc_conf: \"tcache_nslots_small_min:128\"",
+        "opt.tcache_nslots_small_min: 128",
+    ] {
+        assert!(lines.contains(&line), "no {line:?} in:\n{err}");
+    }
 }
 
 #[test]
