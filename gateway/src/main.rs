@@ -258,6 +258,7 @@ fn main() -> ExitCode {
 
 /// jemalloc instead of the system allocator: per-connection memory, allocation cost on the
 /// request path and a long-running process's fragmentation are all lower with it
-/// (docs/BENCHMARKS.md, "Optimisations made").
+/// (docs/BENCHMARKS.md, "Optimisations made"). Its thread cache is set deeper than jemalloc's
+/// default when it is built (`.cargo/config.toml`; docs/BENCHMARKS.md, item 49).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
