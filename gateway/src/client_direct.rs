@@ -16,7 +16,7 @@
 use crate::body::BoxError;
 use crate::client_pool::{key_of, Key, Pool};
 use crate::outbound::UpstreamIo;
-use crate::wire::response::{parse_head, Framing, Head};
+use crate::wire::response::{head_too_large, parse_head, take_length, Framing, Head};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
@@ -26,10 +26,15 @@ use std::sync::{Arc, Weak};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
 /// Room given to each read.
 const READ_ROOM: usize = 8 * 1024;
+
+/// Gives `buf` a read's room when less than a quarter of it is left.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_ROOM / 4 {
+        buf.reserve(READ_ROOM);
+    }
+}
 
 /// An answer's body, read from its connection as the client's side asks for it.
 pub struct DirectBody {
@@ -119,11 +124,11 @@ async fn send_and_read(
         match parsed.map_err(failed)? {
             Some(h) if h.status < 200 => drop(buf.split_to(h.used)),
             Some(h) => return answered(h, buf, &mut fields).map_err(failed),
-            None if buf.len() >= MAX_HEAD => return Err(failed("response head too large".into())),
+            None if head_too_large(buf.len()) => {
+                return Err(failed("response head too large".into()))
+            }
             None => {
-                if buf.capacity() - buf.len() < READ_ROOM / 4 {
-                    buf.reserve(READ_ROOM);
-                }
+                make_room(&mut buf);
                 let n = io.read_buf(&mut buf).await.map_err(|e| Failed {
                     why: format!("read: {e}"),
                     unanswered: read == 0,
@@ -193,10 +198,9 @@ impl DirectBody {
     fn data_from_buf(&mut self) -> Result<Option<Bytes>, BoxError> {
         let data = match &mut self.framing {
             Framing::Length(left) => {
-                let take = (*left).min(self.buf.len() as u64);
-                *left -= take;
-                self.ended = *left == 0;
-                self.buf.split_to(take as usize).freeze()
+                let take;
+                (take, self.ended) = take_length(left, self.buf.len());
+                self.buf.split_to(take).freeze()
             }
             Framing::ToEnd => self.buf.split().freeze(),
             Framing::Chunked(state) => {
@@ -252,9 +256,7 @@ impl http_body::Body for DirectBody {
             let Some(io) = this.io.as_mut() else {
                 return Poll::Ready(None);
             };
-            if this.buf.capacity() - this.buf.len() < READ_ROOM / 4 {
-                this.buf.reserve(READ_ROOM);
-            }
+            make_room(&mut this.buf);
             let n = match ready!(tokio_util::io::poll_read_buf(
                 Pin::new(io),
                 cx,

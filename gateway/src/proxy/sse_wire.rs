@@ -7,13 +7,10 @@
 
 use crate::outbound::UpstreamIo;
 use crate::wire::poll_read_chunk;
-use crate::wire::response::{decode, parse_head, Framing};
+use crate::wire::response::{decode, head_too_large, parse_head, Framing};
 use std::future::poll_fn;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
-
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
 
 /// A response's status and the start of its body.
 pub struct Answer {
@@ -59,7 +56,7 @@ pub async fn exchange(mut io: UpstreamIo, head: &[u8]) -> Result<Answer, String>
                 });
             }
             None => {
-                if buf.len() > MAX_HEAD {
+                if head_too_large(buf.len()) {
                     return Err("response head too large".into());
                 }
                 let n = poll_fn(|cx| {

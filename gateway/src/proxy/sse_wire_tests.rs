@@ -184,3 +184,12 @@ async fn an_empty_body_ends_at_once_while_the_connection_stays_open() {
     assert!(next.is_none());
     server.abort();
 }
+
+#[tokio::test]
+async fn a_head_over_the_limit_is_refused() {
+    let mut answer = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    answer.resize(answer.len() + crate::wire::response::MAX_HEAD, b'a');
+    let (io, _server) = serve_once(answer, true).await;
+    let got = exchange(io, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert_eq!(got.err(), Some("response head too large".to_string()));
+}

@@ -14,6 +14,14 @@ pub const MAX_HEADERS: usize = 100;
 /// Most bytes of a chunked response's trailers.
 pub const MAX_TRAILERS: usize = 16 * 1024;
 
+/// Largest response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Whether `buffered` bytes that [`parse_head`] found incomplete are already over [`MAX_HEAD`].
+pub fn head_too_large(buffered: usize) -> bool {
+    buffered >= MAX_HEAD
+}
+
 /// How a response body is framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Framing {
@@ -144,14 +152,21 @@ pub fn decode(
     match framing {
         Framing::ToEnd => hand(raw),
         Framing::Length(left) => {
-            let take = (*left).min(raw.len() as u64) as usize;
-            *left -= take as u64;
-            *ended = *left == 0;
+            let take;
+            (take, *ended) = take_length(left, raw.len());
             hand(&raw[..take]);
         }
         Framing::Chunked(state) => *ended = state.decode(raw, hand)?,
     }
     Ok(handed)
+}
+
+/// Of `available` body bytes, how many a body with `left` bytes still to come takes (`left`
+/// counts them off), and whether it has then ended.
+pub fn take_length(left: &mut u64, available: usize) -> (usize, bool) {
+    let take = (*left).min(available as u64);
+    *left -= take;
+    (take as usize, *left == 0)
 }
 
 #[cfg(test)]

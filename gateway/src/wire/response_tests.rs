@@ -1,4 +1,6 @@
-use super::{parse_head, Chunked, Framing, Head, MAX_TRAILERS};
+use super::{
+    head_too_large, parse_head, take_length, Chunked, Framing, Head, MAX_HEAD, MAX_TRAILERS,
+};
 
 /// `parse_head` of a complete head, not to `HEAD`.
 fn head(text: &[u8]) -> Result<Head, String> {
@@ -197,4 +199,16 @@ proptest::proptest! {
         };
         proptest::prop_assert_eq!(h.framing, framing);
     }
+}
+
+#[test]
+fn an_incomplete_head_is_too_large_from_the_limit_on_and_a_length_counts_off_what_it_takes() {
+    assert!(!head_too_large(MAX_HEAD - 1));
+    assert!(head_too_large(MAX_HEAD));
+    let mut left = 10;
+    assert_eq!(take_length(&mut left, 4), (4, false));
+    assert_eq!(left, 6);
+    assert_eq!(take_length(&mut left, 20), (6, true));
+    assert_eq!(left, 0);
+    assert_eq!(take_length(&mut left, 3), (0, true));
 }
