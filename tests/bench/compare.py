@@ -165,6 +165,14 @@ class Bench:
             out.append((name, self.gw[name][1], auth, [("mock", self.mock.pid), ("railgate", self.gw[name][0].pid)]))
         return out
 
+    def bare_path(self):
+        """A bare hyper proxy (`bare-proxy`, one current-thread worker, no checks) in front of the
+        mock, started once: the yardstick for what hyper and tokio alone cost. A `paths` row."""
+        if not hasattr(self, "_bare"):
+            p, r = start([os.path.join(REL, "bare-proxy"), "127.0.0.1:0", self.mock_addr])
+            self._bare = ("hyper-bare-1w", r["listen"], [], [("mock", self.mock.pid), ("hyper", p.pid)])
+        return self._bare
+
     def threads(self, n):
         return [http("POST", f"http://{self.mock_addr}/chat/threads", {"title": "b"}, {"X-Tenant-Id": TENANT, "X-Project-Id": "p_chat"})["id"] for _ in range(n)]
 
@@ -233,12 +241,15 @@ HEAD = ("| path | connected | delivered ev/s | of expected | p50 ms | p99 ms | p
         "|---|---|---|---|---|---|---|---|---|---|")
 
 
-def fanout(b, label, threads, per_thread, rate, duration, include_shared):
+def fanout(b, label, threads, per_thread, rate, duration, include_shared, bare=False):
     print(f"\n### ({label}) {len(threads)} thread(s) × {per_thread} SSE subscriber(s), {rate} events/s per thread, {duration} s\n")
     print(HEAD)
     expected = len(threads) * per_thread * rate
     results = {}
-    for name, target, headers, watch in b.paths(include_shared):
+    paths = b.paths(include_shared)
+    if bare:
+        paths.insert(3, b.bare_path())
+    for name, target, headers, watch in paths:
         before = b.stats()["sse_streams_opened"]
         ts = b.threads(len(threads))
         r = b.load("sse", target, ts, per_thread, headers, watch, duration, rate)
@@ -284,10 +295,10 @@ def http_rail(b):
     path = f"/chat/threads/{th}/messages"
     gw = b.gw["railgate-1w"]
     # What hyper alone costs: each client connection paired with an upstream one, no checks.
-    bare, r = start([os.path.join(REL, "bare-proxy"), "127.0.0.1:0", b.mock_addr])
+    _, bare_addr, _, bare_watch = b.bare_path()
     rows = [("direct", b.mock_addr, [("mock", b.mock.pid)], []),
             ("nginx-1w", b.ngx[1][1], [("mock", b.mock.pid)] + [("nginx", p) for p in b.ngx[1][2]], []),
-            ("hyper-bare-1w", r["listen"], [("mock", b.mock.pid), ("hyper", bare.pid)], []),
+            ("hyper-bare-1w", bare_addr, bare_watch, []),
             ("railgate-1w", gw[1], [("mock", b.mock.pid), ("railgate", gw[0].pid)],
              [f"Authorization: Bearer {b.tok}", f"X-Tenant-Id: {TENANT}"])]
     print("\n### (g) HTTP rail: GET of a thread's messages, wrk 1 thread × 50 connections, 10 s\n")
@@ -320,7 +331,7 @@ def main(which):
                     r = res[name]
                     print(f"| {label} | {name[-2]} | {'on' if 'shared' in name else 'off'} | {r['upstream_streams']} | {r['cpu'].get('mock', 0):.2f} | {r['events_per_s']:,.0f} | {r['latency_us']['p50']/1000:.2f} | {r['latency_us']['p99']/1000:.2f} |")
         if "b" in which:
-            fanout(b, "b", ["x"] * 500, 1, 4, 15, False)
+            fanout(b, "b", ["x"] * 500, 1, 4, 15, False, bare=True)
         if "c" in which:
             print("\n### (c) idle connections: gateway RSS growth per connection (each row a fresh gateway process)\n\n| rail | connections | RSS before (MiB) | RSS after (MiB) | KiB per connection |\n|---|---|---|---|---|")
             for mode, n, shared in (("idle-sse", 9000, "false"), ("idle-sse", 9000, "true"), ("idle-ws", 9000, "false")):
@@ -366,6 +377,9 @@ def main(which):
             http_rail(b)
         if "h" in which:
             tls_cluster.cluster_row(b)
+        if "hops" in which:
+            import hops
+            hops.run(b)
         if "soak" in which:
             import soak
             soak.run(b)
