@@ -4,6 +4,7 @@
 #   tests/bench/compare.sh            # everything
 #   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f, g, h)
 #   tests/bench/compare.sh soak       # 10,000 idle + 1,000 active SSE streams, 10 minutes (not in "everything")
+#   tests/bench/compare.sh hops       # (b)'s load traced (perf): where a proxy hop's latency goes (not in "everything")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 need=()
