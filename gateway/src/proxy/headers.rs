@@ -123,16 +123,34 @@ pub fn to_upstream(headers: &mut HeaderMap, ctx: &RequestContext, fwd: &Forwardi
     });
 }
 
-/// The same headers as [`to_upstream`] makes, written as the lines of a request head
-/// (`name: value` and CRLF) without a header map in between, for the gateway's own upstream
-/// client. `skip` names headers the caller writes itself: the client's are screened, then left
-/// out. A name's values stay together and in order, the gateway's headers follow.
+/// The header lines of a request to `uri` as the upstream gets them, for the gateway's own
+/// upstream client: the client's headers as [`write_lines`] writes them, its `Host` giving way to
+/// the authority of `uri` (the upstream's). `skip` names further headers the caller writes itself.
 pub fn write_upstream(
     out: &mut Vec<u8>,
+    uri: &http::Uri,
     headers: &HeaderMap,
     ctx: &RequestContext,
     fwd: &Forwarding,
     skip: &[HeaderName],
+) {
+    let skipped = |name: &HeaderName| *name == http::header::HOST || skip.contains(name);
+    write_lines(out, headers, ctx, fwd, skipped);
+    if let Some(authority) = uri.authority() {
+        line(out, "host", authority.as_str().as_bytes());
+    }
+}
+
+/// The same headers as [`to_upstream`] makes, written as the lines of a request head
+/// (`name: value` and CRLF) without a header map in between. Names `skip` holds are the
+/// caller's: the client's are screened, then left out. A name's values stay together and in
+/// order, the gateway's headers follow.
+fn write_lines(
+    out: &mut Vec<u8>,
+    headers: &HeaderMap,
+    ctx: &RequestContext,
+    fwd: &Forwarding,
+    skip: impl Fn(&HeaderName) -> bool,
 ) {
     let mut screen = Screen::new(headers, ctx, fwd);
     // The name being written, where its lines began, and whether any of its values dropped it.
@@ -143,7 +161,7 @@ pub fn write_upstream(
             Some(r) if std::ptr::eq(r.0, name) => r,
             _ => run.insert((name, out.len(), false)),
         };
-        *dropped |= screen.drops(name, value) || skip.contains(name);
+        *dropped |= screen.drops(name, value) || skip(name);
         // A later value can drop a name whose first was kept: its lines are taken back.
         if *dropped {
             out.truncate(*start);
@@ -611,7 +629,7 @@ mod tests {
             let mut map = sent.clone();
             to_upstream(&mut map, &ctx(), &fwd);
             let mut written = Vec::new();
-            write_upstream(&mut written, sent, &ctx(), &fwd, &[]);
+            write_lines(&mut written, sent, &ctx(), &fwd, |_| false);
             let mut lines: Vec<(String, Vec<u8>)> = written
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
@@ -642,10 +660,10 @@ mod tests {
         }
     }
 
-    /// Names the caller writes itself are screened, then left out; a name a later value drops
-    /// leaves no line.
+    /// The client's Host gives way to the upstream's; names the caller writes itself are
+    /// screened, then left out; a name a later value drops leaves no line.
     #[test]
-    fn the_written_head_skips_what_the_caller_writes_and_takes_back_dropped_names() {
+    fn the_written_head_has_the_upstreams_host_skips_the_callers_names_and_drops_whole_names() {
         let mut h = HeaderMap::new();
         h.append("x-tenant-id", HeaderValue::from_static("t_a"));
         h.append("x-tenant-id", HeaderValue::from_static("t_a"));
@@ -654,13 +672,8 @@ mod tests {
         h.append("x-kept", HeaderValue::from_static("1"));
         let mut out = Vec::new();
         let fwd = direct("127.0.0.1");
-        write_upstream(
-            &mut out,
-            &h,
-            &ctx(),
-            &fwd,
-            &[http::header::HOST, http::header::ACCEPT],
-        );
+        let uri: http::Uri = "http://up.internal:9000/x".parse().expect("uri");
+        write_upstream(&mut out, &uri, &h, &ctx(), &fwd, &[http::header::ACCEPT]);
         let text = String::from_utf8(out).expect("utf8");
         assert!(
             text.starts_with("x-kept: 1\r\nx-forwarded-proto: http\r\n"),
@@ -668,10 +681,10 @@ mod tests {
         );
         assert_eq!(text.matches("x-tenant-id: t_a\r\n").count(), 1, "{text}");
         let names: Vec<&str> = text.lines().filter_map(|l| l.split(':').next()).collect();
-        assert!(
-            !names.contains(&"accept") && !names.contains(&"host"),
-            "{text}"
-        );
+        assert!(!names.contains(&"accept"), "{text}");
+        // The client's Host gives way to the upstream's authority, written last.
+        assert_eq!(names.iter().filter(|n| **n == "host").count(), 1, "{text}");
+        assert!(text.ends_with("host: up.internal:9000\r\n"), "{text}");
         assert!(text.contains("forwarded: for=127.0.0.1;host=\"gw.example\";proto=http\r\n"));
     }
 

@@ -92,11 +92,7 @@ fn direct_head(
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut head = Vec::with_capacity(headers::HEAD_ROOM + target.len() + req.headers().len() * 64);
     headers::request_line(&mut head, req.method().as_str(), target);
-    let skip = [http::header::HOST];
-    headers::write_upstream(&mut head, req.headers(), &admitted.ctx, fwd, &skip);
-    if let Some(authority) = uri.authority() {
-        headers::line(&mut head, "host", authority.as_str().as_bytes());
-    }
+    headers::write_upstream(&mut head, &uri, req.headers(), &admitted.ctx, fwd, &[]);
     head.extend_from_slice(b"\r\n");
     Ok((uri, head))
 }

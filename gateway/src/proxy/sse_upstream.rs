@@ -46,12 +46,9 @@ impl UpstreamSpec {
         fwd: &Forwarding,
         tls: UpstreamTls,
     ) -> UpstreamSpec {
-        let skip = [header::COOKIE, header::HOST, header::ACCEPT, LAST_EVENT_ID];
+        let skip = [header::COOKIE, header::ACCEPT, LAST_EVENT_ID];
         let mut head = Vec::with_capacity(headers::HEAD_ROOM + client.len() * 64);
-        headers::write_upstream(&mut head, client, ctx, fwd, &skip);
-        if let Some(authority) = uri.authority() {
-            headers::line(&mut head, "host", authority.as_str().as_bytes());
-        }
+        headers::write_upstream(&mut head, &uri, client, ctx, fwd, &skip);
         headers::line(&mut head, "accept", ACCEPT_SSE);
         UpstreamSpec {
             uri,
