@@ -364,7 +364,9 @@ def main(which):
                 time.sleep(2)
         if "d" in which:
             print("\n### (d) handshakes: new authenticated SSE connections per second (32 concurrent clients, 10 s)\n\n| path | connections/s | failed | CPU (cores) |\n|---|---|---|---|")
-            for name, target, headers, watch in b.paths():
+            paths = b.paths()
+            paths.insert(3, b.bare_path())
+            for name, target, headers, watch in paths:
                 ts = b.threads(4)
                 extra = ["--concurrency", "32"]
                 cmd_watch = watch
