@@ -155,10 +155,13 @@ class Bench:
         p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
         return (p, r["listen"], r["admin"])
 
-    def paths(self, include_shared=False):
+    def paths(self, include_shared=False, bare=False):
+        """The rows of a workload: direct, nginx, (with `bare`) the bare hyper proxy, railgate."""
         out = [("direct", self.mock_addr, [], [("mock", self.mock.pid)]),
                ("nginx-1w", self.ngx[1][1], [], [("mock", self.mock.pid)] + [("nginx", p) for p in self.ngx[1][2]]),
                ("nginx-2w", self.ngx[2][1], [], [("mock", self.mock.pid)] + [("nginx", p) for p in self.ngx[2][2]])]
+        if bare:
+            out.append(self.bare_path())
         auth = [f"Authorization: Bearer {self.tok}"] + HEADERS
         names = ["railgate-1w", "railgate-2w"] + (["railgate-shared-1w", "railgate-shared-2w"] if include_shared else [])
         for name in names:
@@ -246,10 +249,7 @@ def fanout(b, label, threads, per_thread, rate, duration, include_shared, bare=F
     print(HEAD)
     expected = len(threads) * per_thread * rate
     results = {}
-    paths = b.paths(include_shared)
-    if bare:
-        paths.insert(3, b.bare_path())
-    for name, target, headers, watch in paths:
+    for name, target, headers, watch in b.paths(include_shared, bare):
         before = b.stats()["sse_streams_opened"]
         ts = b.threads(len(threads))
         r = b.load("sse", target, ts, per_thread, headers, watch, duration, rate)
@@ -364,9 +364,7 @@ def main(which):
                 time.sleep(2)
         if "d" in which:
             print("\n### (d) handshakes: new authenticated SSE connections per second (32 concurrent clients, 10 s)\n\n| path | connections/s | failed | CPU (cores) |\n|---|---|---|---|")
-            paths = b.paths()
-            paths.insert(3, b.bare_path())
-            for name, target, headers, watch in paths:
+            for name, target, headers, watch in b.paths(bare=True):
                 ts = b.threads(4)
                 extra = ["--concurrency", "32"]
                 cmd_watch = watch

@@ -22,16 +22,17 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else float("nan")
 
 
-def analyse(lines, tid):
-    """Figures for thread `tid` from `perf script` lines (times in seconds)."""
+def events(lines):
+    """`perf script` lines as (comm, pid, tid, cpu, time, event, rest)."""
+    return [m.groups() for m in map(LINE.match, lines) if m]
+
+
+def analyse(evs, tid):
+    """Figures for thread `tid` from `events` (times in seconds)."""
     woken, wake_from = {}, None
     calls, wake_at, last_write, first_write_seen = 0, None, None, False
     to_write, after_write, per_wake = [], [], []
-    for line in lines:
-        m = LINE.match(line)
-        if not m:
-            continue
-        _, _, t, cpu, ts, ev, rest = m.groups()
+    for _, _, t, _, ts, ev, rest in evs:
         ts = float(ts)
         if ev == "sched:sched_waking":
             if re.search(rf"\bpid={tid}\b", rest):
@@ -65,14 +66,13 @@ def analyse(lines, tid):
     return woken, to_write, after_write, per_wake
 
 
-def busiest_waiter(lines, pid):
+def busiest_waiter(evs, pid):
     """The thread of process `pid` that waits in epoll most: the one that serves the streams."""
     counts = {}
-    for line in lines:
-        m = LINE.match(line)
-        if m and m.group(2) == pid and m.group(6) == "raw_syscalls:sys_exit":
-            if int(re.search(r"NR (-?\d+)", m.group(7)).group(1)) in NR_WAIT:
-                counts[m.group(3)] = counts.get(m.group(3), 0) + 1
+    for _, p, t, _, _, ev, rest in evs:
+        if p == pid and ev == "raw_syscalls:sys_exit":
+            if int(re.search(r"NR (-?\d+)", rest).group(1)) in NR_WAIT:
+                counts[t] = counts.get(t, 0) + 1
     return max(counts, key=counts.get) if counts else pid
 
 
@@ -84,8 +84,7 @@ def run(b):
     print(f"\n### (hops) (b)'s load, traced for {SECONDS} s per row: a proxy's wake-ups and its own part\n")
     print("| path | p50 / p90 ms (load) | woken on an idle CPU: share, p50 / p90 µs | behind a running task: share, p50 / p90 µs "
           "| wake → first write p50 / p90 µs | last write → wait p50 µs | system calls per wake-up p50 |\n|---|---|---|---|---|---|---|")
-    paths = {p[0]: p for p in b.paths()}
-    paths["hyper-bare-1w"] = b.bare_path()
+    paths = {p[0]: p for p in b.paths(bare=True)}
     us = lambda x: f"{x * 1e6:.0f}"
     for name in ("direct", "nginx-1w", "hyper-bare-1w", "railgate-1w"):
         _, target, headers, watch = paths[name]
@@ -95,8 +94,8 @@ def run(b):
         for t in ts:
             http("POST", f"http://{b.mock_addr}/_mock/publish", {"thread_id": t, "count": 4 * (duration + 2), "rate_per_s": 4})
         time.sleep(3)
-        data = os.path.join(tempfile.mkdtemp(prefix="railgate-hops-"), "perf.data")
         if name != "direct":
+            data = os.path.join(tempfile.mkdtemp(prefix="railgate-hops-"), "perf.data")
             subprocess.run(["perf", "record", "-q", "-a", "-o", data,
                             "-e", "raw_syscalls:sys_enter", "--exclude-perf", "-e", "raw_syscalls:sys_exit", "--exclude-perf",
                             "-e", "sched:sched_waking,sched:sched_switch", "--", "sleep", str(SECONDS)],
@@ -108,10 +107,11 @@ def run(b):
             print(row + " - | - | - | - | - |", flush=True)
             continue
         script = subprocess.run(["perf", "script", "-i", data, "-F", "comm,pid,tid,cpu,time,event,trace"],
-                                check=True, capture_output=True, text=True).stdout.splitlines()
+                                check=True, capture_output=True, text=True)
+        evs = events(script.stdout.splitlines())
         shutil.rmtree(os.path.dirname(data), ignore_errors=True)
         proxy = str(watch[-1][1])  # nginx's worker (with one worker), the hyper or railgate process
-        woken, to_write, after_write, per_wake = analyse(script, busiest_waiter(script, proxy))
+        woken, to_write, after_write, per_wake = analyse(evs, busiest_waiter(evs, proxy))
         n = sum(len(v) for v in woken.values()) or 1
         cell = lambda k: (f"{len(woken.get(k, [])) / n:.0%}, {us(pct(woken.get(k, []), .5))} / {us(pct(woken.get(k, []), .9))}"
                           if woken.get(k) else "0%")
