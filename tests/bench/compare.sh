@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One run, three paths: client → mock directly; client → nginx → mock; client → railgate → mock.
-# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~20 minutes.
+# Prints one table (absolute figures, ratios to direct and to nginx). Takes ~13 minutes.
 #   tests/bench/compare.sh            # everything
 #   tests/bench/compare.sh a b        # only some workloads (a, a+, b, c, d, e, f, g, h)
 #   tests/bench/compare.sh soak       # 10,000 idle + 1,000 active SSE streams, 10 minutes (not in "everything")
