@@ -54,6 +54,7 @@ pub mod header_names;
 pub mod inbound;
 pub mod inject;
 pub mod journal;
+pub mod log_line;
 pub mod metrics;
 pub mod mint;
 pub mod outbound;
@@ -129,7 +130,6 @@ pub fn init_logging_at(default: &str) {
         .json()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_current_span(false)
-        .flatten_event(true)
+        .event_format(log_line::Lines::new())
         .try_init();
 }

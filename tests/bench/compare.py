@@ -26,8 +26,8 @@ if __name__ == "__main__":
     sys.modules["compare"] = sys.modules["__main__"]
 
 
-def start(cmd, env=None, ready=True):
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+def start(cmd, env=None, ready=True, stderr=subprocess.DEVNULL):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
     procs.append(p)
     if not ready:
         return p, {}
@@ -59,10 +59,11 @@ def token():
     return out.stdout.strip()
 
 
-def nginx(workers, upstream, port, tmp, tls=None):
+def nginx(workers, upstream, port, tmp, tls=None, access_log=None):
     """nginx in front of `upstream`; with `tls` = (cert, key) the listener is TLS 1.2/1.3 with
-    HTTP/2 offered by ALPN (`listen … ssl http2`: this nginx predates the `http2 on` directive)."""
-    tag = f"{workers}{'-tls' if tls else ''}"
+    HTTP/2 offered by ALPN (`listen … ssl http2`: this nginx predates the `http2 on` directive);
+    with `access_log` (a path) one line per request in its default format, else none."""
+    tag = f"{workers}{'-tls' if tls else ''}{'-log' if access_log else ''}"
     conf = os.path.join(tmp, f"nginx-{tag}.conf")
     listen = f"127.0.0.1:{port} backlog=4096"
     ssl = ""
@@ -77,7 +78,7 @@ pid {tmp}/nginx-{tag}.pid;
 error_log {tmp}/nginx-{tag}.err warn;
 events {{ worker_connections 20000; multi_accept on; }}
 http {{
-  access_log off;
+  access_log {access_log or 'off'};
   upstream mock {{ server {upstream}; keepalive 512; }}
   map $http_upgrade $conn {{ default upgrade; '' ''; }}
   server {{
@@ -136,10 +137,11 @@ class Bench:
             p, pids = nginx(w, self.mock_addr, port, self.tmp)
             self.ngx[w] = (p, f"127.0.0.1:{port}", pids)
 
-    def start_gateway(self, name, shared, workers=0, tls=None, cluster=None, limits="", routes=""):
+    def start_gateway(self, name, shared, workers=0, tls=None, cluster=None, limits="", routes="", log=None):
         """A railgate process in front of the mock (`shared`: "true"/"false" for the SSE route;
         `workers`: runtime worker threads, 0 = one per core; `tls`: (cert, key) for the listener;
-        `cluster`: a Redis URL for cluster mode; `limits`: more lines for `[limits]`; `routes`: more `[[routes]]`)."""
+        `cluster`: a Redis URL for cluster mode; `limits`: more lines for `[limits]`; `routes`: more `[[routes]]`;
+        `log`: a file for its log lines at the default level, `info` — else only warnings, discarded)."""
         cfg = os.path.join(self.tmp, f"{name}.toml")
         tls_table = f'[tls]\ncert_file = "{tls[0]}"\nkey_file = "{tls[1]}"\n' if tls else ""
         if cluster:
@@ -151,8 +153,13 @@ class Bench:
                     f'require = ["tenant", "mode", "project", "app"]\n'
                     f'[[routes]]\nname = "chat-ws"\npath = "/ws/chat/{{thread_id}}"\nkind = "ws"\nrequire = ["tenant", "mode", "project", "app"]\n'
                     f'[[routes]]\nname = "chat-http"\npath = "/chat/threads/{{thread_id}}/**"\nkind = "http"\nrequire = ["tenant"]\n{routes}')
-        env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "warn"}
-        p, r = start([os.path.join(REL, "railgate"), "serve", "--config", cfg], env=env)
+        env = {**os.environ, "AUTH_JWT_SIGNING": SECRET, "ENGINES_TICKET_SECRET": "t", "RUST_LOG": "info" if log else "warn"}
+        cmd = [os.path.join(REL, "railgate"), "serve", "--config", cfg]
+        if not log:
+            p, r = start(cmd, env=env)
+        else:
+            with open(log, "w") as f:
+                p, r = start(cmd, env=env, stderr=f)
         return (p, r["listen"], r["admin"])
 
     def paths(self, include_shared=False, bare=False):
@@ -290,29 +297,49 @@ def wrk(url, headers, seconds=10, connections=50):
 def http_rail(b):
     """(g) The HTTP rail: a plain proxied GET with JWT, context and ownership checks on railgate,
     a plain proxy on nginx and on bare hyper (`bare-proxy`), the mock directly; wrk, 50
-    connections, 10 s, one worker each."""
+    connections, 10 s, one worker each. Then nginx and railgate again with their access logs on
+    (nginx's default `combined` line, railgate at its default level, `info`), each to a file;
+    a `-log` row's ratio is to `nginx-1w-log`."""
     th = b.threads(1)[0]
     path = f"/chat/threads/{th}/messages"
     gw = b.gw["railgate-1w"]
+    auth = [f"Authorization: Bearer {b.tok}", f"X-Tenant-Id: {TENANT}"]
     # What hyper alone costs: each client connection paired with an upstream one, no checks.
     _, bare_addr, _, bare_watch = b.bare_path()
     rows = [("direct", b.mock_addr, [("mock", b.mock.pid)], []),
             ("nginx-1w", b.ngx[1][1], [("mock", b.mock.pid)] + [("nginx", p) for p in b.ngx[1][2]], []),
             ("hyper-bare-1w", bare_addr, bare_watch, []),
-            ("railgate-1w", gw[1], [("mock", b.mock.pid), ("railgate", gw[0].pid)],
-             [f"Authorization: Bearer {b.tok}", f"X-Tenant-Id: {TENANT}"])]
+            ("railgate-1w", gw[1], [("mock", b.mock.pid), ("railgate", gw[0].pid)], auth)]
     print("\n### (g) HTTP rail: GET of a thread's messages, wrk 1 thread × 50 connections, 10 s\n")
     print("| path | requests/s | vs nginx-1w | p50 ms | p99 ms | non-2xx | CPU µs per request |\n|---|---|---|---|---|---|---|")
-    base = None
-    for name, addr, pids, headers in rows:
-        before = cpu_of(pids)
-        rps, p50, p99, bad = wrk(f"http://{addr}{path}", headers)
-        after = cpu_of(pids)
-        per = " ".join(f"{k}={(after[k] - before.get(k, 0)) / (rps * 10) * 1e6:.0f}" for k in sorted(after))
-        if name == "nginx-1w":
-            base = rps
-        ratio = f"{rps / base:.2f}" if base else "-"
-        print(f"| {name} | {rps:,.0f} | {ratio} | {p50:.2f} | {p99:.2f} | {bad} | {per} |", flush=True)
+    base = {}
+    for row in rows:
+        http_row(row, path, base)
+    logs = {"nginx": os.path.join(b.tmp, "nginx-access.log"), "railgate": os.path.join(b.tmp, "railgate-1w.log")}
+    port = free_port()
+    ngx, ngx_pids = nginx(1, b.mock_addr, port, b.tmp, access_log=logs["nginx"])
+    http_row(("nginx-1w-log", f"127.0.0.1:{port}", [("mock", b.mock.pid)] + [("nginx", p) for p in ngx_pids], []), path, base)
+    ngx.terminate()
+    p, addr, _ = b.start_gateway("railgate-1w-log", "false", 1, log=logs["railgate"])
+    http_row(("railgate-1w-log", addr, [("mock", b.mock.pid), ("railgate", p.pid)], auth), path, base)
+    p.terminate()
+    for f in logs.values():
+        os.remove(f)
+
+
+def http_row(row, path, base):
+    """One row of (g): wrk against `addr`, the CPU of `pids` per request; `base` keeps nginx's
+    requests/s (with and without its access log) for the ratios."""
+    name, addr, pids, headers = row
+    before = cpu_of(pids)
+    rps, p50, p99, bad = wrk(f"http://{addr}{path}", headers)
+    after = cpu_of(pids)
+    per = " ".join(f"{k}={(after[k] - before.get(k, 0)) / (rps * 10) * 1e6:.0f}" for k in sorted(after))
+    logged = name.endswith("-log")
+    if name.startswith("nginx-1w"):
+        base[logged] = rps
+    ratio = f"{rps / base[logged]:.2f}" if logged in base else "-"
+    print(f"| {name} | {rps:,.0f} | {ratio} | {p50:.2f} | {p99:.2f} | {bad} | {per} |", flush=True)
 
 
 def main(which):
