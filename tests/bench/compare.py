@@ -175,6 +175,18 @@ class Bench:
             out.append((name, self.gw[name][1], auth, [("mock", self.mock.pid), ("railgate", self.gw[name][0].pid)]))
         return out
 
+    def logged_paths(self):
+        """nginx-1w with its default `combined` access log and railgate-1w at its default log
+        level, `info`, each writing to a file in the run's directory; started once. `paths` rows."""
+        if not hasattr(self, "_logged"):
+            port = free_port()
+            _, pids = nginx(1, self.mock_addr, port, self.tmp, access_log=os.path.join(self.tmp, "nginx-access.log"))
+            p, addr, _ = self.start_gateway("railgate-1w-log", "false", 1, log=os.path.join(self.tmp, "railgate-1w.log"))
+            auth = [f"Authorization: Bearer {self.tok}"] + HEADERS
+            self._logged = [("nginx-1w-log", f"127.0.0.1:{port}", [], [("mock", self.mock.pid)] + [("nginx", q) for q in pids]),
+                            ("railgate-1w-log", addr, auth, [("mock", self.mock.pid), ("railgate", p.pid)])]
+        return self._logged
+
     def bare_path(self):
         """A bare hyper proxy (`bare-proxy`, one current-thread worker, no checks) in front of the
         mock, started once: the yardstick for what hyper and tokio alone cost. A `paths` row."""
@@ -231,6 +243,10 @@ class Bench:
                 p.wait(timeout=15)
             except Exception:
                 p.kill()
+        # The access logs of the `-log` rows run to hundreds of MiB.
+        for f in ("nginx-access.log", "railgate-1w.log"):
+            if os.path.exists(os.path.join(self.tmp, f)):
+                os.remove(os.path.join(self.tmp, f))
 
 
 def fmt_row(name, r, expected, direct, ngx):
@@ -298,8 +314,7 @@ def http_rail(b):
     """(g) The HTTP rail: a plain proxied GET with JWT, context and ownership checks on railgate,
     a plain proxy on nginx and on bare hyper (`bare-proxy`), the mock directly; wrk, 50
     connections, 10 s, one worker each. Then nginx and railgate again with their access logs on
-    (nginx's default `combined` line, railgate at its default level, `info`), each to a file;
-    a `-log` row's ratio is to `nginx-1w-log`."""
+    (`Bench.logged_paths`); a `-log` row's ratio is to `nginx-1w-log`."""
     th = b.threads(1)[0]
     path = f"/chat/threads/{th}/messages"
     gw = b.gw["railgate-1w"]
@@ -313,18 +328,10 @@ def http_rail(b):
     print("\n### (g) HTTP rail: GET of a thread's messages, wrk 1 thread × 50 connections, 10 s\n")
     print("| path | requests/s | vs nginx-1w | p50 ms | p99 ms | non-2xx | CPU µs per request |\n|---|---|---|---|---|---|---|")
     base = {}
+    for name, addr, _, watch in b.logged_paths():
+        rows.append((name, addr, watch, auth if name.startswith("railgate") else []))
     for row in rows:
         http_row(row, path, base)
-    logs = {"nginx": os.path.join(b.tmp, "nginx-access.log"), "railgate": os.path.join(b.tmp, "railgate-1w.log")}
-    port = free_port()
-    ngx, ngx_pids = nginx(1, b.mock_addr, port, b.tmp, access_log=logs["nginx"])
-    http_row(("nginx-1w-log", f"127.0.0.1:{port}", [("mock", b.mock.pid)] + [("nginx", p) for p in ngx_pids], []), path, base)
-    ngx.terminate()
-    p, addr, _ = b.start_gateway("railgate-1w-log", "false", 1, log=logs["railgate"])
-    http_row(("railgate-1w-log", addr, [("mock", b.mock.pid), ("railgate", p.pid)], auth), path, base)
-    p.terminate()
-    for f in logs.values():
-        os.remove(f)
 
 
 def http_row(row, path, base):
@@ -391,7 +398,7 @@ def main(which):
                 time.sleep(2)
         if "d" in which:
             print("\n### (d) handshakes: new authenticated SSE connections per second (32 concurrent clients, 10 s)\n\n| path | connections/s | failed | CPU (cores) |\n|---|---|---|---|")
-            for name, target, headers, watch in b.paths(bare=True):
+            for name, target, headers, watch in b.paths(bare=True) + b.logged_paths():
                 ts = b.threads(4)
                 extra = ["--concurrency", "32"]
                 cmd_watch = watch
