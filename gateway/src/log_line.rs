@@ -4,7 +4,7 @@
 //!
 //! The stock format serializes through an adaptor that turns each of `serde_json`'s small writes
 //! (a key, a quote, a comma) into a checked `str` push: with an access line per request, that
-//! was a tenth of a plain proxied request's CPU. Events the fast path does not cover — one
+//! was an eighth of a plain proxied request's CPU. Events the fast path does not cover — one
 //! inside a span (a dependency's, at `debug`), one bridged from the `log` crate — go to the
 //! stock format, which writes them as before.
 

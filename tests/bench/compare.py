@@ -180,12 +180,17 @@ class Bench:
         level, `info`, each writing to a file in the run's directory; started once. `paths` rows."""
         if not hasattr(self, "_logged"):
             port = free_port()
-            _, pids = nginx(1, self.mock_addr, port, self.tmp, access_log=os.path.join(self.tmp, "nginx-access.log"))
-            p, addr, _ = self.start_gateway("railgate-1w-log", "false", 1, log=os.path.join(self.tmp, "railgate-1w.log"))
+            ngx_log, gw_log = self.access_logs()
+            _, pids = nginx(1, self.mock_addr, port, self.tmp, access_log=ngx_log)
+            p, addr, _ = self.start_gateway("railgate-1w-log", "false", 1, log=gw_log)
             auth = [f"Authorization: Bearer {self.tok}"] + HEADERS
             self._logged = [("nginx-1w-log", f"127.0.0.1:{port}", [], [("mock", self.mock.pid)] + [("nginx", q) for q in pids]),
                             ("railgate-1w-log", addr, auth, [("mock", self.mock.pid), ("railgate", p.pid)])]
         return self._logged
+
+    def access_logs(self):
+        """The files the `-log` rows write: nginx's, railgate's."""
+        return os.path.join(self.tmp, "nginx-access.log"), os.path.join(self.tmp, "railgate-1w.log")
 
     def bare_path(self):
         """A bare hyper proxy (`bare-proxy`, one current-thread worker, no checks) in front of the
@@ -244,9 +249,9 @@ class Bench:
             except Exception:
                 p.kill()
         # The access logs of the `-log` rows run to hundreds of MiB.
-        for f in ("nginx-access.log", "railgate-1w.log"):
-            if os.path.exists(os.path.join(self.tmp, f)):
-                os.remove(os.path.join(self.tmp, f))
+        for f in self.access_logs():
+            if os.path.exists(f):
+                os.remove(f)
 
 
 def fmt_row(name, r, expected, direct, ngx):
