@@ -7,7 +7,7 @@
 //!
 //! What a route accepts and demands is an [`Admission`]; what the caller sent is a [`Caller`].
 
-use crate::app::Gateway;
+use crate::app::{Gateway, Live};
 use crate::auth::{bearer, Credentials, Verified};
 use crate::clock;
 use crate::config::route::Captures;
@@ -88,11 +88,13 @@ pub async fn admit(
     caller: &Caller<'_>,
 ) -> Result<Admitted, Denial> {
     let now = clock::now();
-    let verified = credentials(gw, adm, caller, now).await?;
-    let ctx = context(gw, adm, adm.require, caller, &verified)?;
-    switched_on(gw, adm.route, ctx.tenant_id())?;
+    // The configuration in force, loaded once for all the phases.
+    let live = gw.live();
+    let verified = credentials(&live, adm, caller, now).await?;
+    let ctx = context(&live, adm, adm.require, caller, &verified)?;
+    switched_on(&live, adm.route, ctx.tenant_id())?;
     if let Some((kind, id)) = adm.resource {
-        ownership(gw, &ctx, (kind, id), adm.route, adm.hide_foreign).await?;
+        ownership(&live, &ctx, (kind, id), adm.route, adm.hide_foreign).await?;
     }
     Ok(Admitted {
         ctx,
@@ -110,10 +112,10 @@ pub async fn precheck(
     caller: &Caller<'_>,
 ) -> Result<(), Denial> {
     let presented = presented(adm, caller)?;
+    let live = gw.live();
     let verified = match presented.bearer.is_some() || presented.ticket.is_some() {
         true => Some(
-            gw.live()
-                .auth
+            live.auth
                 .verify(&presented, adm.accepts, clock::now())
                 .await?,
         ),
@@ -129,17 +131,16 @@ pub async fn precheck(
     if !names_tenant {
         return Ok(());
     }
-    let ctx = context(gw, adm, &[], caller, &verified)?;
-    switched_on(gw, adm.route, ctx.tenant_id())?;
+    let ctx = context(&live, adm, &[], caller, &verified)?;
+    switched_on(&live, adm.route, ctx.tenant_id())?;
     match adm.resource {
-        Some(resource) => ownership(gw, &ctx, resource, adm.route, adm.hide_foreign).await,
+        Some(resource) => ownership(&live, &ctx, resource, adm.route, adm.hide_foreign).await,
         None => Ok(()),
     }
 }
 
 /// After the tenant is verified: a route its flags switch off is `403 feature.disabled`.
-fn switched_on(gw: &Gateway, route: Option<&str>, tenant: &str) -> Result<(), Denial> {
-    let live = gw.live();
+fn switched_on(live: &Live, route: Option<&str>, tenant: &str) -> Result<(), Denial> {
     let flags = live.config.tenants.get(tenant);
     switched_off(route, flags.map(|f| f.disabled_routes.as_slice()), "tenant")
 }
@@ -161,13 +162,13 @@ fn switched_off(
 
 /// Phase 1: the credentials the route accepts, verified (401).
 pub async fn credentials(
-    gw: &Gateway,
+    live: &Live,
     adm: &Admission<'_>,
     caller: &Caller<'_>,
     now: u64,
 ) -> Result<Verified, Denial> {
     let presented = presented(adm, caller)?;
-    gw.live().auth.verify(&presented, adm.accepts, now).await
+    live.auth.verify(&presented, adm.accepts, now).await
 }
 
 fn presented(adm: &Admission<'_>, caller: &Caller<'_>) -> Result<Credentials, Denial> {
@@ -184,13 +185,12 @@ fn presented(adm: &Admission<'_>, caller: &Caller<'_>) -> Result<Credentials, De
 
 /// Phase 2: one context from headers, token, ticket and hello (400, then 403).
 pub fn context(
-    gw: &Gateway,
+    live: &Live,
     adm: &Admission<'_>,
     require: &[Field],
     caller: &Caller<'_>,
     verified: &Verified,
 ) -> Result<RequestContext, Denial> {
-    let live = gw.live();
     let policy = ContextPolicy {
         gateway_env: &live.config.env,
         allowed_modes: &live.config.allowed_modes,
@@ -212,13 +212,13 @@ pub fn context(
 /// Phase 3: the resource (`kind`, `id`) belongs to the context's tenant and env (404 / 403),
 /// and its record does not switch `route` off (403 `feature.disabled`).
 pub async fn ownership(
-    gw: &Gateway,
+    live: &Live,
     ctx: &RequestContext,
     (kind, id): (&str, &str),
     route: Option<&str>,
     hide_foreign: bool,
 ) -> Result<(), Denial> {
-    let record = gw.live().registry.lookup(kind, id).await?;
+    let record = live.registry.lookup(kind, id).await?;
     check_access(ctx, record.as_deref(), hide_foreign).map_err(|d| match (kind, d.code) {
         ("thread", _) => d,
         (_, ErrorCode::ThreadNotFound) => Denial::with_message(d.code, format!("no {kind} {id}")),

@@ -96,7 +96,7 @@ pub async fn issue(
     let ask = read_ask(body).await?;
     let ctx = &admitted.ctx;
     let kind = ask.kind.as_deref().unwrap_or("thread");
-    ownership(gw, ctx, (kind, &ask.thread_id), None, false).await?;
+    ownership(&gw.live(), ctx, (kind, &ask.thread_id), None, false).await?;
     let live = gw.live();
     let secrets = live.auth.tickets.as_ref().ok_or_else(|| {
         Denial::with_message(

@@ -131,22 +131,24 @@ pub fn scan(buf: &[u8], from: usize, max_bytes: usize) -> Scan {
     }
 }
 
-/// RFC 9110 `tchar`, by byte: letters, digits and these.
-const TCHAR: [bool; 256] = {
+/// A table by byte of ASCII letters, digits and the bytes of `extra`.
+const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {
         table[i] = (i as u8).is_ascii_alphanumeric();
         i += 1;
     }
-    let extra = b"!#$%&'*+-.^_`|~";
     let mut j = 0;
     while j < extra.len() {
         table[extra[j] as usize] = true;
         j += 1;
     }
     table
-};
+}
+
+/// RFC 9110 `tchar`, by byte: letters, digits and these.
+const TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
 
 fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
@@ -241,7 +243,19 @@ fn target_is_valid(method: &[u8], target: &[u8]) -> bool {
         || scheme(b"http://")
         || scheme(b"https://")
         || (target == b"*" && method == b"OPTIONS");
-    form_ok && http::Uri::try_from(target).is_ok()
+    form_ok && (plain_origin_form(target) || http::Uri::try_from(target).is_ok())
+}
+
+/// A path and query of RFC 3986's unreserved characters, sub-delimiters, `:`, `@`, `%`, `/` and
+/// `?` only, of a length any URI parser takes: one the URI parser accepts, known without running
+/// it (it runs again when hyper reads the head; here, only for targets with other bytes).
+fn plain_origin_form(target: &[u8]) -> bool {
+    const PLAIN: [bool; 256] = alphanumeric_and(b"-._~!$&'()*+,;=:@%/?");
+    target.first() == Some(&b'/')
+        && target.len() <= 8 * 1024
+        && target
+            .iter()
+            .fold(true, |ok, &b| ok & PLAIN[usize::from(b)])
 }
 
 /// The framing-relevant fields of a head, counted as they are read.

@@ -1,4 +1,7 @@
-use super::{check, leading_empty_lines, scan, BodyLen, Framing, Refused, Scan, MAX_HEADERS};
+use super::{
+    check, leading_empty_lines, plain_origin_form, scan, target_is_valid, BodyLen, Framing,
+    Refused, Scan, MAX_HEADERS,
+};
 use railgate_policy::ErrorCode;
 
 fn head(lines: &[&str]) -> Vec<u8> {
@@ -213,4 +216,42 @@ fn lines_are_split_as_split_on_lf_splits_them() {
             "{b}"
         );
     }
+}
+
+#[test]
+fn a_target_passed_without_the_uri_parser_is_one_it_accepts() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut plain = 0;
+    for _ in 0..20_000 {
+        let len = rng.random_range(1..40);
+        // Mostly letters and the characters around the ones the URI parser refuses.
+        let mut t: Vec<u8> = (0..len)
+            .map(|_| match rng.random_range(0..4) {
+                0 => rng.random_range(b'a'..=b'z'),
+                _ => rng.random_range(0x21u8..0x7f),
+            })
+            .collect();
+        t[0] = b'/';
+        let parsed = http::Uri::try_from(&t[..]).is_ok();
+        if plain_origin_form(&t) {
+            plain += 1;
+            assert!(parsed, "{:?}", String::from_utf8_lossy(&t));
+        }
+        assert_eq!(
+            target_is_valid(b"GET", &t),
+            parsed,
+            "{:?}",
+            String::from_utf8_lossy(&t)
+        );
+    }
+    assert!(plain > 1_000, "too few plain targets drawn: {plain}");
+    for t in ["/a<b", "/a>b", "/a`b", "/a?b\"c", "/a?b<c"] {
+        assert!(!plain_origin_form(t.as_bytes()), "{t}");
+        assert!(!target_is_valid(b"GET", t.as_bytes()), "{t}");
+    }
+    assert!(plain_origin_form(
+        b"/chat/threads/th_1/messages?after=3&x=%20"
+    ));
+    assert!(!plain_origin_form(&[b'/'; 8 * 1024 + 1]));
 }
