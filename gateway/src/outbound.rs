@@ -120,3 +120,13 @@ pub async fn connect_tcp(host: &str, port: u16, wait: Duration) -> Result<TcpStr
         Err(_) => Err("connect timed out".into()),
     }
 }
+
+/// Makes closing `io` abort the connection (`SO_LINGER` zero: a reset, no `TIME_WAIT` kept on
+/// this side), for a connection only ever closed to abandon what it carries.
+pub fn abort_on_close(io: &UpstreamIo) {
+    let tcp = match io {
+        Either::Left(tcp) => tcp,
+        Either::Right(tls) => tls.get_ref().0,
+    };
+    let _ = tcp.set_zero_linger();
+}

@@ -643,3 +643,64 @@ async fn keep_alive_comments_come_only_after_a_quiet_interval() {
         last_event.elapsed()
     );
 }
+
+/// A client's departure aborts its upstream stream's connection (a reset) rather than closing
+/// it: the gateway keeps no `TIME_WAIT` entry for every stream that ends, which at thousands of
+/// streams a second toward one upstream made each new connect search for a free port.
+#[tokio::test]
+async fn a_departed_clients_upstream_stream_is_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const WAIT: Duration = Duration::from_secs(10);
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = raw.local_addr().expect("addr");
+    let s = Stack::start(&format!(
+        "[[routes]]\nname = \"raw-sse\"\npath = \"/sse/raw/{{thread_id}}\"\nkind = \"sse\"\n\
+         upstream = \"http://{up}\"\nrequire = [\"tenant\"]\n"
+    ));
+    let th = s.thread("t_a").await;
+    let tok = token("t_a", "u1", json!({}));
+    let h = full_headers(&tok, "t_a");
+    let path = format!("/sse/raw/{th}");
+    let upstream = async {
+        let (mut conn, _) = tokio::time::timeout(WAIT, raw.accept())
+            .await
+            .expect("no upstream connection")
+            .expect("accept");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(WAIT, conn.read(&mut byte))
+                .await
+                .expect("request head")
+                .expect("read");
+            assert_eq!(n, 1, "the request head ended early: {head:?}");
+            head.push(byte[0]);
+        }
+        let event = format!(
+            "id: 1\nevent: chat_message\ndata: {{\"type\":\"chat_message\",\"thread_id\":\"{th}\",\"seq\":1}}\n\n"
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        conn.write_all(answer.as_bytes()).await.expect("answer");
+        conn
+    };
+    let (addr, headers) = (s.addr(), refs(&h));
+    let (mut st, mut conn) = tokio::join!(SseStream::open(&addr, &path, &headers), upstream);
+    assert_eq!(st.status, 200);
+    let ev = st.next_event_within(WAIT).await.expect("the event");
+    assert_eq!(ev.id.as_deref(), Some("1"));
+    drop(st);
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, conn.read(&mut rest))
+        .await
+        .expect("the upstream connection outlived its client");
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the upstream stream ends with a reset, not an end of stream"
+    );
+}

@@ -102,6 +102,7 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
         Ok(io) => io,
         Err(e) => return Connect::Retry(e),
     };
+    outbound::abort_on_close(&io);
     let head = spec.request_head(cursor);
     let answer =
         match tokio::time::timeout(limits.upstream_response_timeout, exchange(io, &head)).await {
