@@ -26,19 +26,28 @@ def start_redis(tmp):
 
 
 def spread(b, targets, thread, per_target, rate, duration, watch):
-    """Clients of one thread spread over `targets` (one railgate-load each), all measured at once."""
+    """Clients of one thread spread over `targets` (one railgate-load each), all measured over
+    one window: each load waits for the go file, written once every one is up and the events
+    flow (a load measuring from its own readiness would count the time before the publishing
+    began as events missed)."""
     loads = []
+    go = os.path.join(b.tmp, "go")
+    if os.path.exists(go):
+        os.remove(go)
     for i, t in enumerate(targets):
         ready = os.path.join(b.tmp, f"ready-{i}")
         if os.path.exists(ready):
             os.remove(ready)
         cmd = [os.path.join(REL, "railgate-load"), "sse", "--target", t, "--threads", thread, "--per-thread", str(per_target),
-               "--duration", str(duration), "--ready-file", ready, "--watch", ",".join(f"{n}{j}={p}" for j, (n, p) in enumerate(watch)),
+               "--duration", str(duration), "--ready-file", ready, "--go-file", go,
+               "--watch", ",".join(f"{n}{j}={p}" for j, (n, p) in enumerate(watch)),
                "--header", f"Authorization: Bearer {b.tok}"] + sum((["--header", h] for h in HEADERS), [])
         loads.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), ready))
     while not all(os.path.exists(r) for _, r in loads):
         time.sleep(0.05)
     http("POST", f"http://{b.mock_addr}/_mock/publish", {"thread_id": thread, "count": int(rate * (duration + PUBLISH_MARGIN_S)), "rate_per_s": rate})
+    with open(go, "w") as f:
+        f.write("go")
     results = [json.loads(p.communicate(timeout=duration + 300)[0]) for p, _ in loads]
     return results
 

@@ -68,6 +68,11 @@ struct Args {
     /// File the runner polls: written with "up" once every connection is established.
     #[arg(long)]
     ready_file: Option<String>,
+    /// File the runner writes when the measurement may start (several load processes measured
+    /// over one window): the window starts half a second after it appears (waited for at most
+    /// 120 s). Without it, half a second after the ready file.
+    #[arg(long)]
+    go_file: Option<String>,
     /// Connect over TLS, trusting the CA certificate(s) in this PEM file (server name `localhost`).
     #[arg(long)]
     tls_ca: Option<String>,
@@ -410,6 +415,12 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     let ramp_s = ramp_start.elapsed().as_secs_f64();
     if let Some(f) = &args.ready_file {
         let _ = std::fs::write(f, "up");
+    }
+    if let Some(go) = &args.go_file {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !std::path::Path::new(go).exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before: Vec<(f64, f64)> = watched.iter().map(|(_, p)| cpu_times(p)).collect();
