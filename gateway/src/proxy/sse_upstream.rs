@@ -102,6 +102,7 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
         Ok(io) => io,
         Err(e) => return Connect::Retry(e),
     };
+    // Closed only to let the stream go (its clients left, the drain, a break): a reset.
     outbound::abort_on_close(&io);
     let head = spec.request_head(cursor);
     let answer =
