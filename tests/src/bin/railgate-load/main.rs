@@ -69,8 +69,9 @@ struct Args {
     #[arg(long)]
     ready_file: Option<String>,
     /// File the runner writes when the measurement may start (several load processes measured
-    /// over one window): the window starts half a second after it appears (waited for at most
-    /// 120 s). Without it, half a second after the ready file.
+    /// over one window): the window starts half a second after it appears; not there within
+    /// 120 s, the run fails rather than measure a window of its own. Without it, half a second
+    /// after the ready file.
     #[arg(long)]
     go_file: Option<String>,
     /// Connect over TLS, trusting the CA certificate(s) in this PEM file (server name `localhost`).
@@ -418,7 +419,8 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     }
     if let Some(go) = &args.go_file {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !std::path::Path::new(go).exists() && Instant::now() < deadline {
+        while !std::path::Path::new(go).exists() {
+            assert!(Instant::now() < deadline, "no go file {go} within 120 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
