@@ -249,6 +249,11 @@ impl SseStream {
         out
     }
 
+    /// The ids of the next `n` events (panics if the stream ends first).
+    pub async fn ids(&mut self, n: usize) -> Vec<Option<String>> {
+        self.take(n).await.into_iter().map(|e| e.id).collect()
+    }
+
     fn take_event(&mut self) -> Option<SseEvent> {
         loop {
             let from = self.scanned.saturating_sub(1);

@@ -169,6 +169,16 @@ impl Stack {
         r.json().as_array().cloned().unwrap_or_default()
     }
 
+    /// The `Last-Event-ID` of each request the mock got for `path`, oldest first (`null`:
+    /// none).
+    pub async fn mock_cursors(&self, path: &str) -> Vec<Value> {
+        let requests = self.mock_requests().await.into_iter();
+        requests
+            .filter(|r| r["path"] == path)
+            .map(|r| r["headers"]["last-event-id"].clone())
+            .collect()
+    }
+
     /// The gateway's metrics text.
     pub async fn metrics(&self) -> String {
         let r = crate::client::get(&self.gw.admin(), "/metrics", &[]).await;
@@ -177,8 +187,14 @@ impl Stack {
 
     /// The value of one metric sample line (`name{labels}`), 0 when absent.
     pub async fn metric(&self, sample: &str) -> f64 {
-        metric_value(&self.metrics().await, sample)
+        scrape(&self.gw.admin(), sample).await
     }
+}
+
+/// The value of one metric sample line of the gateway whose admin listener is `admin`.
+pub async fn scrape(admin: &str, sample: &str) -> f64 {
+    let r = crate::client::get(admin, "/metrics", &[]).await;
+    metric_value(&String::from_utf8_lossy(&r.body), sample)
 }
 
 /// Finds `sample` (exact name and label set as rendered) in a Prometheus text body.

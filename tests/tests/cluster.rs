@@ -6,7 +6,7 @@ use railgate_tests::eventually;
 use railgate_tests::process::Proc;
 use railgate_tests::redis::Redis;
 use railgate_tests::stack::{
-    assert_envelope, full_headers, metric_value, refs, ticket_for, token, Stack, ADMIN_TOKEN,
+    assert_envelope, full_headers, refs, scrape, ticket_for, token, Stack, ADMIN_TOKEN,
 };
 use serde_json::json;
 
@@ -34,14 +34,9 @@ impl Cluster {
     }
 }
 
-async fn metric(admin: &str, sample: &str) -> f64 {
-    let m = get(admin, "/metrics", &[]).await;
-    metric_value(&String::from_utf8_lossy(&m.body), sample)
-}
-
 async fn all_up(c: &Cluster, up: f64) -> bool {
     for admin in c.admins() {
-        if metric(&admin, "railgate_cluster_up").await != up {
+        if scrape(&admin, "railgate_cluster_up").await != up {
             return false;
         }
     }
@@ -117,7 +112,7 @@ async fn while_redis_is_down_tickets_are_refused_and_streams_go_on() {
     let jwt = SseStream::open(&c.c.0.addr(), &format!("/sse/chat/{th}"), &refs(&h)).await;
     assert_eq!(jwt.status, 200);
     c.a.publish(&th, 2).await;
-    let ids = next_ids(&mut stream, 2).await;
+    let ids = stream.ids(2).await;
     assert_eq!(ids, [Some("1".to_owned()), Some("2".to_owned())]);
 
     c.redis.restart();
@@ -192,7 +187,7 @@ async fn registry_evictions_and_learned_owners_reach_every_replica() {
     eventually!(
         10,
         "C heard of the new owner",
-        metric(&c.c.0.admin(), learned).await == 1.0
+        scrape(&c.c.0.admin(), learned).await == 1.0
     );
     let new_path = format!("/chat/threads/{new_th}/messages");
     assert_eq!(get(&cc, &new_path, &refs(&h)).await.status, 200);
@@ -288,7 +283,7 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
     let mut first = SseStream::open(&c.b.0.addr(), &path, &refs(&h)).await;
     assert_eq!(first.status, 200);
     c.a.publish(&th, 5).await;
-    let got = next_ids(&mut first, 5).await;
+    let got = first.ids(5).await;
     assert_eq!(
         got,
         (1..=5).map(|n| Some(n.to_string())).collect::<Vec<_>>()
@@ -312,211 +307,16 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
         (head.event.as_str(), head.json()),
         ("resume_cursor", json!({"cursor": "3", "source": "cluster"}))
     );
-    let got = next_ids(&mut resumed, 5).await;
+    let got = resumed.ids(5).await;
     assert_eq!(
         got,
         (4..=8).map(|n| Some(n.to_string())).collect::<Vec<_>>()
     );
     // 4 and 5 came from the cluster journal: C asked the upstream only for what followed 5.
-    let asked: Vec<_> =
-        c.a.mock_requests()
-            .await
-            .into_iter()
-            .filter(|r| r["path"] == path)
-            .map(|r| r["headers"]["last-event-id"].clone())
-            .collect();
+    let asked = c.a.mock_cursors(&path).await;
     assert_eq!(
         asked,
         [json!(null), json!("5")],
         "B's stream from the live end, then C's after 5"
     );
-}
-
-/// A cluster config whose chat SSE route shares upstream streams.
-fn shared_cluster(redis: &Redis) -> String {
-    format!(
-        "[cluster]\nredis_url = \"{}\"\n[[routes]]\nname = \"chat-sse\"\npath = \"/sse/chat/{{thread_id}}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
-        redis.url()
-    )
-}
-
-/// The ids of the next `n` events of a stream.
-async fn next_ids(st: &mut SseStream, n: usize) -> Vec<Option<String>> {
-    st.take(n).await.into_iter().map(|e| e.id).collect()
-}
-
-/// The one replica (index) whose `railgate_cluster_upstream_streams` is 1, if exactly one is.
-async fn lease_holder(admins: &[String; 3]) -> Option<usize> {
-    let mut held = Vec::new();
-    for (i, admin) in admins.iter().enumerate() {
-        if metric(admin, "railgate_cluster_upstream_streams").await == 1.0 {
-            held.push(i);
-        }
-    }
-    held.first().copied().filter(|_| held.len() == 1)
-}
-
-/// Mock stats: upstream SSE streams opened so far.
-async fn upstream_streams(s: &Stack) -> u64 {
-    get(&s.mock_addr(), "/_mock/stats", &[]).await.json()["sse_streams_opened"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_upstream_stream_per_thread_for_the_cluster_and_failover_keeps_every_sequence() {
-    let redis = Redis::start();
-    let a = Stack::start(&shared_cluster(&redis));
-    let mut a = a;
-    let (mut b, _bd) = a.replica();
-    let (mut c, _cd) = a.replica();
-    let th = a.thread("t_a").await;
-    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let path = format!("/sse/chat/{th}");
-    let addrs = [a.addr(), b.addr(), c.addr()];
-    let mut clients: Vec<(usize, SseStream)> = Vec::new();
-    for i in 0..300 {
-        let st = SseStream::open(&addrs[i % 3], &path, &refs(&h)).await;
-        assert_eq!(st.status, 200);
-        clients.push((i % 3, st));
-    }
-    let admins = [a.gw.admin(), b.admin(), c.admin()];
-    eventually!(
-        15,
-        "one replica holds the thread's lease",
-        lease_holder(&admins).await.is_some()
-    );
-    let holder = lease_holder(&admins).await.expect("holder");
-    assert_eq!(
-        upstream_streams(&a).await,
-        1,
-        "300 clients on three replicas: one upstream stream"
-    );
-
-    // 200 events at 50/s; the holder is killed once its clients have seen 20.
-    let r = railgate_tests::client::post_json(
-        &a.mock_addr(),
-        "/_mock/publish",
-        &[],
-        &json!({"thread_id": th, "count": 200, "rate_per_s": 50}),
-    )
-    .await;
-    assert_eq!(r.status, 202);
-    let watcher = clients
-        .iter()
-        .position(|(r, _)| *r == holder)
-        .expect("a client of the holder");
-    let seen: Vec<_> = clients[watcher].1.take(20).await;
-    assert_eq!(
-        seen.last().and_then(|e| e.id.clone()),
-        Some("20".to_owned())
-    );
-    match holder {
-        0 => a.gw.kill9(),
-        1 => b.kill9(),
-        _ => c.kill9(),
-    }
-    let alive: Vec<String> = (0..3)
-        .filter(|r| *r != holder)
-        .map(|r| addrs[r].clone())
-        .collect();
-    let want = |from: u64| {
-        (from..=200)
-            .map(|n| Some(n.to_string()))
-            .collect::<Vec<_>>()
-    };
-    let mut reconnected = 0;
-    for (i, (replica, st)) in clients.iter_mut().enumerate() {
-        if *replica != holder {
-            let already = if i == watcher { 20 } else { 0 };
-            let got = next_ids(st, 200 - already).await;
-            assert_eq!(got, want(already as u64 + 1), "client {i} on a survivor");
-            continue;
-        }
-        // The killed replica's client: what it got, then the rest from a survivor.
-        let mut last = if i == watcher { 20 } else { 0 };
-        while let Some(ev) = st
-            .next_event_within(std::time::Duration::from_secs(10))
-            .await
-        {
-            last = ev
-                .id
-                .as_deref()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(last);
-        }
-        let mut hh = h.clone();
-        hh.push(("last-event-id".into(), last.to_string()));
-        let mut again = SseStream::open(&alive[i % 2], &path, &refs(&hh)).await;
-        assert_eq!(again.status, 200);
-        let mut got = Vec::new();
-        while got.len() < (200 - last) as usize {
-            let ev = again.next_event().await.expect("resumed event");
-            if ev.event != "resume_cursor" {
-                got.push(ev.id);
-            }
-        }
-        assert_eq!(
-            got,
-            want(last + 1),
-            "client {i} resumed on a survivor after {last}"
-        );
-        reconnected += 1;
-    }
-    assert_eq!(reconnected, 100);
-    assert_eq!(
-        upstream_streams(&a).await,
-        2,
-        "the survivor that took the lease opened the only other one"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_streams_go_on_through_a_redis_outage_without_a_gap_or_a_duplicate() {
-    let mut redis = Redis::start();
-    let a = Stack::start(&shared_cluster(&redis));
-    let (b, _bd) = a.replica();
-    let th = a.thread("t_a").await;
-    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
-    let path = format!("/sse/chat/{th}");
-    let mut on_a = SseStream::open(&a.addr(), &path, &refs(&h)).await;
-    let mut on_b = SseStream::open(&b.addr(), &path, &refs(&h)).await;
-    let admins = [a.gw.admin(), b.admin()];
-    let reading = |admins: [String; 2]| async move {
-        let mut n = 0.0;
-        for admin in &admins {
-            n += metric(admin, "railgate_cluster_upstream_streams").await;
-        }
-        n
-    };
-    eventually!(
-        15,
-        "one replica reads the upstream",
-        reading(admins.clone()).await == 1.0
-    );
-    let ids = |from: u64, to: u64| (from..=to).map(|n| Some(n.to_string())).collect::<Vec<_>>();
-    a.publish(&th, 3).await;
-    for st in [&mut on_a, &mut on_b] {
-        assert_eq!(next_ids(st, 3).await, ids(1, 3));
-    }
-    redis.kill9();
-    eventually!(
-        15,
-        "both replicas read the upstream themselves",
-        reading(admins.clone()).await == 2.0
-    );
-    a.publish(&th, 3).await;
-    for st in [&mut on_a, &mut on_b] {
-        assert_eq!(next_ids(st, 3).await, ids(4, 6));
-    }
-    redis.restart();
-    a.publish(&th, 3).await;
-    for st in [&mut on_a, &mut on_b] {
-        assert_eq!(next_ids(st, 3).await, ids(7, 9));
-    }
-    // Nothing twice: the next event on each is the next id.
-    a.publish(&th, 1).await;
-    for st in [&mut on_a, &mut on_b] {
-        assert_eq!(st.take(1).await[0].id.as_deref(), Some("10"));
-    }
 }

@@ -4,7 +4,7 @@
 //! ([`super::journal`]) instead. When the holder dies its lease runs out and another replica
 //! takes it and resumes the upstream after the last event it relayed.
 
-use super::journal::{decode_entry, Place};
+use super::journal::{decode_entry, entry_prev, follows, Place};
 use super::Cluster;
 use crate::sse::Event;
 use redis::aio::MultiplexedConnection;
@@ -80,6 +80,17 @@ pub struct JournalReader<'a> {
     conn: Option<MultiplexedConnection>,
     /// The last entry read (a Redis stream id).
     at: Option<String>,
+    /// The id of the last event read, which the next entry must follow on from.
+    chain: Option<String>,
+}
+
+/// What one read of the journal gave.
+pub struct Followed {
+    /// The events, in order.
+    pub events: Vec<Event>,
+    /// The read stopped at an entry that does not follow on from the last event read: the
+    /// journal misses events there, which only the upstream has.
+    pub broken: bool,
 }
 
 impl<'a> JournalReader<'a> {
@@ -90,6 +101,7 @@ impl<'a> JournalReader<'a> {
             stream: cluster.journal_key(place),
             conn: None,
             at: None,
+            chain: None,
         }
     }
 
@@ -132,6 +144,7 @@ impl<'a> JournalReader<'a> {
                 .find(|(_, f)| decode_entry(f).is_some_and(|e| e.id.as_deref() == Some(id)))
         });
         let positioned = id.is_none() || found.is_some();
+        self.chain = found.and(id).map(str::to_owned);
         self.at = found
             .or(entries.last())
             .map(|(entry, _)| entry.clone())
@@ -139,8 +152,9 @@ impl<'a> JournalReader<'a> {
         positioned
     }
 
-    /// The events written after the last read, waiting up to `wait` for some.
-    pub async fn next(&mut self, wait: Duration) -> Vec<Event> {
+    /// The events written after the last read, waiting up to `wait` for some; up to the first
+    /// entry that does not follow on from the event before it ([`Followed::broken`]).
+    pub async fn next(&mut self, wait: Duration) -> Followed {
         if self.at.is_none() {
             self.resync(None).await;
         }
@@ -154,16 +168,28 @@ impl<'a> JournalReader<'a> {
             .arg(&self.stream)
             .arg(at)
             .clone();
-        let Some(Some(streams)) = self.query::<XRead>(&cmd, wait).await else {
-            return Vec::new();
+        let mut read = Followed {
+            events: Vec::new(),
+            broken: false,
         };
-        let mut out = Vec::new();
-        for (_, entries) in streams {
-            for (entry, fields) in entries {
+        let Some(Some(streams)) = self.query::<XRead>(&cmd, wait).await else {
+            return read;
+        };
+        for (entry, fields) in streams.into_iter().flat_map(|(_, entries)| entries) {
+            let Some(ev) = decode_entry(&fields) else {
                 self.at = Some(entry);
-                out.extend(decode_entry(&fields));
+                continue;
+            };
+            if !follows(self.chain.as_deref(), entry_prev(&fields)) {
+                read.broken = true;
+                break;
             }
+            self.at = Some(entry);
+            if let Some(id) = ev.id.as_deref() {
+                self.chain = Some(id.to_owned());
+            }
+            read.events.push(ev);
         }
-        out
+        read
     }
 }

@@ -227,7 +227,7 @@ impl Opening<'_> {
             sharing,
         );
         if let Some((cluster, place)) = self.cluster_place() {
-            hub.mirror_to(cluster.journal_writer(place));
+            hub.mirror.to(cluster.journal_writer(place));
             if sharing == Sharing::Shared {
                 hub.placement.pending();
             }

@@ -6,6 +6,10 @@
 //! [`LEASE`](crate::cluster::lease::LEASE) plus half a second, resuming after the last event it
 //! relayed: its clients see no gap and no duplicate.
 //!
+//! A follower takes the journal's events only while each follows on from the last one it took:
+//! at a break (the journal misses events there, see [`crate::cluster::journal`]) it reads the
+//! upstream itself from its last event, like a replica whose last event the journal lacks.
+//!
 //! While Redis cannot be reached, every replica reads the upstream itself (streams go on; the
 //! cluster briefly has one upstream stream per replica). When it is back, one takes the lease and
 //! the others follow again — except a replica whose last relayed event the journal does not hold
@@ -13,7 +17,7 @@
 //! reading the upstream itself until the thread's clients leave.
 
 use crate::app::Gateway;
-use crate::cluster::journal::Place;
+use crate::cluster::journal::{Append, Mirror, Place};
 use crate::cluster::lease::{JournalReader, LEASE};
 use crate::cluster::Cluster;
 use crate::proxy::sse_hub::Hub;
@@ -32,7 +36,7 @@ pub async fn run(
     cluster: Arc<Cluster>,
     place: Place,
 ) {
-    hub.set_mirroring(false);
+    hub.mirror.set(Append::Off);
     let mut reader = JournalReader::new(&cluster, &place);
     let mut own = !reader.resync(hub.last_id().as_deref()).await;
     hub.placement.placed();
@@ -44,15 +48,21 @@ pub async fn run(
                 Some(true) => Lease::Held,
                 None => Lease::Unknown,
                 Some(false) => {
-                    let events = reader.next(FOLLOW).await;
-                    if !events.is_empty() {
-                        hub.deliver(events, Instant::now());
+                    let read = reader.next(FOLLOW).await;
+                    if !read.events.is_empty() {
+                        hub.deliver(read.events, Instant::now());
+                    }
+                    if read.broken {
+                        tracing::warn!(route = %place.route, thread_id = %hub.thread, "the cluster's journal misses events after the last one relayed here; reading the upstream stream from there");
+                        own = true;
                     }
                     continue;
                 }
             },
         };
         lead(&gw, &hub, &spec, (&cluster, &place), lease).await;
+        // Its own last writes first: the journal then holds its last event unless it could not.
+        hub.mirror.flush(LEASE).await;
         own = own || !reader.resync(hub.last_id().as_deref()).await;
     }
     cluster.release(&place).await;
@@ -69,6 +79,17 @@ enum Lease {
     Never,
 }
 
+impl Lease {
+    /// How the events read join the cluster's journal: the holder's whatever it holds, others'
+    /// only as its next ones.
+    fn append(self) -> Append {
+        match self {
+            Lease::Held => Append::Always,
+            Lease::Unknown | Lease::Never => Append::IfNext,
+        }
+    }
+}
+
 /// Reads the upstream while the lease holds, or while Redis cannot say (or for good).
 async fn lead(
     gw: &Arc<Gateway>,
@@ -82,21 +103,22 @@ async fn lead(
     }
     let held = gw.metrics.cluster_upstreams();
     held.inc();
-    hub.set_mirroring(true);
+    hub.mirror.set(lease.append());
     tokio::select! {
         _ = sse_upstream::run_once(gw, hub, spec, None) => {}
-        _ = keep(cluster, place, lease) => {
+        _ = keep(cluster, place, lease, &hub.mirror) => {
             tracing::info!(route = %place.route, thread_id = %hub.thread, "another replica reads the upstream stream; following the cluster's journal");
         }
     }
-    hub.set_mirroring(false);
+    hub.mirror.set(Append::Off);
     held.dec();
 }
 
 /// Returns once another replica is known to hold the lease; renews it while this one does, and
 /// takes it when Redis answers again after an outage.
-async fn keep(cluster: &Cluster, place: &Place, mut lease: Lease) {
+async fn keep(cluster: &Cluster, place: &Place, mut lease: Lease, mirror: &Mirror) {
     loop {
+        mirror.set(lease.append());
         tokio::time::sleep(LEASE / 4).await;
         lease = match lease {
             Lease::Never => continue,

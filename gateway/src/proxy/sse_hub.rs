@@ -5,6 +5,7 @@
 //! that client with `stream.slow_consumer`. A hub is private (one client) or shared by every
 //! client of its thread (`share_upstream`).
 
+use crate::cluster::journal::Mirror;
 use crate::config::{Delivery, Ephemeral, Route};
 use crate::dedupe::Deduper;
 use crate::inject::{prepare, Stamp};
@@ -56,6 +57,9 @@ struct State {
     dedupe: Deduper,
     /// The last event id delivered (what a reconnect resumes from).
     last_id: Option<Arc<str>>,
+    /// Cluster mode: the id of the last event passed to the clients (screened-out ones are
+    /// not), which the cluster's journal is told the next one follows.
+    chain: Option<Arc<str>>,
     /// A client cursor to announce as `resume_cursor` (source upstream) once connected.
     pending_resume: Option<String>,
     /// Ephemeral routes: each coalescing key's rate window.
@@ -81,9 +85,8 @@ pub struct Hub {
     joining: AtomicU64,
     /// Whether the hub's source is in place ([`crate::proxy::sse_placement`]).
     pub placement: Placement,
-    /// Cluster mode: the cluster's journal, written while `mirroring` (not by a follower).
-    mirror: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Arc<Event>>>,
-    mirroring: std::sync::atomic::AtomicBool,
+    /// Cluster mode: the way into the cluster's journal.
+    pub mirror: Mirror,
 }
 
 /// Counts a client as joining until dropped.
@@ -128,6 +131,7 @@ impl Hub {
                 subs: Vec::with_capacity(usize::from(sharing == Sharing::Private)),
                 dedupe: Deduper::after(cursor),
                 last_id: cursor.map(Arc::from),
+                chain: cursor.map(Arc::from),
                 pending_resume: None,
                 rates: Rates::new(),
             }),
@@ -137,19 +141,8 @@ impl Hub {
             metrics,
             joining: AtomicU64::new(0),
             placement: Placement::default(),
-            mirror: std::sync::OnceLock::new(),
-            mirroring: std::sync::atomic::AtomicBool::new(true),
+            mirror: Mirror::default(),
         })
-    }
-
-    /// Whether what this hub relays is written to the cluster's journal (it reads the upstream).
-    pub fn set_mirroring(&self, on: bool) {
-        self.mirroring.store(on, Ordering::Relaxed);
-    }
-
-    /// Writes what this hub journals to the cluster's journal too (`crate::cluster::journal`).
-    pub fn mirror_to(&self, writer: tokio::sync::mpsc::UnboundedSender<Arc<Event>>) {
-        let _ = self.mirror.set(writer);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -251,6 +244,7 @@ impl Hub {
             Sharing::Private => {
                 st.dedupe = Deduper::after(Some(at));
                 st.last_id = Some(Arc::from(at));
+                st.chain = Some(Arc::from(at));
             }
         }
         st.subs.push(sub);
@@ -391,13 +385,7 @@ impl Hub {
             ) else {
                 continue;
             };
-            if let Some(m) = self
-                .mirror
-                .get()
-                .filter(|_| self.mirroring.load(Ordering::Relaxed))
-            {
-                let _ = m.send(ev.clone());
-            }
+            self.mirror.send(&mut st.chain, &ev);
             batch.bytes += wire_size(&ev);
             batch.events.push(ev);
             batch.heads.push(head);
