@@ -33,11 +33,42 @@ fn ids(from: u64, to: u64) -> Vec<Option<String>> {
     (from..=to).map(|n| Some(n.to_string())).collect()
 }
 
+/// A stream resumed after `cursor` on `addr`, which no journal could replay: its first event
+/// says it resumes from the upstream.
+async fn resumed_from_upstream(
+    addr: &str,
+    path: &str,
+    h: &[(String, String)],
+    cursor: &str,
+) -> SseStream {
+    let mut with_cursor = h.to_vec();
+    with_cursor.push(("last-event-id".into(), cursor.into()));
+    let mut resumed = SseStream::open(addr, path, &refs(&with_cursor)).await;
+    assert_eq!(resumed.status, 200);
+    let head = resumed.next_event().await.expect("resume_cursor");
+    assert_eq!(
+        (head.event.as_str(), head.json()),
+        (
+            "resume_cursor",
+            json!({"cursor": cursor, "source": "upstream"})
+        )
+    );
+    resumed
+}
+
 /// Mock stats: upstream SSE streams opened so far.
 async fn upstream_streams(s: &Stack) -> u64 {
-    get(&s.mock_addr(), "/_mock/stats", &[]).await.json()["sse_streams_opened"]
-        .as_u64()
-        .unwrap_or(0)
+    mock_stat(s, "sse_streams_opened").await
+}
+
+/// Mock stats: streams open now (each sees the next publish).
+async fn mock_streams(s: &Stack) -> u64 {
+    mock_stat(s, "streams_active").await
+}
+
+async fn mock_stat(s: &Stack, name: &str) -> u64 {
+    let stats = get(&s.mock_addr(), "/_mock/stats", &[]).await.json();
+    stats[name].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,18 +238,7 @@ async fn a_stream_resumed_past_the_cluster_journal_leaves_no_gap_for_the_followe
     let live = &mut t.live;
     a.publish(th, 2).await;
     // A client that got event 4 from the stopped holder comes back.
-    let mut after_4 = h.clone();
-    after_4.push(("last-event-id".into(), "4".into()));
-    let mut resumed = SseStream::open(&b.addr(), path, &refs(&after_4)).await;
-    assert_eq!(resumed.status, 200);
-    let head = resumed.next_event().await.expect("resume_cursor");
-    assert_eq!(
-        (head.event.as_str(), head.json()),
-        (
-            "resume_cursor",
-            json!({"cursor": "4", "source": "upstream"})
-        )
-    );
+    let mut resumed = resumed_from_upstream(&b.addr(), path, h, "4").await;
     assert_eq!(resumed.ids(1).await, ids(5, 5));
     // The stopped holder's lease goes; a replica takes it and reads the upstream after 3.
     assert_eq!(redis.integer(&["DEL", &t.lease]), 1);
@@ -281,6 +301,48 @@ async fn a_follower_meeting_a_hole_in_the_cluster_journal_reads_the_upstream_its
         assert_eq!(st.ids(1).await, ids(6, 6));
     }
     assert_eq!(upstream_streams(a).await, 3);
+}
+
+/// A thread's clients all leave, events come that nobody reads, and a new client starts the
+/// thread's stream from now: its first event starts the cluster's journal afresh (the events
+/// between are in no journal), and a client resuming from before them gets them from the
+/// upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_started_from_now_starts_the_cluster_journal_afresh() {
+    let redis = Redis::start();
+    let a = Stack::start(&shared_cluster(&redis));
+    let (b, _bd) = a.replica();
+    let th = a.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let path = format!("/sse/chat/{th}");
+    let journal = format!("railgate:journal:chat-sse:{th}");
+    let mut first = SseStream::open(&a.addr(), &path, &refs(&h)).await;
+    eventually!(10, "A reads the upstream", mock_streams(&a).await == 1);
+    a.publish(&th, 3).await;
+    assert_eq!(first.ids(3).await, ids(1, 3));
+    eventually!(
+        10,
+        "1 to 3 in the cluster's journal",
+        redis.integer(&["XLEN", &journal]) == 3
+    );
+    drop(first);
+    eventually!(10, "nobody reads the upstream", mock_streams(&a).await == 0);
+    a.publish(&th, 2).await;
+    let mut later = SseStream::open(&a.addr(), &path, &refs(&h)).await;
+    eventually!(
+        10,
+        "A reads the upstream again",
+        mock_streams(&a).await == 1
+    );
+    a.publish(&th, 1).await;
+    assert_eq!(later.ids(1).await, ids(6, 6));
+    eventually!(
+        10,
+        "the journal starts afresh at 6",
+        redis.integer(&["XLEN", &journal]) == 1
+    );
+    let mut resumed = resumed_from_upstream(&b.addr(), &path, &h, "3").await;
+    assert_eq!(resumed.ids(3).await, ids(4, 6));
 }
 
 /// Two replicas with a live client each on one thread, its events 1 to 3 delivered, both
