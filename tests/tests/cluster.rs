@@ -320,3 +320,43 @@ async fn a_client_resumes_on_another_replica_from_the_cluster_journal() {
         "B's stream from the live end, then C's after 5"
     );
 }
+
+/// On a route without `share_upstream` each client's stream writes the cluster's journal; one
+/// that starts from now on a busy thread joins it only where its events follow on, so the
+/// journal stays whole for resumes elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_joining_a_busy_thread_keeps_the_cluster_journal_whole() {
+    let c = Cluster::start();
+    eventually!(10, "every replica reaches Redis", all_up(&c, 1.0).await);
+    let th = c.a.thread("t_a").await;
+    let h = full_headers(&token("t_a", "u1", json!({})), "t_a");
+    let path = format!("/sse/chat/{th}");
+    let journal = format!("railgate:journal:chat-sse:{th}");
+    let ids = |from: u64, to: u64| (from..=to).map(|n| Some(n.to_string())).collect::<Vec<_>>();
+    let mut first = SseStream::open(&c.a.addr(), &path, &refs(&h)).await;
+    c.a.publish(&th, 3).await;
+    assert_eq!(first.ids(3).await, ids(1, 3));
+    eventually!(
+        10,
+        "1 to 3 in the cluster's journal",
+        c.redis.integer(&["XLEN", &journal]) == 3
+    );
+    let mut second = SseStream::open(&c.b.0.addr(), &path, &refs(&h)).await;
+    c.a.publish(&th, 2).await;
+    assert_eq!(first.ids(2).await, ids(4, 5));
+    assert_eq!(second.ids(2).await, ids(4, 5));
+    eventually!(
+        10,
+        "4 and 5 after 1 to 3",
+        c.redis.integer(&["XLEN", &journal]) == 5
+    );
+    let mut after_1 = h.clone();
+    after_1.push(("last-event-id".into(), "1".into()));
+    let mut resumed = SseStream::open(&c.c.0.addr(), &path, &refs(&after_1)).await;
+    let head = resumed.next_event().await.expect("resume_cursor");
+    assert_eq!(
+        (head.event.as_str(), head.json()),
+        ("resume_cursor", json!({"cursor": "1", "source": "cluster"}))
+    );
+    assert_eq!(resumed.ids(4).await, ids(2, 5));
+}

@@ -11,9 +11,10 @@
 //! after a cursor the journal does not hold yet, or one whose earlier write failed) — except
 //! from the replica holding the thread's lease ([`Append::Always`]), whose stream is the
 //! cluster's; a follower that meets an entry not following on from the last one it took
-//! ([`follows`]), and a replay, stop there instead of skipping what is missing. The first event
-//! of a stream that starts from now (none before it) starts the journal afresh, like the local
-//! journal.
+//! ([`follows`]), and a replay, stop there instead of skipping what is missing. The holder's
+//! first event when its stream starts from now (none before it) starts the journal afresh, like
+//! the local journal; another replica's is left out, so that streams joining a busy thread of a
+//! route without `share_upstream` do not cut the journal short.
 //! Events without an id cannot be resumed to and are not written. The stream is capped like
 //! the local journal (`sse.journal_events`, approximately) and expires `sse.journal_age` after
 //! its last write. A write that fails is dropped, never retried out of order.
@@ -30,8 +31,8 @@ const APPEND: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 if last and last[2][2] ~= ARGV[5] then
-  if ARGV[5] == '' then redis.call('DEL', KEYS[1])
-  elseif ARGV[6] == '0' then return -1 end
+  if ARGV[6] == '0' then return -1 end
+  if ARGV[5] == '' then redis.call('DEL', KEYS[1]) end
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'prev', ARGV[5], 'ev', ARGV[2])
