@@ -29,7 +29,7 @@ def spread(b, targets, thread, per_target, rate, duration, watch):
     """Clients of one thread spread over `targets` (one railgate-load each), all measured over
     one window: each load waits for the go file, written once every one is up and the events
     flow (a load measuring from its own readiness would count the time before the publishing
-    began as events missed)."""
+    began as events missed). Each client's ids are checked from its first event (`--tally`)."""
     loads = []
     go = os.path.join(b.tmp, "go")
     if os.path.exists(go):
@@ -39,7 +39,7 @@ def spread(b, targets, thread, per_target, rate, duration, watch):
         if os.path.exists(ready):
             os.remove(ready)
         cmd = [os.path.join(REL, "railgate-load"), "sse", "--target", t, "--threads", thread, "--per-thread", str(per_target),
-               "--duration", str(duration), "--ready-file", ready, "--go-file", go,
+               "--duration", str(duration), "--ready-file", ready, "--go-file", go, "--tally",
                "--watch", ",".join(f"{n}{j}={p}" for j, (n, p) in enumerate(watch)),
                "--header", f"Authorization: Bearer {b.tok}"] + sum((["--header", h] for h in HEADERS), [])
         loads.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True), ready))
@@ -59,7 +59,7 @@ def cluster_row(b):
     replicas = [b.start_gateway(f"replica-{i}", "true", 1, cluster=url) for i in range(3)]
     rate, duration = 100, 15
     print(f"\n### (h) cluster: 1 thread × 600 SSE clients, {rate} events/s, {duration} s (share_upstream, 1 worker each)\n")
-    print("| setup | connected | upstream streams | delivered ev/s | of expected | p50 ms | p99 ms (worst replica) | CPU (cores) |\n|---|---|---|---|---|---|---|---|")
+    print("| setup | connected | upstream streams | delivered ev/s | of expected | ids skipped / repeated | p50 ms | p99 ms (worst replica) | CPU (cores) |\n|---|---|---|---|---|---|---|---|---|")
     setups = [("single gateway", [b.gw["railgate-shared-1w"]]), ("3 replicas + Redis", replicas)]
     for name, gws in setups:
         before = b.stats()["sse_streams_opened"]
@@ -75,8 +75,9 @@ def cluster_row(b):
         cpu_text = " ".join(f"{k}={v:.2f}" for k, v in sorted(cpu.items()) if k != "load")
         p50 = max(r["latency_us"]["p50"] for r in rs) / 1000
         p99 = max(r["latency_us"]["p99"] for r in rs) / 1000
+        gaps, repeats = (sum(r["tally"][k] for r in rs) for k in ("gaps", "repeats"))
         print(f"| {name} | {sum(r['connected'] for r in rs)}/600 | {streams} | {eps:,.0f} | {eps / (600 * rate) * 100:.1f}% | "
-              f"{p50:.2f} | {p99:.2f} | {cpu_text} |", flush=True)
+              f"{gaps} / {repeats} | {p50:.2f} | {p99:.2f} | {cpu_text} |", flush=True)
 
 
 def make_cert(tmp):
