@@ -207,6 +207,11 @@ impl<N: Weigh> Journal<N> {
         )
     }
 
+    /// The id of the newest event held.
+    pub fn last_id(&self) -> Option<&str> {
+        self.entries.back().map(Entry::id)
+    }
+
     /// Number of events held.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -3,7 +3,8 @@
 //! threads at once.
 
 use futures_util::future::join_all;
-use railgate_tests::client::SseStream;
+use railgate_tests::client::{get, post_json, SseStream};
+use railgate_tests::eventually;
 use railgate_tests::stack::{full_headers, refs, token, Stack};
 use serde_json::json;
 use std::time::Duration;
@@ -98,4 +99,54 @@ async fn several_threads_resume_in_order_from_journal_and_upstream() {
             ((3..=18).collect::<Vec<_>>(), Some("upstream"))
         );
     }
+}
+
+/// On a shared thread a resuming client is replayed its backlog from the journal before it joins
+/// the thread's hub, which meanwhile may have no client at all. The hub made for it reads the
+/// upstream after the journal's newest event (events that came while no hub read are not
+/// skipped), and what the upstream sends during a long replay is journaled for the client all
+/// the same: it gets every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_on_a_shared_thread_misses_nothing_sent_meanwhile() {
+    let s = Stack::start(
+        "[sse]\njournal_events = 2048\njournal_bytes = 67108864\n[[routes]]\nname = \"chat-sse\"\n\
+         path = \"/sse/chat/{thread_id}\"\nkind = \"sse\"\nshare_upstream = true\nrequire = [\"tenant\"]\n",
+    );
+    let th = s.thread("t_a").await;
+    let streams = || async {
+        let stats = get(&s.mock_addr(), "/_mock/stats", &[]).await.json();
+        stats["streams_active"].as_u64().unwrap_or(0)
+    };
+    // 1,000 events of 32 KiB: a backlog larger than the queue and the sockets between hold.
+    let mut live = open(&s, &th, None).await;
+    eventually!(
+        10,
+        "the thread's upstream stream is open",
+        streams().await == 1
+    );
+    let big = json!({"thread_id": th, "count": 1000, "payload_bytes": 32768});
+    let r = post_json(&s.mock_addr(), "/_mock/publish", &[], &big).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        read(&mut live, 1000).await.0,
+        (1..=1000).collect::<Vec<_>>()
+    );
+    drop(live);
+    eventually!(
+        10,
+        "the thread's hub let its stream go",
+        streams().await == 0
+    );
+    s.publish(&th, 2).await;
+    // A client resumes from 1 and does not read yet: its replay waits for room.
+    let mut resumed = open(&s, &th, Some("1")).await;
+    eventually!(
+        10,
+        "the thread's hub reads the upstream again",
+        streams().await == 1
+    );
+    s.publish(&th, 3).await;
+    let (seqs, source) = read(&mut resumed, 1004).await;
+    assert_eq!(source.as_deref(), Some("journal"));
+    assert_eq!(seqs, (2..=1005).collect::<Vec<_>>());
 }

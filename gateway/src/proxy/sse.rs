@@ -216,12 +216,12 @@ impl Opening<'_> {
         Some(at)
     }
 
-    fn hub(&self, cursor: Option<&str>, sharing: Sharing) -> Arc<Hub> {
+    fn hub(&self, client: &Client, cursor: Option<&str>, sharing: Sharing) -> Arc<Hub> {
         let hub = Hub::new(
             self.gw.hubs.metrics_of(&self.gw.metrics, &self.route.name),
             self.route.clone(),
-            self.thread.to_owned(),
-            self.key.clone(),
+            (self.thread.to_owned(), self.key.clone()),
+            client.stamp.clone(),
             self.journal.clone(),
             cursor,
             sharing,
@@ -257,11 +257,18 @@ impl Opening<'_> {
     fn resume_from_journal(&self, client: &Client, cursor: String) -> Arc<Notify> {
         client.announce(&cursor, "journal");
         let (hub, joining, run_private) = if self.route.share_upstream {
+            // A hub made for this client reads the upstream after the journal's newest event,
+            // not from now: the client is replayed up to that event, then fed from the hub.
+            let newest = self
+                .journal
+                .lock()
+                .ok()
+                .and_then(|j| j.last_id().map(str::to_owned));
             // Registered as joining under the registry lock, so the hub cannot stop meanwhile.
             let joined = self.gw.hubs.join_shared(
                 &self.route.name,
                 &self.key,
-                || self.hub(None, Sharing::Shared),
+                || self.hub(client, newest.as_deref(), Sharing::Shared),
                 Joining::new,
             );
             if joined.created {
@@ -269,7 +276,7 @@ impl Opening<'_> {
             }
             (joined.hub, joined.attached, false)
         } else {
-            let hub = self.hub(Some(&cursor), Sharing::Private);
+            let hub = self.hub(client, Some(&cursor), Sharing::Private);
             let joining = Joining::new(&hub);
             (hub, joining, true)
         };
@@ -289,7 +296,7 @@ impl Opening<'_> {
         let joined = self.gw.hubs.join_shared(
             &self.route.name,
             &self.key,
-            || self.hub(None, Sharing::Shared),
+            || self.hub(client, None, Sharing::Shared),
             |h| h.subscribe(client.sub(h)),
         );
         let left = joined.hub.left.clone();
@@ -305,7 +312,7 @@ impl Opening<'_> {
         client: &Client,
         cursor: Option<String>,
     ) -> Result<Arc<Notify>, Denial> {
-        let hub = self.hub(cursor.as_deref(), Sharing::Private);
+        let hub = self.hub(client, cursor.as_deref(), Sharing::Private);
         let first = match connect(self.gw, &self.spec, cursor.as_deref()).await {
             Connect::Gone(code) => return Err(Denial::new(code)),
             Connect::Streaming(body) => {

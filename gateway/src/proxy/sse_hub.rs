@@ -74,6 +74,11 @@ pub struct Hub {
     pub thread: String,
     /// The stream's key: the thread, or thread and user (`stream_scope`).
     pub key: String,
+    /// The stamp of the client the hub was made for: what the isolation screen checks events
+    /// against. Every client of a hub passed the ownership check of the same thread (and stream
+    /// key), so they share one tenant, env and scope; a hub may have no client attached while one
+    /// replays the journal, and what it reads then is screened and journaled all the same.
+    owner: Arc<Stamp>,
     journal: Arc<Mutex<ThreadJournal>>,
     state: Mutex<State>,
     /// Signalled when a client leaves, so an idle hub can stop.
@@ -111,12 +116,13 @@ impl Drop for Joining {
 pub const REPLAY_STALL: Duration = Duration::from_secs(30);
 
 impl Hub {
-    /// A hub for `thread` (stream `key`) on `route`, resuming after `cursor` if given.
+    /// A hub for `thread` (stream `key`) on `route`, made for the client whose stamp is
+    /// `owner`, resuming after `cursor` if given.
     pub fn new(
         metrics: Arc<HubMetrics>,
         route: Arc<Route>,
-        thread: String,
-        key: String,
+        (thread, key): (String, String),
+        owner: Arc<Stamp>,
         journal: Arc<Mutex<ThreadJournal>>,
         cursor: Option<&str>,
         sharing: Sharing,
@@ -125,6 +131,7 @@ impl Hub {
             route,
             thread,
             key,
+            owner,
             journal,
             state: Mutex::new(State {
                 // A private hub has one client for its whole life; a shared one grows.
@@ -312,18 +319,14 @@ impl Hub {
     }
 
     /// Delivers parsed upstream events to every client: one shared [`Batch`] per upstream read,
-    /// finished by each client's own body. Foreign events are dropped here, once: every client of
-    /// a hub passed the ownership check of the same thread, so they share one tenant and env.
+    /// finished by each client's own body. Foreign events are dropped here, once, against the
+    /// stamp of the client the hub was made for; with no client attached they are still
+    /// journaled, for a client replaying the journal to find.
     pub fn deliver(&self, events: Vec<Event>, read_at: Instant) {
         let mut st = self.lock();
-        // The first client's stamp is read where it is: cloning it would write to its count, a
-        // cache line of its own, on every delivery.
         let mut subs = std::mem::take(&mut st.subs);
-        let Some(first) = subs.first() else {
-            return;
-        };
-        let batch = self.admit_events(&mut st, events, &first.stamp, read_at);
-        if batch.events.is_empty() {
+        let batch = self.admit_events(&mut st, events, &self.owner, read_at);
+        if batch.events.is_empty() || subs.is_empty() {
             st.subs = subs;
             return;
         }
