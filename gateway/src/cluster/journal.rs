@@ -11,7 +11,7 @@
 //! after a cursor the journal does not hold yet, or one whose earlier write failed) — except
 //! from the replica holding the thread's lease ([`Append::Always`]), whose stream is the
 //! cluster's; a follower that meets an entry not following on from the last one it took
-//! ([`follows`]), and a replay, stop there instead of skipping what is missing. The holder's
+//! ([`follow`]), and a replay, stop there instead of skipping what is missing. The holder's
 //! first event when its stream starts from now (none before it) starts the journal afresh, like
 //! the local journal; another replica's is left out, so that streams joining a busy thread of a
 //! route without `share_upstream` do not cut the journal short.
@@ -141,7 +141,7 @@ pub struct JournalWriter(mpsc::UnboundedSender<ToJournal>);
 /// Whether an entry written after `prev` follows on from `chain`, the id of the last event taken
 /// from the journal (`None`: nothing taken yet). An entry without `prev` (written by an earlier
 /// version) is taken as following.
-pub fn follows(chain: Option<&str>, prev: Option<&str>) -> bool {
+fn follows(chain: Option<&str>, prev: Option<&str>) -> bool {
     match (chain, prev) {
         (Some(c), Some(p)) => c == p,
         _ => true,
@@ -211,36 +211,57 @@ impl Cluster {
             .clone();
         let entries: Vec<(String, Vec<(String, String)>)> = self.run(&cmd).await.ok()?;
         let mut entries = entries.iter().map(|(_, fields)| fields);
-        entries.find(|f| decode_entry(f).is_some_and(|e| e.id.as_deref() == Some(cursor)))?;
-        let mut chain = cursor.to_owned();
+        entries.find(|f| entry_field(f, "id") == Some(cursor))?;
+        let mut chain = Some(cursor.to_owned());
         let mut out = Vec::new();
         for fields in entries {
-            let Some(ev) = decode_entry(fields) else {
-                continue;
-            };
-            if !follows(Some(&chain), entry_prev(fields)) {
-                break;
+            match follow(&mut chain, fields) {
+                Step::Take(ev) => out.push(ev),
+                Step::Skip => {}
+                Step::Break => break,
             }
-            if let Some(id) = ev.id.as_deref() {
-                chain = id.to_owned();
-            }
-            out.push(ev);
         }
         Some(out)
     }
 }
 
+/// What following the journal does with one entry ([`follow`]).
+pub enum Step {
+    /// Its event, which follows on from the last one taken.
+    Take(Event),
+    /// Nothing: the entry cannot be read.
+    Skip,
+    /// A break: the entry does not follow on from the last event taken.
+    Break,
+}
+
+/// Takes the entry with `fields` as the next after `chain`, the id of the last event taken
+/// (`None`: nothing taken yet), which then moves to the entry's id; at a break `chain` stays.
+pub fn follow(chain: &mut Option<String>, fields: &[(String, String)]) -> Step {
+    let Some(ev) = decode_entry(fields) else {
+        return Step::Skip;
+    };
+    if !follows(chain.as_deref(), entry_field(fields, "prev")) {
+        return Step::Break;
+    }
+    if let Some(id) = ev.id.as_deref() {
+        *chain = Some(id.to_owned());
+    }
+    Step::Take(ev)
+}
+
 /// The event of one journal entry's fields.
-pub fn decode_entry(fields: &[(String, String)]) -> Option<Event> {
+fn decode_entry(fields: &[(String, String)]) -> Option<Event> {
     let (_, ev) = fields.iter().find(|(k, _)| k == "ev")?;
     decode(&serde_json::from_str(ev).ok()?)
 }
 
-/// The id of the event written before this entry's (`Some("")`: none), if the entry says.
-pub fn entry_prev(fields: &[(String, String)]) -> Option<&str> {
+/// One field of a journal entry: `id` (the event's id, also inside `ev`), `prev` (the id of the
+/// event written before it; `""`: none; absent in entries of earlier versions) or `ev`.
+pub fn entry_field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
     fields
         .iter()
-        .find(|(k, _)| k == "prev")
+        .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
@@ -289,20 +310,23 @@ mod tests {
             f
         };
         let after_20 = fields(Some("20"));
-        assert_eq!(entry_prev(&after_20), Some("20"));
-        assert!(follows(Some("20"), entry_prev(&after_20)));
+        assert_eq!(entry_field(&after_20, "prev"), Some("20"));
+        assert!(follows(Some("20"), entry_field(&after_20, "prev")));
         assert!(
-            !follows(Some("19"), entry_prev(&after_20)),
+            !follows(Some("19"), entry_field(&after_20, "prev")),
             "20 is missing: a break"
         );
-        assert!(follows(None, entry_prev(&after_20)), "nothing taken yet");
+        assert!(
+            follows(None, entry_field(&after_20, "prev")),
+            "nothing taken yet"
+        );
         let first = fields(Some(""));
         assert!(
-            !follows(Some("19"), entry_prev(&first)),
+            !follows(Some("19"), entry_field(&first, "prev")),
             "a stream's first event after 19: a break"
         );
         assert!(
-            follows(Some("19"), entry_prev(&fields(None))),
+            follows(Some("19"), entry_field(&fields(None), "prev")),
             "an entry written without `prev` by an earlier version"
         );
     }

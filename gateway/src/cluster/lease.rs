@@ -4,7 +4,7 @@
 //! ([`super::journal`]) instead. When the holder dies its lease runs out and another replica
 //! takes it and resumes the upstream after the last event it relayed.
 
-use super::journal::{decode_entry, entry_prev, follows, Place};
+use super::journal::{entry_field, follow, Place, Step};
 use super::Cluster;
 use crate::sse::Event;
 use redis::aio::MultiplexedConnection;
@@ -141,7 +141,7 @@ impl<'a> JournalReader<'a> {
         let found = id.and_then(|id| {
             entries
                 .iter()
-                .find(|(_, f)| decode_entry(f).is_some_and(|e| e.id.as_deref() == Some(id)))
+                .find(|(_, f)| entry_field(f, "id") == Some(id))
         });
         let positioned = id.is_none() || found.is_some();
         self.chain = found.and(id).map(str::to_owned);
@@ -176,19 +176,15 @@ impl<'a> JournalReader<'a> {
             return read;
         };
         for (entry, fields) in streams.into_iter().flat_map(|(_, entries)| entries) {
-            let Some(ev) = decode_entry(&fields) else {
-                self.at = Some(entry);
-                continue;
-            };
-            if !follows(self.chain.as_deref(), entry_prev(&fields)) {
-                read.broken = true;
-                break;
+            match follow(&mut self.chain, &fields) {
+                Step::Take(ev) => read.events.push(ev),
+                Step::Skip => {}
+                Step::Break => {
+                    read.broken = true;
+                    break;
+                }
             }
             self.at = Some(entry);
-            if let Some(id) = ev.id.as_deref() {
-                self.chain = Some(id.to_owned());
-            }
-            read.events.push(ev);
         }
         read
     }
