@@ -7,8 +7,10 @@ use crate::body::{empty, Body};
 use crate::client_direct::DirectBody;
 use crate::client_pool::{Pool, PooledBody, Settings};
 use crate::config::Limits;
+use crate::conn_timer::ConnTimer;
 use crate::outbound::UpstreamTls;
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -41,11 +43,16 @@ fn within<T>(
     wait: Duration,
     work: impl Future<Output = Result<T, String>>,
 ) -> impl Future<Output = Result<T, UpstreamError>> {
-    tokio::time::timeout(wait, work).map(|answer| match answer {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(e)) => Err(UpstreamError::Unavailable(e)),
-        Err(_) => Err(UpstreamError::Timeout),
-    })
+    tokio::time::timeout(wait, work).map(|answer| timed(answer.ok()))
+}
+
+/// An exchange's answer, `None` when it did not come in time.
+fn timed<T>(answer: Option<Result<T, String>>) -> Result<T, UpstreamError> {
+    match answer {
+        Some(Ok(resp)) => Ok(resp),
+        Some(Err(e)) => Err(UpstreamError::Unavailable(e)),
+        None => Err(UpstreamError::Timeout),
+    }
 }
 
 /// Most idle connections kept per upstream.
@@ -97,15 +104,21 @@ impl HttpClient {
 
     /// Sends a bodiless request directly ([`crate::client_direct`]): `head` is its complete
     /// head for `uri` (absolute: its upstream picks the connection); waits at most the
-    /// response timeout for the answer's head.
+    /// response timeout for the answer's head, timed by `timer` (the client connection's,
+    /// when the request runs in that connection's task) or else by a timer of its own.
     pub fn exchange<'a>(
         &'a self,
         uri: &'a Uri,
         method: &'a Method,
         head: &'a [u8],
+        timer: Option<&'a ConnTimer>,
     ) -> impl Future<Output = Result<Response<DirectBody>, UpstreamError>> + Send + 'a {
         let work = crate::client_direct::exchange(&self.pool, uri, method, head);
-        within(self.response_timeout, work)
+        let wait = self.response_timeout;
+        match timer {
+            Some(t) => Either::Left(t.within(wait, work).map(timed)),
+            None => Either::Right(tokio::time::timeout(wait, work).map(|a| timed(a.ok()))),
+        }
     }
 
     /// `GET url`, reading at most `max` body bytes, all within `wait`.

@@ -7,6 +7,7 @@
 
 use crate::app::Gateway;
 use crate::caps::Connection;
+use crate::conn_timer::ConnTimer;
 use crate::stream_out::{self, Handover, Streaming, Watched};
 use crate::wire::{prefixed, Guarded, Prefixed, Refusal};
 use http::Request;
@@ -127,21 +128,31 @@ type Served = Pin<
     >,
 >;
 
+/// What the service of an HTTP/1.1 connection has that an HTTP/2 one has not: the guard's
+/// refusals, the stream handover, and the connection's one timer (its requests run in its task).
+#[derive(Clone)]
+struct H1 {
+    refusal: Arc<Refusal>,
+    handover: Arc<Handover>,
+    timer: ConnTimer,
+}
+
 /// The service of one connection: every request goes to [`crate::dispatch::handle`], except the
 /// stand-in of a head the HTTP/1 guard refused.
 fn service(
     gw: Arc<Gateway>,
     peer: SocketAddr,
     slot: Arc<Connection>,
-    h1: Option<(Arc<Refusal>, Arc<Handover>)>,
+    h1: Option<H1>,
 ) -> impl Fn(Request<Incoming>) -> Served + Clone {
     move |req: Request<Incoming>| {
         let (gw, slot) = (gw.clone(), slot.clone());
-        let refused = h1.as_ref().and_then(|(r, _)| r.claim(req.headers()));
+        let refused = h1.as_ref().and_then(|h| h.refusal.claim(req.headers()));
         let handover = h1
             .as_ref()
             .filter(|_| Handover::eligible(&req))
-            .map(|(_, h)| h.clone());
+            .map(|h| h.handover.clone());
+        let timer = h1.as_ref().map(|h| h.timer.clone());
         // Boxed: hyper keeps a slot the size of this future for the connection's whole life; a
         // box in it is 16 bytes, and the request's own state is freed once the response (or the
         // stream body) is handed over. The paths a plain request does not take (a registry
@@ -152,7 +163,7 @@ fn service(
         Box::pin(async move {
             let resp = match refused {
                 Some(denial) => crate::dispatch::refused(&gw, &denial),
-                None => crate::dispatch::handle(gw, req, peer, slot).await,
+                None => crate::dispatch::handle(gw, req, peer, slot, timer).await,
             };
             Ok(match handover {
                 Some(h) => h.take(resp),
@@ -190,9 +201,15 @@ where
         Guarded::new(io, header_bytes, refusal.clone()),
         handover.clone(),
     );
-    let svc = service(gw, peer, slot.clone(), Some((refusal, handover.clone())));
+    let timer = ConnTimer::new();
+    let h1 = H1 {
+        refusal,
+        handover: handover.clone(),
+        timer: timer.clone(),
+    };
+    let svc = service(gw, peer, slot.clone(), Some(h1));
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(timer)
         .header_read_timeout(header_timeout)
         .max_buf_size((header_bytes * 2).max(8192))
         .serve_connection(TokioIo::new(io), service_fn(svc))

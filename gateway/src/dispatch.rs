@@ -9,6 +9,7 @@ use crate::body::Body;
 use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Config, Rail, Route};
+use crate::conn_timer::ConnTimer;
 use crate::outcome::{count, record, Outcome};
 use crate::proxy::forwarded::{Forwarding, Peer};
 use crate::{proxy, respond, tickets};
@@ -39,13 +40,14 @@ pub fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     conn: Arc<Connection>,
+    timer: Option<ConnTimer>,
 ) -> impl Future<Output = Response<Body>> + Send {
     async move {
         let trace = early_trace_id(req.headers());
         let mut out = Outcome::new(req.method().clone(), req.uri().path().to_owned(), trace);
         out.version = req.version();
         let asks_upgrade = req.headers().contains_key(http::header::UPGRADE);
-        let answer = match serve(&gw, req, peer, &conn, &mut out).await {
+        let answer = match serve(&gw, req, peer, &conn, timer.as_ref(), &mut out).await {
             Ok(answer) => answer,
             Err(d) => {
                 out.code = Some(d.code);
@@ -90,6 +92,7 @@ fn serve<'a>(
     req: Request<Incoming>,
     peer: SocketAddr,
     conn: &'a Arc<Connection>,
+    timer: Option<&'a ConnTimer>,
     out: &'a mut Outcome,
 ) -> impl Future<Output = Result<Answer, Denial>> + Send + 'a {
     async move {
@@ -117,7 +120,7 @@ fn serve<'a>(
         match route.kind {
             Rail::Http => {
                 within_body_limit(&live.config, &req)?;
-                http_rail(gw, at, req, conn, out).await
+                http_rail(gw, at, req, (conn, timer), out).await
             }
             Rail::Sse => Box::pin(sse_rail(gw, at, req, conn, out)).await,
             Rail::Ws => Box::pin(ws_rail(gw, at, req, conn, out)).await,
@@ -157,14 +160,14 @@ fn http_rail<'a>(
     gw: &'a Arc<Gateway>,
     (route, caps, adm, fwd): At<'a>,
     req: Request<Incoming>,
-    conn: &'a Connection,
+    (conn, timer): (&'a Connection, Option<&'a ConnTimer>),
     out: &'a mut Outcome,
 ) -> impl Future<Output = Result<Answer, Denial>> + Send + 'a {
     async move {
         let admitted = admit(gw, adm, &req, out).await?;
         conn.authenticated();
         admission::spend_ticket(gw, &admitted).await?;
-        proxy::http::forward(gw, route, caps, &admitted, req, fwd)
+        proxy::http::forward(gw, route, caps, &admitted, req, fwd, timer)
             .await
             .map(Answer::Done)
     }

@@ -45,6 +45,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod conn_timer;
 pub mod dedupe;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -98,6 +98,92 @@ async fn unauthenticated_connections_are_capped_per_address_and_end_at_their_dea
     });
 }
 
+/// Reads one answer with a `Content-Length` from a kept-alive connection: status and body.
+async fn answer(conn: &mut TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let read = async {
+        let end = loop {
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before an answer");
+            got.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .expect("content-length")
+            .trim()
+            .parse()
+            .expect("length");
+        while got.len() < end + len {
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed inside a body");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let status = head[9..12].parse().expect("status");
+        (status, String::from_utf8_lossy(&got[end..]).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("answered in time")
+}
+
+/// Reads until the gateway closes `conn`, which must stay open for `open_for` first.
+async fn closed_after(conn: &mut TcpStream, open_for: Duration) {
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(open_for, conn.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "closed (or answered) before its deadline: {early:?}"
+    );
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte))
+        .await
+        .expect("closed at its deadline")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection sent more instead of closing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connections_deadlines_hold_request_after_request() {
+    let s = Stack::start("[limits]\nheader_read_timeout_s = 2\nupstream_response_timeout_s = 1\n");
+    let th = s.thread("t_a").await;
+    let tok = token("t_a", "u1", json!({}));
+    let head = format!(
+        "GET /chat/threads/{th}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\n\r\n"
+    );
+    let mut conn = connect_from(&s, "127.0.0.1").await;
+    for _ in 0..3 {
+        conn.write_all(head.as_bytes()).await.expect("write");
+        assert_eq!(answer(&mut conn).await, (200, "[]".into()));
+    }
+    // The upstream answers after the response timeout: 504, and the connection goes on.
+    s.faults(json!({"latency_ms": 2500})).await;
+    conn.write_all(head.as_bytes()).await.expect("write");
+    let (status, body) = answer(&mut conn).await;
+    assert_eq!(status, 504, "{body}");
+    let env: Value = serde_json::from_str(&body).expect("envelope");
+    assert_eq!(env["error"]["code"], "upstream.timeout");
+    s.faults(json!({})).await;
+    conn.write_all(head.as_bytes()).await.expect("write");
+    assert_eq!(answer(&mut conn).await, (200, "[]".into()));
+    // An idle kept-alive connection ends at the header deadline, not before (a second of the
+    // two is checked: the check only ever waits longer on a busy machine).
+    closed_after(&mut conn, Duration::from_secs(1)).await;
+    // So does one whose next head stops halfway.
+    let mut conn = connect_from(&s, "127.0.0.1").await;
+    conn.write_all(head.as_bytes()).await.expect("write");
+    assert_eq!(answer(&mut conn).await, (200, "[]".into()));
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    closed_after(&mut conn, Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_open_streams_are_capped_and_other_tenants_are_not() {
     let s = Stack::start("[limits]\nmax_streams_per_tenant = 2\n");

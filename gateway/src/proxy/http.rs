@@ -7,6 +7,7 @@ use crate::client_pool::PooledBody;
 use crate::cluster::events::Change;
 use crate::config::route::Captures;
 use crate::config::Route;
+use crate::conn_timer::ConnTimer;
 use crate::metrics::Violation;
 use crate::proxy::forwarded::Forwarding;
 use crate::proxy::headers;
@@ -27,7 +28,8 @@ use std::task::{Context, Poll};
 const MAX_REGISTER_BODY: usize = 1024 * 1024;
 
 /// Forwards an admitted request and streams the answer back: a bodiless request with its head
-/// written directly ([`crate::client_direct`]), one with a body through hyper's client.
+/// written directly ([`crate::client_direct`]), one with a body through hyper's client. On an
+/// HTTP/1.1 connection the wait for the answer is timed by the connection's `timer`.
 #[allow(
     clippy::manual_async_fn,
     reason = "an `async fn` keeps the request it was given beside the local it moves into"
@@ -39,6 +41,7 @@ pub fn forward<'a>(
     admitted: &'a Admitted,
     req: Request<Incoming>,
     fwd: &'a Forwarding,
+    timer: Option<&'a ConnTimer>,
 ) -> impl Future<Output = Result<Response<Body>, Denial>> + Send + 'a {
     async move {
         let trace = admitted.ctx.trace_id.as_str();
@@ -47,7 +50,7 @@ pub fn forward<'a>(
         let client = gw.live().outbound.http_for(&route.name).clone();
         let answer = if http_body::Body::is_end_stream(req.body()) {
             let (uri, head) = direct_head(route, caps, admitted, &req, fwd)?;
-            let answer = client.exchange(&uri, req.method(), &head).await;
+            let answer = client.exchange(&uri, req.method(), &head, timer).await;
             answer.map(|r| r.map(Body::new))
         } else {
             let fault = client_fault.insert(Arc::new(Mutex::new(None)));
