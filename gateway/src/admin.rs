@@ -39,7 +39,7 @@ async fn readyz(admin: &Admin) -> Response<Body> {
         Some(c) if c.is_up() => "cluster: up",
         Some(_) => "cluster: down (first uses of tickets are refused; streams go on)",
     };
-    let (status, head) = if admin.gw.draining.is_cancelled() {
+    let (status, head) = if admin.gw.draining.is_started() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if upstream_reachable(admin).await {
         (StatusCode::OK, "ready\nupstream: reachable")

@@ -13,8 +13,11 @@ use crate::registry::Registry;
 use arc_swap::ArcSwap;
 use railgate_policy::Denial;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{
+    CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
+};
 use tokio_util::task::TaskTracker;
 
 /// What a reload replaces: the configuration and the credentials and registry built from it.
@@ -100,13 +103,45 @@ pub struct ReloadFrom {
     pub flags: crate::config::Overrides,
 }
 
+/// The gateway's drain signal: a flag read where every request or frame passes (an atomic
+/// load), and a token to wait on. Clones share it.
+#[derive(Clone, Default)]
+pub struct Drain {
+    started: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Drain {
+    /// Starts the drain: the flag first, then every wait is woken.
+    pub fn start(&self) {
+        self.started.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether the drain has started. (A token's own check takes its lock, which every clone of
+    /// it shares.)
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Ready once the drain starts.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// Ready once the drain starts, owning a handle on it.
+    pub fn cancelled_owned(self) -> WaitForCancellationFutureOwned {
+        self.token.cancelled_owned()
+    }
+}
+
 /// Everything a request handler needs.
 pub struct Gateway {
     live: ArcSwap<Live>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Cancelled when the gateway drains; long-lived streams end on it.
-    pub draining: CancellationToken,
+    /// Started when the gateway drains; long-lived streams end on it.
+    pub draining: Drain,
     /// Long-lived streams and upgraded connections (hyper's graceful shutdown does not see them).
     pub streams: TaskTracker,
     /// Admin bearer token (`None`: `/admin/*` is refused).
@@ -235,7 +270,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             live: ArcSwap::from_pointee(live),
             metrics,
-            draining: CancellationToken::new(),
+            draining: Drain::default(),
             streams: TaskTracker::new(),
             admin_token,
             caps,

@@ -5,7 +5,7 @@
 //! HTTP/1.1 upgrades; an HTTP/1.1 SSE stream is written by the connection itself once hyper has
 //! sent its head ([`crate::stream_out`]).
 
-use crate::app::Gateway;
+use crate::app::{Drain, Gateway};
 use crate::caps::Connection;
 use crate::conn_timer::ConnTimer;
 use crate::stream_out::{self, Handover, Streaming, Watched};
@@ -194,7 +194,8 @@ where
         let stall = stream_out::stall_limit(live.config.sse.keepalive);
         (limits.max_header_bytes, limits.header_read_timeout, stall)
     };
-    let stopped = gw.draining.clone().cancelled_owned();
+    let drain = gw.draining.clone();
+    let stopped = drain.clone().cancelled_owned();
     let refusal = Refusal::new();
     let handover = Handover::new();
     let io = Watched::new(
@@ -216,7 +217,9 @@ where
         .with_upgrades();
     UntilDrained {
         conn: Some(conn),
+        drain,
         stopped,
+        waiting: false,
         shutdown: Some(|conn| conn.graceful_shutdown()),
         release: |conn| Some(conn.into_parts()?.io.into_inner().into_inner().into_inner()),
         handover,
@@ -230,8 +233,12 @@ pin_project_lite::pin_project! {
     /// is told to finish the exchange under way and close (`shutdown`, taken when called).
     struct UntilDrained<C, S> {
         conn: Option<C>,
+        drain: Drain,
+        // Polled once to hold the task's waker, then again only once the drain has started
+        // (polling the wait takes a lock every clone of the drain token shares).
         #[pin]
         stopped: WaitForCancellationFutureOwned,
+        waiting: bool,
         shutdown: Option<fn(Pin<&mut C>)>,
         release: fn(C) -> Option<S>,
         handover: Arc<Handover>,
@@ -260,7 +267,11 @@ impl<C: Future + Unpin, S> Future for UntilDrained<C, S> {
                     Streaming::new(io, body, *this.stall_limit, this.slot.clone())
                 }));
             }
-            if this.shutdown.is_none() || this.stopped.as_mut().poll(cx).is_pending() {
+            if this.shutdown.is_none() || (*this.waiting && !this.drain.is_started()) {
+                return Poll::Pending;
+            }
+            *this.waiting = true;
+            if this.stopped.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             if let Some(shutdown) = this.shutdown.take() {
@@ -319,7 +330,6 @@ mod tests {
     use http::Response;
     use http_body::Body as _;
     use tokio::io::DuplexStream;
-    use tokio_util::sync::CancellationToken;
 
     /// A connection whose response head goes out in the poll that follows its shutdown.
     struct HeadAtShutdown {
@@ -358,11 +368,13 @@ mod tests {
             unauthenticated_per_address: 1,
             streams_per_tenant: 1,
         });
-        let drain = CancellationToken::new();
-        drain.cancel();
+        let drain = Drain::default();
+        drain.start();
         let served = UntilDrained {
             conn: Some(conn),
+            drain: drain.clone(),
             stopped: drain.cancelled_owned(),
+            waiting: false,
             shutdown: Some(|c: Pin<&mut HeadAtShutdown>| c.get_mut().shut = true),
             release: |c: HeadAtShutdown| Some(c.io.into_inner()),
             handover,

@@ -241,7 +241,7 @@ pub fn early_checks(gw: &Gateway, req: &Request<Incoming>) -> Result<(), Denial>
     if !path_is_safe(req.uri().path()) {
         return Err(Denial::new(ErrorCode::PathInvalid));
     }
-    if gw.draining.is_cancelled() {
+    if gw.draining.is_started() {
         return Err(Denial::new(ErrorCode::Draining));
     }
     Ok(())

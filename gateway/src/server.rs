@@ -68,7 +68,7 @@ pub async fn run(
     }
     drop(listeners.main);
     tracing::info!(target: "railgate::lifecycle", "draining");
-    gw.draining.cancel();
+    gw.draining.start();
     conns.close();
     gw.streams.close();
     let drained = tokio::time::timeout(gw.live().config.drain_timeout, async {

@@ -566,9 +566,9 @@ async fn drain_finishes_in_flight_requests_then_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
-/// A connection with no request begun when the drain starts (a browser's preconnected socket)
-/// is closed unanswered at once: not held to the head deadline, and not there to carry a retry
-/// into the draining gateway's 503.
+/// A connection with no request begun when the drain starts (a browser's preconnected socket,
+/// or a kept-alive one between requests) is closed unanswered at once: not held to the head
+/// deadline, and not there to carry a retry into the draining gateway's 503.
 #[tokio::test]
 async fn drain_closes_a_connection_that_has_not_begun_a_request_unanswered() {
     let mut s = Stack::start("drain_timeout_s = 30\n[limits]\nheader_read_timeout_s = 60\n");
@@ -581,6 +581,25 @@ async fn drain_closes_a_connection_that_has_not_begun_a_request_unanswered() {
     let tok = token("t_a", "u1", json!({}));
     let path = format!("/chat/threads/{th}/messages");
     assert_eq!(get_as(&addr, &path, &tok, "t_a", &[]).await.status, 200);
+    // A kept-alive connection, idle after its answer.
+    let mut kept = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\n\r\n"
+    );
+    kept.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n[]") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut chunk))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(n > 0, "closed before its answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
     s.gw.signal(15);
     let got = bytes_until_closed(
         &mut idle,
@@ -588,6 +607,8 @@ async fn drain_closes_a_connection_that_has_not_begun_a_request_unanswered() {
     )
     .await;
     assert_eq!(String::from_utf8_lossy(&got), "", "no answer");
+    let got = bytes_until_closed(&mut kept, "the idle kept-alive one too").await;
+    assert_eq!(String::from_utf8_lossy(&got), "", "nothing more");
     let status = s.gw.wait_exit(Duration::from_secs(10)).expect("exited");
     assert_eq!(status.code(), Some(0));
 }

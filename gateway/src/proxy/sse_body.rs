@@ -6,6 +6,7 @@
 //! it leaves a final frame in the [`EndSlot`] and drops its sender: the body sends what is still
 //! queued, then that frame, then ends.
 
+use crate::app::Drain;
 use crate::body::BoxError;
 use crate::inject::Stamp;
 use crate::outcome::StreamLog;
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// What a body needs to finish [`Chunk::Events`].
 pub struct Finish {
@@ -135,7 +136,7 @@ pub struct Timers {
     /// The credential's end.
     pub expires_at: Instant,
     /// The gateway's drain signal.
-    pub draining: CancellationToken,
+    pub draining: Drain,
     /// Keep-alive comment interval.
     pub keepalive_every: Duration,
 }
@@ -159,8 +160,8 @@ pub struct SseBody {
     own: OwnFrames,
     /// The credential's end.
     expires_at: Instant,
-    /// The drain signal, read on every frame (`is_cancelled`: the token's lock) ...
-    drain: CancellationToken,
+    /// The drain signal, read on every frame ...
+    drain: Drain,
     /// ... and waited for only while nothing is queued (polling a wait costs a lock).
     draining: Pin<Box<WaitForCancellationFutureOwned>>,
     /// One timer for both the next keep-alive comment and the credential's end, set to the
@@ -252,7 +253,7 @@ impl HttpBody for SseBody {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.drain.is_cancelled() {
+        if self.drain.is_started() {
             return self.drained();
         }
         // With events queued the timer is not polled (that costs a timer-wheel visit per

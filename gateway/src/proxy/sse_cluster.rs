@@ -41,7 +41,7 @@ pub async fn run(
     let mut own = !reader.resync(hub.last_id().as_deref()).await;
     hub.placement.placed();
     let done = |hub: &Arc<Hub>| hub.is_empty() && gw.hubs.try_remove(hub);
-    while !gw.draining.is_cancelled() && !done(&hub) {
+    while !gw.draining.is_started() && !done(&hub) {
         let lease = match own {
             true => Lease::Never,
             false => match cluster.acquire(&place).await {

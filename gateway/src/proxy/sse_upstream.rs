@@ -131,9 +131,7 @@ pub async fn run(
     let mut first = first;
     loop {
         run_once(&gw, &hub, &spec, first.take()).await;
-        if hub.sharing() == Sharing::Private
-            || gw.hubs.try_remove(&hub)
-            || gw.draining.is_cancelled()
+        if hub.sharing() == Sharing::Private || gw.hubs.try_remove(&hub) || gw.draining.is_started()
         {
             break;
         }
@@ -162,7 +160,7 @@ pub async fn run_once(gw: &Gateway, hub: &Hub, spec: &UpstreamSpec, first: Optio
     }
     loop {
         if body.is_none() {
-            if hub.is_empty() || gw.draining.is_cancelled() {
+            if hub.is_empty() || gw.draining.is_started() {
                 return;
             }
             // Boxed: the connect state (TLS, handshake, request) is larger than the streaming
