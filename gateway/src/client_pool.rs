@@ -53,6 +53,11 @@ struct Idle<T> {
     since: Instant,
 }
 
+/// How long ago `since` was, by the coarse clock an idle connection is stamped with.
+fn age(since: Instant) -> Duration {
+    crate::clock::coarse().saturating_duration_since(since)
+}
+
 /// Idle connections of one kind, by upstream, the most recently used last.
 struct Idles<T>(Mutex<HashMap<Key, Vec<Idle<T>>, foldhash::fast::RandomState>>);
 
@@ -68,7 +73,7 @@ impl<T> Idles<T> {
         let list = map.get_mut(key)?;
         let mut found = None;
         while let Some(mut idle) = list.pop() {
-            if idle.since.elapsed() < limit && open(&mut idle.conn) {
+            if age(idle.since) < limit && open(&mut idle.conn) {
                 found = Some(idle.conn);
                 break;
             }
@@ -84,7 +89,7 @@ impl<T> Idles<T> {
         if let Ok(mut map) = self.0.lock() {
             let list = map.entry(key).or_default();
             if list.len() < max {
-                let since = Instant::now();
+                let since = crate::clock::coarse();
                 list.push(Idle { conn, since });
             }
         }
@@ -94,7 +99,7 @@ impl<T> Idles<T> {
     fn prune(&self, limit: Duration, mut open: impl FnMut(&mut T) -> bool) {
         if let Ok(mut map) = self.0.lock() {
             map.retain(|_, list| {
-                list.retain_mut(|i| i.since.elapsed() < limit && open(&mut i.conn));
+                list.retain_mut(|i| age(i.since) < limit && open(&mut i.conn));
                 !list.is_empty()
             });
         }

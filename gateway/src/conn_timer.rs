@@ -41,11 +41,12 @@ impl ConnTimer {
         }
     }
 
-    /// `work`'s output, or `None` once `wait` has passed first.
+    /// `work`'s output, or `None` once `wait` has passed first (counted from the coarse clock:
+    /// within a tick).
     pub fn within<F: Future>(&self, wait: Duration, work: F) -> Within<F> {
         Within {
             work,
-            deadline: self.until(Instant::now() + wait),
+            deadline: self.until(Instant::from_std(crate::clock::coarse()) + wait),
         }
     }
 
@@ -110,6 +111,11 @@ impl<F: Future> Future for Within<F> {
 }
 
 impl hyper::rt::Timer for ConnTimer {
+    /// The coarse clock: hyper reads it for each request head's deadline.
+    fn now(&self) -> std::time::Instant {
+        crate::clock::coarse()
+    }
+
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(self.until(Instant::now() + duration))
     }

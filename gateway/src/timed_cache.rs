@@ -48,10 +48,11 @@ impl<V: Clone> TimedCache<V> {
         }
     }
 
-    /// The value of `key`, while it is fresh.
+    /// The value of `key`, while it is fresh: read against the coarse clock (within a tick),
+    /// a value given no freshness (a failure) never.
     pub fn get(&self, key: &str) -> Option<V> {
         let e = self.map.get(key)?;
-        (Instant::now() < e.until).then_some(e.value)
+        (e.until > e.at && crate::clock::coarse() < e.until).then_some(e.value)
     }
 
     /// Keeps `value` under `key`, fresh for `ttl`.
