@@ -80,21 +80,29 @@ pub struct Admitted {
     pub thread_id: Option<String>,
 }
 
+/// Where a request goes: the configuration in force, its route, what the route's pattern
+/// captured, its admission and what the upstream learns of the peer.
+pub type At<'a> = (
+    &'a Live,
+    &'a std::sync::Arc<crate::config::Route>,
+    &'a crate::config::route::Captures,
+    &'a Admission<'a>,
+    &'a crate::proxy::forwarded::Forwarding,
+);
+
 /// Runs every admission phase for one request. The ticket is not spent yet: see
-/// [`spend_ticket`].
+/// [`spend_ticket`]. `live` is the configuration in force for the whole request.
 pub async fn admit(
-    gw: &Gateway,
+    live: &Live,
     adm: &Admission<'_>,
     caller: &Caller<'_>,
 ) -> Result<Admitted, Denial> {
     let now = clock::now();
-    // The configuration in force, loaded once for all the phases.
-    let live = gw.live();
-    let verified = credentials(&live, adm, caller, now).await?;
-    let ctx = context(&live, adm, adm.require, caller, &verified)?;
-    switched_on(&live, adm.route, ctx.tenant_id())?;
+    let verified = credentials(live, adm, caller, now).await?;
+    let ctx = context(live, adm, adm.require, caller, &verified)?;
+    switched_on(live, adm.route, ctx.tenant_id())?;
     if let Some((kind, id)) = adm.resource {
-        ownership(&live, &ctx, (kind, id), adm.route, adm.hide_foreign).await?;
+        ownership(live, &ctx, (kind, id), adm.route, adm.hide_foreign).await?;
     }
     Ok(Admitted {
         ctx,

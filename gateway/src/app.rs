@@ -4,6 +4,7 @@ use crate::auth::{Auth, KeyStore, TicketBook};
 use crate::caps::{Caps, StreamSlot};
 use crate::client::HttpClient;
 use crate::config::{Config, RegistryConfig};
+use crate::drain::Drain;
 use crate::env::Env;
 use crate::metrics::Metrics;
 use crate::outbound::{self, UpstreamTls};
@@ -13,11 +14,7 @@ use crate::registry::Registry;
 use arc_swap::ArcSwap;
 use railgate_policy::Denial;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio_util::sync::{
-    CancellationToken, WaitForCancellationFuture, WaitForCancellationFutureOwned,
-};
 use tokio_util::task::TaskTracker;
 
 /// What a reload replaces: the configuration and the credentials and registry built from it.
@@ -101,38 +98,6 @@ pub struct ReloadFrom {
     pub path: std::path::PathBuf,
     /// The command line's overrides, applied again.
     pub flags: crate::config::Overrides,
-}
-
-/// The gateway's drain signal: a flag read where every request or frame passes (an atomic
-/// load), and a token to wait on. Clones share it.
-#[derive(Clone, Default)]
-pub struct Drain {
-    started: Arc<AtomicBool>,
-    token: CancellationToken,
-}
-
-impl Drain {
-    /// Starts the drain: the flag first, then every wait is woken.
-    pub fn start(&self) {
-        self.started.store(true, Ordering::Release);
-        self.token.cancel();
-    }
-
-    /// Whether the drain has started. (A token's own check takes its lock, which every clone of
-    /// it shares.)
-    pub fn is_started(&self) -> bool {
-        self.started.load(Ordering::Acquire)
-    }
-
-    /// Ready once the drain starts.
-    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.token.cancelled()
-    }
-
-    /// Ready once the drain starts, owning a handle on it.
-    pub fn cancelled_owned(self) -> WaitForCancellationFutureOwned {
-        self.token.cancelled_owned()
-    }
 }
 
 /// Everything a request handler needs.

@@ -5,9 +5,10 @@
 //! HTTP/1.1 upgrades; an HTTP/1.1 SSE stream is written by the connection itself once hyper has
 //! sent its head ([`crate::stream_out`]).
 
-use crate::app::{Drain, Gateway};
+use crate::app::Gateway;
 use crate::caps::Connection;
 use crate::conn_timer::ConnTimer;
+use crate::drain::Drain;
 use crate::stream_out::{self, Handover, Streaming, Watched};
 use crate::wire::{prefixed, Guarded, Prefixed, Refusal};
 use http::Request;

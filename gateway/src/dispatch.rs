@@ -3,8 +3,8 @@
 //! admission ([`crate::admission`]) → the rail's own checks → the ticket spent → the rail
 //! ([`crate::proxy`]) → one access log line ([`crate::outcome::record`]).
 
-use crate::admission::{self, early_trace_id, Admission, Admitted, Caller};
-use crate::app::Gateway;
+use crate::admission::{self, early_trace_id, Admission, Admitted, At, Caller};
+use crate::app::{Gateway, Live};
 use crate::body::Body;
 use crate::caps::Connection;
 use crate::config::route::Captures;
@@ -106,7 +106,8 @@ fn serve<'a>(
             out.route = "demo-page".into();
             return Ok(Answer::Done(resp));
         }
-        // The routes in force when the request came; a reload does not change them under it.
+        // The configuration in force when the request came, for all of it: a reload does not
+        // change its route, admission or upstream under it.
         let live = gw.live();
         let (route, caps) = route(&live.config, req.uri().path())?;
         out.route = route.name.clone();
@@ -116,7 +117,7 @@ fn serve<'a>(
         // Each rail in a future of its own: one awaited at a time, so that this future is no
         // larger than the largest of them (with every rail's awaits in one body, the compiler
         // laid them out side by side: 5.4 KiB, copied whole each time a request's future is made).
-        let at = (route, &caps, &adm, &fwd);
+        let at = (&*live, route, &caps, &adm, &fwd);
         match route.kind {
             Rail::Http => {
                 within_body_limit(&live.config, &req)?;
@@ -135,21 +136,12 @@ async fn ticket_issue(
     conn: &Connection,
     out: &mut Outcome,
 ) -> Result<Answer, Denial> {
-    let admitted = admit(gw, &tickets::ADMISSION, &req, out).await?;
+    let admitted = admit(&gw.live(), &tickets::ADMISSION, &req, out).await?;
     conn.authenticated();
     admission::spend_ticket(gw, &admitted).await?;
     let body = req.into_body();
     tickets::issue(gw, &admitted, body).await.map(Answer::Done)
 }
-
-/// Where a request goes: its route, what the route's pattern captured, its admission and what
-/// the upstream learns of the peer.
-type At<'a> = (
-    &'a Arc<Route>,
-    &'a Captures,
-    &'a Admission<'a>,
-    &'a Forwarding,
-);
 
 /// The HTTP rail: admission, the ticket spent, the request forwarded.
 #[allow(
@@ -158,16 +150,17 @@ type At<'a> = (
 )]
 fn http_rail<'a>(
     gw: &'a Arc<Gateway>,
-    (route, caps, adm, fwd): At<'a>,
+    at: At<'a>,
     req: Request<Incoming>,
     (conn, timer): (&'a Connection, Option<&'a ConnTimer>),
     out: &'a mut Outcome,
 ) -> impl Future<Output = Result<Answer, Denial>> + Send + 'a {
     async move {
-        let admitted = admit(gw, adm, &req, out).await?;
+        let (live, _, _, adm, _) = at;
+        let admitted = admit(live, adm, &req, out).await?;
         conn.authenticated();
         admission::spend_ticket(gw, &admitted).await?;
-        proxy::http::forward(gw, route, caps, &admitted, req, fwd, timer)
+        proxy::http::forward(gw, at, &admitted, req, timer)
             .await
             .map(Answer::Done)
     }
@@ -177,12 +170,12 @@ fn http_rail<'a>(
 /// the stream opened.
 async fn sse_rail(
     gw: &Arc<Gateway>,
-    (route, caps, adm, fwd): At<'_>,
+    (live, route, caps, adm, fwd): At<'_>,
     req: Request<Incoming>,
     conn: &Connection,
     out: &mut Outcome,
 ) -> Result<Answer, Denial> {
-    let admitted = admit(gw, adm, &req, out).await?;
+    let admitted = admit(live, adm, &req, out).await?;
     conn.authenticated();
     // An ephemeral route has no resume cursor: a `Last-Event-ID` is ignored.
     let cursor = match route.resumable() {
@@ -205,7 +198,7 @@ async fn sse_rail(
 /// The WebSocket rail: the upgrade's checks before its hello, then the switch.
 async fn ws_rail(
     gw: &Arc<Gateway>,
-    (route, caps, adm, fwd): At<'_>,
+    (_, route, caps, adm, fwd): At<'_>,
     req: Request<Incoming>,
     conn: &Arc<Connection>,
     out: &mut Outcome,
@@ -267,12 +260,12 @@ fn caller<'a>(req: &'a Request<Incoming>, out: &'a Outcome) -> Caller<'a> {
 
 /// Runs admission and records who the caller is.
 async fn admit(
-    gw: &Gateway,
+    live: &Live,
     adm: &Admission<'_>,
     req: &Request<Incoming>,
     out: &mut Outcome,
 ) -> Result<Admitted, Denial> {
-    let admitted = admission::admit(gw, adm, &caller(req, out)).await?;
+    let admitted = admission::admit(live, adm, &caller(req, out)).await?;
     out.admitted(&admitted.ctx);
     Ok(admitted)
 }

@@ -50,6 +50,7 @@ pub mod dedupe;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dispatch;
+pub mod drain;
 pub mod env;
 pub mod header_names;
 pub mod inbound;

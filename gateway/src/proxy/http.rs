@@ -1,7 +1,7 @@
 //! The HTTP rail: a streaming reverse proxy for admitted requests.
 
-use crate::admission::Admitted;
-use crate::app::Gateway;
+use crate::admission::{Admitted, At};
+use crate::app::{Gateway, Live};
 use crate::body::{full, Body, BoxError};
 use crate::client_pool::PooledBody;
 use crate::cluster::events::Change;
@@ -36,25 +36,23 @@ const MAX_REGISTER_BODY: usize = 1024 * 1024;
 )]
 pub fn forward<'a>(
     gw: &'a Gateway,
-    route: &'a Route,
-    caps: &'a Captures,
+    (live, route, caps, _, fwd): At<'a>,
     admitted: &'a Admitted,
     req: Request<Incoming>,
-    fwd: &'a Forwarding,
     timer: Option<&'a ConnTimer>,
 ) -> impl Future<Output = Result<Response<Body>, Denial>> + Send + 'a {
     async move {
         let trace = admitted.ctx.trace_id.as_str();
         // Where a client body's failure is noted (only a request with a body has one).
         let mut client_fault = None;
-        let client = gw.live().outbound.http_for(&route.name).clone();
+        let client = live.outbound.http_for(&route.name);
         let answer = if http_body::Body::is_end_stream(req.body()) {
             let (uri, head) = direct_head(route, caps, admitted, &req, fwd)?;
             let answer = client.exchange(&uri, req.method(), &head, timer).await;
             answer.map(|r| r.map(Body::new))
         } else {
             let fault = client_fault.insert(Arc::new(Mutex::new(None)));
-            let up_req = upstream_request(gw, route, caps, admitted, req, fwd, fault)?;
+            let up_req = upstream_request(live, route, caps, admitted, req, fwd, fault)?;
             let answer = client.send(up_req).await;
             answer.map(|r| r.map(pooled))
         };
@@ -104,7 +102,7 @@ fn direct_head(
 /// limited (a failure of the body noted in `fault`). Apart from [`forward`] so that the parts
 /// it takes apart do not keep their room in that future beside the request they became.
 fn upstream_request(
-    gw: &Gateway,
+    live: &Live,
     route: &Route,
     caps: &Captures,
     admitted: &Admitted,
@@ -121,7 +119,7 @@ fn upstream_request(
     {
         parts.headers.insert(http::header::HOST, authority);
     }
-    let limit = gw.live().config.limits.max_body_bytes as usize;
+    let limit = live.config.limits.max_body_bytes as usize;
     let body: Body = ClientBody {
         inner: Limited::new(body, limit),
         fault: fault.clone(),

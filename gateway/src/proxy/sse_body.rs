@@ -6,8 +6,8 @@
 //! it leaves a final frame in the [`EndSlot`] and drops its sender: the body sends what is still
 //! queued, then that frame, then ends.
 
-use crate::app::Drain;
 use crate::body::BoxError;
+use crate::drain::Drain;
 use crate::inject::Stamp;
 use crate::outcome::StreamLog;
 use crate::proxy::sse_queue::{wire_size, Chunk, ClientRx};

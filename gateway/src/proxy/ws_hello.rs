@@ -131,7 +131,7 @@ impl Session {
             trace_id: &self.out.trace_id,
         };
         let admission = Admission::for_route(&self.route, &self.caps);
-        let admitted = admit(&self.gw, &admission, &caller)
+        let admitted = admit(&self.gw.live(), &admission, &caller)
             .await
             .map_err(End::Deny)?;
         self.conn.authenticated();
