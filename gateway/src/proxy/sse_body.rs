@@ -257,11 +257,11 @@ impl HttpBody for SseBody {
             return self.drained();
         }
         // With events queued the timer is not polled (that costs a timer-wheel visit per
-        // delivery): the expiry is checked against the clock read the delivery needs anyway.
+        // delivery): the expiry is checked against a (coarse) clock read per frame.
         // The timer and the drain wait are polled once nothing is queued, before the task sleeps.
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
-                let now = Instant::now();
+                let now = coarse_now();
                 if now >= self.expires_at {
                     return self.expired();
                 }
@@ -301,7 +301,7 @@ impl HttpBody for SseBody {
                 if buf.is_empty() {
                     return self.idle(cx, parked);
                 }
-                let now = Instant::now();
+                let now = coarse_now();
                 if now >= self.expires_at {
                     return self.expired();
                 }
@@ -311,6 +311,12 @@ impl HttpBody for SseBody {
             }
         }
     }
+}
+
+/// The time of a delivery, for the credential's end and the next keep-alive: the coarse clock
+/// (within a tick), read once per frame.
+fn coarse_now() -> Instant {
+    Instant::from_std(crate::clock::coarse())
 }
 
 impl SseBody {
