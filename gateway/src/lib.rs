@@ -24,7 +24,8 @@
 //!
 //! [`admission::admit`] runs the three admission phases for HTTP, SSE, the ticket endpoint and a
 //! WebSocket's hello; [`admission::precheck`] runs those a WebSocket upgrade can fail before its
-//! hello. Around them: [`config`], [`app`] (the shared state), [`auth`] (keys, JWKS, used
+//! hello. Around them: [`config`], [`app`] (the shared state, its drain signal in [`drain`]),
+//! [`conn_timer`] (an HTTP/1.1 connection's one timer), [`clock`] (coarse and precise), [`auth`] (keys, JWKS, used
 //! tickets), [`registry`] (ownership cache, over [`timed_cache`]), [`client`] (the upstream client, its connections in [`client_pool`]), [`admin`],
 //! [`metrics`], and the pure codecs [`sse`], [`inject`], [`journal`], [`dedupe`].
 //! With the `demo` feature (on by default), `railgate demo` runs an embedded backend
