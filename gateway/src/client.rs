@@ -117,7 +117,7 @@ impl HttpClient {
         let wait = self.response_timeout;
         match timer {
             Some(t) => Either::Left(t.within(wait, work).map(timed)),
-            None => Either::Right(tokio::time::timeout(wait, work).map(|a| timed(a.ok()))),
+            None => Either::Right(within(wait, work)),
         }
     }
 

@@ -33,6 +33,11 @@ pub fn coarse() -> Instant {
     at + monotonic_coarse().saturating_sub(from)
 }
 
+/// [`coarse`] as tokio's `Instant` (tokio's timers take it; it is the same clock).
+pub fn coarse_tokio() -> tokio::time::Instant {
+    tokio::time::Instant::from_std(coarse())
+}
+
 /// Unix seconds now (elsewhere than Linux, the precise clock).
 #[cfg(not(target_os = "linux"))]
 pub fn now() -> u64 {

@@ -46,7 +46,7 @@ impl ConnTimer {
     pub fn within<F: Future>(&self, wait: Duration, work: F) -> Within<F> {
         Within {
             work,
-            deadline: self.until(Instant::from_std(crate::clock::coarse()) + wait),
+            deadline: self.until(crate::clock::coarse_tokio() + wait),
         }
     }
 
@@ -117,7 +117,7 @@ impl hyper::rt::Timer for ConnTimer {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.until(Instant::now() + duration))
+        Box::pin(self.until(crate::clock::coarse_tokio() + duration))
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {

@@ -85,8 +85,16 @@ async fn hypers_reset_moves_a_sleep_it_was_given() {
     assert!(!ready(&mut sleep));
     advance(10 * S).await;
     assert!(ready(&mut sleep));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hypers_sleep_counts_from_the_coarse_clock() {
+    let timer = ConnTimer::new();
+    // The coarse clock does not pause: within a tick of 3 s from now, before any advance.
     let mut short = timer.sleep(3 * S);
     assert!(!ready(&mut short));
-    advance(3 * S).await;
+    advance(2 * S).await;
+    assert!(!ready(&mut short));
+    advance(2 * S).await;
     assert!(ready(&mut short));
 }

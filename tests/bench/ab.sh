@@ -9,33 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -ge 2 ] || { echo "usage: $0 BINARY_A BINARY_B [ROUNDS]" >&2; exit 64; }
 A=$(realpath "$1"); B=$(realpath "$2"); N=${3:-10}; SECS=${SECS:-3}
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 cargo build --release --locked -p railgate -p railgate-upstream-mock --bin railgate --bin upstream-mock >&2
 REL=$PWD/target/release
-DIR=$(mktemp -d)
-SECRET=bench-jwt-secret-0123456789
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-ready() { for _ in $(seq 600); do if grep -q READY "$1" 2>/dev/null; then grep -o 'listen=[^ ]*' "$1" | head -1 | cut -d= -f2; return 0; fi; sleep 0.1; done; return 1; }
-"$REL/upstream-mock" --listen 127.0.0.1:0 >"$DIR/mock.out" 2>"$DIR/mock.err" &
-pids+=($!)
-MOCK=$(ready "$DIR/mock.out")
-TOK=$(AUTH_JWT_SIGNING=$SECRET "$REL/railgate" token --tenant t_bench --sub bench --ttl 2h)
-TH=$(curl -sf -m 5 -XPOST "http://$MOCK/chat/threads" -H 'X-Tenant-Id: t_bench' -H 'X-Project-Id: p_chat' -d '{"title":"b"}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
-cat >"$DIR/gw.toml" <<T
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-upstream = "http://$MOCK"
-workers = 1
-[limits]
-upstream_idle_timeout_s = 300
-[[routes]]
-name = "chat-http"
+. tests/bench/setup.sh
+gateway_config 'name = "chat-http"
 path = "/chat/threads/{thread_id}/**"
 kind = "http"
-require = ["tenant"]
-T
+require = ["tenant"]'
 declare -A GWP GWA
 for x in A B; do
   bin=${!x}

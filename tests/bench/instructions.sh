@@ -27,24 +27,7 @@ fi
 cargo build --release --locked -p railgate -p railgate-upstream-mock -p railgate-tests \
   --bin railgate --bin upstream-mock --bin railgate-load >&2
 REL=$PWD/target/release
-DIR=$(mktemp -d)
-SECRET=bench-jwt-secret-0123456789
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-ready() { # FILE: waits up to 60 s for its READY line, prints listen=
-  for _ in $(seq 600); do
-    if grep -q READY "$1" 2>/dev/null; then grep -o 'listen=[^ ]*' "$1" | head -1 | cut -d= -f2; return 0; fi
-    sleep 0.1
-  done
-  echo "no READY in $1" >&2; return 1
-}
-"$REL/upstream-mock" --listen 127.0.0.1:0 >"$DIR/mock.out" 2>"$DIR/mock.err" &
-pids+=($!)
-MOCK=$(ready "$DIR/mock.out")
-TOK=$(AUTH_JWT_SIGNING=$SECRET "$REL/railgate" token --tenant t_bench --sub bench --ttl 2h)
-TH=$(curl -sf -m 5 -XPOST "http://$MOCK/chat/threads" -H 'X-Tenant-Id: t_bench' -H 'X-Project-Id: p_chat' -d '{"title":"b"}' \
-  | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+. tests/bench/setup.sh
 ROUTE='name = "chat-http"
 path = "/chat/threads/{thread_id}/**"
 kind = "http"
@@ -58,16 +41,7 @@ path = "/sse/chat/{thread_id}"
 kind = "sse"
 share_upstream = false
 require = ["tenant", "mode", "project", "app"]'
-cat >"$DIR/gw.toml" <<T
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-upstream = "http://$MOCK"
-workers = 1
-[limits]
-upstream_idle_timeout_s = 300
-[[routes]]
-$ROUTE
-T
+gateway_config "$ROUTE"
 AUTH_JWT_SIGNING=$SECRET ENGINES_TICKET_SECRET=t RUST_LOG=warn valgrind --tool=callgrind \
   --callgrind-out-file="$DIR/callgrind.out" "$REL/railgate" serve --config "$DIR/gw.toml" \
   >"$DIR/gw.out" 2>"$DIR/gw.err" &

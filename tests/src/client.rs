@@ -328,6 +328,26 @@ pub async fn raw_exchange(addr: &str, bytes: &[u8], wait: Duration) -> RawExchan
     }
 }
 
+/// The next response on a kept-alive connection (nothing after it), read within 10 s.
+pub async fn next_response(conn: &mut TcpStream) -> HttpResponse {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = conn.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before a whole answer: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+            let (mut got, rest) = parse_responses(&buf);
+            if let Some(r) = got.pop() {
+                assert!(got.is_empty() && rest.is_empty(), "more than one answer");
+                return r;
+            }
+        }
+    };
+    timeout(TIMEOUT, read).await.expect("answered in time")
+}
+
 /// Splits HTTP/1.1 responses (`Content-Length` or chunked bodies) off `buf`.
 pub fn parse_responses(mut buf: &[u8]) -> (Vec<HttpResponse>, Vec<u8>) {
     let mut out = Vec::new();

@@ -1,7 +1,9 @@
 //! The HTTP rail and the gateway core against real processes: every HTTP-visible error code,
 //! header hygiene, broken chunked bodies, registry caching, tickets, JWKS rotation, metrics, drain.
 
-use railgate_tests::client::{bytes_until_closed, get, post_json, request, HttpResponse};
+use railgate_tests::client::{
+    bytes_until_closed, get, next_response, post_json, request, HttpResponse,
+};
 use railgate_tests::eventually;
 use railgate_tests::stack::{
     assert_envelope, metric_value, now, ticket, token, Stack, ADMIN_TOKEN,
@@ -589,17 +591,8 @@ async fn drain_closes_a_connection_that_has_not_begun_a_request_unanswered() {
         "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nX-Tenant-Id: t_a\r\n\r\n"
     );
     kept.write_all(head.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    while !answer.ends_with(b"\r\n\r\n[]") {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut chunk))
-            .await
-            .expect("answered in time")
-            .expect("read");
-        assert!(n > 0, "closed before its answer");
-        answer.extend_from_slice(&chunk[..n]);
-    }
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let answer = next_response(&mut kept).await;
+    assert_eq!((answer.status, &answer.body[..]), (200, &b"[]"[..]));
     s.gw.signal(15);
     let got = bytes_until_closed(
         &mut idle,

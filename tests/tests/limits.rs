@@ -3,7 +3,9 @@
 //! while other clients are served; a tenant's open streams are capped; every refusal is
 //! `503 gateway.overloaded` (WS after the upgrade: the envelope and close 1013).
 
-use railgate_tests::client::{ws_connect, ws_next, ws_next_json, ws_open, SseStream, WsEvent};
+use railgate_tests::client::{
+    next_response, ws_connect, ws_next, ws_next_json, ws_open, SseStream, WsEvent,
+};
 use railgate_tests::eventually;
 use railgate_tests::stack::{full_headers, refs, token, Stack};
 use serde_json::{json, Value};
@@ -98,39 +100,10 @@ async fn unauthenticated_connections_are_capped_per_address_and_end_at_their_dea
     });
 }
 
-/// Reads one answer with a `Content-Length` from a kept-alive connection: status and body.
+/// The next answer on a kept-alive connection: status and body.
 async fn answer(conn: &mut TcpStream) -> (u16, String) {
-    let mut got = Vec::new();
-    let read = async {
-        let end = loop {
-            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = conn.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "closed before an answer");
-            got.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .expect("content-length")
-            .trim()
-            .parse()
-            .expect("length");
-        while got.len() < end + len {
-            let mut chunk = [0u8; 4096];
-            let n = conn.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "closed inside a body");
-            got.extend_from_slice(&chunk[..n]);
-        }
-        let status = head[9..12].parse().expect("status");
-        (status, String::from_utf8_lossy(&got[end..]).into_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("answered in time")
+    let r = next_response(conn).await;
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
 /// Reads until the gateway closes `conn`, which must stay open for `open_for` first.

@@ -261,7 +261,7 @@ impl HttpBody for SseBody {
         // The timer and the drain wait are polled once nothing is queued, before the task sleeps.
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
-                let now = coarse_now();
+                let now = crate::clock::coarse_tokio();
                 if now >= self.expires_at {
                     return self.expired();
                 }
@@ -301,7 +301,7 @@ impl HttpBody for SseBody {
                 if buf.is_empty() {
                     return self.idle(cx, parked);
                 }
-                let now = coarse_now();
+                let now = crate::clock::coarse_tokio();
                 if now >= self.expires_at {
                     return self.expired();
                 }
@@ -311,12 +311,6 @@ impl HttpBody for SseBody {
             }
         }
     }
-}
-
-/// The time of a delivery, for the credential's end and the next keep-alive: the coarse clock
-/// (within a tick), read once per frame.
-fn coarse_now() -> Instant {
-    Instant::from_std(crate::clock::coarse())
 }
 
 impl SseBody {
