@@ -131,6 +131,51 @@ pub fn forwarding(
     put(FORWARDED, Value::Owned(forwarded));
 }
 
+/// The last forwarding lines [`untrusted_lines`] wrote on this thread, and what they were
+/// written for.
+struct Last {
+    ip: std::net::IpAddr,
+    host: Option<Box<[u8]>>,
+    lines: Vec<u8>,
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<Option<Last>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Appends to `out` the forwarding headers of a request from `ip`, a peer that is not a trusted
+/// proxy, with `host` its `Host` when sent once: the lines `write` makes of what [`forwarding`]
+/// gives. They depend on the address and `Host` alone, which repeat from request to request
+/// (a connection's, a front balancer's), so the last lines written are kept per thread (a copy
+/// of `Host` beside them, not the request's buffer) and written again while both repeat.
+pub fn untrusted_lines(
+    out: &mut Vec<u8>,
+    ip: std::net::IpAddr,
+    host: Option<HeaderValue>,
+    write: &mut impl FnMut(&mut Vec<u8>, HeaderName, Value<'_>),
+) {
+    LAST.with_borrow_mut(|last| {
+        let sent = host.as_ref().map(HeaderValue::as_bytes);
+        let hit = last
+            .as_ref()
+            .is_some_and(|l| l.ip == ip && l.host.as_deref() == sent);
+        if !hit {
+            let mut lines = Vec::with_capacity(128);
+            let key = sent.map(Box::from);
+            let peer = Peer { ip, trusted: false };
+            forwarding(peer, host, Vec::new(), &mut |n, v| write(&mut lines, n, v));
+            *last = Some(Last {
+                ip,
+                host: key,
+                lines,
+            });
+        }
+        if let Some(l) = last {
+            out.extend_from_slice(&l.lines);
+        }
+    });
+}
+
 /// An address as text, written on the stack; an IPv4 address without going through `Display`
 /// (its padding support made it a visible share of a plain request's work).
 struct IpText {
@@ -183,6 +228,56 @@ impl IpText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(out: &mut Vec<u8>, name: HeaderName, value: Value<'_>) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The kept lines are written again only for the same address and `Host`: every answer,
+    /// repeated or not, is what the lines made afresh are.
+    #[test]
+    fn forwarding_lines_kept_from_the_last_request_are_its_peers_and_hosts_alone() {
+        let v4: std::net::IpAddr = "10.0.0.7".parse().expect("v4");
+        let v6: std::net::IpAddr = "2001:db8::7".parse().expect("v6");
+        let host = |h: &'static str| Some(HeaderValue::from_static(h));
+        let cases = [
+            (v4, host("a.example")),
+            (v4, host("a.example")),
+            (v4, host("b.example")),
+            (v4, None),
+            (v4, None),
+            (v6, None),
+            (v4, host("a.example")),
+            (v6, host("a.example")),
+            (v6, host("a.example")),
+            (v4, host("a.example:8080")),
+        ];
+        for (i, (ip, host)) in cases.into_iter().enumerate() {
+            let mut fresh = Vec::new();
+            let peer = Peer { ip, trusted: false };
+            forwarding(peer, host.clone(), Vec::new(), &mut |n, v| {
+                write(&mut fresh, n, v)
+            });
+            let mut out = b"x-kept: 1\r\n".to_vec();
+            untrusted_lines(&mut out, ip, host, &mut write);
+            assert_eq!(&out[..11], b"x-kept: 1\r\n");
+            assert_eq!(
+                String::from_utf8_lossy(&out[11..]),
+                String::from_utf8_lossy(&fresh),
+                "case {i}"
+            );
+        }
+        let mut out = Vec::new();
+        untrusted_lines(&mut out, v4, host("c.example"), &mut write);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "x-forwarded-proto: http\r\nx-real-ip: 10.0.0.7\r\nx-forwarded-for: 10.0.0.7\r\n\
+             x-forwarded-host: c.example\r\nforwarded: for=10.0.0.7;host=\"c.example\";proto=http\r\n"
+        );
+    }
 
     #[test]
     fn an_address_is_written_as_display_writes_it() {

@@ -5,7 +5,8 @@
 
 use crate::admission::field_header;
 use crate::header_names::{TRACEPARENT, X_REQUEST_ID};
-use crate::proxy::forwarded::{forwarding, Forwarding, Value, FORWARDING_HEADERS, X_FORWARDED_FOR};
+use crate::proxy::forwarded::{self, forwarding, Forwarding, Peer, Value};
+use crate::proxy::forwarded::{FORWARDING_HEADERS, X_FORWARDED_FOR};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use railgate_policy::field::traceparent_trace_id;
@@ -169,11 +170,17 @@ fn write_lines(
             line(out, name.as_str(), value.as_bytes());
         }
     }
-    screen.add(|name, value| {
+    let (by, added) = screen.finish();
+    let mut write = |out: &mut Vec<u8>, name: HeaderName, value: Value<'_>| {
         if valid_value(value.as_bytes()) {
             line(out, name.as_str(), value.as_bytes());
         }
-    });
+    };
+    match by.peer.trusted {
+        true => by.add(&mut |name, value| write(out, name, value)),
+        false => forwarded::untrusted_lines(out, by.peer.ip, by.host, &mut write),
+    }
+    added.add(|name, value| write(out, name, value));
 }
 
 /// Room for the lines the gateway adds to a request head it writes (forwarding, the verified
@@ -298,11 +305,57 @@ impl<'a> Screen<'a> {
         drop
     }
 
-    /// Hands the gateway's headers to `put`: forwarding, the verified context fields not kept
-    /// as the client sent them, the user and request ids, `traceparent`.
+    /// What the pass learned for the gateway's own headers: the forwarding headers' part,
+    /// and the rest's.
+    fn finish(self) -> (ForwardedBy, Added<'a>) {
+        let by = ForwardedBy {
+            peer: self.fwd.peer,
+            host: self.host.single(),
+            chain: self.chain,
+        };
+        let added = Added {
+            ctx: self.ctx,
+            as_verified: self.as_verified,
+            traceparent: self.traceparent.single(),
+        };
+        (by, added)
+    }
+
+    /// Hands the gateway's headers to `put`: forwarding ([`ForwardedBy::add`]), then the
+    /// others ([`Added::add`]).
+    fn add(self, mut put: impl FnMut(HeaderName, Value<'_>)) {
+        let (by, added) = self.finish();
+        by.add(&mut put);
+        added.add(put);
+    }
+}
+
+/// Who sent a request, as its forwarding headers tell the upstream: the peer, the client's
+/// `Host` when sent once, a trusted front proxy's `X-Forwarded-For` values.
+struct ForwardedBy {
+    peer: Peer,
+    host: Option<HeaderValue>,
+    chain: Vec<HeaderValue>,
+}
+
+impl ForwardedBy {
+    fn add(self, put: &mut impl FnMut(HeaderName, Value<'_>)) {
+        forwarding(self.peer, self.host, self.chain, put);
+    }
+}
+
+/// The gateway's headers besides forwarding: the verified context fields not kept as the
+/// client sent them (`as_verified`), the user and request ids, `traceparent` (continuing the
+/// client's when it sent one).
+struct Added<'a> {
+    ctx: &'a RequestContext,
+    as_verified: u16,
+    traceparent: Option<HeaderValue>,
+}
+
+impl Added<'_> {
     fn add(self, mut put: impl FnMut(HeaderName, Value<'_>)) {
         let ctx = self.ctx;
-        forwarding(self.fwd.peer, self.host.single(), self.chain, &mut put);
         for (f, v) in ctx.fields() {
             if self.as_verified & field_bit(f) == 0 {
                 put(field_header(f).clone(), Value::Text(v));
@@ -310,8 +363,7 @@ impl<'a> Screen<'a> {
         }
         put(X_USER_ID, Value::Text(&ctx.user_id));
         put(X_REQUEST_ID, Value::Text(&ctx.trace_id));
-        let client = self.traceparent.single();
-        let client = client.as_ref().map(HeaderValue::as_bytes);
+        let client = self.traceparent.as_ref().map(HeaderValue::as_bytes);
         put(
             TRACEPARENT,
             Value::Owned(traceparent(&ctx.trace_id, client)),
@@ -374,7 +426,6 @@ pub fn traceparent(trace_id: &str, client: Option<&[u8]>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::forwarded::Peer;
 
     #[test]
     fn detached_copies_every_value_in_order() {

@@ -231,6 +231,10 @@ fn request_line(line: &[u8]) -> Result<bool, Refused> {
 /// Origin form (`/path?query`), absolute form (`http://…`), or `*` for `OPTIONS`; visible
 /// ASCII only, and something the URI parser downstream accepts.
 fn target_is_valid(method: &[u8], target: &[u8]) -> bool {
+    // The common case first: its bytes are all visible ASCII, so the check below holds.
+    if plain_origin_form(target) {
+        return true;
+    }
     if target.is_empty() || !target.iter().all(|b| (0x21..0x7f).contains(b)) {
         return false;
     }
@@ -243,7 +247,7 @@ fn target_is_valid(method: &[u8], target: &[u8]) -> bool {
         || scheme(b"http://")
         || scheme(b"https://")
         || (target == b"*" && method == b"OPTIONS");
-    form_ok && (plain_origin_form(target) || http::Uri::try_from(target).is_ok())
+    form_ok && http::Uri::try_from(target).is_ok()
 }
 
 /// A path and query of RFC 3986's unreserved characters, sub-delimiters, `:`, `@`, `%`, `/` and
