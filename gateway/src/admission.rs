@@ -72,8 +72,8 @@ pub struct Caller<'a> {
 /// What admission produced.
 #[derive(Debug, Clone)]
 pub struct Admitted {
-    /// The verified context.
-    pub ctx: RequestContext,
+    /// The verified context (shared with the request's outcome, for its log line).
+    pub ctx: std::sync::Arc<RequestContext>,
     /// The verified credentials.
     pub verified: Verified,
     /// The id of the resource the request opens (a thread, a canvas, …), if any.
@@ -105,7 +105,7 @@ pub async fn admit(
         ownership(live, &ctx, (kind, id), adm.route, adm.hide_foreign).await?;
     }
     Ok(Admitted {
-        ctx,
+        ctx: std::sync::Arc::new(ctx),
         verified,
         thread_id: adm.resource.map(|(_, id)| id.to_owned()),
     })

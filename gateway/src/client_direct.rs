@@ -156,7 +156,9 @@ type Field = (
 /// head's bytes (no copy). `buf` keeps what follows the head.
 fn answered(h: Head, mut buf: BytesMut, fields: &mut Vec<Field>) -> Result<Answered, String> {
     let head: Bytes = buf.split_to(h.used).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for one more: the HTTP rail adds `X-Request-Id`, and a map filled to its capacity
+    // would grow (both its tables reallocated) for it.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     for (name, at, len) in fields.drain(..) {
         let name = name.map_err(|e| format!("bad response header name: {e}"))?;
         if at.checked_add(len).is_none_or(|end| end > head.len()) {

@@ -10,7 +10,7 @@ use crate::caps::Connection;
 use crate::config::route::Captures;
 use crate::config::{Config, Rail, Route};
 use crate::conn_timer::ConnTimer;
-use crate::outcome::{count, record, Outcome};
+use crate::outcome::{count, record, Outcome, RouteName};
 use crate::proxy::forwarded::{Forwarding, Peer};
 use crate::{proxy, respond, tickets};
 use http::{Method, Request, Response};
@@ -51,7 +51,7 @@ pub fn handle(
             Ok(answer) => answer,
             Err(d) => {
                 out.code = Some(d.code);
-                Answer::Done(respond::http(&d, &out.trace_id))
+                Answer::Done(respond::http(&d, out.trace_id()))
             }
         };
         match answer {
@@ -78,7 +78,7 @@ pub fn handle(
 pub fn refused(gw: &Gateway, denial: &Denial) -> Response<Body> {
     let mut out = Outcome::new(Method::GET, "-".into(), crate::mint::random_hex_id());
     out.code = Some(denial.code);
-    let resp = respond::http(denial, &out.trace_id);
+    let resp = respond::http(denial, out.trace_id());
     record(&gw.metrics, &out, resp.status().as_u16());
     respond::closing(resp)
 }
@@ -98,19 +98,19 @@ fn serve<'a>(
     async move {
         early_checks(gw, &req)?;
         if req.method() == Method::POST && req.uri().path() == tickets::PATH {
-            out.route = tickets::ROUTE.into();
+            out.route = RouteName::Fixed(tickets::ROUTE);
             return Box::pin(ticket_issue(gw, req, conn, out)).await;
         }
         #[cfg(feature = "demo")]
         if let Some(resp) = demo_page(gw, &req) {
-            out.route = "demo-page".into();
+            out.route = RouteName::Fixed("demo-page");
             return Ok(Answer::Done(resp));
         }
         // The configuration in force when the request came, for all of it: a reload does not
         // change its route, admission or upstream under it.
         let live = gw.live();
         let (route, caps) = route(&live.config, req.uri().path())?;
-        out.route = route.name.clone();
+        out.route = RouteName::Configured(route.clone());
         out.rail = route.kind;
         let adm = Admission::for_route(route, &caps);
         let fwd = forwarding(&live.config, route, peer);
@@ -254,7 +254,7 @@ fn caller<'a>(req: &'a Request<Incoming>, out: &'a Outcome) -> Caller<'a> {
         headers: req.headers(),
         query: req.uri().query(),
         hello: None,
-        trace_id: &out.trace_id,
+        trace_id: out.trace_id(),
     }
 }
 

@@ -219,13 +219,13 @@ pub fn build(policy: &ContextPolicy<'_>, src: &Sources<'_>) -> Result<RequestCon
             return Err(Denial::new(ErrorCode::ModeInvalid));
         }
     }
-    let tenant = values[Field::Tenant.index()]
-        .clone()
+    let tenant = candidates[Field::Tenant.index()]
+        .first
         .ok_or(Denial::new(ErrorCode::TenantMissing))?;
     check_env(policy, src, candidates[Field::Env.index()])?;
     values[Field::Env.index()] = Some(policy.gateway_env.to_owned());
     if let Some(token) = src.token {
-        if !token.tenants.contains(&tenant) {
+        if !token.tenants.iter().any(|t| t == tenant) {
             return Err(Denial::new(ErrorCode::TenantMismatch));
         }
     }

@@ -113,7 +113,7 @@ impl Session {
             Err(End::Deny(d)) => {
                 self.out.code = Some(d.code);
                 record(&self.gw.metrics, &self.out, 101);
-                Box::pin(finish(&mut ws, End::Deny(d), &self.out.trace_id)).await;
+                Box::pin(finish(&mut ws, End::Deny(d), self.out.trace_id())).await;
                 None
             }
             Err(_) => None,
@@ -128,7 +128,7 @@ impl Session {
             headers: &self.parts.headers,
             query: self.parts.uri.query(),
             hello: Some(&hello),
-            trace_id: &self.out.trace_id,
+            trace_id: self.out.trace_id(),
         };
         let admission = Admission::for_route(&self.route, &self.caps);
         let admitted = admit(&self.gw.live(), &admission, &caller)

@@ -64,7 +64,7 @@ pub struct WsRelay {
     thread: String,
     /// Where the session is present: its resource and the scope it named.
     place: Place,
-    ctx: RequestContext,
+    ctx: std::sync::Arc<RequestContext>,
     stamp: Stamp,
     /// The verified context every client message carries upstream.
     context: String,
