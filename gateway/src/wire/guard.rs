@@ -13,6 +13,7 @@ use super::head::{self, BodyLen, Framing, Refused, Scan};
 use railgate_policy::Denial;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -24,6 +25,8 @@ const STAND_IN_HEADER: &str = "x-railgate-refusal";
 pub struct Refusal {
     nonce: String,
     pending: Mutex<Option<Denial>>,
+    /// A stand-in was handed on: until then no request is one, and none is looked at.
+    armed: AtomicBool,
 }
 
 impl Refusal {
@@ -32,6 +35,7 @@ impl Refusal {
         Arc::new(Refusal {
             nonce: crate::mint::random_hex_id(),
             pending: Mutex::new(None),
+            armed: AtomicBool::new(false),
         })
     }
 
@@ -39,6 +43,9 @@ impl Refusal {
     pub fn claim(&self, headers: &http::HeaderMap) -> Option<Denial> {
         // (A name made once: looking one up by its text parses the text on every request.)
         const NAME: http::HeaderName = http::HeaderName::from_static(STAND_IN_HEADER);
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
         let nonce = headers.get(NAME)?;
         if nonce.as_bytes() != self.nonce.as_bytes() {
             return None;
@@ -50,6 +57,7 @@ impl Refusal {
         if let Ok(mut p) = self.pending.lock() {
             *p = Some(Denial::with_message(refused.code, refused.why));
         }
+        self.armed.store(true, Ordering::Release);
         format!(
             "GET / HTTP/1.1\r\nhost: railgate\r\n{STAND_IN_HEADER}: {}\r\n\r\n",
             self.nonce
