@@ -3,18 +3,19 @@
 //! `sent_at_us`, and CPU of itself and of the processes named by `--watch`. Prints one JSON object.
 
 mod transport;
+mod window;
 
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use railgate_tests::tally::Tally;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use transport::{open_sse, Transport};
+use window::Window;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Mode {
@@ -87,19 +88,10 @@ struct Args {
 }
 
 struct Shared {
-    measuring: AtomicBool,
-    events: AtomicU64,
+    window: Window,
     errors: AtomicU64,
     connected: AtomicU64,
-    hist: Mutex<Histogram<u64>>,
     tallies: Mutex<Vec<Tally>>,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// utime + stime of a process in seconds (USER_HZ = 100 on Linux).
@@ -117,38 +109,6 @@ fn cpu_times(pid: &str) -> (f64, f64) {
     let f: Vec<&str> = after.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (t(11) / 100.0, t(12) / 100.0)
-}
-
-/// Finds every `"sent_at_us":N` in `data` (with a carry for values split across frames).
-fn scan(data: &[u8], carry: &mut Vec<u8>, shared: &Shared) {
-    const KEY: &[u8] = b"\"sent_at_us\":";
-    carry.extend_from_slice(data);
-    let mut pos = 0;
-    let mut consumed = 0;
-    while let Some(i) = carry[pos..].windows(KEY.len()).position(|w| w == KEY) {
-        let start = pos + i + KEY.len();
-        let end = carry[start..]
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .map(|e| start + e);
-        let Some(end) = end else { break };
-        if let Some(sent) = std::str::from_utf8(&carry[start..end])
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            if shared.measuring.load(Ordering::Relaxed) {
-                shared.events.fetch_add(1, Ordering::Relaxed);
-                let lat = now_us().saturating_sub(sent).max(1);
-                if let Ok(mut h) = shared.hist.lock() {
-                    let _ = h.record(lat.min(60_000_000));
-                }
-            }
-        }
-        pos = end;
-        consumed = end;
-    }
-    let keep_from = consumed.max(carry.len().saturating_sub(KEY.len() + 24));
-    carry.drain(..keep_from);
 }
 
 async fn sse_client(
@@ -173,7 +133,7 @@ async fn sse_client(
         match frame {
             Ok(f) => {
                 if let (Ok(data), false) = (f.into_data(), idle) {
-                    scan(&data, &mut carry, &shared);
+                    shared.window.scan(&data, &mut carry);
                     if args.tally {
                         tally.feed(&data, &mut lines);
                         publish_tally(&shared, slot, tally);
@@ -247,7 +207,7 @@ async fn ws_client(
         match msg {
             Ok(Message::Text(t)) if !idle => {
                 carry.clear();
-                scan(t.as_bytes(), &mut carry, &shared);
+                shared.window.scan(t.as_bytes(), &mut carry);
             }
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
@@ -360,11 +320,9 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         return r;
     }
     let shared = Arc::new(Shared {
-        measuring: AtomicBool::new(false),
-        events: AtomicU64::new(0),
+        window: Window::default(),
         errors: AtomicU64::new(0),
         connected: AtomicU64::new(0),
-        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")),
         tallies: Mutex::new(Vec::new()),
     });
     let total = threads.len() * args.per_thread;
@@ -427,10 +385,10 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before: Vec<(f64, f64)> = watched.iter().map(|(_, p)| cpu_times(p)).collect();
     let self_before = cpu_seconds("self");
-    shared.measuring.store(true, Ordering::Relaxed);
+    shared.window.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
-    shared.measuring.store(false, Ordering::Relaxed);
+    shared.window.measuring.store(false, Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     let mut cpu = serde_json::Map::new();
     cpu.insert(
@@ -447,12 +405,8 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         );
         cpu_user.insert(name.clone(), json!((user - user0) / secs));
     }
-    let h = shared
-        .hist
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| Histogram::new(3).expect("h"));
-    let events = shared.events.load(Ordering::Relaxed);
+    let h = shared.window.latencies();
+    let events = shared.window.events.load(Ordering::Relaxed);
     json!({
         "mode": format!("{:?}", args.mode),
         "clients": total,
