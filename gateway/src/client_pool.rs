@@ -9,7 +9,7 @@
 //! connection, ends with the pool).
 
 use crate::body::Body;
-use crate::outbound::{self, UpstreamIo, UpstreamTls};
+use crate::outbound::{self, UpstreamIo, UpstreamTls, Writes};
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response, Uri};
@@ -208,7 +208,7 @@ impl Pool {
     /// A new raw connection to `uri`'s upstream (TLS for `https`), within the connect timeout.
     pub async fn open_raw(&self, uri: &Uri) -> Result<UpstreamIo, String> {
         let s = &self.settings;
-        outbound::connect(uri, &s.tls, s.connect_timeout).await
+        outbound::connect(uri, &s.tls, s.connect_timeout, Writes::Many).await
     }
 
     /// Keeps a raw connection whose last answer was read to its end.

@@ -71,11 +71,24 @@ pub fn client_config(extra_ca: Option<&Path>, alpn: &[&[u8]]) -> Result<Arc<Clie
     Ok(Arc::new(config))
 }
 
+/// What a connection will send, which decides whether Nagle's algorithm is turned off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// One request head and nothing after it (an SSE stream's request). Nagle's algorithm only
+    /// holds a small write back while earlier data waits for its acknowledgement, and nothing
+    /// is sent before this one: on plain TCP `TCP_NODELAY` is left unset (one system call less
+    /// per stream). Over TLS it is set all the same: the handshake sends several records.
+    Once,
+    /// Requests after requests, bodies, messages: `TCP_NODELAY`.
+    Many,
+}
+
 /// Connects to `uri`'s authority within `wait`: TLS when its scheme is `https` or `wss`.
 pub async fn connect(
     uri: &http::Uri,
     tls: &UpstreamTls,
     wait: Duration,
+    writes: Writes,
 ) -> Result<UpstreamIo, String> {
     let authority = uri.authority().ok_or("the upstream URI has no host")?;
     let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
@@ -83,6 +96,9 @@ pub async fn connect(
         .port_u16()
         .unwrap_or(if secure { 443 } else { 80 });
     let tcp = connect_tcp(authority.host(), port, wait).await?;
+    if secure || writes == Writes::Many {
+        let _ = tcp.set_nodelay(true);
+    }
     if !secure {
         return Ok(Either::Left(tcp));
     }
@@ -101,8 +117,8 @@ pub async fn connect(
     }
 }
 
-/// Opens a TCP connection (no-delay) to `host`:`port` within `wait`. IP literals (also in
-/// brackets) are used as they are; only names go through the resolver.
+/// Opens a TCP connection to `host`:`port` within `wait`. IP literals (also in brackets) are
+/// used as they are; only names go through the resolver.
 pub async fn connect_tcp(host: &str, port: u16, wait: Duration) -> Result<TcpStream, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let connecting = async {
@@ -112,10 +128,7 @@ pub async fn connect_tcp(host: &str, port: u16, wait: Duration) -> Result<TcpStr
         }
     };
     match tokio::time::timeout(wait, connecting).await {
-        Ok(Ok(tcp)) => {
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
-        }
+        Ok(Ok(tcp)) => Ok(tcp),
         Ok(Err(e)) => Err(format!("connect: {e}")),
         Err(_) => Err("connect timed out".into()),
     }
@@ -129,4 +142,36 @@ pub fn abort_on_close(io: &UpstreamIo) {
         Either::Right(tls) => tls.get_ref().0,
     };
     let _ = tcp.set_zero_linger();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `TCP_NODELAY` on a plain connection as `writes` asks, read back from the socket.
+    async fn nodelay(writes: Writes) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri: http::Uri = format!("http://{}/", listener.local_addr().expect("addr"))
+            .parse()
+            .expect("uri");
+        let tls = UpstreamTls {
+            config: client_config(None, &[b"http/1.1"]).expect("tls config"),
+            server_name: None,
+        };
+        let io = connect(&uri, &tls, Duration::from_secs(5), writes)
+            .await
+            .expect("connect");
+        match io {
+            Either::Left(tcp) => tcp.nodelay().expect("nodelay"),
+            Either::Right(_) => panic!("plain http became TLS"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_single_request_keeps_nagle_and_many_writes_turn_it_off() {
+        assert!(!nodelay(Writes::Once).await);
+        assert!(nodelay(Writes::Many).await);
+    }
 }

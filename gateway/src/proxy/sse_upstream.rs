@@ -4,7 +4,7 @@
 
 use crate::app::Gateway;
 use crate::config::Rail;
-use crate::outbound::{self, UpstreamTls};
+use crate::outbound::{self, UpstreamTls, Writes};
 use crate::proxy::forwarded::Forwarding;
 use crate::proxy::headers;
 use crate::proxy::reconnect::{classify, Reconnect, Refusal};
@@ -98,7 +98,14 @@ pub async fn connect(gw: &Gateway, spec: &UpstreamSpec, cursor: Option<&str>) ->
     if spec.uri.authority().is_none() {
         return Connect::Gone(ErrorCode::UpstreamUnavailable);
     }
-    let io = match outbound::connect(&spec.uri, &spec.tls, limits.upstream_connect_timeout).await {
+    let io = match outbound::connect(
+        &spec.uri,
+        &spec.tls,
+        limits.upstream_connect_timeout,
+        Writes::Once,
+    )
+    .await
+    {
         Ok(io) => io,
         Err(e) => return Connect::Retry(e),
     };

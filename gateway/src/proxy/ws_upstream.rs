@@ -6,7 +6,7 @@ use crate::app::Gateway;
 use crate::config::route::Captures;
 use crate::config::{HelloMode, Route};
 use crate::inject::verified_context;
-use crate::outbound::{self, UpstreamIo, UpstreamTls};
+use crate::outbound::{self, UpstreamIo, UpstreamTls, Writes};
 use crate::proxy::forwarded::Forwarding;
 use crate::proxy::headers;
 use crate::proxy::reconnect::{classify, Refusal};
@@ -96,6 +96,7 @@ impl Target {
             &self.uri,
             &self.tls,
             live.config.limits.upstream_connect_timeout,
+            Writes::Many,
         )
         .await
         .map_err(|_| Refusal::Retry)?;
