@@ -16,7 +16,7 @@ pub struct Window {
     pub measuring: AtomicBool,
     /// Events counted.
     pub events: AtomicU64,
-    /// Every worker thread's latencies (see `with_histogram`).
+    /// Every worker thread's latencies (see `thread_histogram`).
     hists: Mutex<Vec<Arc<Mutex<Histogram<u64>>>>>,
     key: memchr::memmem::Finder<'static>,
 }
@@ -63,33 +63,36 @@ impl Window {
         };
         let measuring = self.measuring.load(Ordering::Relaxed);
         let now = if measuring { now_us() } else { 0 };
-        let (mut seen, mut keep_from) = (0, buf.len());
-        self.with_histogram(measuring, |mut hist| {
-            let mut pos = 0;
-            while let Some(i) = self.key.find(&buf[pos..]) {
-                let start = pos + i + KEY.len();
-                let digits = buf[start..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                if start + digits == buf.len() {
-                    keep_from = pos + i;
-                    return;
-                }
-                let sent = std::str::from_utf8(&buf[start..start + digits]).ok();
-                if let (Some(sent), Some(hist)) =
-                    (sent.and_then(|s| s.parse::<u64>().ok()), &mut hist)
-                {
-                    seen += 1;
-                    let _ = hist.record(now.saturating_sub(sent).clamp(1, 60_000_000));
-                }
-                pos = start + digits;
+        let hist = measuring.then(|| self.thread_histogram());
+        let mut hist = hist.as_ref().and_then(|h| h.lock().ok());
+        let (mut seen, mut pos, mut cut_value) = (0, 0, None);
+        while let Some(i) = self.key.find(&buf[pos..]) {
+            let start = pos + i + KEY.len();
+            let digits = buf[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if start + digits == buf.len() {
+                cut_value = Some(pos + i);
+                break;
             }
-            // A key cut by the frame's end: the longest end of `buf` that begins the key.
+            let sent = std::str::from_utf8(&buf[start..start + digits]).ok();
+            if let (Some(sent), Some(hist)) = (
+                sent.and_then(|s| s.parse::<u64>().ok()),
+                hist.as_deref_mut(),
+            ) {
+                seen += 1;
+                let _ = hist.record(now.saturating_sub(sent).clamp(1, 60_000_000));
+            }
+            pos = start + digits;
+        }
+        drop(hist);
+        // A value cut by the frame's end, or a key: the longest end of `buf` that begins it.
+        let keep_from = cut_value.unwrap_or_else(|| {
             let cut = (1..KEY.len())
                 .rev()
                 .find(|&k| buf[pos..].ends_with(&KEY[..k]));
-            keep_from = buf.len() - cut.unwrap_or(0);
+            buf.len() - cut.unwrap_or(0)
         });
         if seen > 0 {
             self.events.fetch_add(seen, Ordering::Relaxed);
@@ -98,23 +101,17 @@ impl Window {
         carry.extend_from_slice(&buf[keep_from..]);
     }
 
-    /// Runs `f` with this thread's histogram locked while measuring, with `None` otherwise.
-    fn with_histogram(&self, measuring: bool, f: impl FnOnce(Option<&mut Histogram<u64>>)) {
-        if !measuring {
-            return f(None);
-        }
+    /// This thread's histogram, registered with the window on first use.
+    fn thread_histogram(&self) -> Arc<Mutex<Histogram<u64>>> {
         HISTOGRAM.with(|cell| {
-            let hist = cell.get_or_init(|| {
+            cell.get_or_init(|| {
                 let hist = Arc::new(Mutex::new(new_histogram()));
                 if let Ok(mut all) = self.hists.lock() {
                     all.push(hist.clone());
                 }
                 hist
-            });
-            match hist.lock() {
-                Ok(mut h) => f(Some(&mut h)),
-                Err(_) => f(None),
-            }
+            })
+            .clone()
         })
     }
 
